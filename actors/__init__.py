@@ -1,0 +1,1 @@
+"""Thin Ray actors around the engine: they route, batch, await and persist."""

@@ -1,0 +1,80 @@
+"""Micro-batching on the asyncio side of an actor: items for one destination gather for
+at most ``delay_s`` or until ``items_max`` are waiting, then travel in one call.
+
+The queue is bounded: past ``queue_items_max`` items queued or in flight, ``submit``
+refuses at once with Overloaded instead of letting memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from engine.errors import Overloaded
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+__all__ = ["MicroBatcher"]
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+                 on_error: Callable[[BaseException], Result], *, items_max: int,
+                 delay_s: float, queue_items_max: int, retry_after_ms: int,
+                 observe: Callable[[int], Any] | None = None) -> None:
+        self._send = send
+        self._on_error = on_error
+        self._items_max = items_max
+        self._delay_s = delay_s
+        self._queue_items_max = queue_items_max
+        self._retry_after_ms = retry_after_ms
+        self._observe = observe
+        self._items: list[Item] = []
+        self._futures: list[asyncio.Future[Result]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.outstanding = 0  # queued + in flight
+
+    def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+        if self.outstanding + len(items) > self._queue_items_max:
+            raise Overloaded("gateway queue to this shard is full", self._retry_after_ms)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._items.extend(items)
+        self._futures.extend(futures)
+        self.outstanding += len(items)
+        if len(self._items) >= self._items_max:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._delay_s, self._flush)
+        return futures
+
+    async def submit(self, item: Item) -> Result:
+        return await self.submit_many((item,))[0]
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._items:
+            items, futures = self._items[:self._items_max], self._futures[:self._items_max]
+            del self._items[:self._items_max], self._futures[:self._items_max]
+            task = asyncio.get_running_loop().create_task(self._deliver(items, futures))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, items: list[Item], futures: list[asyncio.Future[Result]]) -> None:
+        if self._observe is not None:
+            self._observe(len(items))
+        try:
+            results: Sequence[Result] = await self._send(items)
+        except Exception as error:  # the destination failed: every item learns why
+            failure = self._on_error(error)
+            results = [failure] * len(items)
+        finally:
+            self.outstanding -= len(items)
+        for future, result in zip(futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)

@@ -1,0 +1,263 @@
+"""Gateway: a grpc.aio server inside a Ray async actor. Several gateways share one port
+(SO_REUSEPORT). It authenticates, validates, and micro-batches every request per
+destination shard, so one Ray call carries many orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from actors import clock
+from actors.batcher import MicroBatcher
+from actors.routing import ShardGroup
+from adapters.grpc_errors import FlashtxInterceptor
+from adapters.grpc_service import Placement, add_servicers
+from engine.config import Config
+from engine.errors import (
+    DomainError,
+    NotFound,
+    Overloaded,
+    ResultCode,
+    Unauthenticated,
+    Unavailable,
+)
+from engine.merchants import Principal, hash_secret, operator_principal, parse_token
+from engine.stock import StockLevel
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, index: int, config: Config, port: int, merchants: ShardGroup,
+                 stock: ShardGroup, orders: ShardGroup) -> None:
+        self.index = index
+        self.config = config
+        self.port = port
+        self._merchants, self._stock, self._orders = merchants, stock, orders
+        self._operator_hash = hash_secret(config.operator_key)
+        self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
+        self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
+        self.inflight = 0
+        self.batches_sent = 0
+        self.items_sent = 0
+        batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
+                     queue_items_max=config.batch_queue_items_max,
+                     retry_after_ms=config.overload_retry_after_ms, observe=self._observe)
+        self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place, **batch)
+                       for i in range(len(orders.handles))]
+        self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error, **batch)
+                     for i in range(len(orders.handles))]
+        self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error, **batch)
+                      for i in range(len(stock.handles))]
+        self._server: grpc.aio.Server | None = None
+        self._started = asyncio.get_running_loop().create_task(self._serve())
+
+    # --- server lifecycle -------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        options = [("grpc.so_reuseport", 1),
+                   ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
+                   ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
+        server = grpc.aio.server(interceptors=[FlashtxInterceptor(self.authenticate)],
+                                 options=options)
+        names = add_servicers(server, self)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], server)
+        bound = server.add_insecure_port(f"{self.config.grpc_host}:{self.port}")
+        if bound == 0:
+            raise RuntimeError(f"cannot bind port {self.port}")
+        await server.start()
+        for name in ("", *names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("gateway %d serving on port %d", self.index, bound)
+
+    async def ready(self) -> int:
+        await self._started
+        return self.port
+
+    async def drain(self, grace_s: float = 5.0) -> None:
+        """Stops taking calls, lets in-flight ones finish, then stops."""
+        await self._started
+        if self._server is not None:
+            for name in ("",):
+                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._server.stop(grace_s)
+
+    async def stats(self) -> dict[str, Any]:
+        return {"index": self.index, "inflight": self.inflight,
+                "batches_sent": self.batches_sent, "items_sent": self.items_sent,
+                "auth_cache": len(self._auth_cache), "snapshots": len(self._snapshots)}
+
+    # --- auth -------------------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal:
+        now = clock.now_ms()
+        cached = self._auth_cache.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if token == self.config.operator_key or hash_secret(token) == self._operator_hash:
+            return operator_principal()
+        merchant_id, _, _ = parse_token(token)
+        try:
+            principal = await self._merchants.call(self._merchants.shard_of(merchant_id, ""),
+                                                   "authenticate", token)
+        except DomainError:
+            raise
+        except Exception as error:
+            raise Unauthenticated("cannot check the key now; retry") from error
+        self._auth_cache[token] = (principal, now + self.config.auth_cache_ttl_ms)
+        if len(self._auth_cache) > self.config.auth_cache_entries_max:
+            self._auth_cache.popitem(last=False)
+        return principal
+
+    # --- backend for the servicers ----------------------------------------------------------
+
+    async def place_orders(self, principal: Principal,
+                           placements: Sequence[Placement]) -> list[tuple[ResultCode, Any]]:
+        if self.inflight + len(placements) > self.config.gateway_inflight_max:
+            raise Overloaded("gateway is at its in-flight limit",
+                             self.config.overload_retry_after_ms)
+        merchant_id, window_s = principal.merchant_id, principal.payment_window_s
+        slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
+        groups: dict[int, list[Any]] = {}
+        positions: dict[int, list[int]] = {}
+        for i, (key, buyer_id, lines) in enumerate(placements):
+            slot = slot_of(merchant_id, buyer_id)
+            shard = shard_of_slot(slot)
+            groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
+                                                 slot))
+            positions.setdefault(shard, []).append(i)
+        self.inflight += len(placements)
+        try:
+            futures = {shard: self._place[shard].submit_many(items)
+                       for shard, items in groups.items()}
+            results: list[Any] = [None] * len(placements)
+            for shard, shard_futures in futures.items():
+                for i, result in zip(positions[shard], await asyncio.gather(*shard_futures),
+                                     strict=True):
+                    results[i] = result
+            return results
+        finally:
+            self.inflight -= len(placements)
+
+    async def order_action(self, merchant_id: str, op: str, target: str, argument: Any) -> Any:
+        if op == "list":
+            shard = self._orders.shard_of(merchant_id, target)
+        else:
+            slot = int(target[:4], 16)
+            if slot >= self.config.slots_total:
+                raise NotFound(f"no order {target}", order_id=target)
+            shard = self._orders.shard_of_slot(slot)
+        result = await self._act[shard].submit((op, merchant_id, target, argument))
+        if isinstance(result, DomainError):
+            raise result
+        return result
+
+    async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
+                           strong: bool) -> list[StockLevel | None]:
+        now = clock.now_ms()
+        results: list[StockLevel | None] = [None] * len(sku_ids)
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        for i, sku_id in enumerate(sku_ids):
+            cached = None if strong else self._snapshots.get((merchant_id, sku_id))
+            if cached is not None and now - cached.as_of_ms <= (
+                    self.config.stock_snapshot_max_age_ms):
+                results[i] = cached
+                continue
+            shard = self._stock.shard_of(merchant_id, sku_id)
+            [future] = self._read[shard].submit_many([(merchant_id, sku_id)])
+            pending.append((i, future))
+        for i, future in pending:
+            level = await future
+            if isinstance(level, DomainError):
+                raise level
+            results[i] = level
+            if level is not None:
+                self._remember(level)
+        return results
+
+    def _remember(self, level: StockLevel) -> None:
+        key = (level.merchant_id, level.sku_id)
+        self._snapshots[key] = level
+        self._snapshots.move_to_end(key)
+        if len(self._snapshots) > self.config.stock_snapshot_entries_max:
+            self._snapshots.popitem(last=False)
+
+    async def upsert_skus(self, merchant_id: str, items: list[tuple[str, str, int, int, int]]
+                          ) -> list[Any]:
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(self._stock.shard_of(merchant_id, item[0]), []).append(i)
+        results: list[Any] = [None] * len(items)
+        answers = await asyncio.gather(*(
+            self._stock.call(shard, "upsert", [(merchant_id, *items[i]) for i in positions])
+            for shard, positions in groups.items()))
+        for positions, answer in zip(groups.values(), answers, strict=True):
+            for i, result in zip(positions, answer, strict=True):
+                results[i] = result
+        return results
+
+    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int,
+                           reason: str) -> StockLevel:
+        shard = self._stock.shard_of(merchant_id, sku_id)
+        level: StockLevel = await self._stock.call(shard, "adjust", merchant_id, sku_id, delta,
+                                                   reason)
+        return level
+
+    async def create_merchant(self, merchant_id: str, name: str,
+                              payment_window_s: int) -> Any:
+        merchant_id = merchant_id or f"m-{secrets.token_hex(6)}"
+        return await self._merchant_call(merchant_id, "create", merchant_id, name,
+                                         payment_window_s)
+
+    async def get_merchant(self, merchant_id: str) -> Any:
+        return await self._merchant_call(merchant_id, "get", merchant_id)
+
+    async def create_api_key(self, merchant_id: str, scopes: list[int], label: str) -> Any:
+        return await self._merchant_call(merchant_id, "create_key", merchant_id, scopes, label)
+
+    async def revoke_api_key(self, merchant_id: str, key_id: str) -> Any:
+        result = await self._merchant_call(merchant_id, "revoke_key", merchant_id, key_id)
+        # This gateway forgets the key now; others within auth_cache_ttl_ms.
+        for token in [t for t in self._auth_cache if f".{key_id}." in t]:
+            del self._auth_cache[token]
+        return result
+
+    async def _merchant_call(self, merchant_id: str, method: str, *args: Any) -> Any:
+        return await self._merchants.call(self._merchants.shard_of(merchant_id, ""), method,
+                                          *args)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _sender(self, group: ShardGroup, shard: int, method: str) -> Any:
+        async def send(items: list[Any]) -> Any:
+            return await group.call(shard, method, items)
+
+        return send
+
+    def _observe(self, items: int) -> None:
+        self.batches_sent += 1
+        self.items_sent += items
+
+
+def _unavailable_place(error: BaseException) -> tuple[ResultCode, str]:
+    log.warning("order shard call failed: %r", error)
+    return (ResultCode.UNAVAILABLE, "order shard unavailable; retry with the same key")
+
+
+def _unavailable_error(error: BaseException) -> DomainError:
+    log.warning("shard call failed: %r", error)
+    return Unavailable("shard unavailable; retry")

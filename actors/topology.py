@@ -1,0 +1,94 @@
+"""Creates the actors of a flashtx deployment. Every Ray actor option is written here,
+in one place (as Ray Serve's controller does), and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from actors.gateway import Gateway
+from actors.merchant_shard import MerchantShard
+from actors.order_shard import OrderShard
+from actors.routing import ShardGroup
+from actors.stock_shard import StockShard
+from engine.config import Config
+from engine.sharding import RoutingTable
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "flashtx"
+
+# A shard restarts from durable state after a crash (max_restarts); a call in flight to a
+# dead actor fails instead of being replayed (max_task_retries=0): the caller retries
+# with its idempotency key. Actors reserve no CPU so a small box can hold them all; the
+# gateway count, not Ray's CPU slots, bounds the work.
+_SHARD_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                      max_concurrency=10_000, namespace=NAMESPACE)
+_GATEWAY_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                        max_concurrency=10_000, namespace=NAMESPACE)
+
+RemoteMerchantShard = ray.remote(MerchantShard)
+RemoteStockShard = ray.remote(StockShard)
+RemoteOrderShard = ray.remote(OrderShard)
+RemoteGateway = ray.remote(Gateway)
+
+
+@dataclass
+class Topology:
+    config: Config
+    port: int
+    merchants: ShardGroup
+    stock: ShardGroup
+    orders: ShardGroup
+    gateways: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: Config, port: int) -> Topology:
+        """Creates shards, then gateways on `port`; returns once every gateway serves."""
+        slots = config.slots_total
+        merchant_table = RoutingTable.uniform(slots, config.merchant_shards)
+        stock_table = RoutingTable.uniform(slots, config.stock_shards)
+        order_table = RoutingTable.uniform(slots, config.order_shards)
+        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **_SHARD_OPTIONS)
+                     .remote(i, config) for i in range(config.merchant_shards)]
+        stock = [RemoteStockShard.options(name=f"stock-{i}", **_SHARD_OPTIONS).remote(i, config)
+                 for i in range(config.stock_shards)]
+        orders = [RemoteOrderShard.options(name=f"order-{i}", **_SHARD_OPTIONS)
+                  .remote(i, config, stock, stock_table) for i in range(config.order_shards)]
+        topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
+                       ShardGroup(stock, stock_table, slots),
+                       ShardGroup(orders, order_table, slots))
+        for i in range(config.gateways):
+            topology.add_gateway(i)
+        ray.get([gateway.ready.remote() for gateway in topology.gateways])
+        return topology
+
+    def add_gateway(self, index: int) -> Any:
+        gateway = RemoteGateway.options(name=f"gateway-{index}", **_GATEWAY_OPTIONS).remote(
+            index, self.config, self.port, self.merchants, self.stock, self.orders)
+        self.gateways.append(gateway)
+        return gateway
+
+    def stats(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "gateways": ray.get([g.stats.remote() for g in self.gateways]),
+            "stock_shards": ray.get([s.stats.remote() for s in self.stock.handles]),
+            "order_shards": ray.get([s.stats.remote() for s in self.orders.handles]),
+        }
+
+    def check_invariants(self) -> None:
+        ray.get([s.check_invariants.remote() for s in self.stock.handles])
+        ray.get([s.check_invariants.remote() for s in self.orders.handles])
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        try:
+            ray.get([g.drain.remote(grace_s) for g in self.gateways], timeout=grace_s + 5)
+        except Exception:  # a gateway that cannot drain is killed below all the same
+            log.warning("gateways did not drain cleanly", exc_info=True)
+        for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,
+                      *self.merchants.handles]:
+            ray.kill(actor)
+        self.gateways.clear()

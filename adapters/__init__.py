@@ -1,0 +1,1 @@
+"""Edges to the outside world: gRPC, Postgres, Redis, connectors, legacy import."""

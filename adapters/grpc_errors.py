@@ -1,0 +1,179 @@
+"""The one place where failures become gRPC statuses, and where keys and scopes are
+checked: an interceptor around every flashtx.v1 method.
+
+    domain error              gRPC status            details
+    InvalidArgument           INVALID_ARGUMENT       ErrorInfo, BadRequest(field)
+    NotFound                  NOT_FOUND              ErrorInfo
+    FailedPrecondition (+sub) FAILED_PRECONDITION    ErrorInfo (OUT_OF_STOCK, ...)
+    IdempotencyConflict       ALREADY_EXISTS         ErrorInfo
+    AlreadyExists             ALREADY_EXISTS         ErrorInfo
+    Unauthenticated           UNAUTHENTICATED        ErrorInfo
+    PermissionDenied          PERMISSION_DENIED      ErrorInfo
+    Overloaded                RESOURCE_EXHAUSTED     ErrorInfo, RetryInfo
+    Unavailable               UNAVAILABLE            ErrorInfo, RetryInfo
+    anything else             INTERNAL               (logged; no internals leak)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from engine import errors
+from engine.merchants import Principal, Scope
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "flashtx.dev"
+
+_STATUS: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+# Scope each RPC needs. Methods absent here (health, reflection) need no key.
+SCOPES: dict[str, Scope] = {
+    "/flashtx.v1.MerchantService/CreateMerchant": Scope.OPERATOR,
+    "/flashtx.v1.MerchantService/GetMerchant": Scope.ADMIN,
+    "/flashtx.v1.MerchantService/CreateApiKey": Scope.ADMIN,
+    "/flashtx.v1.MerchantService/RevokeApiKey": Scope.ADMIN,
+    "/flashtx.v1.StockService/UpsertSkus": Scope.ADMIN,
+    "/flashtx.v1.StockService/AdjustStock": Scope.ADMIN,
+    "/flashtx.v1.StockService/GetStock": Scope.CHANNEL,
+    "/flashtx.v1.StockService/GetStockLevels": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/PlaceOrder": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/PlaceOrders": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/GetOrder": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/ListOrders": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/CancelOrder": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/PayOrder": Scope.SAAS,
+    "/flashtx.v1.OrderService/FulfillOrder": Scope.SAAS,
+}
+# Reads a SaaS key may make besides its own scope's calls.
+SAAS_ALSO = {"/flashtx.v1.StockService/GetStock", "/flashtx.v1.StockService/GetStockLevels",
+             "/flashtx.v1.OrderService/GetOrder", "/flashtx.v1.OrderService/ListOrders"}
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served (set by the interceptor)."""
+    return _principal.get()
+
+
+def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
+    for kind, code in _STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: errors.DomainError) -> grpc.Status:
+    code = status_code_of(error)
+    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN,
+                                           metadata=error.metadata)]
+    if isinstance(error, errors.InvalidArgument):
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=error.field,
+                                                        description=error.description)]))
+    if isinstance(error, errors.Overloaded | errors.Unavailable):
+        retry_ms = getattr(error, "retry_after_ms", 50)
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=retry_ms // 1000, nanos=(retry_ms % 1000) * 1_000_000)))
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message,
+                               details=packed)
+    return rpc_status.to_status(status)
+
+
+def bearer_token(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            if isinstance(value, bytes) or not value.startswith("Bearer "):
+                raise errors.Unauthenticated("authorization must be 'Bearer <api key>'")
+            return value[7:].strip()
+    raise errors.Unauthenticated("missing authorization metadata")
+
+
+Authenticate = Callable[[str], Awaitable[Principal]]
+
+
+class FlashtxInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates, enforces the scope table and maps errors, for every flashtx RPC."""
+
+    def __init__(self, authenticate: Authenticate) -> None:
+        self._authenticate = authenticate
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        scope = SCOPES.get(details.method)
+        if handler is None or scope is None:
+            return handler
+        method, metadata = details.method, details.invocation_metadata
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, scope, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, scope, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
+
+    async def _admit(self, method: str, scope: Scope, metadata: Any) -> None:
+        principal = await self._authenticate(bearer_token(metadata))
+        if not (method in SAAS_ALSO and Scope.SAAS in principal.scopes):
+            principal.require(scope)
+        _principal.set(principal)
+
+    def _wrap_unary(self, inner: Any, method: str, scope: Scope, metadata: Any) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                await self._admit(method, scope, metadata)
+                return await inner(request, context)
+            except errors.DomainError as error:
+                failure = error
+            except Exception:
+                log.exception("%s failed", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            status = to_status(failure)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        return handle
+
+    def _wrap_stream(self, inner: Any, method: str, scope: Scope, metadata: Any) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                await self._admit(method, scope, metadata)
+                async for response in inner(request, context):
+                    yield response
+                return
+            except errors.DomainError as error:
+                failure = error
+            except Exception:
+                log.exception("%s failed", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            status = to_status(failure)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        return handle

@@ -1,0 +1,288 @@
+"""gRPC servicers for flashtx.v1: translate messages to engine values and back.
+
+They hold no state and make no Ray calls: they call a ``Backend`` (the gateway actor
+implements it), so they are the same whether the backend is local or distributed.
+Errors raise as domain errors; FlashtxInterceptor maps them to statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from adapters.grpc_errors import current_principal
+from engine import errors
+from engine.config import Config
+from engine.errors import REASON_BY_CODE, DomainError, InvalidArgument, ResultCode
+from engine.merchants import Principal, Scope
+from engine.orders import OrderSnapshot
+from engine.stock import StockLevel
+from engine.validation import check_id, check_length, check_order, check_range, check_sku
+from protos.flashtx.v1 import (
+    common_pb2,
+    merchant_pb2,
+    merchant_pb2_grpc,
+    order_pb2,
+    order_pb2_grpc,
+    stock_pb2,
+    stock_pb2_grpc,
+)
+
+Placement = tuple[str, str, tuple[tuple[str, int], ...]]  # (idempotency_key, buyer, lines)
+
+
+class Backend(Protocol):
+    config: Config
+
+    async def create_merchant(self, merchant_id: str, name: str,
+                              payment_window_s: int) -> tuple[dict[str, Any], dict[str, Any],
+                                                              str]: ...
+    async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
+                                                            list[dict[str, Any]]]: ...
+    async def create_api_key(self, merchant_id: str, scopes: list[int],
+                             label: str) -> tuple[dict[str, Any], str]: ...
+    async def revoke_api_key(self, merchant_id: str, key_id: str) -> dict[str, Any]: ...
+    async def upsert_skus(self, merchant_id: str,
+                          items: list[tuple[str, str, int, int, int]]) -> list[Any]: ...
+    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int,
+                           reason: str) -> StockLevel: ...
+    async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
+                           strong: bool) -> list[StockLevel | None]: ...
+    async def place_orders(self, principal: Principal,
+                           placements: Sequence[Placement]) -> list[tuple[ResultCode, Any]]: ...
+    async def order_action(self, merchant_id: str, op: str, target: str,
+                           argument: Any) -> Any:
+        """Runs get / list / pay / cancel / fulfil; raises DomainError."""
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+def order_message(order: OrderSnapshot) -> order_pb2.Order:
+    return order_pb2.Order(
+        order_id=order.order_id, buyer_id=order.buyer_id,
+        idempotency_key=order.idempotency_key,
+        lines=[order_pb2.OrderLine(sku_id=s, quantity=q, unit_price_minor=p)
+               for s, q, p in order.lines],
+        status=order.status, total_minor=order.total_minor, created_at_ms=order.created_at_ms,
+        payment_deadline_ms=order.payment_deadline_ms, sequence=order.sequence,
+        refunded=order.refunded, updated_at_ms=order.updated_at_ms)
+
+
+def level_message(level: StockLevel) -> stock_pb2.StockLevel:
+    return stock_pb2.StockLevel(
+        sku_id=level.sku_id, name=level.name, price_minor=level.price_minor,
+        on_hand=level.on_hand, available=level.available, reserved=level.reserved,
+        sold=level.sold, per_buyer_limit=level.per_buyer_limit, as_of_ms=level.as_of_ms)
+
+
+def _key_message(key: dict[str, Any]) -> merchant_pb2.ApiKey:
+    return merchant_pb2.ApiKey(**key)
+
+
+def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
+    return [(line.sku_id, line.quantity) for line in request.lines]
+
+
+def _raise_for(code: ResultCode, message: str) -> DomainError:
+    kind = {ResultCode.OUT_OF_STOCK: errors.OutOfStock,
+            ResultCode.LIMIT_EXCEEDED: errors.LimitExceeded,
+            ResultCode.IDEMPOTENCY_CONFLICT: errors.IdempotencyConflict,
+            ResultCode.NOT_FOUND: errors.NotFound,
+            ResultCode.OVERLOADED: errors.Overloaded,
+            ResultCode.UNAVAILABLE: errors.Unavailable}.get(code, errors.FailedPrecondition)
+    return kind(message)
+
+
+def _result(code: ResultCode, value: Any) -> order_pb2.OrderResult:
+    if code is ResultCode.OK or code is ResultCode.REPLAYED:
+        return order_pb2.OrderResult(code=code, order=order_message(value))
+    return order_pb2.OrderResult(code=code, reason=REASON_BY_CODE.get(code, ""), message=value)
+
+
+# --- services ------------------------------------------------------------------------------
+
+class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def CreateMerchant(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        if request.merchant_id:
+            check_id("merchant_id", request.merchant_id, 40)
+        check_length("name", request.name, config.name_length_max)
+        check_range("payment_window_s", request.payment_window_s, 0,
+                    config.payment_window_s_max)
+        merchant, key, token = await self._backend.create_merchant(
+            request.merchant_id, request.name, request.payment_window_s)
+        return merchant_pb2.CreateMerchantResponse(
+            merchant=merchant_pb2.Merchant(**merchant), admin_key=_key_message(key),
+            admin_key_secret=token)
+
+    async def GetMerchant(self, request: Any, context: Any) -> Any:
+        merchant, keys = await self._backend.get_merchant(current_principal().merchant_id)
+        return merchant_pb2.GetMerchantResponse(merchant=merchant_pb2.Merchant(**merchant),
+                                                api_keys=[_key_message(k) for k in keys])
+
+    async def CreateApiKey(self, request: Any, context: Any) -> Any:
+        scopes = sorted(set(request.scopes))
+        if not scopes or any(s not in (Scope.CHANNEL, Scope.SAAS, Scope.ADMIN) for s in scopes):
+            raise InvalidArgument("scopes", "name one or more of SCOPE_CHANNEL, SCOPE_SAAS, "
+                                  "SCOPE_ADMIN")
+        check_length("label", request.label, self._backend.config.name_length_max)
+        key, token = await self._backend.create_api_key(current_principal().merchant_id,
+                                                        scopes, request.label)
+        return merchant_pb2.CreateApiKeyResponse(api_key=_key_message(key), secret=token)
+
+    async def RevokeApiKey(self, request: Any, context: Any) -> Any:
+        check_id("key_id", request.key_id, self._backend.config.id_length_max)
+        key = await self._backend.revoke_api_key(current_principal().merchant_id,
+                                                 request.key_id)
+        return merchant_pb2.RevokeApiKeyResponse(api_key=_key_message(key))
+
+
+class StockServicer(stock_pb2_grpc.StockServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def UpsertSkus(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        if not 1 <= len(request.skus) <= config.skus_per_upsert_max:
+            raise InvalidArgument("skus", f"needs 1..{config.skus_per_upsert_max} SKUs")
+        items, seen = [], set()
+        for i, sku in enumerate(request.skus):
+            check_sku(config, f"skus[{i}].", sku.sku_id, sku.name, sku.price_minor,
+                      sku.on_hand, sku.per_buyer_limit)
+            if sku.sku_id in seen:
+                raise InvalidArgument(f"skus[{i}].sku_id", f"{sku.sku_id} appears twice")
+            seen.add(sku.sku_id)
+            items.append((sku.sku_id, sku.name, sku.price_minor, sku.on_hand,
+                          sku.per_buyer_limit))
+        results = await self._backend.upsert_skus(current_principal().merchant_id, items)
+        return stock_pb2.UpsertSkusResponse(results=[
+            stock_pb2.SkuResult(code=common_pb2.RESULT_CODE_OK, level=level_message(r))
+            if isinstance(r, StockLevel) else
+            stock_pb2.SkuResult(code=int(r.code), message=r.message) for r in results])
+
+    async def AdjustStock(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        check_id("sku_id", request.sku_id, config.id_length_max)
+        check_range("delta", request.delta, -config.on_hand_max, config.on_hand_max)
+        if request.delta == 0:
+            raise InvalidArgument("delta", "must not be 0")
+        check_length("reason", request.reason, config.reason_length_max)
+        level = await self._backend.adjust_stock(current_principal().merchant_id,
+                                                 request.sku_id, request.delta, request.reason)
+        return stock_pb2.AdjustStockResponse(level=level_message(level))
+
+    async def GetStock(self, request: Any, context: Any) -> Any:
+        check_id("sku_id", request.sku_id, self._backend.config.id_length_max)
+        strong = request.consistency == common_pb2.READ_CONSISTENCY_STRONG
+        [level] = await self._backend.stock_levels(current_principal().merchant_id,
+                                                   [request.sku_id], strong)
+        if level is None:
+            raise errors.NotFound(f"unknown sku {request.sku_id}", sku_id=request.sku_id)
+        return stock_pb2.GetStockResponse(level=level_message(level))
+
+    async def GetStockLevels(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        if not 1 <= len(request.sku_ids) <= config.sku_ids_per_read_max:
+            raise InvalidArgument("sku_ids", f"needs 1..{config.sku_ids_per_read_max} ids")
+        for i, sku_id in enumerate(request.sku_ids):
+            check_id(f"sku_ids[{i}]", sku_id, config.id_length_max)
+        strong = request.consistency == common_pb2.READ_CONSISTENCY_STRONG
+        levels = await self._backend.stock_levels(current_principal().merchant_id,
+                                                  list(request.sku_ids), strong)
+        return stock_pb2.GetStockLevelsResponse(
+            levels=[level_message(level) for level in levels if level is not None],
+            missing_sku_ids=[s for s, level in zip(request.sku_ids, levels, strict=True)
+                             if level is None])
+
+
+class OrderServicer(order_pb2_grpc.OrderServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def PlaceOrder(self, request: Any, context: Any) -> Any:
+        lines = check_order(self._backend.config, "", request.idempotency_key,
+                            request.buyer_id, _lines(request))
+        [(code, value)] = await self._backend.place_orders(
+            current_principal(), [(request.idempotency_key, request.buyer_id, lines)])
+        if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
+            raise _raise_for(code, value)
+        return order_pb2.PlaceOrderResponse(order=order_message(value),
+                                            replayed=code is ResultCode.REPLAYED)
+
+    async def PlaceOrders(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        count = len(request.orders)
+        if not 1 <= count <= config.place_orders_batch_max:
+            raise InvalidArgument("orders", f"needs 1..{config.place_orders_batch_max} orders")
+        results: list[order_pb2.OrderResult | None] = [None] * count
+        valid: list[Placement] = []
+        positions: list[int] = []
+        for i, order in enumerate(request.orders):
+            try:
+                lines = check_order(config, f"orders[{i}].", order.idempotency_key,
+                                    order.buyer_id, _lines(order))
+            except InvalidArgument as error:
+                results[i] = order_pb2.OrderResult(
+                    code=ResultCode.INVALID_ARGUMENT, reason=error.reason, message=error.message)
+                continue
+            valid.append((order.idempotency_key, order.buyer_id, lines))
+            positions.append(i)
+        if valid:
+            answers = await self._backend.place_orders(current_principal(), valid)
+            for i, (code, value) in zip(positions, answers, strict=True):
+                results[i] = _result(code, value)
+        return order_pb2.PlaceOrdersResponse(results=results)
+
+    async def GetOrder(self, request: Any, context: Any) -> Any:
+        return order_pb2.GetOrderResponse(order=await self._act("get", request.order_id))
+
+    async def PayOrder(self, request: Any, context: Any) -> Any:
+        check_length("payment_reference", request.payment_reference,
+                     self._backend.config.reason_length_max)
+        return order_pb2.PayOrderResponse(order=await self._act("pay", request.order_id))
+
+    async def CancelOrder(self, request: Any, context: Any) -> Any:
+        check_length("reason", request.reason, self._backend.config.reason_length_max)
+        return order_pb2.CancelOrderResponse(order=await self._act("cancel", request.order_id))
+
+    async def FulfillOrder(self, request: Any, context: Any) -> Any:
+        return order_pb2.FulfillOrderResponse(order=await self._act("fulfil", request.order_id))
+
+    async def ListOrders(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        check_id("buyer_id", request.buyer_id, config.id_length_max)
+        limit = request.page_size or config.list_orders_page_size_default
+        check_range("page_size", limit, 1, config.list_orders_page_size_max)
+        offset = 0
+        if request.page_token:
+            if not request.page_token.isdigit() or len(request.page_token) > 12:
+                raise InvalidArgument("page_token", "is not a token from ListOrders")
+            offset = int(request.page_token)
+        page, next_offset = await self._backend.order_action(
+            current_principal().merchant_id, "list", request.buyer_id, (offset, limit))
+        return order_pb2.ListOrdersResponse(
+            orders=[order_message(o) for o in page],
+            next_page_token="" if next_offset is None else str(next_offset))
+
+    async def _act(self, op: str, order_id: str) -> order_pb2.Order:
+        check_id("order_id", order_id, self._backend.config.id_length_max)
+        if len(order_id) < 4 or any(c not in "0123456789abcdef" for c in order_id[:4]):
+            raise errors.NotFound(f"no order {order_id}", order_id=order_id)
+        return order_message(await self._backend.order_action(
+            current_principal().merchant_id, op, order_id, None))
+
+
+def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:
+    """Registers every flashtx.v1 service; returns their full names (for reflection)."""
+    merchant_pb2_grpc.add_MerchantServiceServicer_to_server(MerchantServicer(backend), server)
+    stock_pb2_grpc.add_StockServiceServicer_to_server(StockServicer(backend), server)
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(backend), server)
+    return [descriptor.services_by_name[name].full_name
+            for descriptor, name in ((merchant_pb2.DESCRIPTOR, "MerchantService"),
+                                     (stock_pb2.DESCRIPTOR, "StockService"),
+                                     (order_pb2.DESCRIPTOR, "OrderService"))]

@@ -1,0 +1,57 @@
+"""What the load generator talks to: the engine and the three baselines, behind one shape.
+
+A target is set up once in the parent process (``prepare``: create the merchant, load the
+catalog, start a server) and answers a picklable ``info`` dict; each worker process then
+builds its own client from that dict with ``connect(kind, info)``.
+
+Every operation answers an outcome code, a short lower-case string: ``ok`` (accepted),
+``replayed``, ``out_of_stock``, ``limit_exceeded``, ``conflict``, ``overloaded``,
+``unavailable``, ``invalid``, ``not_found``, ``failed_precondition``, ``timeout`` or
+``error``. Everything but ``ok`` counts as rejected, under its code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bench.scenarios import OrderSpec
+
+__all__ = ["Outcome", "TargetClient", "connect"]
+
+# (code, order reference): the reference is what pay/cancel/verification use later.
+Outcome = tuple[str, str]
+
+
+class TargetClient(Protocol):
+    name: str
+    # Whether a retry with the same idempotency key should answer "replayed" (engine only).
+    checks_replay: bool
+
+    async def open(self) -> None: ...
+
+    async def place(self, orders: list[OrderSpec], batch: bool) -> list[Outcome]: ...
+
+    async def read(self, sku_id: str) -> str: ...
+
+    async def pay(self, order_ref: str) -> str: ...
+
+    async def cancel(self, order_ref: str, order: OrderSpec) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def connect(kind: str, info: dict[str, Any]) -> TargetClient:
+    """The worker-side client for a prepared target."""
+    if kind in ("engine", "echo"):
+        from bench.targets.grpc_client import GrpcClient
+
+        return GrpcClient(kind, info)
+    if kind == "postgres":
+        from bench.targets.postgres import PostgresClient
+
+        return PostgresClient(info)
+    if kind == "redis":
+        from bench.targets.redis_lua import RedisClient
+
+        return RedisClient(info)
+    raise ValueError(f"unknown target {kind!r}")

@@ -1,0 +1,132 @@
+"""Every limit and tunable of flashtx, in one place, with its unit last.
+
+Values come from defaults here, overridden by environment variables named
+``FLASHTX_<FIELD>`` in upper case (``FLASHTX_BATCH_ITEMS_MAX=500``). Relationships between
+limits are checked once, in ``Config.check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+# Matches TigerBeetle's batch bound: a PlaceOrders message carries at most this many orders.
+PLACE_ORDERS_BATCH_MAX = 8190
+
+
+class ConfigError(ValueError):
+    """A configuration value is malformed or breaks a relationship between limits."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- sharding -------------------------------------------------------------------------
+    slots_total: int = 4096
+    stock_shards: int = 2
+    order_shards: int = 2
+    merchant_shards: int = 1
+    gateways: int = 1
+
+    # --- gRPC edge ------------------------------------------------------------------------
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    grpc_message_bytes_max: int = 4 * 1024 * 1024
+    place_orders_batch_max: int = PLACE_ORDERS_BATCH_MAX
+    lines_per_order_max: int = 32
+    skus_per_upsert_max: int = 1000
+    sku_ids_per_read_max: int = 1000
+    id_length_max: int = 64
+    name_length_max: int = 200
+    reason_length_max: int = 200
+    quantity_per_line_max: int = 10_000
+    price_minor_max: int = 10**12
+    on_hand_max: int = 10**12
+    list_orders_page_size_max: int = 100
+    list_orders_page_size_default: int = 20
+    # In-flight requests per gateway; beyond it, RESOURCE_EXHAUSTED with a retry hint.
+    gateway_inflight_max: int = 20_000
+    overload_retry_after_ms: int = 50
+
+    # --- micro-batching (gateway -> shard) -------------------------------------------------
+    batch_items_max: int = 1000
+    batch_delay_ms_max: float = 1.0
+    # Items waiting in one gateway's per-shard queue before new ones are refused.
+    batch_queue_items_max: int = 50_000
+
+    # --- auth -----------------------------------------------------------------------------
+    # Bearer token of the operator (may create merchants). Generated when empty.
+    operator_key: str = ""
+    # A gateway trusts a resolved API key this long: the bound on revocation delay.
+    auth_cache_ttl_ms: int = 5_000
+    auth_cache_entries_max: int = 100_000
+    api_keys_per_merchant_max: int = 100
+
+    # --- reads ----------------------------------------------------------------------------
+    # Snapshot stock reads are at most this stale.
+    stock_snapshot_max_age_ms: int = 100
+    stock_snapshot_entries_max: int = 200_000
+
+    # --- orders and stock -----------------------------------------------------------------
+    payment_window_s_default: int = 900
+    payment_window_s_max: int = 7 * 24 * 3600
+    # A stock shard frees a reservation this long after its order's payment deadline
+    # even if the order shard never says so (the order shard died before committing).
+    reservation_grace_ms: int = 30_000
+    expiry_sweep_interval_ms: int = 200
+    expiry_sweep_items_max: int = 10_000
+    merchants_max: int = 1_000_000
+    skus_per_shard_max: int = 2_000_000
+    orders_per_shard_max: int = 5_000_000
+    idempotency_keys_per_shard_max: int = 5_000_000
+
+    def check(self) -> Config:
+        """Raises ConfigError unless every limit is positive and limits fit together."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{field.name} must be >= 0, got {value}")
+        _require(self.slots_total >= max(self.stock_shards, self.order_shards), "slots_total")
+        _require(min(self.stock_shards, self.order_shards, self.merchant_shards) >= 1, "shards")
+        _require(self.gateways >= 1, "gateways must be >= 1")
+        _require(1 <= self.place_orders_batch_max <= PLACE_ORDERS_BATCH_MAX,
+                 f"place_orders_batch_max must be in 1..{PLACE_ORDERS_BATCH_MAX}")
+        _require(self.batch_items_max >= 1, "batch_items_max must be >= 1")
+        _require(self.batch_queue_items_max >= self.place_orders_batch_max,
+                 "batch_queue_items_max must hold at least one full PlaceOrders batch")
+        _require(self.gateway_inflight_max >= self.place_orders_batch_max,
+                 "gateway_inflight_max must admit at least one full PlaceOrders batch")
+        _require(1 <= self.list_orders_page_size_default <= self.list_orders_page_size_max,
+                 "list_orders_page_size_default must be in 1..list_orders_page_size_max")
+        _require(self.payment_window_s_default <= self.payment_window_s_max,
+                 "payment_window_s_default must be <= payment_window_s_max")
+        return self
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes).check()
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Defaults, then FLASHTX_* environment variables, then keyword overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Config):
+        raw = environ.get(f"FLASHTX_{field.name.upper()}")
+        if raw is None:
+            continue
+        kind = type(field.default)
+        try:
+            values[field.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
+        except ValueError as error:
+            raise ConfigError(f"FLASHTX_{field.name.upper()}={raw!r}: {error}") from error
+    values.update(overrides)
+    return Config(**values).check()

@@ -1,0 +1,279 @@
+"""Orders of one shard: the state machine, idempotency keys and payment deadlines.
+
+    RESERVED ──pay──▶ PAID ──fulfil──▶ FULFILLED
+       │                │
+       ├──cancel──▶ CANCELLED ◀──cancel (refunded)──┘
+       └──expire──▶ EXPIRED
+
+Placing an order is two-phase because its stock lives on other shards:
+``begin`` settles idempotency and hands out an order id; the caller reserves stock;
+``complete`` (stock held) or ``abandon`` (refused) finishes it. Every transition bumps the
+order's sequence number and is journaled in ``changes``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple
+
+from engine.errors import InvalidTransition, NotFound, ResultCode, invariant
+
+__all__ = [
+    "Begin",
+    "Order",
+    "OrderBook",
+    "OrderChange",
+    "OrderSnapshot",
+    "OrderStatus",
+    "StockAction",
+    "transition",
+]
+
+Line = tuple[str, int]  # (sku_id, quantity)
+PricedLine = tuple[str, int, int]  # (sku_id, quantity, unit_price_minor)
+
+
+class OrderStatus(IntEnum):
+    """Numbers equal flashtx.v1.OrderStatus."""
+
+    RESERVED = 1
+    PAID = 2
+    FULFILLED = 3
+    CANCELLED = 4
+    EXPIRED = 5
+
+
+class StockAction(IntEnum):
+    """What a transition asks of the stock shards holding the order's lines."""
+
+    NONE = 0
+    COMMIT = 1
+    RELEASE = 2
+
+
+# (from status, event) -> (to status, stock action). Anything else is refused.
+_TRANSITIONS: dict[tuple[OrderStatus, str], tuple[OrderStatus, StockAction]] = {
+    (OrderStatus.RESERVED, "pay"): (OrderStatus.PAID, StockAction.COMMIT),
+    (OrderStatus.RESERVED, "cancel"): (OrderStatus.CANCELLED, StockAction.RELEASE),
+    (OrderStatus.RESERVED, "expire"): (OrderStatus.EXPIRED, StockAction.RELEASE),
+    (OrderStatus.PAID, "fulfil"): (OrderStatus.FULFILLED, StockAction.NONE),
+    (OrderStatus.PAID, "cancel"): (OrderStatus.CANCELLED, StockAction.RELEASE),
+}
+# Repeating a step that already happened answers the order as it is.
+_ALREADY = {("pay", OrderStatus.PAID), ("cancel", OrderStatus.CANCELLED),
+            ("fulfil", OrderStatus.FULFILLED), ("expire", OrderStatus.EXPIRED)}
+
+
+def transition(status: OrderStatus, event: str) -> tuple[OrderStatus, StockAction]:
+    """The state machine as a pure function. Raises InvalidTransition."""
+    step = _TRANSITIONS.get((status, event))
+    if step is None:
+        raise InvalidTransition(f"cannot {event} an order that is {status.name}",
+                                status=status.name, event=event)
+    return step
+
+
+class OrderSnapshot(NamedTuple):
+    """An order as it travels between actors and to clients."""
+
+    order_id: str
+    merchant_id: str
+    buyer_id: str
+    idempotency_key: str
+    lines: tuple[PricedLine, ...]
+    status: int
+    total_minor: int
+    created_at_ms: int
+    payment_deadline_ms: int
+    sequence: int
+    refunded: bool
+    updated_at_ms: int
+
+
+class OrderChange(NamedTuple):
+    """A journaled transition: what persistence and the outbox record."""
+
+    order_id: str
+    merchant_id: str
+    sequence: int
+    status: int
+    event: str
+    at_ms: int
+
+
+@dataclass(slots=True)
+class Order:
+    order_id: str
+    merchant_id: str
+    buyer_id: str
+    idempotency_key: str
+    lines: tuple[PricedLine, ...]
+    status: OrderStatus
+    total_minor: int
+    created_at_ms: int
+    payment_deadline_ms: int
+    sequence: int = 1
+    refunded: bool = False
+    updated_at_ms: int = 0
+
+    def snapshot(self) -> OrderSnapshot:
+        return OrderSnapshot(self.order_id, self.merchant_id, self.buyer_id,
+                             self.idempotency_key, self.lines, int(self.status),
+                             self.total_minor, self.created_at_ms, self.payment_deadline_ms,
+                             self.sequence, self.refunded, self.updated_at_ms)
+
+    @property
+    def unpriced_lines(self) -> tuple[Line, ...]:
+        return tuple((sku_id, quantity) for sku_id, quantity, _ in self.lines)
+
+
+class Begin(NamedTuple):
+    """Outcome of ``OrderBook.begin``: exactly one of the fields tells what to do."""
+
+    code: ResultCode  # OK: reserve stock for order_id; REPLAYED: answer `order`;
+    order_id: str  # IDEMPOTENCY_CONFLICT: refuse; UNAVAILABLE: wait for `order_id`
+    order: OrderSnapshot | None
+    message: str
+
+
+IdempotencyKey = tuple[str, str]  # (merchant_id, idempotency_key)
+Fingerprint = tuple[str, tuple[Line, ...]]  # (buyer_id, lines)
+
+
+class OrderBook:
+    def __init__(self, epoch: str, orders_max: int = 5_000_000) -> None:
+        self.orders: dict[str, Order] = {}
+        self.changes: list[OrderChange] = []
+        self._epoch = epoch
+        self._counter = 0
+        self._orders_max = orders_max
+        self._by_key: dict[IdempotencyKey, str] = {}
+        self._pending: dict[IdempotencyKey, tuple[str, Fingerprint]] = {}
+        self._by_buyer: dict[tuple[str, str], list[str]] = {}
+        self._deadlines: list[tuple[int, str]] = []
+
+    # --- placing ---------------------------------------------------------------------------
+
+    def begin(self, merchant_id: str, idempotency_key: str, buyer_id: str,
+              lines: tuple[Line, ...], slot: int) -> Begin:
+        key = (merchant_id, idempotency_key)
+        fingerprint = (buyer_id, lines)
+        order_id = self._by_key.get(key)
+        if order_id is not None:
+            order = self.orders[order_id]
+            if (order.buyer_id, order.unpriced_lines) != fingerprint:
+                return Begin(ResultCode.IDEMPOTENCY_CONFLICT, order_id, None,
+                             "idempotency key was used with a different order")
+            return Begin(ResultCode.REPLAYED, order_id, order.snapshot(), "")
+        pending = self._pending.get(key)
+        if pending is not None:
+            if pending[1] != fingerprint:
+                return Begin(ResultCode.IDEMPOTENCY_CONFLICT, pending[0], None,
+                             "idempotency key is in use by a different order")
+            return Begin(ResultCode.UNAVAILABLE, pending[0], None, "order is being placed")
+        if len(self.orders) + len(self._pending) >= self._orders_max:
+            return Begin(ResultCode.OVERLOADED, "", None, "order shard is full")
+        self._counter += 1
+        order_id = f"{slot:04x}{self._epoch}{self._counter:09x}"
+        self._pending[key] = (order_id, fingerprint)
+        return Begin(ResultCode.OK, order_id, None, "")
+
+    def complete(self, order_id: str, merchant_id: str, idempotency_key: str, buyer_id: str,
+                 lines: Sequence[Line], prices: Sequence[int], now_ms: int,
+                 payment_deadline_ms: int) -> OrderSnapshot:
+        """Stock is held: the order exists, RESERVED, from now on."""
+        key = (merchant_id, idempotency_key)
+        pending = self._pending.pop(key, None)
+        invariant(pending is not None and pending[0] == order_id, "complete without begin")
+        priced = tuple((sku_id, quantity, price)
+                       for (sku_id, quantity), price in zip(lines, prices, strict=True))
+        order = Order(order_id, merchant_id, buyer_id, idempotency_key, priced,
+                      OrderStatus.RESERVED, sum(q * p for _, q, p in priced), now_ms,
+                      payment_deadline_ms, 1, False, now_ms)
+        self._add(order)
+        self.changes.append(OrderChange(order_id, merchant_id, 1, int(order.status), "placed",
+                                        now_ms))
+        return order.snapshot()
+
+    def abandon(self, merchant_id: str, idempotency_key: str) -> None:
+        """Stock was refused: forget the attempt, so a retry may try again."""
+        self._pending.pop((merchant_id, idempotency_key), None)
+
+    def restore(self, order: Order) -> None:
+        """Loads an order from durable state (recovery)."""
+        self._add(order)
+
+    def _add(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self._by_key[(order.merchant_id, order.idempotency_key)] = order.order_id
+        self._by_buyer.setdefault((order.merchant_id, order.buyer_id), []).append(order.order_id)
+        if order.status == OrderStatus.RESERVED:
+            heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
+
+    # --- transitions -----------------------------------------------------------------------
+
+    def get(self, merchant_id: str, order_id: str) -> Order:
+        order = self.orders.get(order_id)
+        # Another merchant's order is reported exactly like a missing one.
+        if order is None or order.merchant_id != merchant_id:
+            raise NotFound(f"no order {order_id}", order_id=order_id)
+        return order
+
+    def check(self, merchant_id: str, order_id: str, event: str,
+              now_ms: int) -> tuple[Order, StockAction | None]:
+        """Validates a step without taking it. Returns the stock action it needs, or None
+        when the order is already where the step leads (a retry)."""
+        order = self.get(merchant_id, order_id)
+        if (event, order.status) in _ALREADY:
+            return order, None
+        if event == "pay" and order.status == OrderStatus.RESERVED and (
+                now_ms >= order.payment_deadline_ms):
+            raise InvalidTransition("the payment deadline has passed", order_id=order_id,
+                                    status="EXPIRED")
+        return order, transition(order.status, event)[1]
+
+    def apply(self, order: Order, event: str, now_ms: int) -> OrderSnapshot:
+        """Takes a step that ``check`` allowed (state may have moved since: checked again)."""
+        if (event, order.status) in _ALREADY:
+            return order.snapshot()
+        previous = order.status
+        order.status, _ = transition(order.status, event)
+        order.refunded = event == "cancel" and previous == OrderStatus.PAID
+        order.sequence += 1
+        order.updated_at_ms = now_ms
+        self.changes.append(OrderChange(order.order_id, order.merchant_id, order.sequence,
+                                        int(order.status), event, now_ms))
+        return order.snapshot()
+
+    def due_for_expiry(self, now_ms: int, items_max: int) -> list[Order]:
+        """RESERVED orders whose payment deadline has passed (not yet transitioned)."""
+        due: list[Order] = []
+        while self._deadlines and self._deadlines[0][0] <= now_ms and len(due) < items_max:
+            _, order_id = heapq.heappop(self._deadlines)
+            order = self.orders.get(order_id)
+            if order is not None and order.status == OrderStatus.RESERVED:
+                due.append(order)
+        return due
+
+    def list_for_buyer(self, merchant_id: str, buyer_id: str, offset: int,
+                       limit: int) -> tuple[list[OrderSnapshot], int | None]:
+        """Newest first; returns the page and the next offset (None at the end)."""
+        ids = self._by_buyer.get((merchant_id, buyer_id), [])
+        end = len(ids) - offset
+        start = max(0, end - limit)
+        page = [self.orders[i].snapshot() for i in reversed(ids[start:max(end, 0)])]
+        return page, (offset + limit if start > 0 else None)
+
+    def drain_changes(self) -> list[OrderChange]:
+        changes, self.changes = self.changes, []
+        return changes
+
+    def check_invariants(self) -> None:
+        invariant(len(self._by_key) == len(self.orders), "one order per idempotency key")
+        for order in self.orders.values():
+            invariant(order.total_minor == sum(q * p for _, q, p in order.lines),
+                      f"{order.order_id}: total drifted")
+

@@ -1,0 +1,67 @@
+"""Input checks at the edge, against the limits in engine.config. Each failure names the
+field (``orders[3].lines[0].quantity``) so the gRPC layer can return google.rpc.BadRequest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from engine.config import Config
+from engine.errors import InvalidArgument
+
+__all__ = ["check_id", "check_length", "check_order", "check_range", "check_sku"]
+
+_ID = re.compile(r"[A-Za-z0-9._:@-]+")
+
+
+def check_id(field: str, value: str, length_max: int) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > length_max:
+        raise InvalidArgument(field, f"is longer than {length_max} characters")
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(field, "may hold only letters, digits and . _ : @ -")
+    return value
+
+
+def check_length(field: str, value: str, length_max: int) -> str:
+    if len(value) > length_max:
+        raise InvalidArgument(field, f"is longer than {length_max} characters")
+    if "\x00" in value:
+        raise InvalidArgument(field, "contains a NUL character")
+    return value
+
+
+def check_range(field: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidArgument(field, f"must be in {low}..{high}, got {value}")
+    return value
+
+
+def check_order(config: Config, field: str, idempotency_key: str, buyer_id: str,
+                lines: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """Returns the lines sorted by SKU (an order's canonical form, used for idempotency)."""
+    check_id(f"{field}idempotency_key", idempotency_key, config.id_length_max)
+    check_id(f"{field}buyer_id", buyer_id, config.id_length_max)
+    if not 1 <= len(lines) <= config.lines_per_order_max:
+        raise InvalidArgument(f"{field}lines",
+                              f"needs 1..{config.lines_per_order_max} lines, got {len(lines)}")
+    seen: set[str] = set()
+    for index, (sku_id, quantity) in enumerate(lines):
+        check_id(f"{field}lines[{index}].sku_id", sku_id, config.id_length_max)
+        check_range(f"{field}lines[{index}].quantity", quantity, 1,
+                    config.quantity_per_line_max)
+        if sku_id in seen:
+            raise InvalidArgument(f"{field}lines[{index}].sku_id", f"{sku_id} appears twice")
+        seen.add(sku_id)
+    return tuple(sorted(lines))
+
+
+def check_sku(config: Config, field: str, sku_id: str, name: str, price_minor: int,
+              on_hand: int, per_buyer_limit: int) -> None:
+    check_id(f"{field}sku_id", sku_id, config.id_length_max)
+    check_length(f"{field}name", name, config.name_length_max)
+    check_range(f"{field}price_minor", price_minor, 0, config.price_minor_max)
+    check_range(f"{field}on_hand", on_hand, 0, config.on_hand_max)
+    check_range(f"{field}per_buyer_limit", per_buyer_limit, 0, config.quantity_per_line_max)

@@ -1,0 +1,3 @@
+from flashtx.cli import main
+
+raise SystemExit(main())
