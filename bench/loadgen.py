@@ -18,7 +18,7 @@ from typing import Any
 import uvloop
 
 from bench.recorder import Recorder
-from bench.scenarios import CANCEL, ORDER, PAY, READ, OperationSource, ScenarioParams
+from bench.scenarios import CANCEL, PAY, READ, OperationSource, ScenarioParams
 from bench.targets import TargetClient, connect
 
 PROGRESS_INTERVAL_S = 0.25
@@ -46,8 +46,7 @@ class WorkerSpec:
     saas_clients: int = 0
 
 
-def worker_main(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any,
-                results: Any) -> None:
+def worker_main(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any, results: Any) -> None:
     """Process entry point: run the load and put the recorder's result on the queue.
 
     The worker connects, marks its progress slot 0 (ready), then waits for the parent to
@@ -61,8 +60,13 @@ def worker_main(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any,
 
 
 class _Worker:
-    def __init__(self, spec: WorkerSpec, client: TargetClient, progress: SynchronizedArray,
-                 start_at_epoch_s: float):
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        client: TargetClient,
+        progress: SynchronizedArray,
+        start_at_epoch_s: float,
+    ):
         self.spec = spec
         self.client = client
         self.progress = progress
@@ -102,7 +106,7 @@ class _Worker:
         for order, (code, reference) in zip(orders, outcomes, strict=True):
             if code != "ok":
                 continue
-            (retry_code, retry_reference), = await self.client.place([order], False)
+            ((retry_code, retry_reference),) = await self.client.place([order], False)
             if retry_code in ("ok", "replayed"):
                 self.recorder.replay_checks += 1
                 if retry_code == "ok" or retry_reference != reference:

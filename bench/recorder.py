@@ -71,7 +71,10 @@ class Recorder:
             self.attempted += count
 
     def finish_orders(
-        self, orders: list[OrderSpec], outcomes: list[tuple[str, str]], intended_s: float,
+        self,
+        orders: list[OrderSpec],
+        outcomes: list[tuple[str, str]],
+        intended_s: float,
         done_s: float,
     ) -> None:
         self.completed_total += len(orders)

@@ -30,8 +30,9 @@ def target_summary(merged: dict[str, Any]) -> dict[str, Any]:
     rejected = {code: count for code, count in sorted(outcomes.items()) if code != "ok"}
     return {
         "throughput_per_s": round(merged["throughput_per_s"], 1),
-        "accepted_per_s": round(outcomes.get("ok", 0) * merged["throughput_per_s"]
-                                / max(1, merged["completed"]), 1),
+        "accepted_per_s": round(
+            outcomes.get("ok", 0) * merged["throughput_per_s"] / max(1, merged["completed"]), 1
+        ),
         "latency_ms": latency_ms(merged["histogram"]),
         "attempted": merged["attempted"],
         "accepted": outcomes.get("ok", 0),
@@ -41,19 +42,31 @@ def target_summary(merged: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def document(config: dict[str, Any], engine: dict[str, Any] | None,
-             verification: dict[str, Any] | None,
-             baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def document(
+    config: dict[str, Any],
+    engine: dict[str, Any] | None,
+    verification: dict[str, Any] | None,
+    baselines: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     """The --json document: the engine's figures at top level, baselines beside them."""
     top: dict[str, Any] = {"scenario": config["scenario"], "mode": config["mode"]}
-    top.update(engine or {"throughput_per_s": 0.0, "attempted": 0, "accepted": 0,
-                          "rejected": {}, "latency_ms": latency_ms(HdrHistogram(1, 2, 1))})
+    top.update(
+        engine
+        or {
+            "throughput_per_s": 0.0,
+            "attempted": 0,
+            "accepted": 0,
+            "rejected": {},
+            "latency_ms": latency_ms(HdrHistogram(1, 2, 1)),
+        }
+    )
     top["invariants"] = (verification or {}).get("invariants", {})
     top["verification_checked"] = (verification or {}).get("checked", {})
     top["baselines"] = baselines
     top["ratios"] = {
         f"engine_vs_{name}": round(top["throughput_per_s"] / b["throughput_per_s"], 3)
-        for name, b in baselines.items() if b["throughput_per_s"] > 0 and engine
+        for name, b in baselines.items()
+        if b["throughput_per_s"] > 0 and engine
     }
     top["config"] = config
     return top
@@ -66,18 +79,34 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 def print_summary(console: Console, doc: dict[str, Any]) -> None:
     rows = {"engine": doc} if doc.get("attempted") else {}
     rows.update(doc["baselines"])
-    table = Table(title=f"flashtx bench · {doc['scenario']} · {doc['mode']} · "
-                        f"{doc['config']['loop']} loop · {doc['config']['duration_s']} s")
-    for column in ("target", "orders/s", "accepted", "rejected", "p50 ms", "p99 ms",
-                   "p99.9 ms", "max ms", "engine ×"):
+    table = Table(
+        title=f"flashtx bench · {doc['scenario']} · {doc['mode']} · "
+        f"{doc['config']['loop']} loop · {doc['config']['duration_s']} s"
+    )
+    for column in (
+        "target",
+        "orders/s",
+        "accepted",
+        "rejected",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "engine ×",
+    ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for name, row in rows.items():
         ratio = doc["ratios"].get(f"engine_vs_{name}")
         latency = row["latency_ms"]
         table.add_row(
-            name, f"{row['throughput_per_s']:,.0f}", f"{row['accepted']:,}",
-            f"{sum(row['rejected'].values()):,}", f"{latency['p50']:.2f}",
-            f"{latency['p99']:.2f}", f"{latency['p999']:.2f}", f"{latency['max']:.1f}",
+            name,
+            f"{row['throughput_per_s']:,.0f}",
+            f"{row['accepted']:,}",
+            f"{sum(row['rejected'].values()):,}",
+            f"{latency['p50']:.2f}",
+            f"{latency['p99']:.2f}",
+            f"{latency['p999']:.2f}",
+            f"{latency['max']:.1f}",
             "" if ratio is None else f"{ratio:.2f}",
         )
     console.print(table)
@@ -89,8 +118,9 @@ def _print_invariants(console: Console, doc: dict[str, Any]) -> None:
     invariants = doc["invariants"]
     bad = {name: count for name, count in invariants.items() if count}
     verdict = "[green]all 0[/green]" if not bad else f"[red]violated: {bad}[/red]"
-    console.print(f"invariants ({', '.join(invariants)}): {verdict}; "
-                  f"checked {doc['verification_checked']}")
+    console.print(
+        f"invariants ({', '.join(invariants)}): {verdict}; checked {doc['verification_checked']}"
+    )
     if doc["rejected"]:
         console.print(f"engine rejections: {doc['rejected']}")
 
@@ -112,8 +142,11 @@ def plot(path: Path, doc: dict[str, Any], histograms: dict[str, HdrHistogram]) -
             xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in PLOT_PERCENTILES]
             ys = [histogram.get_value_at_percentile(p) / 1000 for p in PLOT_PERCENTILES]
             right.plot(xs, ys, label=name, marker="o")
-    left.set(title="throughput (orders answered per second)", xlabel="second of measurement",
-             ylabel="orders/s")
+    left.set(
+        title="throughput (orders answered per second)",
+        xlabel="second of measurement",
+        ylabel="orders/s",
+    )
     left.set_yscale("symlog")
     right.set(title="latency by percentile", xlabel="percentile", ylabel="latency (ms)")
     right.set_xscale("log")

@@ -37,8 +37,9 @@ class LoadShape:
     saas_clients: int
 
 
-def run_target(kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSpec,
-               console: Console) -> dict[str, Any]:
+def run_target(
+    kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSpec, console: Console
+) -> dict[str, Any]:
     """Runs the load against one prepared target and answers its merged result."""
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", [-1] * shape.processes, lock=False)
@@ -68,13 +69,21 @@ def run_target(kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSp
     return merge(collected, shape)
 
 
-def _worker_spec(base: WorkerSpec, kind: str, info: dict[str, Any], shape: LoadShape,
-                 index: int) -> WorkerSpec:
+def _worker_spec(
+    base: WorkerSpec, kind: str, info: dict[str, Any], shape: LoadShape, index: int
+) -> WorkerSpec:
     return replace(
-        base, worker_index=index, target_kind=kind, target_info=info, batch=shape.batch,
-        batch_size=shape.batch_size, concurrency=shape.concurrency,
-        rate_per_s=shape.rate_per_s / shape.processes, inflight_max=shape.inflight_max,
-        warmup_s=shape.warmup_s, duration_s=shape.duration_s,
+        base,
+        worker_index=index,
+        target_kind=kind,
+        target_info=info,
+        batch=shape.batch,
+        batch_size=shape.batch_size,
+        concurrency=shape.concurrency,
+        rate_per_s=shape.rate_per_s / shape.processes,
+        inflight_max=shape.inflight_max,
+        warmup_s=shape.warmup_s,
+        duration_s=shape.duration_s,
         saas_clients=shape.saas_clients,
         replay_share=base.replay_share if kind == "engine" else 0.0,
     )
@@ -88,11 +97,16 @@ def _wait_ready(progress: Any, workers: list[Any]) -> None:
         time.sleep(0.02)
 
 
-def _show_progress(kind: str, shape: LoadShape, progress: Any, start_at_epoch_s: float,
-                   console: Console) -> None:
+def _show_progress(
+    kind: str, shape: LoadShape, progress: Any, start_at_epoch_s: float, console: Console
+) -> None:
     total_s = shape.warmup_s + shape.duration_s
-    columns = (TextColumn("[bold]{task.description:<9}"), BarColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[phase]:<8} {task.fields[rate]:>10} orders/s"))
+    columns = (
+        TextColumn("[bold]{task.description:<9}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[phase]:<8} {task.fields[rate]:>10} orders/s"),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(kind, total=total_s, phase="warm-up", rate="-")
         last_count, last_s = 0, time.time()

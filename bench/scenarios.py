@@ -85,7 +85,7 @@ class OperationSource:
         self._sku_ids = [sku.sku_id for sku in self.params.skus()]
         if self.params.name != "flash-sale":
             ranks = np.arange(1, len(self._sku_ids) + 1, dtype=np.float64)
-            weights = ranks ** -self.params.zipf_exponent
+            weights = ranks**-self.params.zipf_exponent
             self._zipf_cdf = np.cumsum(weights) / weights.sum()
 
     def next_uniform(self) -> float:

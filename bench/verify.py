@@ -33,27 +33,30 @@ LIST_PAGES_MAX = 20
 CONCURRENT_CALLS_MAX = 64
 CALL_TIMEOUT_S = 30.0
 LIVE_STATUSES = (
-    order_pb2.ORDER_STATUS_RESERVED, order_pb2.ORDER_STATUS_PAID, order_pb2.ORDER_STATUS_FULFILLED
+    order_pb2.ORDER_STATUS_RESERVED,
+    order_pb2.ORDER_STATUS_PAID,
+    order_pb2.ORDER_STATUS_FULFILLED,
 )
 
 
-async def verify_engine(info: dict[str, Any], params: ScenarioParams,
-                        ledger: dict[str, Any], seed: int) -> dict[str, Any]:
+async def verify_engine(
+    info: dict[str, Any], params: ScenarioParams, ledger: dict[str, Any], seed: int
+) -> dict[str, Any]:
     limits = {s.sku_id: s.per_buyer_limit for s in params.skus() if s.per_buyer_limit}
     metadata = bearer(info["api_key"])
     rng = random.Random(seed)
     async with grpc.aio.insecure_channel(info["address"]) as channel:
         orders = order_pb2_grpc.OrderServiceStub(channel)
         stock = stock_pb2_grpc.StockServiceStub(channel)
-        oversold, unaccounted = await _check_stock(stock, metadata, ledger["units_by_sku"],
-                                                   list(limits))
+        oversold, unaccounted = await _check_stock(
+            stock, metadata, ledger["units_by_sku"], list(limits)
+        )
         acked = ledger["acked_kept"]
         sample = rng.sample(acked, min(len(acked), ORDERS_CHECKED_MAX))
         lost = await _check_orders(orders, metadata, sample)
         buyers = sorted({buyer for _, _, buyer, _ in acked})
         buyers = rng.sample(buyers, min(len(buyers), BUYERS_CHECKED_MAX))
-        listed_duplicates, listed_violations = await _check_buyers(orders, metadata, buyers,
-                                                                   limits)
+        listed_duplicates, listed_violations = await _check_buyers(orders, metadata, buyers, limits)
     client_violations = sum(
         1 for (_, sku_id), units in ledger["buyer_units"].items() if units > limits[sku_id]
     )
@@ -74,8 +77,9 @@ async def verify_engine(info: dict[str, Any], params: ScenarioParams,
     }
 
 
-async def _check_stock(stock: Any, metadata: Any, units_by_sku: dict[str, int],
-                       extra_skus: list[str]) -> tuple[int, int]:
+async def _check_stock(
+    stock: Any, metadata: Any, units_by_sku: dict[str, int], extra_skus: list[str]
+) -> tuple[int, int]:
     sku_ids = sorted(set(units_by_sku) | set(extra_skus))
     oversold = unaccounted = 0
     for start in range(0, len(sku_ids), LEVELS_CHUNK_SKUS):
@@ -99,7 +103,8 @@ async def _check_orders(orders: Any, metadata: Any, sample: list[Any]) -> int:
         async with slots:
             try:
                 response = await orders.GetOrder(
-                    order_pb2.GetOrderRequest(order_id=order_id), metadata=metadata,
+                    order_pb2.GetOrderRequest(order_id=order_id),
+                    metadata=metadata,
                     timeout=CALL_TIMEOUT_S,
                 )
             except grpc.aio.AioRpcError as error:
@@ -113,8 +118,9 @@ async def _check_orders(orders: Any, metadata: Any, sample: list[Any]) -> int:
     return sum(await asyncio.gather(*checks))
 
 
-async def _check_buyers(orders: Any, metadata: Any, buyers: list[str],
-                        limits: dict[str, int]) -> tuple[int, int]:
+async def _check_buyers(
+    orders: Any, metadata: Any, buyers: list[str], limits: dict[str, int]
+) -> tuple[int, int]:
     duplicates = violations = 0
     for buyer in buyers:
         listed = await _list_orders(orders, metadata, buyer)
@@ -125,8 +131,7 @@ async def _check_buyers(orders: Any, metadata: Any, buyers: list[str],
             if order.status in LIVE_STATUSES:
                 for line in order.lines:
                     held[line.sku_id] += line.quantity
-        violations += sum(1 for sku, units in held.items() if sku in limits
-                          and units > limits[sku])
+        violations += sum(1 for sku, units in held.items() if sku in limits and units > limits[sku])
     return duplicates, violations
 
 
@@ -136,7 +141,8 @@ async def _list_orders(orders: Any, metadata: Any, buyer: str) -> list[Any]:
     for _ in range(LIST_PAGES_MAX):
         response = await orders.ListOrders(
             order_pb2.ListOrdersRequest(buyer_id=buyer, page_size=100, page_token=token),
-            metadata=metadata, timeout=CALL_TIMEOUT_S,
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
         )
         listed.extend(response.orders)
         token = response.next_page_token

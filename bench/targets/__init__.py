@@ -12,14 +12,25 @@ Every operation answers an outcome code, a short lower-case string: ``ok`` (acce
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 from bench.scenarios import OrderSpec
 
-__all__ = ["Outcome", "TargetClient", "connect"]
+__all__ = ["Outcome", "TargetClient", "connect", "report_first_error"]
 
 # (code, order reference): the reference is what pay/cancel/verification use later.
 Outcome = tuple[str, str]
+
+
+_reported: set[str] = set()
+
+
+def report_first_error(target: str, error: BaseException) -> None:
+    """Prints the first unexpected error of each target in a worker: counted, not hidden."""
+    if target not in _reported:
+        _reported.add(target)
+        print(f"{target}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
 
 class TargetClient(Protocol):

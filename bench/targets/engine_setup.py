@@ -22,8 +22,9 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),)
 
 
-async def prepare(address: str, operator_key: str, run_id: str,
-                  skus: list[SkuSpec]) -> dict[str, Any]:
+async def prepare(
+    address: str, operator_key: str, run_id: str, skus: list[SkuSpec]
+) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(address) as channel:
         merchants = merchant_pb2_grpc.MerchantServiceStub(channel)
         created = await merchants.CreateMerchant(
@@ -39,12 +40,12 @@ async def prepare(address: str, operator_key: str, run_id: str,
         stock = stock_pb2_grpc.StockServiceStub(channel)
         for start in range(0, len(skus), UPSERT_CHUNK_SKUS):
             await _upsert(stock, api_key, skus[start : start + UPSERT_CHUNK_SKUS])
-    return {"address": address, "api_key": api_key,
-            "merchant_id": created.merchant.merchant_id}
+    return {"address": address, "api_key": api_key, "merchant_id": created.merchant.merchant_id}
 
 
-async def _upsert(stock: stock_pb2_grpc.StockServiceStub, api_key: str,
-                  skus: list[SkuSpec]) -> None:
+async def _upsert(
+    stock: stock_pb2_grpc.StockServiceStub, api_key: str, skus: list[SkuSpec]
+) -> None:
     request = stock_pb2.UpsertSkusRequest(
         skus=[
             stock_pb2.Sku(

@@ -13,7 +13,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from bench.scenarios import OrderSpec
-from bench.targets import Outcome
+from bench.targets import Outcome, report_first_error
 from protos.flashtx.v1 import common_pb2, order_pb2, order_pb2_grpc, stock_pb2, stock_pb2_grpc
 
 RESULT_CODES = {
@@ -58,6 +58,8 @@ def error_code(error: grpc.aio.AioRpcError) -> str:
     """One outcome code for a failed call; FAILED_PRECONDITION is told apart by ErrorInfo."""
     code = error.code()
     if code != grpc.StatusCode.FAILED_PRECONDITION:
+        if code not in STATUS_CODES:
+            report_first_error("grpc", error)
         return STATUS_CODES.get(code, "error")
     for key, value in error.trailing_metadata() or ():
         if key != "grpc-status-details-bin":

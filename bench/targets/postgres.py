@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from bench.scenarios import OrderSpec, SkuSpec
-from bench.targets import Outcome
+from bench.targets import Outcome, report_first_error
 
 SCHEMA = "flashtx_bench_naive"
 DDL = f"""
@@ -70,8 +70,9 @@ async def oversold_units(dsn: str) -> int:
     connection = await asyncpg.connect(dsn)
     try:
         return int(
-            await connection.fetchval(f"SELECT coalesce(sum(-stock), 0) FROM {SCHEMA}.sku "
-                                      "WHERE stock < 0")
+            await connection.fetchval(
+                f"SELECT coalesce(sum(-stock), 0) FROM {SCHEMA}.sku WHERE stock < 0"
+            )
         )
     finally:
         await connection.close()
@@ -97,7 +98,8 @@ class PostgresClient:
                     return [await self._place_one(connection, order) for order in orders]
                 async with connection.transaction():
                     return [await self._place_one(connection, order) for order in orders]
-        except (asyncpg.PostgresError, OSError):
+        except (asyncpg.PostgresError, OSError) as error:
+            report_first_error(self.name, error)
             return [("error", "")] * len(orders)
 
     async def _place_one(self, connection: asyncpg.Connection, order: OrderSpec) -> Outcome:

@@ -15,7 +15,7 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from bench.scenarios import OrderSpec, SkuSpec
-from bench.targets import Outcome
+from bench.targets import Outcome, report_first_error
 
 # KEYS: idempotency key, stream, buyer hash, stock key per line.
 # ARGV: buyer id, idempotency key, then per line: sku id, quantity, per-buyer limit.
@@ -102,13 +102,20 @@ class RedisClient:
 
     async def open(self) -> None:
         size = int(self._info.get("pool_size", 16))
-        self._client = redis_asyncio.Redis.from_url(self._info["url"], max_connections=size)
+        # A blocking pool: callers wait for a connection instead of failing past the cap.
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            self._info["url"], max_connections=size, timeout=30
+        )
+        self._client = redis_asyncio.Redis(connection_pool=pool)
         self._script = self._client.register_script(PLACE_SCRIPT)
 
     def _arguments(self, order: OrderSpec) -> tuple[list[str], list[Any]]:
         prefix = self._prefix
-        keys = [f"{prefix}:key:{order.idempotency_key}", f"{prefix}:orders",
-                f"{prefix}:buyer:{order.buyer_id}"]
+        keys = [
+            f"{prefix}:key:{order.idempotency_key}",
+            f"{prefix}:orders",
+            f"{prefix}:buyer:{order.buyer_id}",
+        ]
         args: list[Any] = [order.buyer_id, order.idempotency_key]
         for sku_id, quantity in order.lines:
             keys.append(f"{prefix}:stock:{sku_id}")
@@ -126,7 +133,8 @@ class RedisClient:
                     await self._script(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute()
             return [self._outcome(reply) for reply in replies]
-        except (RedisError, OSError):
+        except (RedisError, OSError) as error:
+            report_first_error(self.name, error)
             return [("error", "")] * len(orders)
 
     async def _run(self, order: OrderSpec) -> Any:
@@ -152,8 +160,7 @@ class RedisClient:
 
     async def cancel(self, order_ref: str, order: OrderSpec) -> str:
         assert self._client is not None
-        if not await self._client.set(f"{self._prefix}:cancelled:{order_ref}", 1, nx=True,
-                                      ex=3600):
+        if not await self._client.set(f"{self._prefix}:cancelled:{order_ref}", 1, nx=True, ex=3600):
             return "failed_precondition"
         async with self._client.pipeline(transaction=True) as pipe:
             for sku_id, quantity in order.lines:

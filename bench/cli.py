@@ -1,0 +1,197 @@
+"""``flashtx bench``: the engine and its baselines under one load shape, then verification.
+
+    flashtx bench --scenario flash-sale --duration 20 --json out.json --plot out.png
+
+Runs, one after the other and with the same load shape, the engine (a local one it starts,
+or ``--target host:port --operator-key KEY``) and the baselines (``--baselines``): a bare
+gRPC echo server, naive Postgres and Redis with Lua. Verifies the engine's invariants
+through its API. Exit status: 0 when every invariant count is 0, 1 when one is not,
+2 when the run could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import report
+from bench.loadgen import WorkerSpec
+from bench.runner import LoadShape, run_target
+from bench.scenarios import SCENARIOS, ScenarioParams
+
+BASELINES = ("echo", "postgres", "redis")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="flashtx bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--scenario", choices=SCENARIOS, default="flash-sale")
+    add(
+        "--mode",
+        choices=("unary", "batch"),
+        default="unary",
+        help="unary: PlaceOrder per order; batch: PlaceOrders with --batch-size orders",
+    )
+    add("--duration", type=float, default=10.0, help="measured seconds per target")
+    add("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    add("--seed", type=int, default=1)
+    add(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: orders/s over all processes (0: closed loop)",
+    )
+    add("--processes", type=int, default=2, help="load-generating processes")
+    add(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="closed loop: calls in flight per process (default 64 unary, 4 batch)",
+    )
+    add("--channels", type=int, default=4, help="gRPC channels per process")
+    add("--batch-size", type=int, default=200, help="orders per PlaceOrders call")
+    add("--inflight-max", type=int, default=2048, help="open loop: calls in flight per process")
+    add("--pool-size", type=int, default=16, help="Postgres/Redis connections per process")
+    add("--baselines", default=",".join(BASELINES), help="echo,postgres,redis or none")
+    add("--no-engine", action="store_true", help="run the baselines only")
+    add("--target", help="host:port of a running engine (default: start a local one)")
+    add("--operator-key", help="operator key of --target")
+    add("--gateways", type=int, default=1)
+    add("--stock-shards", type=int, default=2)
+    add("--order-shards", type=int, default=2)
+    add("--postgres-dsn", help="default: FLASHTX_POSTGRES_DSN or an embedded server")
+    add("--redis-url", help="default: FLASHTX_REDIS_URL or an embedded server")
+    add("--hot-skus", type=int, default=3, help="flash-sale: SKUs on sale")
+    add("--stock-per-sku", type=int, default=100_000, help="flash-sale: units per hot SKU")
+    add("--per-buyer-limit", type=int, default=2, help="flash-sale: units per buyer and SKU")
+    add("--buyers", type=int, default=1_000_000, help="distinct buyers drawn from")
+    add("--catalog-skus", type=int, default=100_000, help="catalog/mixed: SKUs (Zipf demand)")
+    add("--saas-clients", type=int, default=-1, help="slow readers per process (mixed: 2)")
+    add("--json", type=Path, help="write the results document here")
+    add("--plot", type=Path, help="write a PNG of throughput and latency here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    baselines = _baselines(args.baselines)
+    if args.target and not args.operator_key:
+        raise SystemExit("--target needs --operator-key")
+    console = Console(width=None if Console().is_terminal else 120)
+    try:
+        doc, histograms = _run(args, baselines, console)
+    except (RuntimeError, OSError) as error:
+        console.print(f"[red]bench failed:[/red] {error}")
+        return 2
+    report.print_summary(console, doc)
+    if args.json:
+        report.write_json(args.json, doc)
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(args.plot, doc, histograms)
+        console.print(f"wrote {args.plot}")
+    return 1 if any(doc["invariants"].values()) else 0
+
+
+def _baselines(text: str) -> list[str]:
+    names = [] if text.strip() in ("", "none") else [n.strip() for n in text.split(",")]
+    unknown = set(names) - set(BASELINES)
+    if unknown:
+        raise SystemExit(f"unknown baselines {sorted(unknown)}; choose from {BASELINES}")
+    return names
+
+
+def scenario_params(args: argparse.Namespace) -> ScenarioParams:
+    return ScenarioParams(
+        name=args.scenario,
+        seed=args.seed,
+        hot_skus=args.hot_skus,
+        stock_per_sku=args.stock_per_sku,
+        per_buyer_limit=args.per_buyer_limit,
+        buyers=args.buyers,
+        catalog_skus=args.catalog_skus,
+    )
+
+
+def load_shape(args: argparse.Namespace) -> LoadShape:
+    batch = args.mode == "batch"
+    saas = args.saas_clients if args.saas_clients >= 0 else (2 if args.scenario == "mixed" else 0)
+    return LoadShape(
+        processes=args.processes,
+        concurrency=args.concurrency or (4 if batch else 64),
+        channels=args.channels,
+        batch=batch,
+        batch_size=args.batch_size,
+        rate_per_s=args.rate,
+        inflight_max=args.inflight_max,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        pool_size=args.pool_size,
+        saas_clients=saas,
+    )
+
+
+def _config(args: argparse.Namespace, shape: LoadShape, run_id: str) -> dict[str, Any]:
+    return {
+        "scenario": args.scenario,
+        "mode": args.mode,
+        "run_id": run_id,
+        "seed": args.seed,
+        "loop": "open" if args.rate > 0 else "closed",
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "processes": shape.processes,
+        "concurrency_per_process": shape.concurrency,
+        "channels_per_process": shape.channels,
+        "batch_size": shape.batch_size if shape.batch else 1,
+        "pool_size": shape.pool_size,
+        "saas_clients_per_process": shape.saas_clients,
+        "target": args.target or ("none" if args.no_engine else "local"),
+        "engine_layout": {
+            "gateways": args.gateways,
+            "stock_shards": args.stock_shards,
+            "order_shards": args.order_shards,
+        },
+        "params": vars(scenario_params(args)),
+    }
+
+
+def _run(
+    args: argparse.Namespace, baselines: list[str], console: Console
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from bench import targets_setup
+
+    run_id = f"r{int(time.time()) % 10**8}-{args.seed}"
+    params = scenario_params(args)
+    shape = load_shape(args)
+    base = WorkerSpec(0, "", {}, params, run_id, False, 1, 1, 0.0, 1, 0.0, 0.0)
+    histograms: dict[str, Any] = {}
+    engine_summary = verification = None
+    if not args.no_engine:
+        with targets_setup.engine(args, console) as (address, operator_key):
+            info = asyncio.run(targets_setup.prepare_engine(address, operator_key, run_id, params))
+            merged = run_target("engine", info, shape, base, console)
+            console.print("verifying the engine's invariants …")
+            verification = asyncio.run(targets_setup.verify(info, params, merged, args.seed))
+        verification["invariants"]["attempted_mismatch"] = merged["attempted"] - merged["completed"]
+        engine_summary = report.target_summary(merged)
+        histograms["engine"] = merged["histogram"]
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in baselines:
+        with targets_setup.baseline(name, args, run_id, params, console) as (info, check):
+            merged = run_target(name, info, shape, base, console)
+            summaries[name] = report.target_summary(merged)
+            summaries[name]["oversold"] = check()
+        histograms[name] = merged["histogram"]
+    doc = report.document(_config(args, shape, run_id), engine_summary, verification, summaries)
+    return doc, histograms

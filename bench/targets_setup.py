@@ -1,0 +1,114 @@
+"""Bringing each target up before its run and down after it, in the parent process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+
+from bench import verify as verify_module
+from bench.scenarios import ScenarioParams
+from bench.targets import engine_setup, postgres, redis_lua
+
+ECHO_START_TIMEOUT_S = 30.0
+
+
+@contextlib.contextmanager
+def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, str]]:
+    """The address and operator key of the engine under test; a local one lives for the run."""
+    if args.target:
+        yield args.target, args.operator_key
+        return
+    try:
+        from flashtx.app import LocalEngine
+    except ImportError as error:
+        raise RuntimeError(
+            f"no local engine available ({error}); pass --target/--operator-key or --no-engine"
+        ) from error
+    console.print(
+        f"starting a local engine ({args.gateways} gateway(s), {args.stock_shards} "
+        f"stock and {args.order_shards} order shards) …"
+    )
+    local = LocalEngine.start(
+        port=0,
+        gateways=args.gateways,
+        stock_shards=args.stock_shards,
+        order_shards=args.order_shards,
+    )
+    try:
+        yield local.address, local.operator_key
+    finally:
+        local.stop()
+
+
+async def prepare_engine(
+    address: str, operator_key: str, run_id: str, params: ScenarioParams
+) -> dict[str, Any]:
+    return await engine_setup.prepare(address, operator_key, run_id, params.skus())
+
+
+async def verify(
+    info: dict[str, Any], params: ScenarioParams, merged: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    return await verify_module.verify_engine(info, params, merged["ledger"], seed)
+
+
+@contextlib.contextmanager
+def baseline(
+    name: str, args: argparse.Namespace, run_id: str, params: ScenarioParams, console: Console
+) -> Iterator[tuple[dict[str, Any], Callable[[], int]]]:
+    """A prepared baseline and a check answering its oversold units after the run."""
+    if name == "echo":
+        with _echo_server() as address:
+            yield {"address": address, "api_key": "echo"}, lambda: 0
+    elif name == "postgres":
+        dsn = args.postgres_dsn or _embedded("postgres_dsn")
+        console.print("loading the naive Postgres baseline …")
+        info = asyncio.run(postgres.prepare(dsn, params.skus()))
+        yield info, lambda: asyncio.run(postgres.oversold_units(dsn))
+    elif name == "redis":
+        url = args.redis_url or _embedded("redis_url")
+        prefix = f"flashtx-bench:{run_id}"
+        skus = params.skus()
+        info = asyncio.run(redis_lua.prepare(url, prefix, skus))
+        try:
+            sku_ids = [sku.sku_id for sku in skus]
+            yield info, lambda: asyncio.run(redis_lua.oversold_units(url, prefix, sku_ids))
+        finally:
+            asyncio.run(redis_lua.remove_keys(url, prefix))
+    else:
+        raise ValueError(f"unknown baseline {name!r}")
+
+
+def _embedded(function: str) -> str:
+    from adapters import embedded
+
+    return str(getattr(embedded, function)())
+
+
+@contextlib.contextmanager
+def _echo_server() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo_server", "--port", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"echo server did not start: {line!r}")
+        yield f"127.0.0.1:{int(line.split()[1])}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
