@@ -1,0 +1,8 @@
+"""``python -m bench``: the same as ``flashtx bench``."""
+
+import sys
+
+from bench.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""A few-second run of `flashtx bench` against a local engine and the baselines.
+
+Asserts what must hold on any machine: every invariant count is 0, every attempted order
+got an answer, and the JSON document has its documented shape. Never timings: figures
+belong in bench/RESULTS.md. The bench runs in its own process (it starts its own Ray).
+Postgres and Redis come from FLASHTX_POSTGRES_DSN / FLASHTX_REDIS_URL when set, else the
+embedded servers of adapters.embedded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INVARIANTS = ("oversold", "lost_acked", "duplicates", "limit_violations")
+LATENCY_KEYS = {"p50", "p99", "p999", "max"}
+TOP_LEVEL_KEYS = {
+    "scenario", "mode", "throughput_per_s", "latency_ms", "attempted", "accepted", "rejected",
+    "invariants", "baselines",
+}
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[dict, Path]:
+    out_json, out_png = tmp_path / "out.json", tmp_path / "out.png"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLASHTX_DATA_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "bench", "--duration", "2", "--warmup", "0.5",
+               "--processes", "1", "--json", str(out_json), "--plot", str(out_png), *args]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
+                               text=True, timeout=240)
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return json.loads(out_json.read_text()), out_png
+
+
+def assert_shape_and_invariants(doc: dict) -> None:
+    assert TOP_LEVEL_KEYS <= set(doc)
+    assert set(doc["latency_ms"]) >= LATENCY_KEYS
+    assert doc["attempted"] > 0
+    assert doc["accepted"] > 0
+    assert doc["accepted"] + sum(doc["rejected"].values()) == doc["attempted"]
+    for name in INVARIANTS:
+        assert doc["invariants"][name] == 0, (name, doc["invariants"])
+    assert all(count == 0 for count in doc["invariants"].values()), doc["invariants"]
+    assert doc["verification_checked"]["orders_looked_up"] > 0
+
+
+def test_flash_sale_unary_with_all_baselines(tmp_path: Path) -> None:
+    doc, plot = run_bench(
+        tmp_path, "--scenario", "flash-sale", "--mode", "unary", "--concurrency", "16",
+        "--baselines", "echo,postgres,redis",
+        # Few units and few buyers: the sale sells out and per-buyer limits bind.
+        "--stock-per-sku", "300", "--buyers", "400",
+    )
+    assert_shape_and_invariants(doc)
+    assert (doc["scenario"], doc["mode"]) == ("flash-sale", "unary")
+    assert set(doc["baselines"]) == {"echo", "postgres", "redis"}
+    for name, baseline in doc["baselines"].items():
+        assert baseline["throughput_per_s"] > 0, name
+        assert set(baseline["latency_ms"]) >= LATENCY_KEYS
+        assert baseline["oversold"] == 0, name
+    assert "out_of_stock" in doc["rejected"]
+    assert plot.stat().st_size > 0
+
+
+def test_catalog_batch_open_loop(tmp_path: Path) -> None:
+    doc, _ = run_bench(
+        tmp_path, "--scenario", "catalog", "--mode", "batch", "--batch-size", "50",
+        "--rate", "2000", "--catalog-skus", "2000", "--baselines", "none",
+    )
+    assert_shape_and_invariants(doc)
+    assert (doc["scenario"], doc["mode"]) == ("catalog", "batch")
+    assert doc["config"]["loop"] == "open"
+    assert doc["baselines"] == {}
