@@ -1,0 +1,73 @@
+"""The `flashtx` command: serve, demo, bench, status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from rich.console import Console
+
+console = Console()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="flashtx", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start or join a Ray cluster and serve gRPC")
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default 50051)")
+    serve.add_argument("--address", default=None,
+                       help="Ray cluster address to join (default: start a local one)")
+    serve.add_argument("--gateways", type=int, default=None)
+    serve.add_argument("--stock-shards", type=int, default=None)
+    serve.add_argument("--order-shards", type=int, default=None)
+    serve.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    demo = commands.add_parser("demo", help="run a local flash sale through the real gRPC port")
+    demo.add_argument("--buyers", type=int, default=2000)
+    demo.add_argument("--units", type=int, default=500)
+    commands.add_parser("bench", help="benchmark harness (flashtx bench --help)")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if options.command == "serve":
+        return serve_command(options)
+    from flashtx.demo import run_demo
+
+    return run_demo(options.buyers, options.units)
+
+
+def serve_command(options: argparse.Namespace) -> int:
+    from engine.config import load_config
+    from flashtx.app import LocalEngine
+
+    overrides = {name: value for name, value in (
+        ("gateways", options.gateways), ("stock_shards", options.stock_shards),
+        ("order_shards", options.order_shards)) if value is not None}
+    config = load_config(**overrides)
+    port = options.port or config.grpc_port
+    generated = not config.operator_key
+    engine = LocalEngine.start(port=port, ray_address=options.address,
+                               dashboard=options.dashboard, config=config)
+    console.print(f"[bold green]flashtx serving[/] on port {port} "
+                  f"({config.gateways} gateways, {config.stock_shards} stock shards, "
+                  f"{config.order_shards} order shards)")
+    if generated:
+        console.print("operator key (shown once; set FLASHTX_OPERATOR_KEY to choose it):\n"
+                      f"  {engine.operator_key}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    console.print("draining gateways and stopping...")
+    engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
