@@ -69,7 +69,35 @@ def document(
         if b["throughput_per_s"] > 0 and engine
     }
     top["config"] = config
+    top["goals"] = goals(top) if engine else {}
     return top
+
+
+def goals(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's goals that this run's shape can judge: measured figure against target."""
+    ratios, judged = doc["ratios"], {}
+    if doc["mode"] == "unary" and "engine_vs_echo" in ratios:
+        judged["unary_vs_echo_ratio"] = (ratios["engine_vs_echo"], 0.7)
+    if doc["scenario"] == "flash-sale":
+        if "engine_vs_postgres" in ratios:
+            judged["flash_sale_vs_postgres_ratio"] = (ratios["engine_vs_postgres"], 20.0)
+        if "engine_vs_redis" in ratios:
+            judged["flash_sale_vs_redis_ratio"] = (ratios["engine_vs_redis"], 1.0)
+    if doc["mode"] == "batch":
+        judged["batch_orders_per_s"] = (doc["throughput_per_s"], 100_000.0)
+    result = _met(judged)
+    if doc["config"]["loop"] == "open":
+        p99_ms = doc["latency_ms"]["p99"]
+        # Meaningful when --rate is half of the maximum measured in a closed-loop run.
+        result["p99_ms_at_rate"] = {"measured": p99_ms, "goal": 15.0, "met": p99_ms <= 15.0}
+    return result
+
+
+def _met(judged: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"measured": measured, "goal": goal, "met": measured >= goal}
+        for name, (measured, goal) in judged.items()
+    }
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -123,6 +151,9 @@ def _print_invariants(console: Console, doc: dict[str, Any]) -> None:
     )
     if doc["rejected"]:
         console.print(f"engine rejections: {doc['rejected']}")
+    for name, goal in doc["goals"].items():
+        verdict = "[green]met[/green]" if goal["met"] else "[red]not met[/red]"
+        console.print(f"goal {name}: {goal['measured']:,.2f} (goal {goal['goal']:,}) {verdict}")
 
 
 def plot(path: Path, doc: dict[str, Any], histograms: dict[str, HdrHistogram]) -> None:
