@@ -3,7 +3,8 @@
 Per order, in one transaction through an asyncpg pool: for each line
 ``UPDATE sku SET stock = stock - q WHERE sku_id = $1 AND stock >= q`` (zero rows: out of
 stock, roll back), then INSERT the order and its lines. Durable (synchronous_commit on).
-Batch mode sends a batch's orders in one transaction, each in its own savepoint.
+Batch mode sends a batch's orders in one transaction, each in its own savepoint, after
+locking the batch's SKU rows in sku_id order (without it, batches deadlock on hot rows).
 No per-buyer limit is checked: the baseline does less work than the engine.
 Its tables live in their own schema, recreated for every run.
 """
@@ -41,6 +42,9 @@ INSERT_ORDER = (
 INSERT_LINES = (
     f"INSERT INTO {SCHEMA}.order_line (order_id, sku_id, quantity) "
     "SELECT $1, * FROM unnest($2::text[], $3::int[])"
+)
+LOCK_SKUS = (
+    f"SELECT 1 FROM {SCHEMA}.sku WHERE sku_id = ANY($1::text[]) ORDER BY sku_id FOR UPDATE"
 )
 READ_STOCK = f"SELECT stock FROM {SCHEMA}.sku WHERE sku_id = $1"
 PAY = f"UPDATE {SCHEMA}.orders SET status = 'paid' WHERE order_id = $1 AND status = 'reserved'"
@@ -97,6 +101,8 @@ class PostgresClient:
                 if not batch:
                     return [await self._place_one(connection, order) for order in orders]
                 async with connection.transaction():
+                    skus = sorted({sku for order in orders for sku, _ in order.lines})
+                    await connection.execute(LOCK_SKUS, skus)
                     return [await self._place_one(connection, order) for order in orders]
         except (asyncpg.PostgresError, OSError) as error:
             report_first_error(self.name, error)
