@@ -51,7 +51,8 @@ class Gateway:
         self.items_sent = 0
         batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
                      queue_items_max=config.batch_queue_items_max,
-                     retry_after_ms=config.overload_retry_after_ms, observe=self._observe)
+                     retry_after_ms=config.overload_retry_after_ms,
+                     inflight_batches_max=config.batch_inflight_max, observe=self._observe)
         self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place, **batch)
                        for i in range(len(orders.handles))]
         self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error, **batch)

@@ -1,0 +1,112 @@
+"""Configuration, sharding, validation, merchants and the error mapping."""
+
+from __future__ import annotations
+
+import pickle
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from adapters.grpc_errors import SCOPES, status_code_of, to_status
+from engine import errors
+from engine.config import ConfigError, load_config
+from engine.merchants import MerchantDirectory, Scope, parse_token
+from engine.sharding import RoutingTable, slot_of
+from engine.validation import check_order
+
+
+def test_config_reads_the_environment_and_checks_relationships() -> None:
+    config = load_config({"FLASHTX_BATCH_ITEMS_MAX": "500"})
+    assert config.batch_items_max == 500
+    with pytest.raises(ConfigError):
+        load_config({"FLASHTX_BATCH_ITEMS_MAX": "many"})
+    with pytest.raises(ConfigError):
+        load_config(place_orders_batch_max=9000)
+    with pytest.raises(ConfigError):
+        load_config(gateway_inflight_max=10)
+
+
+def test_slots_are_stable_and_routing_moves_slots() -> None:
+    assert slot_of("m", "sku-1", 4096) == slot_of("m", "sku-1", 4096)
+    table = RoutingTable.uniform(8, 2)
+    assert table.shard_of_slot == (0, 1, 0, 1, 0, 1, 0, 1)
+    moved = table.move([0, 2], 2)
+    assert moved.version == 2 and moved.shard_for(0) == 2 and moved.shard_for(4) == 0
+    assert moved.slots_of(2) == [0, 2]
+
+
+def test_order_validation_names_the_field() -> None:
+    config = load_config({})
+    assert check_order(config, "", "k", "b", [("z", 1), ("a", 2)]) == (("a", 2), ("z", 1))
+    cases = [("", "b", [("a", 1)], "idempotency_key"), ("k", "b c", [("a", 1)], "buyer_id"),
+             ("k", "b", [], "lines"), ("k", "b", [("a", 0)], "lines[0].quantity"),
+             ("k", "b", [("a", 1), ("a", 2)], "lines[1].sku_id"),
+             ("k" * 65, "b", [("a", 1)], "idempotency_key")]
+    for key, buyer, lines, field in cases:
+        with pytest.raises(errors.InvalidArgument) as caught:
+            check_order(config, "orders[3].", key, buyer, lines)
+        assert caught.value.field == f"orders[3].{field}"
+
+
+def test_keys_authenticate_until_revoked_and_store_only_hashes() -> None:
+    directory = MerchantDirectory(10, 5)
+    _, admin, token = directory.create("shop-1", "Shop", 900, 0)
+    assert directory.authenticate(token).scopes == frozenset({Scope.ADMIN})
+    assert token.split(".")[3] not in repr(directory.merchants)
+    merchant_id, key_id, _ = parse_token(token)
+    assert (merchant_id, key_id) == ("shop-1", admin.key_id)
+    with pytest.raises(errors.Unauthenticated):
+        directory.authenticate(token[:-1] + ("x" if token[-1] != "x" else "y"))
+    directory.revoke_key("shop-1", admin.key_id)
+    with pytest.raises(errors.Unauthenticated):
+        directory.authenticate(token)
+    with pytest.raises(errors.AlreadyExists):
+        directory.create("shop-1", "Again", 900, 0)
+
+
+def test_scopes() -> None:
+    directory = MerchantDirectory(10, 5)
+    directory.create("shop-1", "Shop", 900, 0)
+    _, channel = directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 0)
+    principal = directory.authenticate(channel)
+    principal.require(Scope.CHANNEL)
+    with pytest.raises(errors.PermissionDenied):
+        principal.require(Scope.ADMIN)
+    with pytest.raises(errors.PermissionDenied):
+        principal.require(Scope.SAAS)
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (errors.OutOfStock("x"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.LimitExceeded("x"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.InvalidTransition("x"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.IdempotencyConflict("x"), grpc.StatusCode.ALREADY_EXISTS),
+    (errors.InvalidArgument("f", "bad"), grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
+    (errors.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Overloaded("x", 25), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
+])
+def test_every_domain_error_maps_to_one_status_with_details(error: errors.DomainError,
+                                                            code: grpc.StatusCode) -> None:
+    assert status_code_of(error) == code
+    status = to_status(error)
+    detail = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    info = error_details_pb2.ErrorInfo()
+    assert status_pb2.Status.FromString(detail).details[0].Unpack(info)
+    assert info.reason == error.reason
+    # Errors cross Ray process boundaries intact.
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and copy.metadata == error.metadata
+
+
+def test_every_rpc_has_a_scope() -> None:
+    from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+
+    methods = {f"/{service.full_name}/{method.name}"
+               for module in (merchant_pb2, order_pb2, stock_pb2)
+               for service in module.DESCRIPTOR.services_by_name.values()
+               for method in service.methods}
+    assert methods == set(SCOPES)

@@ -1,0 +1,135 @@
+"""Order state machine and order book: idempotency, transitions, deadlines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import InvalidTransition, NotFound, ResultCode
+from engine.orders import OrderBook, OrderStatus, StockAction, transition
+from engine.stock import StockLedger
+
+EVENTS = ["pay", "cancel", "expire", "fulfil"]
+TERMINAL = {OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+
+
+def place(book: OrderBook, key: str = "k1", buyer: str = "b", lines=(("a", 1),),
+          now_ms: int = 0, deadline_ms: int = 1_000):
+    begin = book.begin("m", key, buyer, lines, slot=7)
+    assert begin.code is ResultCode.OK
+    return book.complete(begin.order_id, "m", key, buyer, lines, [100] * len(lines), now_ms,
+                         deadline_ms)
+
+
+@given(st.lists(st.sampled_from(EVENTS), max_size=12))
+def test_transitions_keep_stock_consistent(events: list[str]) -> None:
+    """Driving the state machine and a ledger together: stock is held exactly while an
+    order is RESERVED, sold while PAID or FULFILLED, and free otherwise."""
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 1, 0, 0)
+    assert ledger.reserve("o", "m", "b", (("a", 1),), 10_000, 0)[0] is ResultCode.OK
+    status = OrderStatus.RESERVED
+    for event in events:
+        try:
+            status, action = transition(status, event)
+        except InvalidTransition:
+            continue
+        if action is StockAction.COMMIT:
+            assert ledger.commit("o", 0)[0] is ResultCode.OK
+        elif action is StockAction.RELEASE:
+            assert ledger.release("o", 0)
+    level = ledger.level("m", "a", 0)
+    expected = {OrderStatus.RESERVED: (1, 0), OrderStatus.PAID: (0, 1),
+                OrderStatus.FULFILLED: (0, 1)}.get(status, (0, 0))
+    assert (level.reserved, level.sold) == expected
+    ledger.check_invariants()
+
+
+@given(st.sampled_from(list(OrderStatus)), st.sampled_from(EVENTS))
+def test_terminal_states_accept_nothing(status: OrderStatus, event: str) -> None:
+    if status in TERMINAL:
+        with pytest.raises(InvalidTransition):
+            transition(status, event)
+
+
+def test_same_key_same_payload_replays_and_different_payload_conflicts() -> None:
+    book = OrderBook("e0")
+    order = place(book)
+    replay = book.begin("m", "k1", "b", (("a", 1),), slot=7)
+    assert replay.code is ResultCode.REPLAYED and replay.order == order
+    conflict = book.begin("m", "k1", "b", (("a", 2),), slot=7)
+    assert conflict.code is ResultCode.IDEMPOTENCY_CONFLICT
+    other_buyer = book.begin("m", "k1", "c", (("a", 1),), slot=7)
+    assert other_buyer.code is ResultCode.IDEMPOTENCY_CONFLICT
+    assert len(book.orders) == 1
+
+
+def test_a_key_in_flight_makes_concurrent_retries_wait() -> None:
+    book = OrderBook("e0")
+    first = book.begin("m", "k1", "b", (("a", 1),), slot=7)
+    second = book.begin("m", "k1", "b", (("a", 1),), slot=7)
+    assert first.code is ResultCode.OK
+    assert second.code is ResultCode.UNAVAILABLE and second.order_id == first.order_id
+    book.abandon("m", "k1")  # refused: a retry may try again
+    assert book.begin("m", "k1", "b", (("a", 1),), slot=7).code is ResultCode.OK
+
+
+def test_keys_are_per_merchant() -> None:
+    book = OrderBook("e0")
+    place(book)
+    assert book.begin("other", "k1", "b", (("a", 1),), slot=7).code is ResultCode.OK
+
+
+def test_order_ids_carry_their_slot() -> None:
+    order = place(OrderBook("e0"))
+    assert int(order.order_id[:4], 16) == 7
+
+
+def test_paying_after_the_deadline_fails_and_expiry_finds_the_order() -> None:
+    book = OrderBook("e0")
+    order = place(book, deadline_ms=1_000)
+    with pytest.raises(InvalidTransition):
+        book.check("m", order.order_id, "pay", now_ms=1_000)
+    [due] = book.due_for_expiry(now_ms=1_000, items_max=10)
+    snapshot = book.apply(due, "expire", 1_000)
+    assert snapshot.status == OrderStatus.EXPIRED and snapshot.sequence == 2
+    with pytest.raises(InvalidTransition):
+        book.check("m", order.order_id, "pay", now_ms=1_001)
+
+
+def test_repeating_a_step_is_a_no_op() -> None:
+    book = OrderBook("e0")
+    order = place(book)
+    stored, action = book.check("m", order.order_id, "pay", 10)
+    assert action is StockAction.COMMIT
+    paid = book.apply(stored, "pay", 10)
+    _, again = book.check("m", order.order_id, "pay", 20)
+    assert again is None and book.apply(stored, "pay", 20) == paid
+
+
+def test_cancel_after_payment_refunds() -> None:
+    book = OrderBook("e0")
+    order = book.orders[place(book).order_id]
+    book.apply(order, "pay", 1)
+    cancelled = book.apply(order, "cancel", 2)
+    assert cancelled.status == OrderStatus.CANCELLED and cancelled.refunded
+    assert [c.event for c in book.drain_changes()] == ["placed", "pay", "cancel"]
+
+
+def test_another_merchants_order_is_not_found() -> None:
+    book = OrderBook("e0")
+    order = place(book)
+    with pytest.raises(NotFound):
+        book.get("other", order.order_id)
+
+
+def test_list_for_buyer_pages_newest_first() -> None:
+    book = OrderBook("e0")
+    ids = [place(book, key=f"k{i}").order_id for i in range(5)]
+    page, offset = book.list_for_buyer("m", "b", 0, 2)
+    assert [o.order_id for o in page] == ids[:2:-1][:2] == [ids[4], ids[3]]
+    page, offset = book.list_for_buyer("m", "b", offset, 2)
+    assert [o.order_id for o in page] == [ids[2], ids[1]]
+    page, offset = book.list_for_buyer("m", "b", offset, 2)
+    assert [o.order_id for o in page] == [ids[0]] and offset is None

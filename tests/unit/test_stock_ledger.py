@@ -1,0 +1,166 @@
+"""The stock ledger against a simple model: random sequences of reserve / commit /
+release / adjust / expire never oversell, and the counters always equal what the
+reservations imply."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from engine.errors import FailedPrecondition, NotFound, ResultCode
+from engine.stock import StockLedger
+
+MERCHANT = "m"
+SKUS = ["a", "b", "c"]
+BUYERS = ["x", "y"]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = StockLedger()
+        self.now_ms = 0
+        self.next_order = 0
+        self.model_on_hand = {}
+        self.model_limit = {}
+        # order id -> (buyer, lines, expires_at_ms, committed)
+        self.model_orders: dict[str, tuple[str, tuple[tuple[str, int], ...], int, bool]] = {}
+        for sku in SKUS:
+            self.ledger.upsert_sku(MERCHANT, sku, sku, 100, 5, 0, 0)
+            self.model_on_hand[sku] = 5
+            self.model_limit[sku] = 0
+
+    def _held(self, sku: str, committed: bool | None = None, buyer: str | None = None) -> int:
+        return sum(q for b, lines, _, c in self.model_orders.values() for s, q in lines
+                   if s == sku and (committed is None or c == committed)
+                   and (buyer is None or b == buyer))
+
+    @rule(sku=st.sampled_from(SKUS), on_hand=st.integers(0, 10), limit=st.integers(0, 3))
+    def upsert(self, sku: str, on_hand: int, limit: int) -> None:
+        if on_hand < self._held(sku):
+            with pytest.raises(FailedPrecondition):
+                self.ledger.upsert_sku(MERCHANT, sku, sku, 100, on_hand, limit, self.now_ms)
+            return
+        self.ledger.upsert_sku(MERCHANT, sku, sku, 100, on_hand, limit, self.now_ms)
+        self.model_on_hand[sku], self.model_limit[sku] = on_hand, limit
+
+    @rule(sku=st.sampled_from(SKUS), delta=st.integers(-5, 5))
+    def adjust(self, sku: str, delta: int) -> None:
+        if self.model_on_hand[sku] + delta < self._held(sku):
+            with pytest.raises(FailedPrecondition):
+                self.ledger.adjust(MERCHANT, sku, delta, "count", self.now_ms)
+            return
+        self.ledger.adjust(MERCHANT, sku, delta, "count", self.now_ms)
+        self.model_on_hand[sku] += delta
+
+    @rule(buyer=st.sampled_from(BUYERS),
+          lines=st.dictionaries(st.sampled_from([*SKUS, "unknown"]), st.integers(1, 4),
+                                min_size=1, max_size=3),
+          ttl_ms=st.integers(1, 100))
+    def reserve(self, buyer: str, lines: dict[str, int], ttl_ms: int) -> None:
+        order_id = f"o{self.next_order}"
+        self.next_order += 1
+        line_tuple = tuple(sorted(lines.items()))
+        code, _ = self.ledger.reserve(order_id, MERCHANT, buyer, line_tuple,
+                                      self.now_ms + ttl_ms, self.now_ms)
+        fits = all(
+            sku in self.model_on_hand
+            and self.model_on_hand[sku] - self._held(sku) >= q
+            and (not self.model_limit[sku] or self._held(sku, buyer=buyer) + q
+                 <= self.model_limit[sku])
+            for sku, q in line_tuple)
+        assert (code is ResultCode.OK) == fits, (code, line_tuple)
+        if fits:
+            self.model_orders[order_id] = (buyer, line_tuple, self.now_ms + ttl_ms, False)
+
+    @rule(data=st.data())
+    def commit(self, data: st.DataObject) -> None:
+        if not self.model_orders:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.model_orders)))
+        code, _ = self.ledger.commit(order_id, self.now_ms)
+        assert code is ResultCode.OK
+        buyer, lines, expires, _ = self.model_orders[order_id]
+        self.model_orders[order_id] = (buyer, lines, expires, True)
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        if not self.model_orders:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.model_orders)))
+        assert self.ledger.release(order_id, self.now_ms)
+        assert not self.ledger.release(order_id, self.now_ms)  # idempotent
+        del self.model_orders[order_id]
+
+    @rule(elapsed_ms=st.integers(0, 60))
+    def time_passes(self, elapsed_ms: int) -> None:
+        self.now_ms += elapsed_ms
+        expired = set(self.ledger.expire(self.now_ms, 1000))
+        due = {o for o, (_, _, expires, committed) in self.model_orders.items()
+               if expires <= self.now_ms and not committed}
+        assert expired == due
+        for order_id in due:
+            del self.model_orders[order_id]
+
+    @invariant()
+    def counters_match_model(self) -> None:
+        self.ledger.check_invariants()
+        for sku in SKUS:
+            level = self.ledger.level(MERCHANT, sku, self.now_ms)
+            assert level.on_hand == self.model_on_hand[sku]
+            assert level.reserved == self._held(sku, committed=False)
+            assert level.sold == self._held(sku, committed=True)
+            assert level.available >= 0
+            assert level.reserved + level.sold <= level.on_hand
+
+
+TestLedger = LedgerMachine.TestCase
+TestLedger.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_reserve_is_all_or_nothing_across_lines() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 5, 0, 0)
+    ledger.upsert_sku("m", "b", "B", 200, 1, 0, 0)
+    code, message = ledger.reserve("o1", "m", "x", (("a", 2), ("b", 2)), 10, 0)
+    assert code is ResultCode.OUT_OF_STOCK and "b" in str(message)
+    assert ledger.level("m", "a", 0).reserved == 0
+    assert ledger.reservations == {}
+
+
+def test_reserve_retry_of_the_same_order_is_idempotent() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 5, 0, 0)
+    first = ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0)
+    again = ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0)
+    assert first == again == (ResultCode.OK, (100,))
+    assert ledger.level("m", "a", 0).reserved == 2
+
+
+def test_per_buyer_limit_counts_sales_and_frees_on_release() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 10, 1, 0)
+    assert ledger.reserve("o1", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.OK
+    ledger.commit("o1", 0)
+    assert ledger.reserve("o2", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.LIMIT_EXCEEDED
+    assert ledger.reserve("o3", "m", "y", (("a", 1),), 10, 0)[0] is ResultCode.OK
+    ledger.release("o1", 0)  # a refund gives the buyer the right back
+    assert ledger.reserve("o4", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.OK
+
+
+def test_unknown_sku_is_not_found() -> None:
+    ledger = StockLedger()
+    assert ledger.reserve("o1", "m", "x", (("nope", 1),), 10, 0)[0] is ResultCode.NOT_FOUND
+    with pytest.raises(NotFound):
+        ledger.adjust("m", "nope", 1, "", 0)
+
+
+def test_committed_reservations_never_expire() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 3, 0, 0)
+    ledger.reserve("o1", "m", "x", (("a", 1),), 10, 0)
+    ledger.commit("o1", 5)
+    assert ledger.expire(1_000, 100) == []
+    assert ledger.level("m", "a", 1_000).sold == 1
