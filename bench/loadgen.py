@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
@@ -25,6 +26,7 @@ PROGRESS_INTERVAL_S = 0.25
 DRAIN_TIMEOUT_S = 15.0
 SAAS_PAUSE_S = 0.1
 SAAS_READS_PER_VISIT = 20
+PAID_KEPT_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class _Worker:
         limited = frozenset(s.sku_id for s in spec.params.skus() if s.per_buyer_limit)
         self.recorder = Recorder(self.start_s + spec.warmup_s, self.end_s, limited)
         self.batch_size = spec.batch_size if spec.batch else 1
+        self.paid_orders: deque[tuple[str, Any]] = deque(maxlen=PAID_KEPT_MAX)
 
     async def issue(self, intended_s: float) -> None:
         kind = self.source.next_kind()
@@ -114,11 +117,13 @@ class _Worker:
             return
 
     async def _change_order(self, kind: str, intended_s: float) -> None:
-        reference, order = self.recorder.live_orders.popleft()
+        """Pays a reserved order, or cancels a reserved or (refund) a paid one."""
+        from_paid = kind == CANCEL and self.paid_orders and self.source.next_uniform() < 0.5
+        reference, order = (self.paid_orders if from_paid else self.recorder.live_orders).popleft()
         if kind == PAY:
             code = await self.client.pay(reference)
             if code == "ok":
-                self.recorder.live_orders.append((reference, order))
+                self.paid_orders.append((reference, order))
         else:
             code = await self.client.cancel(reference, order)
             if code == "ok":

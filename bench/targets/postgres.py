@@ -43,9 +43,7 @@ INSERT_LINES = (
     f"INSERT INTO {SCHEMA}.order_line (order_id, sku_id, quantity) "
     "SELECT $1, * FROM unnest($2::text[], $3::int[])"
 )
-LOCK_SKUS = (
-    f"SELECT 1 FROM {SCHEMA}.sku WHERE sku_id = ANY($1::text[]) ORDER BY sku_id FOR UPDATE"
-)
+LOCK_SKUS = f"SELECT 1 FROM {SCHEMA}.sku WHERE sku_id = ANY($1::text[]) ORDER BY sku_id FOR UPDATE"
 READ_STOCK = f"SELECT stock FROM {SCHEMA}.sku WHERE sku_id = $1"
 PAY = f"UPDATE {SCHEMA}.orders SET status = 'paid' WHERE order_id = $1 AND status = 'reserved'"
 CANCEL = (
