@@ -76,6 +76,11 @@ def document(
 def goals(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The issue's goals that this run's shape can judge: measured figure against target."""
     ratios, judged = doc["ratios"], {}
+    if doc["config"]["loop"] == "open":
+        # Every target gets the same rate: only latency tells them apart. Meaningful for the
+        # goal when --rate is half of the maximum measured in a closed-loop run.
+        p99_ms = doc["latency_ms"]["p99"]
+        return {"p99_ms_at_rate": {"measured": p99_ms, "goal": 15.0, "met": p99_ms <= 15.0}}
     if doc["mode"] == "unary" and "engine_vs_echo" in ratios:
         judged["unary_vs_echo_ratio"] = (ratios["engine_vs_echo"], 0.7)
     if doc["scenario"] == "flash-sale":
@@ -85,12 +90,7 @@ def goals(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
             judged["flash_sale_vs_redis_ratio"] = (ratios["engine_vs_redis"], 1.0)
     if doc["mode"] == "batch":
         judged["batch_orders_per_s"] = (doc["throughput_per_s"], 100_000.0)
-    result = _met(judged)
-    if doc["config"]["loop"] == "open":
-        p99_ms = doc["latency_ms"]["p99"]
-        # Meaningful when --rate is half of the maximum measured in a closed-loop run.
-        result["p99_ms_at_rate"] = {"measured": p99_ms, "goal": 15.0, "met": p99_ms <= 15.0}
-    return result
+    return _met(judged)
 
 
 def _met(judged: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
