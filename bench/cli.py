@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0.0,
         help="open loop: orders/s over all processes (0: closed loop)",
     )
-    add("--processes", type=int, default=2, help="load-generating processes")
+    add(
+        "--processes",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="load-generating processes (default: half the cores)",
+    )
     add(
         "--concurrency",
         type=int,
         default=0,
         help="closed loop: calls in flight per process (default 64 unary, 4 batch)",
     )
-    add("--channels", type=int, default=4, help="gRPC channels per process")
+    add("--channels", type=int, default=2, help="gRPC channels per process")
     add("--batch-size", type=int, default=200, help="orders per PlaceOrders call")
     add("--inflight-max", type=int, default=2048, help="open loop: calls in flight per process")
     add("--pool-size", type=int, default=16, help="Postgres/Redis connections per process")
@@ -163,6 +169,8 @@ def _config(args: argparse.Namespace, shape: LoadShape, run_id: str) -> dict[str
             "order_shards": args.order_shards,
         },
         "params": vars(scenario_params(args)),
+        # The bench shares the machine with whatever else runs: say how busy it was.
+        "host": {"cpus": os.cpu_count(), "load_average_1m_at_start": os.getloadavg()[0]},
     }
 
 
