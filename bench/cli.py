@@ -146,7 +146,9 @@ def load_shape(args: argparse.Namespace) -> LoadShape:
     )
 
 
-def _config(args: argparse.Namespace, shape: LoadShape, run_id: str) -> dict[str, Any]:
+def _config(
+    args: argparse.Namespace, shape: LoadShape, run_id: str, load_at_start: float
+) -> dict[str, Any]:
     return {
         "scenario": args.scenario,
         "mode": args.mode,
@@ -170,7 +172,7 @@ def _config(args: argparse.Namespace, shape: LoadShape, run_id: str) -> dict[str
         },
         "params": vars(scenario_params(args)),
         # The bench shares the machine with whatever else runs: say how busy it was.
-        "host": {"cpus": os.cpu_count(), "load_average_1m_at_start": os.getloadavg()[0]},
+        "host": {"cpus": os.cpu_count(), "load_average_1m_at_start": load_at_start},
     }
 
 
@@ -180,6 +182,7 @@ def _run(
     from bench import targets_setup
 
     run_id = f"r{int(time.time()) % 10**8}-{args.seed}"
+    load_at_start = os.getloadavg()[0]
     params = scenario_params(args)
     shape = load_shape(args)
     base = WorkerSpec(0, "", {}, params, run_id, False, 1, 1, 0.0, 1, 0.0, 0.0)
@@ -201,5 +204,6 @@ def _run(
             summaries[name] = report.target_summary(merged)
             summaries[name]["oversold"] = check()
         histograms[name] = merged["histogram"]
-    doc = report.document(_config(args, shape, run_id), engine_summary, verification, summaries)
+    config = _config(args, shape, run_id, load_at_start)
+    doc = report.document(config, engine_summary, verification, summaries)
     return doc, histograms
