@@ -74,6 +74,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--gateways", type=int, default=1)
     add("--stock-shards", type=int, default=2)
     add("--order-shards", type=int, default=2)
+    add(
+        "--engine-config",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a Config field for the local engine, e.g. ack_mode=memory (repeatable)",
+    )
     add("--postgres-dsn", help="default: FLASHTX_POSTGRES_DSN or an embedded server")
     add("--redis-url", help="default: FLASHTX_REDIS_URL or an embedded server")
     add("--hot-skus", type=int, default=3, help="flash-sale: SKUs on sale")
@@ -114,6 +121,24 @@ def _baselines(text: str) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown baselines {sorted(unknown)}; choose from {BASELINES}")
     return names
+
+
+def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--engine-config FIELD=VALUE`` pairs, numbers as numbers."""
+    overrides: dict[str, Any] = {}
+    for pair in args.engine_config:
+        field, separator, text = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--engine-config wants FIELD=VALUE, not {pair!r}")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        overrides[field.strip()] = value
+    return overrides
 
 
 def scenario_params(args: argparse.Namespace) -> ScenarioParams:
@@ -170,6 +195,7 @@ def _config(
             "stock_shards": args.stock_shards,
             "order_shards": args.order_shards,
         },
+        "engine_config": engine_overrides(args),
         "params": vars(scenario_params(args)),
         # The bench shares the machine with whatever else runs: say how busy it was.
         "host": {"cpus": os.cpu_count(), "load_average_1m_at_start": load_at_start},
