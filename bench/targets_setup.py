@@ -35,12 +35,19 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
         f"starting a local engine ({args.gateways} gateway(s), {args.stock_shards} "
         f"stock and {args.order_shards} order shards) …"
     )
-    local = LocalEngine.start(
-        port=0,
-        gateways=args.gateways,
-        stock_shards=args.stock_shards,
-        order_shards=args.order_shards,
-    )
+    from bench.cli import engine_overrides
+
+    layout = {
+        "gateways": args.gateways,
+        "stock_shards": args.stock_shards,
+        "order_shards": args.order_shards,
+    }
+    try:
+        local = LocalEngine.start(port=0, **layout, **engine_overrides(args))
+    except Exception as error:  # any failure to start fails the run, said in one line
+        raise RuntimeError(
+            f"the local engine did not start: {type(error).__name__}: {error}"
+        ) from error
     try:
         yield local.address, local.operator_key
     finally:
