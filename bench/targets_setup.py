@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from bench import verify as verify_module
+from bench import verify_postgres
 from bench.scenarios import ScenarioParams
 from bench.targets import engine_setup, postgres, redis_lua
 
@@ -20,10 +21,13 @@ ECHO_START_TIMEOUT_S = 30.0
 
 
 @contextlib.contextmanager
-def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, str]]:
-    """The address and operator key of the engine under test; a local one lives for the run."""
+def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, str, str | None]]:
+    """Address, operator key and Postgres DSN (None: keeps none) of the engine under test.
+
+    A local engine lives for the run; ``--target`` names a running one.
+    """
     if args.target:
-        yield args.target, args.operator_key
+        yield args.target, args.operator_key, args.engine_postgres_dsn
         return
     try:
         from flashtx.app import LocalEngine
@@ -49,7 +53,7 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
             f"the local engine did not start: {type(error).__name__}: {error}"
         ) from error
     try:
-        yield local.address, local.operator_key
+        yield local.address, local.operator_key, _engine_dsn(local.config)
     finally:
         local.stop()
 
@@ -60,10 +64,33 @@ async def prepare_engine(
     return await engine_setup.prepare(address, operator_key, run_id, params.skus())
 
 
+def _engine_dsn(config: Any) -> str | None:
+    """Where the local engine writes: its configured DSN, the embedded server, or nowhere."""
+    dsn = getattr(config, "postgres_dsn", "none")
+    if dsn == "none":
+        return None
+    return dsn or _embedded("postgres_dsn")
+
+
 async def verify(
-    info: dict[str, Any], params: ScenarioParams, merged: dict[str, Any], seed: int
+    info: dict[str, Any], params: ScenarioParams, merged: dict[str, Any], seed: int, dsn: str | None
 ) -> dict[str, Any]:
-    return await verify_module.verify_engine(info, params, merged["ledger"], seed)
+    """The API checks, then every kept acknowledged order looked up in the engine's Postgres."""
+    ledger = merged["ledger"]
+    verification = await verify_module.verify_engine(info, params, ledger, seed)
+    verification["invariants"]["attempted_mismatch"] = merged["attempted"] - merged["completed"]
+    found = None
+    if dsn:
+        found = await verify_postgres.missing_acked_orders(
+            dsn, info["merchant_id"], ledger["acked_kept"]
+        )
+    if found is None:
+        verification["checked"]["postgres_orders_checked"] = 0
+    else:
+        missing, checked = found
+        verification["invariants"]["lost_acked"] += missing
+        verification["checked"]["postgres_orders_checked"] = checked
+    return verification
 
 
 @contextlib.contextmanager
