@@ -26,6 +26,11 @@ class _EchoEverything(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(_echo)
 
 
+def _stop_at_end_of_input(stop: asyncio.Event) -> None:
+    if not sys.stdin.read(1):
+        stop.set()
+
+
 async def serve(port: int, host: str) -> None:
     server = grpc.aio.server(
         options=[
@@ -43,7 +48,7 @@ async def serve(port: int, host: str) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     # The parent holds our stdin: when it dies, stdin closes and we stop too.
-    loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.read(1) or stop.set())
+    loop.add_reader(sys.stdin.fileno(), _stop_at_end_of_input, stop)
     await stop.wait()
     await server.stop(grace=0.5)
 

@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 import uvloop
@@ -48,7 +47,7 @@ class WorkerSpec:
     saas_clients: int = 0
 
 
-def worker_main(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any, results: Any) -> None:
+def worker_main(spec: WorkerSpec, progress: Any, start_at: Any, results: Any) -> None:
     """Process entry point: run the load and put the recorder's result on the queue.
 
     The worker connects, marks its progress slot 0 (ready), then waits for the parent to
@@ -66,7 +65,7 @@ class _Worker:
         self,
         spec: WorkerSpec,
         client: TargetClient,
-        progress: SynchronizedArray,
+        progress: Any,
         start_at_epoch_s: float,
     ):
         self.spec = spec
@@ -147,7 +146,8 @@ class _Worker:
             await slots.acquire()
             task = asyncio.create_task(self.issue(intended_s))
             pending.add(task)
-            task.add_done_callback(lambda done: (pending.discard(done), slots.release()))
+            task.add_done_callback(pending.discard)
+            task.add_done_callback(lambda _: slots.release())
             intended_s += interval_s
         await _drain(pending)
 
@@ -175,14 +175,14 @@ async def _drain(pending: set[asyncio.Task[None]]) -> None:
     await asyncio.gather(*still_pending, return_exceptions=True)
 
 
-async def _wait_for_start(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any) -> float:
+async def _wait_for_start(spec: WorkerSpec, progress: Any, start_at: Any) -> float:
     progress[spec.worker_index] = 0
     while start_at.value <= 0:
         await asyncio.sleep(0.01)
     return float(start_at.value)
 
 
-async def _run(spec: WorkerSpec, progress: SynchronizedArray, start_at: Any) -> dict[str, Any]:
+async def _run(spec: WorkerSpec, progress: Any, start_at: Any) -> dict[str, Any]:
     client = connect(spec.target_kind, spec.target_info)
     await client.open()
     start_at_epoch_s = await _wait_for_start(spec, progress, start_at)

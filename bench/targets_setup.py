@@ -27,7 +27,7 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
     A local engine lives for the run; ``--target`` names a running one.
     """
     if args.target:
-        yield args.target, args.operator_key, args.engine_postgres_dsn
+        yield args.target, str(args.operator_key), args.engine_postgres_dsn
         return
     try:
         from flashtx.app import LocalEngine
@@ -53,7 +53,7 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
             f"the local engine did not start: {type(error).__name__}: {error}"
         ) from error
     try:
-        yield local.address, local.operator_key, _engine_dsn(local.config)
+        yield local.address, str(local.operator_key), _engine_dsn(local.config)
     finally:
         local.stop()
 
