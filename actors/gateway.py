@@ -43,7 +43,7 @@ class Gateway:
         self.config = config
         self.port = port
         self._merchants, self._stock, self._orders = merchants, stock, orders
-        self._operator_hash = hash_secret(config.operator_key)
+        self._operator_hash = config.operator_key_sha256 or hash_secret(config.operator_key)
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
         self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
         self.inflight = 0
@@ -109,7 +109,7 @@ class Gateway:
         cached = self._auth_cache.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
-        if token == self.config.operator_key or hash_secret(token) == self._operator_hash:
+        if token.startswith("ftx1.operator.") and hash_secret(token) == self._operator_hash:
             return operator_principal()
         merchant_id, _, _ = parse_token(token)
         try:

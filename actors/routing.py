@@ -6,10 +6,15 @@ objects with the same methods.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import ray
+
 from engine.sharding import RoutingTable, slot_of
+
+NAMESPACE = "flashtx"
 
 
 class ShardGroup:
@@ -35,3 +40,19 @@ class ShardGroup:
     def update(self, handles: Sequence[Any], table: RoutingTable) -> None:
         if table.version >= self.table.version:
             self.handles, self.table = list(handles), table
+
+
+async def find_actors(names: Sequence[str], timeout_s: float = 60.0) -> list[Any]:
+    """Handles of named actors, waiting for those not created yet (start-up order)."""
+    found: list[Any] = []
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    for name in names:
+        while True:
+            try:
+                found.append(ray.get_actor(name, namespace=NAMESPACE))
+                break
+            except ValueError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    return found

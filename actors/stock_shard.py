@@ -1,64 +1,134 @@
-"""StockShard: owns the stock ledger for the slots routed to it (key: merchant + SKU)."""
+"""StockShard: owns the stock ledger for the slots routed to it (key: merchant + SKU).
+
+Durable state of a SKU is its catalogue row and its adjustments (on_hand); holds and
+sales are facts about orders, which the order shards own. On start it loads the first
+from Postgres and asks every order shard for the holds and sales it owns, so after a
+crash it counts exactly the orders that exist.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from actors import clock
+from actors.persistence import open_store
+from actors.routing import find_actors
+from adapters.postgres import Store
 from engine.config import Config
 from engine.errors import DomainError, ResultCode
-from engine.stock import StockLedger, StockLevel
+from engine.sharding import slot_of
+from engine.stock import StockChange, StockLedger, StockLevel
 
 log = logging.getLogger(__name__)
 
-Reserve = tuple[str, str, str, tuple[tuple[str, int], ...], int]
+# (order_id, merchant_id, buyer_id, lines, expires_at_ms, owner order shard)
+Reserve = tuple[str, str, str, tuple[tuple[str, int], ...], int, int]
 SkuUpsert = tuple[str, str, str, int, int, int]
 
 
 class StockShard:
-    def __init__(self, index: int, config: Config) -> None:
+    def __init__(self, index: int, config: Config, slots: Sequence[int],
+                 order_shard_names: Sequence[str]) -> None:
         self.index = index
+        self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
+        self._slots = list(slots)
+        self._order_shard_names = list(order_shard_names)
         self._ledger = StockLedger(config.skus_per_shard_max)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._store: Store | None = None
+        loop = asyncio.get_running_loop()
+        # Loaded: catalogue and on_hand from Postgres. Ready: also the holds and sales of
+        # every order shard; only then does this shard reserve.
+        self._loaded = loop.create_task(self._load())
+        self._ready = loop.create_task(self._start())
+        self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def _start(self) -> None:
+        await self._loaded
+        order_shards = await find_actors(self._order_shard_names)
+        states = await asyncio.gather(*(shard.stock_state_for.remote(self.index)
+                                        for shard in order_shards))
+        now = clock.now_ms()
+        for owner, (holds, sold) in enumerate(states):
+            self._ledger.replace_owned(owner, holds, sold, now)
+        self._ledger.drain_changes()
+        self._ledger.check_invariants()
+
+    async def _load(self) -> None:
+        self._store = await open_store(self._config.postgres_dsn, 2)
+        if self._store is None:
+            return
+        skus = await self._store.load_skus(self._slots)
+        for row in skus:
+            self._ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],
+                                     row["price_minor"], row["per_buyer_limit"],
+                                     int(row["on_hand"]))
+        log.info("stock shard %d recovered %d skus", self.index, len(skus))
 
     # --- hot path ---------------------------------------------------------------------------
 
     async def reserve(self, items: Sequence[Reserve]) -> list[tuple[ResultCode, object]]:
-        """items: (order_id, merchant_id, buyer_id, lines, expires_at_ms); all-or-nothing
-        per order on this shard."""
+        """All-or-nothing per order on this shard."""
+        await self._ready
         now = clock.now_ms()
         reserve = self._ledger.reserve
-        results = [reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now)
-                   for order_id, merchant_id, buyer_id, lines, expires_at_ms in items]
-        self._journal()
+        results = [reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now, owner)
+                   for order_id, merchant_id, buyer_id, lines, expires_at_ms, owner in items]
+        self._ledger.changes.clear()  # holds are derived from orders; nothing to persist
         return results
 
     async def commit(self, order_ids: Sequence[str]) -> list[tuple[ResultCode, str]]:
+        await self._ready
         now = clock.now_ms()
         results = [self._ledger.commit(order_id, now) for order_id in order_ids]
-        self._journal()
+        self._ledger.changes.clear()
         return results
 
     async def release(self, order_ids: Sequence[str]) -> list[bool]:
+        await self._ready
         now = clock.now_ms()
         results = [self._ledger.release(order_id, now) for order_id in order_ids]
-        self._journal()
+        self._ledger.changes.clear()
         return results
+
+    async def return_sold(self, items: Sequence[tuple[str, str, str, Any, int]]) -> list[bool]:
+        """Refunds: (order_id, merchant_id, buyer_id, lines, owner)."""
+        await self._ready
+        now = clock.now_ms()
+        for order_id, merchant_id, buyer_id, lines, owner in items:
+            self._ledger.return_sold(order_id, merchant_id, buyer_id, lines, now, owner)
+        self._ledger.changes.clear()
+        return [True] * len(items)
+
+    async def replace_owned(self, owner: int, holds: Sequence[Any],
+                            sold: Sequence[Any]) -> int:
+        """An order shard that restarted tells what it owns here (see StockLedger)."""
+        await self._loaded
+        dropped = self._ledger.replace_owned(owner, holds, sold, clock.now_ms())
+        self._ledger.changes.clear()
+        if dropped:
+            log.info("stock shard %d dropped %d holds of order shard %d", self.index,
+                     dropped, owner)
+        return dropped
 
     async def levels(self, keys: Sequence[tuple[str, str]]) -> list[StockLevel | None]:
         """keys: (merchant_id, sku_id); None for an unknown SKU."""
+        await self._ready
         now = clock.now_ms()
         skus = self._ledger.skus
         level = self._ledger.level
         return [level(m, s, now) if (m, s) in skus else None for m, s in keys]
 
-    # --- catalogue --------------------------------------------------------------------------
+    # --- catalogue (persisted before the answer) -------------------------------------------
 
     async def upsert(self, items: Sequence[SkuUpsert]) -> list[StockLevel | DomainError]:
         """items: (merchant_id, sku_id, name, price_minor, on_hand, per_buyer_limit)."""
+        await self._ready
         now = clock.now_ms()
         results: list[StockLevel | DomainError] = []
         for merchant_id, sku_id, name, price, on_hand, limit in items:
@@ -67,38 +137,54 @@ class StockShard:
                                                        on_hand, limit, now))
             except DomainError as error:
                 results.append(error)
-        self._journal()
+        rows = [(level.merchant_id, level.sku_id, self._slot(level.merchant_id, level.sku_id),
+                 level.name, level.price_minor, level.per_buyer_limit, now)
+                for level in results if isinstance(level, StockLevel)]
+        await self._persist(rows, self._ledger.drain_changes())
         return results
 
     async def adjust(self, merchant_id: str, sku_id: str, delta: int,
                      reason: str) -> StockLevel:
+        await self._ready
         level = self._ledger.adjust(merchant_id, sku_id, delta, reason, clock.now_ms())
-        self._journal()
+        await self._persist([], self._ledger.drain_changes())
         return level
+
+    async def _persist(self, skus: list[tuple[Any, ...]], changes: list[StockChange]) -> None:
+        if self._store is None:
+            return
+        adjustments = [(c.merchant_id, c.sku_id, self._slot(c.merchant_id, c.sku_id), c.delta,
+                        c.reason, c.at_ms) for c in changes if c.kind == "adjusted"]
+        outbox = [(f"stock:{c.merchant_id}:{c.sku_id}:{c.at_ms}:{n}", c.merchant_id,
+                   "stock.adjusted", "", 0,
+                   json.dumps({"sku_id": c.sku_id, "delta": c.delta,
+                               "reason": c.reason}).encode(), c.at_ms)
+                  for n, c in enumerate(changes) if c.kind == "adjusted"]
+        await self._store.save_skus(skus, adjustments, outbox)
+
+    def _slot(self, merchant_id: str, sku_id: str) -> int:
+        return slot_of(merchant_id, sku_id, self._config.slots_total)
 
     # --- housekeeping -----------------------------------------------------------------------
 
-    async def stats(self) -> dict[str, int]:
-        return {"index": self.index, "skus": len(self._ledger.skus),
+    async def stats(self) -> dict[str, Any]:
+        return {"index": self.index, "instance": self._instance, "skus": len(self._ledger.skus),
                 "reservations": len(self._ledger.reservations)}
 
     async def check_invariants(self) -> bool:
+        await self._ready
         self._ledger.check_invariants()
         return True
 
-    def _journal(self) -> None:
-        # Persistence drains the ledger's changes here; in memory they are dropped.
-        self._ledger.drain_changes()
-
     async def _sweep_forever(self) -> None:
+        await self._ready
         interval_s = self._config.expiry_sweep_interval_ms / 1000
         while True:
             await asyncio.sleep(interval_s)
             try:
                 expired = self._ledger.expire(clock.now_ms(), self._config.expiry_sweep_items_max)
+                self._ledger.changes.clear()
                 if expired:
-                    log.info("stock shard %d freed %d expired reservations", self.index,
-                             len(expired))
-                    self._journal()
+                    log.info("stock shard %d freed %d expired holds", self.index, len(expired))
             except Exception:  # the loop must outlive its own errors
                 log.exception("stock expiry sweep failed")

@@ -12,14 +12,13 @@ import ray
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
-from actors.routing import ShardGroup
+from actors.routing import NAMESPACE, ShardGroup
 from actors.stock_shard import StockShard
 from engine.config import Config
 from engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "flashtx"
 
 # A shard restarts from durable state after a crash (max_restarts); a call in flight to a
 # dead actor fails instead of being replayed (max_task_retries=0): the caller retries
@@ -53,14 +52,19 @@ class Topology:
         stock_table = RoutingTable.uniform(slots, config.stock_shards)
         order_table = RoutingTable.uniform(slots, config.order_shards)
         merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **_SHARD_OPTIONS)
-                     .remote(i, config) for i in range(config.merchant_shards)]
-        stock = [RemoteStockShard.options(name=f"stock-{i}", **_SHARD_OPTIONS).remote(i, config)
+                     .remote(i, config, merchant_table.slots_of(i))
+                     for i in range(config.merchant_shards)]
+        order_names = [f"order-{i}" for i in range(config.order_shards)]
+        stock = [RemoteStockShard.options(name=f"stock-{i}", **_SHARD_OPTIONS)
+                 .remote(i, config, stock_table.slots_of(i), order_names)
                  for i in range(config.stock_shards)]
-        orders = [RemoteOrderShard.options(name=f"order-{i}", **_SHARD_OPTIONS)
-                  .remote(i, config, stock, stock_table) for i in range(config.order_shards)]
+        orders = [RemoteOrderShard.options(name=name, **_SHARD_OPTIONS)
+                  .remote(i, config, stock, stock_table, order_table)
+                  for i, name in enumerate(order_names)]
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
                        ShardGroup(stock, stock_table, slots),
                        ShardGroup(orders, order_table, slots))
+        ray.get([shard.check_invariants.remote() for shard in [*stock, *orders]])
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])

@@ -121,35 +121,43 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
+        self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
-        scope = SCOPES.get(details.method)
+        scope = SCOPES.get(method)
         if handler is None or scope is None:
             return handler
-        method, metadata = details.method, details.invocation_metadata
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, scope, metadata),
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, scope),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, scope, metadata),
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, scope),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        return handler
+        else:
+            return handler
+        # Handlers are the same for every call of a method: build each wrapper once.
+        self._wrapped[method] = wrapped
+        return wrapped
 
-    async def _admit(self, method: str, scope: Scope, metadata: Any) -> None:
-        principal = await self._authenticate(bearer_token(metadata))
+    async def _admit(self, method: str, scope: Scope, context: Any) -> None:
+        principal = await self._authenticate(bearer_token(context.invocation_metadata()))
         if not (method in SAAS_ALSO and Scope.SAAS in principal.scopes):
             principal.require(scope)
         _principal.set(principal)
 
-    def _wrap_unary(self, inner: Any, method: str, scope: Scope, metadata: Any) -> Any:
+    def _wrap_unary(self, inner: Any, method: str, scope: Scope) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                await self._admit(method, scope, metadata)
+                await self._admit(method, scope, context)
                 return await inner(request, context)
             except errors.DomainError as error:
                 failure = error
@@ -161,10 +169,10 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
 
         return handle
 
-    def _wrap_stream(self, inner: Any, method: str, scope: Scope, metadata: Any) -> Any:
+    def _wrap_stream(self, inner: Any, method: str, scope: Scope) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                await self._admit(method, scope, metadata)
+                await self._admit(method, scope, context)
                 async for response in inner(request, context):
                     yield response
                 return

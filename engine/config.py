@@ -60,9 +60,26 @@ class Config:
     # Items waiting in one gateway's per-shard queue before new ones are refused.
     batch_queue_items_max: int = 50_000
 
+    # --- durability ---------------------------------------------------------------------
+    # Where state is written; empty = an embedded PostgreSQL (pgserver) under
+    # FLASHTX_DATA_DIR; "none" = keep nothing (state is lost when an actor restarts).
+    postgres_dsn: str = ""
+    # "durable": answer after the order's group commit; "memory": answer at once and
+    # commit within commit_delay_ms_max (lost if the shard dies in between).
+    ack_mode: str = "durable"
+    # One group commit holds at most this many orders, and waits at most this long to fill.
+    commit_orders_max: int = 2000
+    commit_delay_ms_max: float = 2.0
+    # Orders (and transitions) waiting for a commit; past it, new orders are refused.
+    journal_entries_max: int = 50_000
+    commit_retry_delay_ms_max: int = 2_000
+    postgres_pool_size: int = 4
+
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.
     operator_key: str = ""
+    # sha256 of the operator key, when only the hash is known (stored at first start).
+    operator_key_sha256: str = ""
     # A gateway trusts a resolved API key this long: the bound on revocation delay.
     auth_cache_ttl_ms: int = 5_000
     auth_cache_entries_max: int = 100_000
@@ -104,6 +121,9 @@ class Config:
                  "gateway_inflight_max must admit at least one full PlaceOrders batch")
         _require(1 <= self.list_orders_page_size_default <= self.list_orders_page_size_max,
                  "list_orders_page_size_default must be in 1..list_orders_page_size_max")
+        _require(self.ack_mode in ("durable", "memory"), "ack_mode is durable or memory")
+        _require(self.journal_entries_max >= self.commit_orders_max >= 1,
+                 "journal_entries_max must hold at least one commit")
         _require(self.payment_window_s_default <= self.payment_window_s_max,
                  "payment_window_s_default must be <= payment_window_s_max")
         return self
@@ -125,7 +145,7 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> C
         raw = environ.get(f"FLASHTX_{field.name.upper()}")
         if raw is None:
             continue
-        kind = type(field.default)
+        kind: type = type(field.default)
         try:
             values[field.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
         except ValueError as error:

@@ -50,8 +50,9 @@ class StockAction(IntEnum):
     """What a transition asks of the stock shards holding the order's lines."""
 
     NONE = 0
-    COMMIT = 1
-    RELEASE = 2
+    COMMIT = 1  # the hold becomes a sale (payment)
+    RELEASE = 2  # the hold returns to available (cancel, expiry)
+    RETURN = 3  # the sale returns to available (refund)
 
 
 # (from status, event) -> (to status, stock action). Anything else is refused.
@@ -60,7 +61,7 @@ _TRANSITIONS: dict[tuple[OrderStatus, str], tuple[OrderStatus, StockAction]] = {
     (OrderStatus.RESERVED, "cancel"): (OrderStatus.CANCELLED, StockAction.RELEASE),
     (OrderStatus.RESERVED, "expire"): (OrderStatus.EXPIRED, StockAction.RELEASE),
     (OrderStatus.PAID, "fulfil"): (OrderStatus.FULFILLED, StockAction.NONE),
-    (OrderStatus.PAID, "cancel"): (OrderStatus.CANCELLED, StockAction.RELEASE),
+    (OrderStatus.PAID, "cancel"): (OrderStatus.CANCELLED, StockAction.RETURN),
 }
 # Repeating a step that already happened answers the order as it is.
 _ALREADY = {("pay", OrderStatus.PAID), ("cancel", OrderStatus.CANCELLED),
@@ -257,6 +258,10 @@ class OrderBook:
             if order is not None and order.status == OrderStatus.RESERVED:
                 due.append(order)
         return due
+
+    def remind(self, order: Order) -> None:
+        """Puts an order back on the expiry schedule (its expiry was postponed)."""
+        heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
 
     def list_for_buyer(self, merchant_id: str, buyer_id: str, offset: int,
                        limit: int) -> tuple[list[OrderSnapshot], int | None]:

@@ -2,13 +2,18 @@
 that explain them.
 
     available = on_hand - reserved - sold >= 0          (no oversell)
-    reserved  = sum of quantities of uncommitted reservations
-    sold      = sum of quantities of committed reservations
+    reserved  = sum of quantities of the holds (reservations)
+    reserved + sold = sum over buyers of units held or bought
 
 A reservation belongs to one order and holds all of that order's lines on this shard,
-all or nothing. ``commit`` turns it into a sale (payment), ``release`` returns it
-(cancel, expiry, refund), and a reservation nobody commits returns by itself at its
-expiry. Per-buyer limits count the units a buyer holds in live reservations and sales
+all or nothing. ``commit`` turns it into a sale (payment) and forgets it, ``release``
+returns a hold (cancel, expiry), ``return_sold`` takes back a sale (refund), and a hold
+nobody commits returns by itself at its expiry. Each hold and each sale records which
+order shard owns its order, so an order shard that restarts (or a stock shard that
+restarts and asks them) can replace everything it owns with what it knows: holds and
+sales are facts about orders, and orders live on the order shards.
+
+Per-buyer limits count the units a buyer holds in live reservations and sales
 (tracked for every SKU, so a limit set later counts earlier purchases).
 
 Hot-path methods return result codes instead of raising: a batch of a thousand orders
@@ -72,7 +77,7 @@ class Reservation:
     buyer_id: str
     lines: tuple[Line, ...]
     expires_at_ms: int
-    committed: bool = False
+    owner: int = 0  # index of the order shard that placed the order
 
 
 class StockLedger:
@@ -80,6 +85,8 @@ class StockLedger:
         self.skus: dict[SkuKey, SkuState] = {}
         self.reservations: dict[str, Reservation] = {}
         self.changes: list[StockChange] = []
+        # owner -> {(merchant_id, sku_id, buyer_id): units sold}
+        self.sold_by_owner: dict[int, dict[tuple[str, str, str], int]] = {}
         self._skus_max = skus_max
         self._expiry_heap: list[tuple[int, str]] = []
 
@@ -128,8 +135,8 @@ class StockLedger:
     # --- reservations (hot path) ----------------------------------------------------------
 
     def reserve(self, order_id: str, merchant_id: str, buyer_id: str,
-                lines: Sequence[Line], expires_at_ms: int,
-                now_ms: int) -> tuple[ResultCode, tuple[int, ...] | str]:
+                lines: Sequence[Line], expires_at_ms: int, now_ms: int,
+                owner: int = 0, force: bool = False) -> tuple[ResultCode, tuple[int, ...] | str]:
         """Holds every line or none. Returns (OK, unit prices) or (code, message).
 
         Idempotent: reserving an order that already holds the same lines answers OK.
@@ -145,9 +152,11 @@ class StockLedger:
             sku = skus.get((merchant_id, sku_id))
             if sku is None:
                 return ResultCode.NOT_FOUND, f"unknown sku {sku_id}"
-            if sku.on_hand - sku.reserved - sku.sold < quantity:
+            if force:
+                pass  # restoring holds that were granted before a restart
+            elif sku.on_hand - sku.reserved - sku.sold < quantity:
                 return ResultCode.OUT_OF_STOCK, f"sku {sku_id} has too few units available"
-            if sku.per_buyer_limit and (
+            elif sku.per_buyer_limit and (
                     sku.held_by_buyer.get(buyer_id, 0) + quantity > sku.per_buyer_limit):
                 return ResultCode.LIMIT_EXCEEDED, (
                     f"sku {sku_id} allows {sku.per_buyer_limit} units per buyer")
@@ -157,7 +166,8 @@ class StockLedger:
             held = sku.held_by_buyer
             held[buyer_id] = held.get(buyer_id, 0) + quantity
         line_tuple = tuple(lines)
-        self.reservations[order_id] = Reservation(merchant_id, buyer_id, line_tuple, expires_at_ms)
+        self.reservations[order_id] = Reservation(merchant_id, buyer_id, line_tuple,
+                                                  expires_at_ms, owner)
         heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
         for sku_id, quantity in line_tuple:
             self.changes.append(StockChange("reserved", merchant_id, sku_id, quantity, "",
@@ -165,52 +175,102 @@ class StockLedger:
         return ResultCode.OK, tuple(sku.price_minor for sku in states)
 
     def commit(self, order_id: str, now_ms: int) -> tuple[ResultCode, str]:
-        """Turns a reservation into a sale. Idempotent."""
-        reservation = self.reservations.get(order_id)
+        """Turns a hold into a sale and forgets the hold."""
+        reservation = self.reservations.pop(order_id, None)
         if reservation is None:
             return ResultCode.NOT_FOUND, f"no reservation for order {order_id}"
-        if not reservation.committed:
-            reservation.committed = True
-            for sku_id, quantity in reservation.lines:
-                sku = self.skus[(reservation.merchant_id, sku_id)]
-                sku.reserved -= quantity
-                sku.sold += quantity
-                self._log("committed", (reservation.merchant_id, sku_id), quantity, "",
-                          order_id, now_ms)
+        sold = self.sold_by_owner.setdefault(reservation.owner, {})
+        for sku_id, quantity in reservation.lines:
+            sku = self.skus[(reservation.merchant_id, sku_id)]
+            sku.reserved -= quantity
+            sku.sold += quantity
+            key = (reservation.merchant_id, sku_id, reservation.buyer_id)
+            sold[key] = sold.get(key, 0) + quantity
+            self._log("committed", (reservation.merchant_id, sku_id), quantity, "", order_id,
+                      now_ms)
         return ResultCode.OK, ""
 
     def release(self, order_id: str, now_ms: int, kind: str = "released") -> bool:
-        """Returns the units of a reservation or sale to available. Idempotent: False when
-        there was nothing to release."""
+        """Returns a hold to available. Idempotent: False when there was none."""
         reservation = self.reservations.pop(order_id, None)
         if reservation is None:
             return False
         for sku_id, quantity in reservation.lines:
             sku = self.skus[(reservation.merchant_id, sku_id)]
-            if reservation.committed:
-                sku.sold -= quantity
-            else:
-                sku.reserved -= quantity
-            left = sku.held_by_buyer.get(reservation.buyer_id, 0) - quantity
-            if left > 0:
-                sku.held_by_buyer[reservation.buyer_id] = left
-            else:
-                sku.held_by_buyer.pop(reservation.buyer_id, None)
+            sku.reserved -= quantity
+            _give_back(sku, reservation.buyer_id, quantity)
             self._log(kind, (reservation.merchant_id, sku_id), quantity, "", order_id, now_ms)
         return True
 
+    def return_sold(self, order_id: str, merchant_id: str, buyer_id: str,
+                    lines: Sequence[Line], now_ms: int, owner: int = 0) -> None:
+        """A refund: sold units of a paid order go back to available."""
+        sold = self.sold_by_owner.get(owner, {})
+        for sku_id, quantity in lines:
+            sku = self.skus.get((merchant_id, sku_id))
+            key = (merchant_id, sku_id, buyer_id)
+            invariant(sku is not None and sold.get(key, 0) >= quantity,
+                      "refund of units never sold")
+            assert sku is not None
+            sku.sold -= quantity
+            _give_back(sku, buyer_id, quantity)
+            if sold[key] == quantity:
+                del sold[key]
+            else:
+                sold[key] -= quantity
+            self._log("refunded", (merchant_id, sku_id), quantity, "", order_id, now_ms)
+
     def expire(self, now_ms: int, items_max: int) -> list[str]:
-        """Releases uncommitted reservations whose expiry has passed; returns their orders."""
+        """Releases holds whose expiry has passed; returns their orders."""
         expired: list[str] = []
         heap = self._expiry_heap
         while heap and heap[0][0] <= now_ms and len(expired) < items_max:
             expires_at_ms, order_id = heapq.heappop(heap)
             reservation = self.reservations.get(order_id)
-            if (reservation is not None and not reservation.committed
-                    and reservation.expires_at_ms == expires_at_ms):
+            if reservation is not None and reservation.expires_at_ms == expires_at_ms:
                 self.release(order_id, now_ms, kind="expired")
                 expired.append(order_id)
         return expired
+
+    # --- recovery -------------------------------------------------------------------------
+
+    def restore_sku(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
+                    per_buyer_limit: int, on_hand: int) -> None:
+        self.skus[(merchant_id, sku_id)] = SkuState(name, price_minor, on_hand, 0, 0,
+                                                    per_buyer_limit)
+
+    def replace_owned(self, owner: int, holds: Sequence[tuple[str, str, str,
+                                                               tuple[Line, ...], int]],
+                      sold: Sequence[tuple[str, str, str, int]] | None,
+                      now_ms: int) -> int:
+        """Replaces every hold (and, when `sold` is given, every sale) of order shard
+        `owner` with what that shard knows: holds (order_id, merchant_id, buyer_id, lines,
+        expires_at_ms) and sales (merchant_id, sku_id, buyer_id, units).
+        Returns how many holds were dropped."""
+        dropped = [order_id for order_id, r in self.reservations.items() if r.owner == owner]
+        for order_id in dropped:
+            self.release(order_id, now_ms, kind="resynced")
+        if sold is not None:
+            for (merchant_id, sku_id, buyer_id), units in self.sold_by_owner.pop(owner,
+                                                                                 {}).items():
+                sku = self.skus[(merchant_id, sku_id)]
+                sku.sold -= units
+                _give_back(sku, buyer_id, units)
+            owned = self.sold_by_owner.setdefault(owner, {})
+            for merchant_id, sku_id, buyer_id, units in sold:
+                sold_sku = self.skus.get((merchant_id, sku_id))
+                invariant(sold_sku is not None, f"sale of unknown sku {sku_id}")
+                assert sold_sku is not None
+                sku = sold_sku
+                sku.sold += units
+                sku.held_by_buyer[buyer_id] = sku.held_by_buyer.get(buyer_id, 0) + units
+                key = (merchant_id, sku_id, buyer_id)
+                owned[key] = owned.get(key, 0) + units
+        for order_id, merchant_id, buyer_id, lines, expires_at_ms in holds:
+            code, _ = self.reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms,
+                                   now_ms, owner, force=True)
+            invariant(code is ResultCode.OK, f"hold of {order_id} cannot be restored: {code}")
+        return len(dropped)
 
     def drain_changes(self) -> list[StockChange]:
         changes, self.changes = self.changes, []
@@ -219,22 +279,22 @@ class StockLedger:
     # --- invariants -----------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """Counters equal what the reservations imply, and nothing is oversold."""
+        """Counters equal what the holds imply, and nothing is oversold."""
         reserved: dict[SkuKey, int] = {}
-        sold: dict[SkuKey, int] = {}
-        held: dict[SkuKey, dict[str, int]] = {}
         for reservation in self.reservations.values():
-            target = sold if reservation.committed else reserved
             for sku_id, quantity in reservation.lines:
                 key = (reservation.merchant_id, sku_id)
-                target[key] = target.get(key, 0) + quantity
-                buyers = held.setdefault(key, {})
-                buyers[reservation.buyer_id] = buyers.get(reservation.buyer_id, 0) + quantity
+                reserved[key] = reserved.get(key, 0) + quantity
+        sold: dict[SkuKey, int] = {}
+        for owned in self.sold_by_owner.values():
+            for (merchant_id, sku_id, _), units in owned.items():
+                sold[(merchant_id, sku_id)] = sold.get((merchant_id, sku_id), 0) + units
         for key, sku in self.skus.items():
             invariant(sku.reserved == reserved.get(key, 0), f"{key}: reserved counter drifted")
             invariant(sku.sold == sold.get(key, 0), f"{key}: sold counter drifted")
-            invariant(0 <= sku.reserved + sku.sold <= sku.on_hand, f"{key}: oversold")
-            invariant(sku.held_by_buyer == held.get(key, {}), f"{key}: per-buyer counts drifted")
+            invariant(sku.reserved + sku.sold <= sku.on_hand, f"{key}: oversold")
+            invariant(sum(sku.held_by_buyer.values()) == sku.reserved + sku.sold,
+                      f"{key}: per-buyer counts drifted")
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -247,3 +307,11 @@ class StockLedger:
     def _log(self, kind: str, key: SkuKey, delta: int, reason: str, order_id: str,
              now_ms: int) -> None:
         self.changes.append(StockChange(kind, key[0], key[1], delta, reason, order_id, now_ms))
+
+
+def _give_back(sku: SkuState, buyer_id: str, quantity: int) -> None:
+    left = sku.held_by_buyer.get(buyer_id, 0) - quantity
+    if left > 0:
+        sku.held_by_buyer[buyer_id] = left
+    else:
+        sku.held_by_buyer.pop(buyer_id, None)

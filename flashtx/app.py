@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -11,7 +12,10 @@ from typing import Any
 import ray
 
 from actors.topology import NAMESPACE, Topology
+from adapters import embedded
+from adapters.postgres import Store
 from engine.config import Config, load_config
+from engine.merchants import hash_secret
 
 __all__ = ["LocalEngine", "free_port"]
 
@@ -22,6 +26,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def new_operator_key() -> str:
+    return f"ftx1.operator.{secrets.token_hex(4)}.{secrets.token_urlsafe(24)}"
+
+
 @dataclass
 class LocalEngine:
     """A running deployment: Ray (joined or started), shards and gateways on one port."""
@@ -29,24 +37,23 @@ class LocalEngine:
     topology: Topology
     config: Config
     owns_ray: bool
+    # The operator key when this start chose it (first start, or given); None when only
+    # its hash is known (it was shown at the first start).
+    operator_key: str | None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.topology.port}"
-
-    @property
-    def operator_key(self) -> str:
-        return self.config.operator_key
 
     @classmethod
     def start(cls, port: int | None = None, ray_address: str | None = None,
               dashboard: bool = False, config: Config | None = None,
               **overrides: Any) -> LocalEngine:
         """Starts a deployment. `port=None` or 0 picks a free port; `overrides` are
-        Config fields (gateways=2, stock_shards=4, ...)."""
+        Config fields (gateways=2, stock_shards=4, postgres_dsn=..., ...)."""
         config = config or load_config(**overrides)
-        if not config.operator_key:
-            config = config.replace(operator_key=f"ftx1.operator.{secrets.token_urlsafe(24)}")
+        config = config.replace(postgres_dsn=config.postgres_dsn or embedded.postgres_dsn())
+        config, operator_key = asyncio.run(_operator_key(config))
         owns_ray = not ray.is_initialized()
         if owns_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -54,7 +61,7 @@ class LocalEngine:
                      log_to_driver=False,
                      **({} if ray_address else {"num_cpus": os.cpu_count() or 2}))
         topology = Topology.start(config, port or free_port())
-        return cls(topology, config, owns_ray)
+        return cls(topology, config, owns_ray, operator_key)
 
     def stats(self) -> dict[str, Any]:
         return self.topology.stats()
@@ -72,3 +79,22 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _operator_key(config: Config) -> tuple[Config, str | None]:
+    """A configured key wins. Else the first start generates one and stores its hash;
+    later starts use the stored hash (the key itself was shown once)."""
+    if config.operator_key:
+        return config.replace(operator_key_sha256=hash_secret(config.operator_key)), (
+            config.operator_key)
+    candidate = new_operator_key()
+    if config.postgres_dsn == "none":
+        return config.replace(operator_key=candidate,
+                              operator_key_sha256=hash_secret(candidate)), candidate
+    store = await Store.open(config.postgres_dsn, 1)
+    try:
+        stored = await store.setting("operator_key_sha256", hash_secret(candidate))
+    finally:
+        await store.close()
+    chosen = candidate if stored == hash_secret(candidate) else None
+    return config.replace(operator_key_sha256=stored), chosen

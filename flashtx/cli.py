@@ -51,13 +51,12 @@ def serve_command(options: argparse.Namespace) -> int:
         ("order_shards", options.order_shards)) if value is not None}
     config = load_config(**overrides)
     port = options.port or config.grpc_port
-    generated = not config.operator_key
     engine = LocalEngine.start(port=port, ray_address=options.address,
                                dashboard=options.dashboard, config=config)
     console.print(f"[bold green]flashtx serving[/] on port {port} "
                   f"({config.gateways} gateways, {config.stock_shards} stock shards, "
                   f"{config.order_shards} order shards)")
-    if generated:
+    if engine.operator_key and not config.operator_key:
         console.print("operator key (shown once; set FLASHTX_OPERATOR_KEY to choose it):\n"
                       f"  {engine.operator_key}")
     stop = threading.Event()

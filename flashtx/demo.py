@@ -10,7 +10,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from flashtx.app import LocalEngine
+from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
@@ -20,7 +20,8 @@ IN_FLIGHT_MAX = 800
 
 def run_demo(buyers: int, units: int) -> int:
     console.print("[bold]flashtx demo[/]: starting a local Ray cluster and the engine...")
-    with LocalEngine.start() as engine:
+    # The demo chooses its operator key, so it runs again on the same data directory.
+    with LocalEngine.start(operator_key=new_operator_key()) as engine:
         console.print(f"engine serving on {engine.address}")
         summary = asyncio.run(_flash_sale(engine, buyers, units))
         engine.check_invariants()
@@ -31,7 +32,8 @@ def run_demo(buyers: int, units: int) -> int:
 async def _flash_sale(engine: LocalEngine, buyers: int, units: int) -> dict[str, object]:
     async with Client(engine.address, engine.operator_key) as operator:
         created = await operator.merchants.CreateMerchant(
-            merchant_pb2.CreateMerchantRequest(merchant_id="demo-shop", name="Demo Shop"))
+            merchant_pb2.CreateMerchantRequest(merchant_id=f"demo-{int(time.time())}",
+                                               name="Demo Shop"))
     async with Client(engine.address, created.admin_key_secret) as shop:
         await shop.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=[stock_pb2.Sku(
             sku_id="console-x", name="Game console X", price_minor=49_900, on_hand=units,

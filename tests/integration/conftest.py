@@ -1,24 +1,53 @@
-"""One real local Ray cluster and one flashtx deployment for the whole session; each test
-makes its own merchant, so tests do not see each other's data."""
+"""One real local Ray cluster and one flashtx deployment for the whole session, on a
+database of its own on the real Postgres (FLASHTX_POSTGRES_DSN, else an embedded one);
+each test makes its own merchant, so tests do not see each other's data."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 
-from flashtx.app import LocalEngine
+from adapters import embedded
+from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
 
 _merchants = itertools.count()
+ENGINE_OPTIONS = dict(gateways=2, stock_shards=3, order_shards=2, expiry_sweep_interval_ms=50,
+                      auth_cache_ttl_ms=1000)
+
+
+async def _database(server_dsn: str, name: str, create: bool) -> None:
+    connection = await asyncpg.connect(server_dsn)
+    try:
+        if create:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[LocalEngine]:
-    with LocalEngine.start(gateways=2, stock_shards=3, order_shards=2,
-                           expiry_sweep_interval_ms=50, auth_cache_ttl_ms=1000) as running:
+def database_dsn() -> Iterator[str]:
+    """A fresh database on the configured (or embedded) server, dropped afterwards."""
+    server_dsn = embedded.postgres_dsn()
+    name = f"flashtx_test_{secrets.token_hex(4)}"
+    asyncio.run(_database(server_dsn, name, create=True))
+    base, _, query = server_dsn.partition("?")
+    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    asyncio.run(_database(server_dsn, name, create=False))
+
+
+@pytest.fixture(scope="session")
+def engine(database_dsn: str) -> Iterator[LocalEngine]:
+    with LocalEngine.start(postgres_dsn=database_dsn, operator_key=new_operator_key(),
+                           **ENGINE_OPTIONS) as running:
         yield running
 
 

@@ -37,6 +37,8 @@ def test_transitions_keep_stock_consistent(events: list[str]) -> None:
             continue
         if action is StockAction.COMMIT:
             assert ledger.commit("o", 0)[0] is ResultCode.OK
+        elif action is StockAction.RETURN:
+            ledger.return_sold("o", "m", "b", (("a", 1),), 0)
         elif action is StockAction.RELEASE:
             assert ledger.release("o", 0)
     level = ledger.level("m", "a", 0)

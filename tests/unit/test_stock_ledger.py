@@ -75,24 +75,48 @@ class LedgerMachine(RuleBasedStateMachine):
         if fits:
             self.model_orders[order_id] = (buyer, line_tuple, self.now_ms + ttl_ms, False)
 
+    def _pick(self, data: st.DataObject, committed: bool) -> str | None:
+        candidates = sorted(o for o, v in self.model_orders.items() if v[3] == committed)
+        return data.draw(st.sampled_from(candidates)) if candidates else None
+
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
-        if not self.model_orders:
+        order_id = self._pick(data, committed=False)
+        if order_id is None:
             return
-        order_id = data.draw(st.sampled_from(sorted(self.model_orders)))
-        code, _ = self.ledger.commit(order_id, self.now_ms)
-        assert code is ResultCode.OK
+        assert self.ledger.commit(order_id, self.now_ms)[0] is ResultCode.OK
+        assert self.ledger.commit(order_id, self.now_ms)[0] is ResultCode.NOT_FOUND
         buyer, lines, expires, _ = self.model_orders[order_id]
         self.model_orders[order_id] = (buyer, lines, expires, True)
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        if not self.model_orders:
+        order_id = self._pick(data, committed=False)
+        if order_id is None:
             return
-        order_id = data.draw(st.sampled_from(sorted(self.model_orders)))
         assert self.ledger.release(order_id, self.now_ms)
         assert not self.ledger.release(order_id, self.now_ms)  # idempotent
         del self.model_orders[order_id]
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        order_id = self._pick(data, committed=True)
+        if order_id is None:
+            return
+        assert not self.ledger.release(order_id, self.now_ms)  # a sale is no hold
+        buyer, lines, _, _ = self.model_orders.pop(order_id)
+        self.ledger.return_sold(order_id, MERCHANT, buyer, lines, self.now_ms)
+
+    @rule(with_sales=st.booleans())
+    def order_shard_restarts(self, with_sales: bool) -> None:
+        """The owner of every hold and sale replaces them with what it knows: nothing
+        changes."""
+        holds = [(o, MERCHANT, b, lines, expires)
+                 for o, (b, lines, expires, committed) in self.model_orders.items()
+                 if not committed]
+        sold = [(MERCHANT, s, b, q) for b, lines, _, committed in self.model_orders.values()
+                if committed for s, q in lines]
+        self.ledger.replace_owned(0, holds, sold if with_sales else None, self.now_ms)
 
     @rule(elapsed_ms=st.integers(0, 60))
     def time_passes(self, elapsed_ms: int) -> None:
@@ -146,7 +170,7 @@ def test_per_buyer_limit_counts_sales_and_frees_on_release() -> None:
     ledger.commit("o1", 0)
     assert ledger.reserve("o2", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.LIMIT_EXCEEDED
     assert ledger.reserve("o3", "m", "y", (("a", 1),), 10, 0)[0] is ResultCode.OK
-    ledger.release("o1", 0)  # a refund gives the buyer the right back
+    ledger.return_sold("o1", "m", "x", (("a", 1),), 0)  # a refund gives the right back
     assert ledger.reserve("o4", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.OK
 
 
@@ -164,3 +188,29 @@ def test_committed_reservations_never_expire() -> None:
     ledger.commit("o1", 5)
     assert ledger.expire(1_000, 100) == []
     assert ledger.level("m", "a", 1_000).sold == 1
+
+
+def test_a_restarted_owner_replaces_a_sale_it_never_made_durable() -> None:
+    """The order shard died after the sale reached the stock shard but before the PAID
+    transition was committed: it comes back with the order RESERVED, and the stock shard
+    must count a hold, not a hold and a sale."""
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 2, 0, 0)
+    ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0, owner=1)
+    ledger.commit("o1", 0)
+    ledger.replace_owned(1, [("o1", "m", "x", (("a", 2),), 10)], [], 0)
+    level = ledger.level("m", "a", 0)
+    assert (level.reserved, level.sold, level.available) == (2, 0, 0)
+    ledger.check_invariants()
+
+
+def test_replacing_an_owners_holds_drops_orphans_and_keeps_others() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "a", "A", 100, 3, 0, 0)
+    ledger.reserve("kept", "m", "x", (("a", 1),), 10, 0, owner=1)
+    ledger.reserve("orphan", "m", "y", (("a", 1),), 10, 0, owner=1)
+    ledger.reserve("other", "m", "z", (("a", 1),), 10, 0, owner=2)
+    assert ledger.replace_owned(1, [("kept", "m", "x", (("a", 1),), 10)], None, 0) == 2
+    assert set(ledger.reservations) == {"kept", "other"}
+    assert ledger.level("m", "a", 0).available == 1
+    ledger.check_invariants()

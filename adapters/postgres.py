@@ -1,0 +1,190 @@
+"""Postgres: versioned migrations and the reads and writes the actors make (asyncpg).
+
+Writes from the hot path are group commits: many orders' rows go in one transaction
+with ``COPY``, together with their outbox rows. Recovery reads rebuild one shard's state
+from the ledger tables (filtered by slot).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any fixed number: every flashtx process that migrates takes this advisory lock first.
+_MIGRATION_LOCK = 0x0F1A57
+
+ORDER_COLUMNS = ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
+                 "total_minor", "created_at_ms", "payment_deadline_ms")
+LINE_COLUMNS = ("order_id", "line_no", "merchant_id", "sku_id", "sku_slot", "quantity",
+                "unit_price_minor")
+TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "event",
+                      "refunded", "at_ms")
+OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
+                  "created_at_ms")
+ADJUSTMENT_COLUMNS = ("merchant_id", "sku_id", "slot", "delta", "reason", "at_ms")
+
+
+def migrations() -> list[tuple[int, str]]:
+    folder = Path(__file__).parent / "migrations"
+    return sorted((int(entry.name.split("_")[0]), entry.read_text())
+                  for entry in folder.glob("*.sql"))
+
+
+async def migrate(connection: asyncpg.Connection) -> list[int]:
+    """Applies missing migrations; safe to run twice and from several processes at once.
+    Returns the versions it applied."""
+    applied: list[int] = []
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS public.flashtx_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {row[0] for row in await connection.fetch(
+            "SELECT version FROM public.flashtx_migrations")}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            await connection.execute(sql)
+            await connection.execute(
+                "INSERT INTO public.flashtx_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    return applied
+
+
+async def connect_pool(dsn: str, size_max: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size_max)
+    assert pool is not None
+    return pool
+
+
+class Store:
+    """Every SQL statement flashtx runs against its own tables."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, size_max: int = 4) -> Store:
+        pool = await connect_pool(dsn, size_max)
+        async with pool.acquire() as connection:
+            await migrate(connection)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # --- group commit -------------------------------------------------------------------------
+
+    async def commit_orders(self, orders: Sequence[tuple[Any, ...]],
+                            lines: Sequence[tuple[Any, ...]],
+                            transitions: Sequence[tuple[Any, ...]],
+                            outbox: Sequence[tuple[Any, ...]]) -> None:
+        """One transaction, one COPY per table: all of it or none of it."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if orders:
+                await connection.copy_records_to_table(
+                    "orders", schema_name="flashtx", records=orders, columns=ORDER_COLUMNS)
+            if lines:
+                await connection.copy_records_to_table(
+                    "order_lines", schema_name="flashtx", records=lines, columns=LINE_COLUMNS)
+            if transitions:
+                await connection.copy_records_to_table(
+                    "order_transitions", schema_name="flashtx", records=transitions,
+                    columns=TRANSITION_COLUMNS)
+            if outbox:
+                await connection.copy_records_to_table(
+                    "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+
+    # --- catalogue and stock ------------------------------------------------------------------
+
+    async def save_skus(self, skus: Sequence[tuple[Any, ...]],
+                        adjustments: Sequence[tuple[Any, ...]],
+                        outbox: Sequence[tuple[Any, ...]]) -> None:
+        """skus: (merchant_id, sku_id, slot, name, price_minor, per_buyer_limit, at_ms)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if skus:
+                await connection.executemany(
+                    "INSERT INTO flashtx.skus (merchant_id, sku_id, slot, name, price_minor,"
+                    " per_buyer_limit, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (merchant_id, sku_id) DO UPDATE SET name = EXCLUDED.name,"
+                    " price_minor = EXCLUDED.price_minor,"
+                    " per_buyer_limit = EXCLUDED.per_buyer_limit,"
+                    " updated_at_ms = EXCLUDED.updated_at_ms", skus)
+            if adjustments:
+                await connection.copy_records_to_table(
+                    "stock_adjustments", schema_name="flashtx", records=adjustments,
+                    columns=ADJUSTMENT_COLUMNS)
+            if outbox:
+                await connection.copy_records_to_table(
+                    "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+
+    async def load_skus(self, slots: Iterable[int]) -> list[Any]:
+        """SKUs of these slots with their on_hand (holds and sales come from orders)."""
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT s.merchant_id, s.sku_id, s.name, s.price_minor, s.per_buyer_limit,"
+                " COALESCE(a.on_hand, 0) AS on_hand FROM flashtx.skus s"
+                " LEFT JOIN (SELECT merchant_id, sku_id, sum(delta) AS on_hand"
+                "   FROM flashtx.stock_adjustments WHERE slot = ANY($1::int[])"
+                "   GROUP BY merchant_id, sku_id) a USING (merchant_id, sku_id)"
+                " WHERE s.slot = ANY($1::int[])", list(slots)))
+
+    # --- orders -------------------------------------------------------------------------------
+
+    async def load_orders(self, slots: Iterable[int]) -> list[Any]:
+        """Every order of these slots with its latest state and its lines."""
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT o.*, last.sequence, last.status, last.refunded,"
+                " last.at_ms AS updated_at_ms,"
+                " (SELECT array_agg(ARRAY[l.sku_id, l.quantity::text,"
+                "   l.unit_price_minor::text] ORDER BY l.line_no)"
+                "  FROM flashtx.order_lines l WHERE l.order_id = o.order_id) AS lines"
+                " FROM flashtx.orders o"
+                " JOIN LATERAL (SELECT t.sequence, t.status, t.refunded, t.at_ms"
+                "   FROM flashtx.order_transitions t WHERE t.order_id = o.order_id"
+                "   ORDER BY t.sequence DESC LIMIT 1) last ON true"
+                " WHERE o.slot = ANY($1::int[]) ORDER BY o.created_at_ms, o.order_id",
+                list(slots)))
+
+    # --- merchants ----------------------------------------------------------------------------
+
+    async def save_key(self, key: Sequence[Any]) -> None:
+        """key: (merchant_id, key_id, secret_hash, scopes, label, created_at_ms, revoked)."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
+                " created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (merchant_id, key_id) DO UPDATE SET revoked = EXCLUDED.revoked",
+                *key)
+
+    async def setting(self, name: str, default: str) -> str:
+        """The stored value of a setting; stores `default` first if there is none."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO flashtx.settings (name, value) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO NOTHING", name, default)
+            return str(await connection.fetchval(
+                "SELECT value FROM flashtx.settings WHERE name = $1", name))
+
+    async def save_merchant_with_key(self, merchant: Sequence[Any],
+                                     key: Sequence[Any]) -> None:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO flashtx.merchants (merchant_id, name, payment_window_s,"
+                " created_at_ms) VALUES ($1, $2, $3, $4)", *merchant)
+            await connection.execute(
+                "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
+                " created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)", *key)
+
+    async def load_merchants(self) -> tuple[list[Any], list[Any]]:
+        async with self.pool.acquire() as connection:
+            merchants = await connection.fetch("SELECT * FROM flashtx.merchants")
+            keys = await connection.fetch("SELECT * FROM flashtx.api_keys")
+        return list(merchants), list(keys)
