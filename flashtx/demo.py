@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 
+import asyncpg
 import grpc
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +27,8 @@ def run_demo(buyers: int, units: int) -> int:
         summary = asyncio.run(_flash_sale(engine, buyers, units))
         engine.check_invariants()
     _print(summary)
-    return 0 if summary["oversold"] == 0 and summary["accepted"] == units else 1
+    ok = summary["oversold"] == 0 and summary["accepted"] == summary["durable"] == units
+    return 0 if ok else 1
 
 
 async def _flash_sale(engine: LocalEngine, buyers: int, units: int) -> dict[str, object]:
@@ -49,12 +51,13 @@ async def _flash_sale(engine: LocalEngine, buyers: int, units: int) -> dict[str,
         level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
             sku_id="console-x", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level
     counts = Counter(outcomes)
+    durable = await _orders_in_postgres(engine.config.postgres_dsn, created.merchant.merchant_id)
     return {"buyers": buyers, "units": units, "accepted": counts["accepted"],
             "sold_out": counts["FAILED_PRECONDITION"],
             "other": sum(v for k, v in counts.items()
                          if k not in ("accepted", "FAILED_PRECONDITION")),
             "retries_replayed": Counter(retries)["replayed"],
-            "reserved": level.reserved, "available": level.available,
+            "durable": durable, "reserved": level.reserved, "available": level.available,
             "oversold": max(0, level.reserved + level.sold - level.on_hand),
             "orders_per_s": buyers / elapsed_s, "elapsed_s": elapsed_s}
 
@@ -71,6 +74,16 @@ async def _buy(shop: Client, buyer: int, gate: asyncio.Semaphore) -> str:
     return "replayed" if response.replayed else "accepted"
 
 
+async def _orders_in_postgres(dsn: str, merchant_id: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM flashtx.orders WHERE merchant_id = $1", merchant_id)
+    finally:
+        await connection.close()
+    return int(count)
+
+
 def _print(summary: dict[str, object]) -> None:
     table = Table(title="flash sale summary")
     table.add_column("measure")
@@ -80,6 +93,7 @@ def _print(summary: dict[str, object]) -> None:
             ("refused: sold out (FAILED_PRECONDITION)", summary["sold_out"]),
             ("refused: other", summary["other"]),
             ("retries answered with the original order", summary["retries_replayed"]),
+            ("orders committed in Postgres", summary["durable"]),
             ("units reserved / available", f"{summary['reserved']} / {summary['available']}"),
             ("oversold units", summary["oversold"]),
             ("orders/s (unary, one client process)", f"{summary['orders_per_s']:,.0f}")]
