@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.cli import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "migrate":
+        from adapters.legacy.cli import main as migrate_main
+
+        return migrate_main(argv[1:])
     parser = argparse.ArgumentParser(prog="flashtx", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start or join a Ray cluster and serve gRPC")
