@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.console import Console
 
 from bench import report
@@ -103,7 +104,7 @@ def main(argv: list[str]) -> int:
     console = Console(width=None if Console().is_terminal else 120)
     try:
         doc, histograms = _run(args, baselines, console)
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, grpc.RpcError) as error:
         console.print(f"[red]bench failed:[/red] {error}")
         return 2
     report.print_summary(console, doc)

@@ -30,7 +30,7 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
         yield args.target, str(args.operator_key), args.engine_postgres_dsn
         return
     try:
-        from flashtx.app import LocalEngine
+        from flashtx.app import LocalEngine, new_operator_key
     except ImportError as error:
         raise RuntimeError(
             f"no local engine available ({error}); pass --target/--operator-key or --no-engine"
@@ -46,14 +46,17 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
         "stock_shards": args.stock_shards,
         "order_shards": args.order_shards,
     }
+    # An engine restarted on a kept Postgres knows only its operator key's hash: bring
+    # our own key (a configured key wins) so that the bench can create its merchant.
+    overrides = {"operator_key": new_operator_key(), **engine_overrides(args)}
     try:
-        local = LocalEngine.start(port=0, **layout, **engine_overrides(args))
+        local = LocalEngine.start(port=0, **layout, **overrides)
     except Exception as error:  # any failure to start fails the run, said in one line
         raise RuntimeError(
             f"the local engine did not start: {type(error).__name__}: {error}"
         ) from error
     try:
-        yield local.address, str(local.operator_key), _engine_dsn(local.config)
+        yield local.address, overrides["operator_key"], _engine_dsn(local.config)
     finally:
         local.stop()
 
