@@ -16,10 +16,11 @@ from adapters import embedded
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
+from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 
 _merchants = itertools.count()
 ENGINE_OPTIONS = dict(gateways=2, stock_shards=3, order_shards=2, expiry_sweep_interval_ms=50,
-                      auth_cache_ttl_ms=1000)
+                      auth_cache_ttl_ms=1000, journal_entries_max=2000, commit_orders_max=500)
 
 
 async def _database(server_dsn: str, name: str, create: bool) -> None:
@@ -45,8 +46,16 @@ def database_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(database_dsn: str) -> Iterator[LocalEngine]:
-    with LocalEngine.start(postgres_dsn=database_dsn, operator_key=new_operator_key(),
+def postgres_link(database_dsn: str) -> CuttableProxy:
+    """The engine reaches Postgres through this proxy, so a test can cut the link."""
+    proxy, _ = proxied(database_dsn)
+    return proxy
+
+
+@pytest.fixture(scope="session")
+def engine(database_dsn: str, postgres_link: CuttableProxy) -> Iterator[LocalEngine]:
+    _, through_proxy = proxied_dsn(database_dsn, postgres_link)
+    with LocalEngine.start(postgres_dsn=through_proxy, operator_key=new_operator_key(),
                            **ENGINE_OPTIONS) as running:
         yield running
 

@@ -94,3 +94,71 @@ async def test_killing_shards_mid_sale_loses_nothing_and_oversells_nothing(
             await asyncio.sleep(0.2)
     assert (level.reserved, level.sold, level.available) == (len(stored), 0, UNITS - len(stored))
     engine.check_invariants()
+
+
+async def place_once(client: Client, key: str, gate: asyncio.Semaphore,
+                     timeout_s: float) -> str:
+    request = order_pb2.PlaceOrderRequest(idempotency_key=key, buyer_id=key,
+                                          lines=[order_pb2.OrderLine(sku_id="ride", quantity=1)])
+    try:
+        async with gate:
+            await client.orders.PlaceOrder(request, timeout=timeout_s)
+    except grpc.aio.AioRpcError as error:
+        return error.code().name
+    return "OK"
+
+
+async def test_postgres_outage_refuses_new_orders_and_loses_nothing(
+        engine, shop: Client, postgres_link, database_dsn: str) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="ride", name="Ride", price_minor=1,
+                                       on_hand=100_000))
+    assert await place_once(shop, "before", asyncio.Semaphore(1), 5) == "OK"
+    keys = [f"outage-{n}" for n in range(3_000)]
+    gate = asyncio.Semaphore(300)
+    postgres_link.cut()
+    try:
+        started = time.monotonic()
+        during = await asyncio.gather(*(place_once(shop, k, gate, 3) for k in keys))
+        elapsed_s = time.monotonic() - started
+        stats = ray.get([s.stats.remote() for s in engine.topology.orders.handles])
+    finally:
+        postgres_link.restore()
+    # Nothing is acknowledged without its commit; the journals fill to their bound and
+    # the rest is refused at once with RESOURCE_EXHAUSTED instead of queueing.
+    assert "OK" not in during
+    assert set(during) <= {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+    assert during.count("RESOURCE_EXHAUSTED") >= len(keys) - 2 * engine.config.journal_entries_max
+    assert all(s["commit_failing"] for s in stats)
+    assert all(s["journal_depth"] <= engine.config.journal_entries_max for s in stats)
+    assert elapsed_s < 60
+
+    # Postgres is back: commits resume by themselves; retries with the same keys get
+    # the orders that were waiting, or place them now. One order per key.
+    acked: dict[str, str] = {}
+    outcomes = await asyncio.gather(*(buy_key(shop, k, acked) for k in keys))
+    assert set(outcomes) == {"OK"}
+    connection = await asyncpg.connect(database_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT idempotency_key, order_id FROM flashtx.orders"
+            " WHERE idempotency_key = ANY($1::text[])", keys)
+    finally:
+        await connection.close()
+    assert {row["idempotency_key"]: row["order_id"] for row in rows} == acked
+    assert len(rows) == len(keys)
+
+
+async def buy_key(client: Client, key: str, acked: dict[str, str]) -> str:
+    request = order_pb2.PlaceOrderRequest(idempotency_key=key, buyer_id=key,
+                                          lines=[order_pb2.OrderLine(sku_id="ride", quantity=1)])
+    for _ in range(100):
+        try:
+            response = await client.orders.PlaceOrder(request, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in RETRYABLE:
+                await asyncio.sleep(0.1)
+                continue
+            return error.code().name
+        acked[key] = response.order.order_id
+        return "OK"
+    return "GAVE_UP"
