@@ -4,17 +4,23 @@ Asserts what must hold on any machine: every invariant count is 0, every attempt
 got an answer, and the JSON document has its documented shape. Never timings: figures
 belong in bench/RESULTS.md. The bench runs in its own process (it starts its own Ray).
 Postgres and Redis come from FLASHTX_POSTGRES_DSN / FLASHTX_REDIS_URL when set, else the
-embedded servers of adapters.embedded.
+embedded servers of adapters.embedded. The engine gets a database of its own, so that
+what other tests left in a shared one is not part of this test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -33,6 +39,34 @@ TOP_LEVEL_KEYS = {
     "invariants",
     "baselines",
 }
+
+
+async def _recreate_database(admin_dsn: str, name: str, create: bool) -> None:
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if create:
+            await connection.execute(f"CREATE DATABASE {name}")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def engine_args() -> Iterator[list[str]]:
+    """With a Postgres from the environment, a fresh database for the engine in it;
+    without, nothing: the engine's embedded server lives in the test's FLASHTX_DATA_DIR."""
+    admin_dsn = os.environ.get("FLASHTX_POSTGRES_DSN")
+    if not admin_dsn:
+        yield []
+        return
+    # A name of its own: two sessions on one server must not drop each other's database.
+    name = f"flashtx_bench_{secrets.token_hex(4)}"
+    asyncio.run(_recreate_database(admin_dsn, name, create=True))
+    engine_dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    try:
+        yield ["--engine-config", f"postgres_dsn={engine_dsn}"]
+    finally:
+        asyncio.run(_recreate_database(admin_dsn, name, create=False))
 
 
 def run_bench(tmp_path: Path, *args: str) -> tuple[dict, Path]:
@@ -71,11 +105,14 @@ def assert_shape_and_invariants(doc: dict) -> None:
         assert doc["invariants"][name] == 0, (name, doc["invariants"])
     assert all(count == 0 for count in doc["invariants"].values()), doc["invariants"]
     assert doc["verification_checked"]["orders_looked_up"] > 0
+    # Durable by default: acknowledged orders were looked up in the engine's Postgres too.
+    assert doc["verification_checked"]["postgres_orders_checked"] > 0
 
 
-def test_flash_sale_unary_with_all_baselines(tmp_path: Path) -> None:
+def test_flash_sale_unary_with_all_baselines(tmp_path: Path, engine_args: list[str]) -> None:
     doc, plot = run_bench(
         tmp_path,
+        *engine_args,
         "--scenario",
         "flash-sale",
         "--mode",
@@ -101,9 +138,10 @@ def test_flash_sale_unary_with_all_baselines(tmp_path: Path) -> None:
     assert plot.stat().st_size > 0
 
 
-def test_catalog_batch_open_loop(tmp_path: Path) -> None:
+def test_catalog_batch_open_loop(tmp_path: Path, engine_args: list[str]) -> None:
     doc, _ = run_bench(
         tmp_path,
+        *engine_args,
         "--scenario",
         "catalog",
         "--mode",
