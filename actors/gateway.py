@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -59,6 +60,8 @@ class Gateway:
                      for i in range(len(orders.handles))]
         self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error, **batch)
                       for i in range(len(stock.handles))]
+        self.events_redis = (None if config.redis_url == "none"
+                             else redis.Redis.from_url(config.redis_url))
         self._server: grpc.aio.Server | None = None
         self._started = asyncio.get_running_loop().create_task(self._serve())
 

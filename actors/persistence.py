@@ -5,13 +5,13 @@ Kept apart from the actors so the row shapes can be read (and tested) in one pla
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from adapters.events import ORDER_EVENT_TYPES, order_event
 from adapters.postgres import Store
 from engine.errors import InvariantViolation
 from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
@@ -19,8 +19,6 @@ from engine.sharding import slot_of
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = {"placed": "order.reserved", "pay": "order.paid", "cancel": "order.cancelled",
-               "expire": "order.expired", "fulfil": "order.fulfilled"}
 
 
 async def open_store(dsn: str, pool_size: int) -> Store | None:
@@ -48,13 +46,10 @@ def transition_rows(change: OrderChange, order: Order) -> tuple[tuple[Any, ...],
                   int(change.order_id[:4], 16), change.status, change.event,
                   order.refunded if change.status == OrderStatus.CANCELLED else False,
                   change.at_ms)
-    payload = {"order_id": order.order_id, "buyer_id": order.buyer_id,
-               "status": OrderStatus(change.status).name, "sequence": change.sequence,
-               "total_minor": order.total_minor, "refunded": order.refunded,
-               "lines": [[s, q, p] for s, q, p in order.lines]}
+    payload = order_event(order.snapshot(), change.event, change.sequence, change.at_ms)
     event = (f"{change.order_id}:{change.sequence}", change.merchant_id,
-             EVENT_TYPES[change.event], change.order_id, change.sequence,
-             json.dumps(payload).encode(), change.at_ms)
+             ORDER_EVENT_TYPES[change.event], change.order_id, change.sequence, payload,
+             change.at_ms)
     return transition, event
 
 

@@ -9,7 +9,6 @@ crash it counts exactly the orders that exist.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 from actors import clock
 from actors.persistence import open_store
 from actors.routing import find_actors
+from adapters.events import stock_event
 from adapters.postgres import Store
 from engine.config import Config
 from engine.errors import DomainError, ResultCode
@@ -155,11 +155,13 @@ class StockShard:
             return
         adjustments = [(c.merchant_id, c.sku_id, self._slot(c.merchant_id, c.sku_id), c.delta,
                         c.reason, c.at_ms) for c in changes if c.kind == "adjusted"]
-        outbox = [(f"stock:{c.merchant_id}:{c.sku_id}:{c.at_ms}:{n}", c.merchant_id,
-                   "stock.adjusted", "", 0,
-                   json.dumps({"sku_id": c.sku_id, "delta": c.delta,
-                               "reason": c.reason}).encode(), c.at_ms)
-                  for n, c in enumerate(changes) if c.kind == "adjusted"]
+        outbox = []
+        for c in changes:
+            if c.kind == "adjusted":
+                event_id = f"stock:{c.merchant_id}:{c.sku_id}:{secrets.token_hex(8)}"
+                outbox.append((event_id, c.merchant_id, "stock.adjusted", "", 0,
+                               stock_event(event_id, c.merchant_id, "stock.adjusted",
+                                           c.sku_id, c.delta, c.reason, c.at_ms), c.at_ms))
         await self._store.save_skus(skus, adjustments, outbox)
 
     def _slot(self, merchant_id: str, sku_id: str) -> int:

@@ -12,6 +12,7 @@ import ray
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
+from actors.relay import Relay
 from actors.routing import NAMESPACE, ShardGroup
 from actors.stock_shard import StockShard
 from engine.config import Config
@@ -33,6 +34,7 @@ RemoteMerchantShard = ray.remote(MerchantShard)
 RemoteStockShard = ray.remote(StockShard)
 RemoteOrderShard = ray.remote(OrderShard)
 RemoteGateway = ray.remote(Gateway)
+RemoteRelay = ray.remote(Relay)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Topology:
     stock: ShardGroup
     orders: ShardGroup
     gateways: list[Any] = field(default_factory=list)
+    relay: Any = None
 
     @classmethod
     def start(cls, config: Config, port: int) -> Topology:
@@ -65,6 +68,8 @@ class Topology:
                        ShardGroup(stock, stock_table, slots),
                        ShardGroup(orders, order_table, slots))
         ray.get([shard.check_invariants.remote() for shard in [*stock, *orders]])
+        if "none" not in (config.redis_url, config.postgres_dsn):
+            topology.relay = RemoteRelay.options(name="relay", **_SHARD_OPTIONS).remote(config)
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])
@@ -93,6 +98,6 @@ class Topology:
         except Exception:  # a gateway that cannot drain is killed below all the same
             log.warning("gateways did not drain cleanly", exc_info=True)
         for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,
-                      *self.merchants.handles]:
+                      *self.merchants.handles, *([self.relay] if self.relay else [])]:
             ray.kill(actor)
         self.gateways.clear()

@@ -17,6 +17,7 @@ checked: an interceptor around every flashtx.v1 method.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,6 +63,7 @@ SCOPES: dict[str, Scope] = {
     "/flashtx.v1.OrderService/CancelOrder": Scope.CHANNEL,
     "/flashtx.v1.OrderService/PayOrder": Scope.SAAS,
     "/flashtx.v1.OrderService/FulfillOrder": Scope.SAAS,
+    "/flashtx.v1.EventService/WatchEvents": Scope.SAAS,
 }
 # Reads a SaaS key may make besides its own scope's calls.
 SAAS_ALSO = {"/flashtx.v1.StockService/GetStock", "/flashtx.v1.StockService/GetStockLevels",
@@ -170,11 +172,14 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
     def _wrap_stream(self, inner: Any, method: str, scope: Scope) -> Any:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
                 await self._admit(method, scope, context)
-                async for response in inner(request, context):
-                    yield response
+                if inspect.isasyncgenfunction(inner):
+                    async for response in inner(request, context):
+                        await context.write(response)
+                else:
+                    await inner(request, context)
                 return
             except errors.DomainError as error:
                 failure = error
@@ -182,6 +187,9 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("%s failed", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             status = to_status(failure)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            trailing = (*status.trailing_metadata,
+                        *((("flashtx-resume-cursor", failure.metadata["cursor"]),)
+                          if "cursor" in failure.metadata else ()))
+            await context.abort(status.code, status.details, trailing)
 
         return handle

@@ -22,6 +22,8 @@ from engine.stock import StockLevel
 from engine.validation import check_id, check_length, check_order, check_range, check_sku
 from protos.flashtx.v1 import (
     common_pb2,
+    event_pb2,
+    event_pb2_grpc,
     merchant_pb2,
     merchant_pb2_grpc,
     order_pb2,
@@ -35,6 +37,7 @@ Placement = tuple[str, str, tuple[tuple[str, int], ...]]  # (idempotency_key, bu
 
 class Backend(Protocol):
     config: Config
+    events_redis: Any  # redis.asyncio.Redis, or None when events are off
 
     async def create_merchant(self, merchant_id: str, name: str,
                               payment_window_s: int) -> tuple[dict[str, Any], dict[str, Any],
@@ -279,10 +282,15 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
 def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:
     """Registers every flashtx.v1 service; returns their full names (for reflection)."""
+    from adapters.event_service import EventServicer
+
     merchant_pb2_grpc.add_MerchantServiceServicer_to_server(MerchantServicer(backend), server)
     stock_pb2_grpc.add_StockServiceServicer_to_server(StockServicer(backend), server)
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(backend), server)
+    event_pb2_grpc.add_EventServiceServicer_to_server(
+        EventServicer(backend.config, backend.events_redis), server)
     return [descriptor.services_by_name[name].full_name
             for descriptor, name in ((merchant_pb2.DESCRIPTOR, "MerchantService"),
                                      (stock_pb2.DESCRIPTOR, "StockService"),
-                                     (order_pb2.DESCRIPTOR, "OrderService"))]
+                                     (order_pb2.DESCRIPTOR, "OrderService"),
+                                     (event_pb2.DESCRIPTOR, "EventService"))]

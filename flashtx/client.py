@@ -36,6 +36,7 @@ class _Authorized:
 
 class Client:
     def __init__(self, address: str, api_key: str, **channel_options: Any) -> None:
+        self.token = api_key
         self.channel = grpc.aio.insecure_channel(address, options=list(channel_options.items()))
         metadata = (("authorization", f"Bearer {api_key}"),)
         self.merchants = _Authorized(merchant_pb2_grpc.MerchantServiceStub(self.channel), metadata)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,6 +20,8 @@ from protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 
 _merchants = itertools.count()
+# Merchant ids are unique per session: Redis (event streams) outlives a test database.
+SESSION = secrets.token_hex(3)
 ENGINE_OPTIONS = dict(gateways=2, stock_shards=3, order_shards=2, expiry_sweep_interval_ms=50,
                       auth_cache_ttl_ms=1000, journal_entries_max=2000, commit_orders_max=500)
 
@@ -45,6 +48,19 @@ def database_dsn() -> Iterator[str]:
     asyncio.run(_database(server_dsn, name, create=False))
 
 
+def unique_merchant_id(prefix: str) -> str:
+    return f"{prefix}-{SESSION}-{next(_merchants)}"
+
+
+@pytest.fixture(scope="session")
+def redis_link() -> CuttableProxy:
+    """The engine reaches Redis through this proxy, so a test can cut the link."""
+    url = urlsplit(embedded.redis_url())
+    if url.scheme == "unix":
+        return CuttableProxy(url.path)
+    return CuttableProxy((url.hostname or "127.0.0.1", url.port or 6379))
+
+
 @pytest.fixture(scope="session")
 def postgres_link(database_dsn: str) -> CuttableProxy:
     """The engine reaches Postgres through this proxy, so a test can cut the link."""
@@ -53,9 +69,11 @@ def postgres_link(database_dsn: str) -> CuttableProxy:
 
 
 @pytest.fixture(scope="session")
-def engine(database_dsn: str, postgres_link: CuttableProxy) -> Iterator[LocalEngine]:
+def engine(database_dsn: str, postgres_link: CuttableProxy,
+           redis_link: CuttableProxy) -> Iterator[LocalEngine]:
     _, through_proxy = proxied_dsn(database_dsn, postgres_link)
     with LocalEngine.start(postgres_dsn=through_proxy, operator_key=new_operator_key(),
+                           redis_url=f"redis://127.0.0.1:{redis_link.port}/0",
                            **ENGINE_OPTIONS) as running:
         yield running
 
@@ -70,7 +88,7 @@ async def operator(engine: LocalEngine) -> AsyncIterator[Client]:
 async def shop(engine: LocalEngine, operator: Client) -> AsyncIterator[Client]:
     """An admin client of a fresh merchant."""
     created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
-        merchant_id=f"shop-{next(_merchants)}", name="Test shop"))
+        merchant_id=unique_merchant_id("shop"), name="Test shop"))
     async with Client(engine.address, created.admin_key_secret) as client:
         yield client
 

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
-from tests.integration.conftest import add_skus
+from tests.integration.conftest import add_skus, unique_merchant_id
 
 pytestmark = pytest.mark.cluster
 
@@ -26,7 +26,7 @@ async def code_of(call) -> grpc.StatusCode:
 
 async def test_merchants_cannot_reach_each_other(engine, operator, shop: Client) -> None:
     other_created = await operator.merchants.CreateMerchant(
-        merchant_pb2.CreateMerchantRequest(merchant_id="rival", name="Rival"))
+        merchant_pb2.CreateMerchantRequest(merchant_id=unique_merchant_id("rival"), name="Rival"))
     await add_skus(shop, stock_pb2.Sku(sku_id="mine", name="Mine", price_minor=5, on_hand=5))
     placed = await shop.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
         idempotency_key="k", buyer_id="b", lines=[order_pb2.OrderLine(sku_id="mine",

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, order_pb2, stock_pb2
-from tests.integration.conftest import add_skus
+from tests.integration.conftest import add_skus, unique_merchant_id
 
 pytestmark = pytest.mark.cluster
 
@@ -130,7 +130,7 @@ async def test_payment_deadline_expiry_returns_stock(engine, operator) -> None:
     from protos.flashtx.v1 import merchant_pb2
 
     created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
-        merchant_id="quick-shop", name="Quick", payment_window_s=1))
+        merchant_id=unique_merchant_id("quick"), name="Quick", payment_window_s=1))
     async with Client(engine.address, created.admin_key_secret) as shop:
         await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=1))
         placed = (await shop.orders.PlaceOrder(order("a", "b", ("s", 1)))).order

@@ -1,0 +1,68 @@
+"""EventService.WatchEvents: server-streaming events of the caller's merchant from its
+Redis stream. Memory per consumer is one read batch: the next batch is read only after
+the previous one is written, and a consumer that stops taking messages for
+``event_stream_stall_ms_max`` is cut off with its resume cursor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import redis.asyncio as redis
+
+from adapters.events import EVENT_TYPES, decode, stream_key
+from adapters.grpc_errors import current_principal
+from engine.config import Config
+from engine.errors import InvalidArgument, Overloaded, Unavailable
+from protos.flashtx.v1 import event_pb2, event_pb2_grpc
+
+RESUME_CURSOR = "flashtx-resume-cursor"
+_CURSOR_CHARS = set("0123456789-")
+
+
+class EventServicer(event_pb2_grpc.EventServiceServicer):
+    def __init__(self, config: Config, client: redis.Redis | None) -> None:
+        self._config = config
+        self._client = client
+        self._streams = asyncio.Semaphore(config.event_streams_per_gateway_max)
+
+    async def WatchEvents(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        types = set(request.types)
+        if unknown := types - EVENT_TYPES:
+            raise InvalidArgument("types", f"unknown event types: {sorted(unknown)}")
+        cursor = request.cursor or "$"
+        if cursor != "$" and (len(cursor) > 40 or not set(cursor) <= _CURSOR_CHARS):
+            raise InvalidArgument("cursor", "is not a cursor from WatchEvents")
+        if self._client is None:
+            raise Unavailable("events are not enabled on this deployment")
+        if self._streams.locked():
+            raise Overloaded("this gateway serves its maximum of event streams",
+                             self._config.overload_retry_after_ms)
+        async with self._streams:
+            await self._stream(stream_key(current_principal().merchant_id), types, cursor,
+                               context)
+
+    async def _stream(self, key: str, types: set[str], cursor: str,
+                      context: grpc.aio.ServicerContext) -> None:
+        assert self._client is not None
+        stall_s = self._config.event_stream_stall_ms_max / 1000
+        while True:
+            try:
+                batches = await self._client.xread({key: cursor}, block=1000,
+                                                   count=self._config.event_read_batch_max)
+            except redis.RedisError as error:
+                raise Unavailable("the event stream is unavailable; resume later",
+                                  cursor=cursor) from error
+            for _, entries in batches:
+                for entry_id, fields in entries:
+                    cursor_next = entry_id.decode()
+                    event = decode(fields)
+                    if not types or event.type in types:
+                        response = event_pb2.WatchEventsResponse(event=event, cursor=cursor_next)
+                        try:
+                            await asyncio.wait_for(context.write(response), stall_s)
+                        except TimeoutError:
+                            raise Overloaded("the consumer stopped reading; resume from the"
+                                             " cursor", 0, cursor=cursor) from None
+                    cursor = cursor_next
