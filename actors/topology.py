@@ -9,12 +9,14 @@ from typing import Any
 
 import ray
 
+from actors.connector import Connector
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
 from actors.relay import Relay
 from actors.routing import NAMESPACE, ShardGroup
 from actors.stock_shard import StockShard
+from adapters.connectors import ConnectorSpec, load_specs
 from engine.config import Config
 from engine.sharding import RoutingTable
 
@@ -35,6 +37,7 @@ RemoteStockShard = ray.remote(StockShard)
 RemoteOrderShard = ray.remote(OrderShard)
 RemoteGateway = ray.remote(Gateway)
 RemoteRelay = ray.remote(Relay)
+RemoteConnector = ray.remote(Connector)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Topology:
     orders: ShardGroup
     gateways: list[Any] = field(default_factory=list)
     relay: Any = None
+    connectors: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(cls, config: Config, port: int) -> Topology:
@@ -70,6 +74,8 @@ class Topology:
         ray.get([shard.check_invariants.remote() for shard in [*stock, *orders]])
         if "none" not in (config.redis_url, config.postgres_dsn):
             topology.relay = RemoteRelay.options(name="relay", **_SHARD_OPTIONS).remote(config)
+            for spec in load_specs(config.connectors_file):
+                topology.add_connector(spec)
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])
@@ -80,6 +86,14 @@ class Topology:
             index, self.config, self.port, self.merchants, self.stock, self.orders)
         self.gateways.append(gateway)
         return gateway
+
+    def add_connector(self, spec: ConnectorSpec) -> Any:
+        """Starts a connector in an actor of its own (named connector-<name>)."""
+        connector = RemoteConnector.options(name=f"connector-{spec.name}", **_SHARD_OPTIONS
+                                            ).remote(spec, self.config.redis_url,
+                                                     self.config.postgres_dsn)
+        self.connectors[spec.name] = connector
+        return connector
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -98,6 +112,7 @@ class Topology:
         except Exception:  # a gateway that cannot drain is killed below all the same
             log.warning("gateways did not drain cleanly", exc_info=True)
         for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,
-                      *self.merchants.handles, *([self.relay] if self.relay else [])]:
+                      *self.merchants.handles, *([self.relay] if self.relay else []),
+                      *self.connectors.values()]:
             ray.kill(actor)
         self.gateways.clear()

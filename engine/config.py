@@ -89,6 +89,8 @@ class Config:
     # WatchEvents streams one gateway serves at once (SaaS traffic's own budget).
     event_streams_per_gateway_max: int = 200
     event_read_batch_max: int = 100
+    # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
+    connectors_file: str = ""
 
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.

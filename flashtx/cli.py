@@ -33,14 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--stock-shards", type=int, default=None)
     serve.add_argument("--order-shards", type=int, default=None)
     serve.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
+    serve.add_argument("--connectors", default=None,
+                       help="JSON file of connectors to run (README: Connectors)")
     demo = commands.add_parser("demo", help="run a local flash sale through the real gRPC port")
     demo.add_argument("--buyers", type=int, default=2000)
     demo.add_argument("--units", type=int, default=500)
     commands.add_parser("bench", help="benchmark harness (flashtx bench --help)")
+    replay = commands.add_parser("replay-dead-letters",
+                                 help="deliver a connector's dead letters again")
+    replay.add_argument("connector", help="the connector's name")
+    replay.add_argument("--address", default="auto", help="Ray cluster address")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if options.command == "serve":
         return serve_command(options)
+    if options.command == "replay-dead-letters":
+        return replay_command(options)
     from flashtx.demo import run_demo
 
     return run_demo(options.buyers, options.units)
@@ -53,6 +61,8 @@ def serve_command(options: argparse.Namespace) -> int:
     overrides = {name: value for name, value in (
         ("gateways", options.gateways), ("stock_shards", options.stock_shards),
         ("order_shards", options.order_shards)) if value is not None}
+    if options.connectors:
+        overrides["connectors_file"] = options.connectors
     config = load_config(**overrides)
     port = options.port or config.grpc_port
     engine = LocalEngine.start(port=port, ray_address=options.address,
@@ -70,6 +80,18 @@ def serve_command(options: argparse.Namespace) -> int:
     console.print("draining gateways and stopping...")
     engine.stop()
     return 0
+
+
+def replay_command(options: argparse.Namespace) -> int:
+    import ray
+
+    from actors.routing import NAMESPACE
+
+    ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    connector = ray.get_actor(f"connector-{options.connector}", namespace=NAMESPACE)
+    delivered, still_dead = ray.get(connector.replay_dead_letters.remote())
+    console.print(f"{options.connector}: {delivered} delivered, {still_dead} still dead")
+    return 0 if still_dead == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""The loop every connector runs: read its consumer group, deliver, acknowledge; retry a
+failing batch with exponential backoff, then move it to the dead-letter stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as redis
+
+from adapters.connectors.sinks import SINKS, Sink
+from adapters.events import decode, stream_key
+from protos.flashtx.v1 import event_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    name: str
+    kind: str  # a key of SINKS
+    merchant_id: str
+    types: tuple[str, ...] = ()
+    max_attempts: int = 5
+    backoff_ms_first: int = 100
+    backoff_ms_max: int = 10_000
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the sink
+
+    @property
+    def dead_letter_key(self) -> str:
+        return f"flashtx:dead:{self.name}"
+
+
+def load_specs(path: str) -> list[ConnectorSpec]:
+    """Reads ``{"connectors": [{"name", "kind", "merchant_id", ...sink options}]}``."""
+    if not path:
+        return []
+    specs = []
+    for raw in json.loads(Path(path).read_text())["connectors"]:
+        known = {k: raw.pop(k) for k in ("name", "kind", "merchant_id", "max_attempts",
+                                         "backoff_ms_first", "backoff_ms_max") if k in raw}
+        types = tuple(raw.pop("types", ()))
+        if known.get("kind") not in SINKS:
+            raise ValueError(f"connector {known.get('name')}: kind must be one of {list(SINKS)}")
+        specs.append(ConnectorSpec(types=types, options=raw, **known))
+    return specs
+
+
+class ConnectorRunner:
+    def __init__(self, spec: ConnectorSpec, client: redis.Redis, sink: Sink) -> None:
+        self.spec = spec
+        self._client = client
+        self._sink = sink
+        self._stream = stream_key(spec.merchant_id)
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.failing = False
+        self.last_error = ""
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        backlog = True  # first our own pending entries (delivered before a crash, unacked)
+        while True:
+            try:
+                entries = await self._read("0" if backlog else ">")
+                if backlog and not entries:
+                    backlog = False
+                    continue
+                if entries:
+                    await self._handle(entries)
+            except redis.RedisError as error:
+                self.failing, self.last_error = True, repr(error)
+                await asyncio.sleep(1.0)
+
+    async def _ensure_group(self) -> None:
+        while True:
+            try:
+                await self._client.xgroup_create(self._stream, self.spec.name, id="0",
+                                                 mkstream=True)
+                return
+            except redis.ResponseError as error:
+                if "BUSYGROUP" in str(error):
+                    return
+                raise
+            except redis.RedisError:
+                await asyncio.sleep(1.0)
+
+    async def _read(self, cursor: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        answer = await self._client.xreadgroup(self.spec.name, self.spec.name,
+                                               {self._stream: cursor},
+                                               count=self._sink.batch_max, block=1000)
+        return [entry for _, entries in answer for entry in entries if entry[1]]
+
+    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        events = [decode(fields) for _, fields in entries]
+        wanted = [e for e in events if not self.spec.types or e.type in self.spec.types]
+        error = await self._deliver_with_retries(wanted) if wanted else None
+        if error is not None:
+            await self._dead_letter(entries, error)
+        await self._client.xack(self._stream, self.spec.name, *[i for i, _ in entries])
+        if error is None:
+            self.delivered += len(wanted)
+
+    async def _deliver_with_retries(self, events: list[event_pb2.Event]) -> str | None:
+        """None when delivered; else the last error after max_attempts."""
+        delay_s = self.spec.backoff_ms_first / 1000
+        for attempt in range(1, self.spec.max_attempts + 1):
+            try:
+                await self._sink.deliver(events)
+                self.failing = False
+                return None
+            except Exception as error:  # any sink failure is retried, then dead-lettered
+                self.failing, self.last_error = True, repr(error)
+                if attempt == self.spec.max_attempts:
+                    return repr(error)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self.spec.backoff_ms_max / 1000)
+        return "unreachable"
+
+    async def _dead_letter(self, entries: list[tuple[bytes, dict[bytes, bytes]]],
+                           error: str) -> None:
+        for _, fields in entries:
+            await self._client.xadd(self.spec.dead_letter_key,
+                                    {"event": fields[b"event"], "error": error[:500]})
+        self.dead_lettered += len(entries)
+        log.warning("connector %s dead-lettered %d events: %s", self.spec.name, len(entries),
+                    error)
+
+    async def replay_dead_letters(self) -> tuple[int, int]:
+        """Delivers dead letters again (one attempt each); returns (delivered, still dead)."""
+        entries = await self._client.xrange(self.spec.dead_letter_key)
+        delivered = 0
+        for entry_id, fields in entries:
+            try:
+                await self._sink.deliver([decode(fields)])
+            except Exception as error:  # stays dead; the next replay tries again
+                self.last_error = repr(error)
+                continue
+            await self._client.xdel(self.spec.dead_letter_key, entry_id)
+            delivered += 1
+        self.delivered += delivered
+        return delivered, len(entries) - delivered
+
+    async def stats(self) -> dict[str, Any]:
+        pending = 0
+        try:
+            info = await self._client.xpending(self._stream, self.spec.name)
+            pending = int(info["pending"])
+            dead = await self._client.xlen(self.spec.dead_letter_key)
+        except redis.RedisError:
+            dead = -1
+        return {"name": self.spec.name, "kind": self.spec.kind, "delivered": self.delivered,
+                "dead_lettered": self.dead_lettered, "dead_letters": dead, "pending": pending,
+                "failing": self.failing, "last_error": self.last_error}
