@@ -1,6 +1,7 @@
 """Write-behind with group commit: entries queue in memory, and one background task
-writes them in batches (one transaction each). Each ``append`` returns a future that is
-done when its entry is durable.
+writes them in batches (one transaction each). ``append`` takes the entries of one
+operation (a whole batch of orders) and returns one future, done when all of them are
+durable: the cost per order is a list append, not a future.
 
 When the database is slow or down the queue fills to ``entries_max`` and ``has_room``
 turns false so callers refuse new work; failed commits are retried with backoff, in
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,42 +33,44 @@ class GroupCommitter:
         self._entries_max = entries_max
         self._retry_delay_s_max = retry_delay_s_max
         self._name = name
-        self._entries: list[Any] = []
-        self._futures: list[asyncio.Future[None]] = []
+        self._groups: deque[tuple[list[Any], asyncio.Future[None]]] = deque()
+        self.depth = 0  # entries waiting
         self._wakeup = asyncio.Event()
         self.failing = False
         self.commits = 0
         self.committed_entries = 0
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    @property
-    def depth(self) -> int:
-        return len(self._entries)
-
     def has_room(self, entries: int = 1) -> bool:
-        return len(self._entries) + entries <= self._entries_max
+        return self.depth + entries <= self._entries_max
 
-    def append(self, entry: Any) -> asyncio.Future[None]:
+    def append(self, entries: list[Any]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._entries.append(entry)
-        self._futures.append(future)
+        self._groups.append((entries, future))
+        self.depth += len(entries)
         self._wakeup.set()
         return future
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            if len(self._entries) < self._batch_max:
+            if self.depth < self._batch_max:
                 await asyncio.sleep(self._delay_s)  # let a batch gather
-            entries, futures = self._entries[:self._batch_max], self._futures[:self._batch_max]
-            await self._commit_until_done(entries)
-            del self._entries[:len(entries)], self._futures[:len(futures)]
+            batch: list[Any] = []
+            futures: list[asyncio.Future[None]] = []
+            while self._groups and (not batch or len(batch) + len(self._groups[0][0])
+                                    <= self._batch_max):
+                entries, future = self._groups.popleft()
+                batch.extend(entries)
+                futures.append(future)
+            await self._commit_until_done(batch)
+            self.depth -= len(batch)
             self.commits += 1
-            self.committed_entries += len(entries)
+            self.committed_entries += len(batch)
             for future in futures:
                 if not future.done():
                     future.set_result(None)
-            if not self._entries:
+            if not self._groups:
                 self._wakeup.clear()
 
     async def _commit_until_done(self, entries: list[Any]) -> None:

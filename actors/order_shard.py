@@ -230,20 +230,29 @@ class OrderShard:
         changes = self._book.drain_changes()
         if self._journal is None:
             return
+        if not changes:
+            return
         slots_total = self._config.slots_total
+        entries: list[Any] = []
         for change in changes:
             order = self._book.orders[change.order_id]
+            snapshot = order.snapshot()
             if change.event == "placed":
-                row, lines = order_rows(order.snapshot(), slots_total)
-                self._journal.append(("order", row, lines))
-            transition, event = transition_rows(change, order)
-            future = self._journal.append(("transition", transition, event))
-            self._track(change.order_id, future)
+                row, lines = order_rows(snapshot, slots_total)
+                entries.append(("order", row, lines))
+            transition, event = transition_rows(change, order, snapshot)
+            entries.append(("transition", transition, event))
+        future = self._journal.append(entries)
+        order_ids = [change.order_id for change in changes]
+        for order_id in order_ids:
+            self._not_durable[order_id] = future
+        future.add_done_callback(lambda _: self._forget(order_ids, future))
 
-    def _track(self, order_id: str, future: asyncio.Future[None]) -> None:
-        self._not_durable[order_id] = future
-        future.add_done_callback(lambda _: self._not_durable.pop(order_id, None)
-                                 if self._not_durable.get(order_id) is future else None)
+    def _forget(self, order_ids: list[str], future: asyncio.Future[None]) -> None:
+        not_durable = self._not_durable
+        for order_id in order_ids:
+            if not_durable.get(order_id) is future:
+                del not_durable[order_id]
 
     def _journal_full_message(self) -> str:
         if self._journal is not None and self._journal.failing:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from adapters.events import ORDER_EVENT_TYPES, order_event
+from adapters.events import ORDER_EVENT_TYPES
 from adapters.postgres import Store
 from engine.errors import InvariantViolation
 from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
@@ -39,16 +39,16 @@ def order_rows(order: OrderSnapshot, slots_total: int) -> tuple[tuple[Any, ...],
     return row, lines
 
 
-def transition_rows(change: OrderChange, order: Order) -> tuple[tuple[Any, ...],
-                                                                tuple[Any, ...]]:
-    """A transition and its outbox event (same transaction)."""
+def transition_rows(change: OrderChange, order: Order,
+                    snapshot: OrderSnapshot) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A transition and its outbox row (same transaction). The event's payload is built
+    by the relay from the ledger, off the order path."""
     transition = (change.order_id, change.sequence, change.merchant_id,
                   int(change.order_id[:4], 16), change.status, change.event,
                   order.refunded if change.status == OrderStatus.CANCELLED else False,
                   change.at_ms)
-    payload = order_event(order.snapshot(), change.event, change.sequence, change.at_ms)
     event = (f"{change.order_id}:{change.sequence}", change.merchant_id,
-             ORDER_EVENT_TYPES[change.event], change.order_id, change.sequence, payload,
+             ORDER_EVENT_TYPES[change.event], change.order_id, change.sequence, b"",
              change.at_ms)
     return transition, event
 

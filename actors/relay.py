@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from actors import clock
-from adapters.events import StreamWriter
+from adapters.events import StreamWriter, event_payload
 from adapters.postgres import Store
 from engine.config import Config
 
@@ -53,7 +53,7 @@ class Relay:
         rows = await self._store.unrelayed(self._config.relay_batch_max)
         if not rows:
             return 0
-        await writer.relay([(r["event_id"], r["merchant_id"], r["payload"]) for r in rows])
+        await writer.relay([(r["event_id"], r["merchant_id"], event_payload(r)) for r in rows])
         await self._store.mark_relayed([r["outbox_id"] for r in rows])
         if self.redis_failing:
             log.warning("relay resumed")

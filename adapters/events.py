@@ -34,6 +34,21 @@ def order_event(order: OrderSnapshot, event: str, sequence: int, at_ms: int) -> 
         created_at_ms=at_ms, order=order_message(order)).SerializeToString()
 
 
+def event_payload(row: Any) -> bytes:
+    """The serialized event of an outbox row: stored for stock events, built from the
+    ledger (the order as it was after the change) for order events."""
+    if row["payload"]:
+        return bytes(row["payload"])
+    lines = tuple((sku_id, int(quantity), int(price))
+                  for sku_id, quantity, price in row["lines"] or ())
+    order = OrderSnapshot(row["order_id"], row["merchant_id"], row["buyer_id"],
+                          row["idempotency_key"], lines, row["status"], row["total_minor"],
+                          row["placed_at_ms"], row["payment_deadline_ms"], row["sequence"],
+                          row["refunded"], row["created_at_ms"])
+    event = next(e for e, t in ORDER_EVENT_TYPES.items() if t == row["event_type"])
+    return order_event(order, event, row["sequence"], row["created_at_ms"])
+
+
 def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, delta: int,
                 reason: str, at_ms: int) -> bytes:
     return event_pb2.Event(

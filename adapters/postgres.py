@@ -156,11 +156,23 @@ class Store:
     # --- outbox -------------------------------------------------------------------------------
 
     async def unrelayed(self, limit: int) -> list[Any]:
-        """Outbox rows not yet relayed, in commit order (per order: in sequence order)."""
+        """Outbox rows not yet relayed, in commit order (per order: in sequence order),
+        with the order as it was after the change, for order events."""
         async with self.pool.acquire() as connection:
             return list(await connection.fetch(
-                "SELECT outbox_id, event_id, merchant_id, payload FROM flashtx.outbox"
-                " WHERE NOT relayed ORDER BY outbox_id LIMIT $1", limit))
+                "SELECT b.outbox_id, b.event_id, b.merchant_id, b.event_type, b.order_id,"
+                " b.sequence, b.payload, b.created_at_ms, o.buyer_id, o.idempotency_key,"
+                " o.total_minor, o.created_at_ms AS placed_at_ms, o.payment_deadline_ms,"
+                " t.status, t.refunded,"
+                " (SELECT array_agg(ARRAY[l.sku_id, l.quantity::text,"
+                "   l.unit_price_minor::text] ORDER BY l.line_no)"
+                "  FROM flashtx.order_lines l WHERE l.order_id = b.order_id) AS lines"
+                " FROM (SELECT * FROM flashtx.outbox WHERE NOT relayed"
+                "       ORDER BY outbox_id LIMIT $1) b"
+                " LEFT JOIN flashtx.orders o ON o.order_id = b.order_id"
+                " LEFT JOIN flashtx.order_transitions t"
+                "   ON t.order_id = b.order_id AND t.sequence = b.sequence"
+                " ORDER BY b.outbox_id", limit))
 
     async def mark_relayed(self, outbox_ids: Sequence[int]) -> None:
         async with self.pool.acquire() as connection:
