@@ -133,13 +133,11 @@ async def removed_orders(connection: asyncpg.Connection,
     and that the importer has not already marked removed."""
     await connection.execute("ANALYZE legacy_seen_orders")
     return list(await connection.fetch(
-        f"WITH last AS ({LATEST_SQL})"
-        " SELECT o.order_id, o.merchant_id, o.slot, last.status,"
-        "  (SELECT max(t.sequence) FROM flashtx.order_transitions t"
-        "   WHERE t.order_id = o.order_id) AS sequence"
-        " FROM flashtx.orders o JOIN last USING (order_id)"
-        " WHERE o.merchant_id = ANY($1::text[]) AND o.idempotency_key LIKE 'legacy:%'"
-        " AND last.event <> 'legacy-removed'"
-        " AND NOT EXISTS (SELECT 1 FROM legacy_seen_orders s"
-        "  WHERE s.idempotency_key = o.idempotency_key)",
-        merchant_ids))
+        "WITH gone AS (SELECT o.order_id, o.merchant_id, o.slot FROM flashtx.orders o"
+        "  WHERE o.merchant_id = ANY($1::text[]) AND o.idempotency_key LIKE 'legacy:%'"
+        "  AND NOT EXISTS (SELECT 1 FROM legacy_seen_orders s"
+        "   WHERE s.idempotency_key = o.idempotency_key))"
+        " SELECT gone.*, last.sequence, last.status FROM gone"
+        " JOIN LATERAL (SELECT t.sequence, t.status, t.event FROM flashtx.order_transitions t"
+        "  WHERE t.order_id = gone.order_id ORDER BY t.sequence DESC LIMIT 1) last ON true"
+        " WHERE last.event <> 'legacy-removed'", merchant_ids))
