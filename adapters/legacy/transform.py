@@ -3,8 +3,10 @@ same input checks the engine makes (engine.validation). A row that fails raises
 ``Rejected`` with the reason; the caller writes it to the reject file and goes on.
 
 Ids are functions of legacy keys only, so a re-run produces the same ids:
-order_id = f"{slot:04x}lg{sha1(legacy order key)[:14]}" (the order slot leads, as the
-engine's order ids do), idempotency key = f"legacy:{legacy order key}".
+order_id = f"{slot:04x}lg{sha1(merchant_id + ':' + legacy order key)[:14]}" (the order slot
+leads, as the engine's order ids do; the merchant is hashed in because two legacy systems,
+or two shops of one, may reuse the same order numbers), idempotency key =
+f"legacy:{legacy order key}".
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ def checksum_of(fields: Sequence[Any]) -> int:
     return int(hashlib.md5(text.encode()).hexdigest()[:15], 16)
 
 
-def order_id_of(legacy_key: str, slot: int) -> str:
-    return f"{slot:04x}lg{hashlib.sha1(legacy_key.encode()).hexdigest()[:14]}"
+def order_id_of(merchant_id: str, legacy_key: str, slot: int) -> str:
+    digest = hashlib.sha1(f"{merchant_id}:{legacy_key}".encode()).hexdigest()
+    return f"{slot:04x}lg{digest[:14]}"
 
 
 def to_int(value: Any, scale: float | None = None) -> int:
@@ -226,8 +229,9 @@ def convert_order(row: MappingType[str, Any], lines: Sequence[MappingType[str, A
     if row.get("payment_deadline") is not None:
         deadline_ms = _field(row, "payment_deadline", scales, "ms")
     slot = slot_of(merchant.merchant_id, buyer_id, _CONFIG.slots_total)
-    return OrderRow(order_id_of(key, slot), merchant.merchant_id, buyer_id, idempotency_key,
-                    slot, total_minor, created_at_ms, deadline_ms, status, converted)
+    return OrderRow(order_id_of(merchant.merchant_id, key, slot), merchant.merchant_id,
+                    buyer_id, idempotency_key, slot, total_minor, created_at_ms, deadline_ms,
+                    status, converted)
 
 
 def _buyer(row: MappingType[str, Any], catalogue: Catalogue) -> str:
