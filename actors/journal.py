@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,6 +40,7 @@ class GroupCommitter:
         self.failing = False
         self.commits = 0
         self.committed_entries = 0
+        self.commit_seconds = 0.0  # time spent in commits (the database's share)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def has_room(self, entries: int = 1) -> bool:
@@ -63,7 +65,9 @@ class GroupCommitter:
                 entries, future = self._groups.popleft()
                 batch.extend(entries)
                 futures.append(future)
+            started = time.perf_counter()
             await self._commit_until_done(batch)
+            self.commit_seconds += time.perf_counter() - started
             self.depth -= len(batch)
             self.commits += 1
             self.committed_entries += len(batch)

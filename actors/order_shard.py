@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -62,6 +63,9 @@ class OrderShard:
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
         self._not_durable: dict[str, asyncio.Future[None]] = {}
         self._busy: set[str] = set()  # orders with a stock call in flight
+        self._place_calls = 0
+        self._place_seconds = 0.0  # from a batch's arrival to its answer
+        self._reserve_seconds = 0.0  # waiting for stock shards
         self._releases_due: list[tuple[str, int, Any]] = []  # stock calls to retry
         self._store: Store | None = None
         self._journal: GroupCommitter | None = None
@@ -120,6 +124,14 @@ class OrderShard:
     # --- placing (hot path) -----------------------------------------------------------------
 
     async def place(self, items: Sequence[Placement]) -> list[PlaceResult]:
+        started = time.perf_counter()
+        try:
+            return await self._place(items)
+        finally:
+            self._place_calls += 1
+            self._place_seconds += time.perf_counter() - started
+
+    async def _place(self, items: Sequence[Placement]) -> list[PlaceResult]:
         await self._ready
         now = clock.now_ms()
         results: list[Any] = [None] * len(items)
@@ -146,7 +158,9 @@ class OrderShard:
                 waits.append((i, self._waiter(merchant_id, key)))
             else:
                 results[i] = (begin.code, begin.message)
+        reserving = time.perf_counter()
         replies = await self._reserve(requests)
+        self._reserve_seconds += time.perf_counter() - reserving
         releases = self._finish(items, new, replies, results, now)
         if releases:
             await self._stock_calls(releases)
@@ -357,7 +371,10 @@ class OrderShard:
                 "journal_depth": journal.depth if journal else 0,
                 "commits": journal.commits if journal else 0,
                 "committed_entries": journal.committed_entries if journal else 0,
-                "commit_failing": journal.failing if journal else False}
+                "commit_failing": journal.failing if journal else False,
+                "commit_seconds": journal.commit_seconds if journal else 0.0,
+                "place_calls": self._place_calls, "place_seconds": self._place_seconds,
+                "reserve_seconds": self._reserve_seconds}
 
     async def check_invariants(self) -> bool:
         await self._ready

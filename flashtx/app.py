@@ -58,6 +58,9 @@ class LocalEngine:
         owns_ray = not ray.is_initialized()
         if owns_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            # Ray lowers its workers' priority (nice 15) by default; here the workers are
+            # the engine, and must not starve behind its own clients or Postgres.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address=ray_address, namespace=NAMESPACE, include_dashboard=dashboard,
                      log_to_driver=False,
                      **({} if ray_address else {"num_cpus": os.cpu_count() or 2}))
