@@ -308,6 +308,7 @@ class _Run:
                                                     [order.order_id for order in converted])
             orders, lines, transitions = self._order_changes(converted, existing)
             counts.inserted += len(orders)
+            self.report.counts("order_lines").inserted += len(lines)
             if self.write:
                 async with self.target.transaction():
                     await target.copy(self.target, "orders", orders)

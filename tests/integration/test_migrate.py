@@ -94,7 +94,8 @@ async def test_imported_rows_follow_flashtx_conventions(legacy: Legacy) -> None:
     order = await legacy.connection.fetchrow(
         "SELECT o.*, t.status, t.event, t.sequence FROM flashtx.orders o"
         " JOIN flashtx.order_transitions t USING (order_id)"
-        " WHERE o.idempotency_key = $1", f"legacy:{await _order_in_state(legacy, 'new')}")
+        " WHERE o.idempotency_key = $1 AND o.merchant_id LIKE $2",
+        f"legacy:{await _order_in_state(legacy, 'new')}", f"{legacy.prefix}-%")
     assert order["order_id"].startswith(f"{order['slot']:04x}lg")
     assert (order["sequence"], order["status"], order["event"]) == (1, 1, "imported")
     # the sample's shops have a 15-minute window or none (then the 900 s default)
