@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import clock
+from actors import clock, metrics
 from actors.batcher import MicroBatcher
 from actors.routing import ShardGroup
 from adapters.grpc_errors import FlashtxInterceptor
@@ -53,13 +53,17 @@ class Gateway:
         batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
                      queue_items_max=config.batch_queue_items_max,
                      retry_after_ms=config.overload_retry_after_ms,
-                     inflight_batches_max=config.batch_inflight_max, observe=self._observe)
-        self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place, **batch)
+                     inflight_batches_max=config.batch_inflight_max)
+        self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place,
+                                    **batch, observe=self._observer("gateway_to_order_place"))
                        for i in range(len(orders.handles))]
-        self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error, **batch)
+        self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error,
+                                  **batch, observe=self._observer("gateway_to_order_act"))
                      for i in range(len(orders.handles))]
-        self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error, **batch)
+        self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error,
+                                   **batch, observe=self._observer("gateway_to_stock_read"))
                       for i in range(len(stock.handles))]
+        self._gauges = asyncio.get_running_loop().create_task(self._report_forever())
         self.events_redis = (None if config.redis_url == "none"
                              else redis.Redis.from_url(config.redis_url))
         self._server: grpc.aio.Server | None = None
@@ -71,8 +75,9 @@ class Gateway:
         options = [("grpc.so_reuseport", 1),
                    ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
                    ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
-        server = grpc.aio.server(interceptors=[FlashtxInterceptor(self.authenticate)],
-                                 options=options)
+        server = grpc.aio.server(
+            interceptors=[FlashtxInterceptor(self.authenticate, self._observe_rpc)],
+            options=options)
         names = add_servicers(server, self)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -252,9 +257,28 @@ class Gateway:
 
         return send
 
-    def _observe(self, items: int) -> None:
-        self.batches_sent += 1
-        self.items_sent += items
+    def _observer(self, hop: str) -> Any:
+        def observe(items: int) -> None:
+            self.batches_sent += 1
+            self.items_sent += items
+            metrics.record(metrics.batch_items(), items, hop=hop)
+
+        return observe
+
+    def _observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        metrics.record(metrics.rpc_latency(), seconds, method=method.rsplit("/", 1)[-1],
+                       code=code)
+        if code == "RESOURCE_EXHAUSTED":
+            metrics.record(metrics.rejections(), 1, reason="overloaded")
+
+    async def _report_forever(self) -> None:
+        actor = f"gateway-{self.index}"
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.record(metrics.depth(), self.inflight, queue="gateway_inflight",
+                           actor=actor)
+            queued = sum(b.outstanding for b in (*self._place, *self._act, *self._read))
+            metrics.record(metrics.depth(), queued, queue="gateway_batches", actor=actor)
 
 
 def _unavailable_place(error: BaseException) -> tuple[ResultCode, str]:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors import metrics
 from engine.errors import InvariantViolation
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class GroupCommitter:
                 futures.append(future)
             started = time.perf_counter()
             await self._commit_until_done(batch)
-            self.commit_seconds += time.perf_counter() - started
+            elapsed_s = time.perf_counter() - started
+            self.commit_seconds += elapsed_s
+            metrics.record(metrics.commit_seconds(), elapsed_s, actor=self._name)
+            metrics.record(metrics.batch_items(), len(batch), hop="commit")
             self.depth -= len(batch)
             self.commits += 1
             self.committed_entries += len(batch)

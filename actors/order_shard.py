@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from actors import clock
+from actors import clock, metrics
 from actors.journal import GroupCommitter
 from actors.persistence import (
     commit_order_entries,
@@ -82,7 +82,7 @@ class OrderShard:
                 delay_s=self._config.commit_delay_ms_max / 1000,
                 entries_max=self._config.journal_entries_max,
                 retry_delay_s_max=self._config.commit_retry_delay_ms_max / 1000,
-                name=f"order shard {self.index}")
+                name=f"order-{self.index}")
             rows = await self._store.load_orders(self._slots)
             for row in rows:
                 self._book.restore(restore_order(row))
@@ -126,10 +126,16 @@ class OrderShard:
     async def place(self, items: Sequence[Placement]) -> list[PlaceResult]:
         started = time.perf_counter()
         try:
-            return await self._place(items)
+            results = await self._place(items)
         finally:
             self._place_calls += 1
             self._place_seconds += time.perf_counter() - started
+        outcomes: dict[str, int] = {}
+        for code, _ in results:
+            outcomes[code.name] = outcomes.get(code.name, 0) + 1
+        for outcome, count in outcomes.items():
+            metrics.record(metrics.orders(), count, outcome=outcome)
+        return results
 
     async def _place(self, items: Sequence[Placement]) -> list[PlaceResult]:
         await self._ready
@@ -180,6 +186,8 @@ class OrderShard:
     async def _reserve(self, requests: dict[int, list[Any]]) -> dict[tuple[int, str], Any]:
         """One call per stock shard; returns {(shard, order_id): (code, prices|message)}."""
         shards = list(requests)
+        for shard in shards:
+            metrics.record(metrics.batch_items(), len(requests[shard]), hop="order_to_stock")
         answers = await asyncio.gather(
             *(self._stock.call(shard, "reserve", requests[shard]) for shard in shards),
             return_exceptions=True)
@@ -392,6 +400,9 @@ class OrderShard:
                 log.exception("order expiry sweep failed")
 
     async def _sweep_once(self) -> None:
+        if self._journal is not None:
+            metrics.record(metrics.depth(), self._journal.depth, queue="journal",
+                           actor=f"order-{self.index}")
         now = clock.now_ms()
         calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for order in self._book.due_for_expiry(now, self._config.expiry_sweep_items_max):

@@ -9,6 +9,7 @@ from typing import Any
 
 import ray
 
+from actors import metrics
 from actors.connector import Connector
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
@@ -79,6 +80,9 @@ class Topology:
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])
+        for kind, count in (("gateway", len(topology.gateways)), ("stock_shard", len(stock)),
+                            ("order_shard", len(orders)), ("merchant_shard", len(merchants))):
+            metrics.record(metrics.actors(), count, kind=kind)
         return topology
 
     def add_gateway(self, index: int) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -116,13 +117,15 @@ def bearer_token(metadata: Any) -> str:
 
 
 Authenticate = Callable[[str], Awaitable[Principal]]
+Observe = Callable[[str, str, float], None]  # (method, status code name, seconds)
 
 
 class FlashtxInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates, enforces the scope table and maps errors, for every flashtx RPC."""
 
-    def __init__(self, authenticate: Authenticate) -> None:
+    def __init__(self, authenticate: Authenticate, observe: Observe | None = None) -> None:
         self._authenticate = authenticate
+        self._observe = observe or (lambda method, code, seconds: None)
         self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -158,15 +161,20 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, inner: Any, method: str, scope: Scope) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
             try:
                 await self._admit(method, scope, context)
-                return await inner(request, context)
+                response = await inner(request, context)
+                self._observe(method, "OK", time.perf_counter() - started)
+                return response
             except errors.DomainError as error:
                 failure = error
             except Exception:
                 log.exception("%s failed", method)
+                self._observe(method, "INTERNAL", time.perf_counter() - started)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             status = to_status(failure)
+            self._observe(method, status_code_of(failure).name, time.perf_counter() - started)
             await context.abort(status.code, status.details, status.trailing_metadata)
 
         return handle

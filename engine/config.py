@@ -92,6 +92,10 @@ class Config:
     # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
     connectors_file: str = ""
 
+    # --- operations -----------------------------------------------------------------------
+    # Port of Ray's Prometheus endpoint on the node that starts the cluster (0 = Ray picks).
+    metrics_export_port: int = 0
+
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.
     operator_key: str = ""

@@ -61,9 +61,11 @@ class LocalEngine:
             # Ray lowers its workers' priority (nice 15) by default; here the workers are
             # the engine, and must not starve behind its own clients or Postgres.
             os.environ.setdefault("RAY_worker_niceness", "0")
+            local = {"num_cpus": os.cpu_count() or 2}
+            if config.metrics_export_port:
+                local["_metrics_export_port"] = config.metrics_export_port
             ray.init(address=ray_address, namespace=NAMESPACE, include_dashboard=dashboard,
-                     log_to_driver=False,
-                     **({} if ray_address else {"num_cpus": os.cpu_count() or 2}))
+                     log_to_driver=False, **({} if ray_address else local))
         topology = Topology.start(config, port or free_port())
         return cls(topology, config, owns_ray, operator_key)
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from adapters import embedded
-from flashtx.app import LocalEngine, new_operator_key
+from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
@@ -74,7 +74,7 @@ def engine(database_dsn: str, postgres_link: CuttableProxy,
     _, through_proxy = proxied_dsn(database_dsn, postgres_link)
     with LocalEngine.start(postgres_dsn=through_proxy, operator_key=new_operator_key(),
                            redis_url=f"redis://127.0.0.1:{redis_link.port}/0",
-                           **ENGINE_OPTIONS) as running:
+                           metrics_export_port=free_port(), **ENGINE_OPTIONS) as running:
         yield running
 
 
