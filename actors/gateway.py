@@ -48,6 +48,8 @@ class Gateway:
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
         self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
         self.inflight = 0
+        self.rpc_count = 0
+        self.rpc_seconds = 0.0
         self.batches_sent = 0
         self.items_sent = 0
         batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
@@ -106,7 +108,8 @@ class Gateway:
             await self._server.stop(grace_s)
 
     async def stats(self) -> dict[str, Any]:
-        return {"index": self.index, "inflight": self.inflight,
+        return {"index": self.index, "inflight": self.inflight, "rpc_count": self.rpc_count,
+                "rpc_seconds": self.rpc_seconds,
                 "batches_sent": self.batches_sent, "items_sent": self.items_sent,
                 "auth_cache": len(self._auth_cache), "snapshots": len(self._snapshots)}
 
@@ -266,6 +269,8 @@ class Gateway:
         return observe
 
     def _observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        self.rpc_count += 1
+        self.rpc_seconds += seconds
         metrics.record(metrics.rpc_latency(), seconds, method=method.rsplit("/", 1)[-1],
                        code=code)
         if code == "RESOURCE_EXHAUSTED":

@@ -88,6 +88,9 @@ class MerchantShard:
             await self._store.save_key(_key_row(merchant_id, key))
         return _key(key)
 
+    async def stats(self) -> dict[str, Any]:
+        return {"index": self.index, "merchants": len(self._directory.merchants)}
+
     async def authenticate(self, token: str) -> Principal:
         await self._ready
         return self._directory.authenticate(token)

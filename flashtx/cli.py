@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--buyers", type=int, default=2000)
     demo.add_argument("--units", type=int, default=500)
     commands.add_parser("bench", help="benchmark harness (flashtx bench --help)")
+    status = commands.add_parser("status", help="one screen of a running deployment")
+    status.add_argument("--address", default="auto", help="Ray cluster address")
+    status.add_argument("--watch", type=float, default=0,
+                        help="refresh every N seconds until Ctrl-C")
     replay = commands.add_parser("replay-dead-letters",
                                  help="deliver a connector's dead letters again")
     replay.add_argument("connector", help="the connector's name")
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if options.command == "serve":
         return serve_command(options)
+    if options.command == "status":
+        return status_command(options)
     if options.command == "replay-dead-letters":
         return replay_command(options)
     from flashtx.demo import run_demo
@@ -80,6 +86,25 @@ def serve_command(options: argparse.Namespace) -> int:
     console.print("draining gateways and stopping...")
     engine.stop()
     return 0
+
+
+def status_command(options: argparse.Namespace) -> int:
+    import ray
+    from rich.live import Live
+
+    from actors.routing import NAMESPACE
+    from flashtx.status import collect, render
+
+    ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    if not options.watch:
+        console.print(render(collect()))
+        return 0
+    with Live(render(collect()), console=console, refresh_per_second=1) as live:
+        try:
+            while True:
+                live.update(render(collect(options.watch)))
+        except KeyboardInterrupt:
+            return 0
 
 
 def replay_command(options: argparse.Namespace) -> int:

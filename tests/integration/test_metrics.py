@@ -42,3 +42,17 @@ async def test_order_metrics_are_exported(engine, shop: Client) -> None:
             break
         assert time.monotonic() < deadline, f"never exported: {missing}"
         await asyncio.sleep(1)
+
+
+async def test_status_shows_the_live_deployment(engine, shop: Client) -> None:
+    from rich.console import Console
+
+    from flashtx.status import collect, render
+
+    snapshot = await asyncio.to_thread(collect, 0.2)
+    console = Console(width=160, record=True)
+    console.print(render(snapshot))
+    screen = console.export_text()
+    for name in ("gateway-0", "gateway-1", "stock-0", "stock-2", "order-1", "relay"):
+        assert name in screen
+    assert "nodes alive" in screen and "error" not in screen.lower()

@@ -1,0 +1,83 @@
+"""`flashtx status`: one screen of a running deployment: nodes, gateways, shards, rates,
+latencies and lags, from the actors' own statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from rich.console import Group
+from rich.table import Table
+
+from actors.routing import NAMESPACE
+
+KINDS = ("gateway", "merchant", "stock", "order", "relay", "connector")
+
+
+def _actors() -> dict[str, Any]:
+    names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+             if entry.get("namespace") == NAMESPACE]
+    return {name: ray.get_actor(name, namespace=NAMESPACE) for name in sorted(names)
+            if name.split("-")[0] in KINDS}
+
+
+def _stats(actors: dict[str, Any]) -> dict[str, Any]:
+    refs = {name: handle.stats.remote() for name, handle in actors.items()}
+    found: dict[str, Any] = {}
+    for name, ref in refs.items():
+        try:
+            found[name] = ray.get(ref, timeout=5)
+        except Exception as error:  # a dead or busy actor is shown as such
+            found[name] = {"error": type(error).__name__}
+    return found
+
+
+def collect(interval_s: float = 1.0) -> dict[str, Any]:
+    """Two samples `interval_s` apart, so that rates can be shown."""
+    actors = _actors()
+    first = _stats(actors)
+    time.sleep(interval_s)
+    second = _stats(actors)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"first": first, "second": second, "interval_s": interval_s, "nodes": nodes}
+
+
+def _rate(snapshot: dict[str, Any], name: str, field: str) -> float:
+    before = snapshot["first"].get(name, {}).get(field, 0) or 0
+    after = snapshot["second"].get(name, {}).get(field, 0) or 0
+    return float(max(0, after - before) / snapshot["interval_s"])
+
+
+def render(snapshot: dict[str, Any]) -> Group:
+    stats = snapshot["second"]
+    nodes = snapshot["nodes"]
+    summary = Table(title="flashtx", show_header=False)
+    summary.add_row("nodes alive", str(len(nodes)))
+    summary.add_row("CPUs", str(int(sum(n["Resources"].get("CPU", 0) for n in nodes))))
+    for kind in KINDS:
+        summary.add_row(f"{kind} actors", str(sum(1 for n in stats if n.startswith(kind))))
+    table = Table(title="actors")
+    for column in ("actor", "state", "orders/s", "items/s", "queue", "latency ms", "lag"):
+        table.add_column(column, justify="left" if column in ("actor", "state") else "right")
+    for name, row in stats.items():
+        table.add_row(*_row(snapshot, name, row))
+    return Group(summary, table)
+
+
+def _row(snapshot: dict[str, Any], name: str, row: dict[str, Any]) -> list[str]:
+    if "error" in row:
+        return [name, f"[red]{row['error']}[/]", "", "", "", "", ""]
+    state = "[yellow]commits failing[/]" if row.get("commit_failing") else "ok"
+    if row.get("redis_failing") or row.get("failing"):
+        state = "[yellow]failing: " + str(row.get("last_error", ""))[:40] + "[/]"
+    orders = _rate(snapshot, name, "committed_entries") / 2 if name.startswith("order") else 0
+    items = _rate(snapshot, name, "items_sent") + _rate(snapshot, name, "relayed") + _rate(
+        snapshot, name, "delivered")
+    queue = row.get("journal_depth", row.get("inflight", row.get("pending",
+                                                                  row.get("merchants", ""))))
+    calls = _rate(snapshot, name, "rpc_count")
+    latency = (_rate(snapshot, name, "rpc_seconds") / calls * 1000) if calls else 0.0
+    lag = f"{row['lag_ms']} ms" if "lag_ms" in row else str(row.get("dead_letters", ""))
+    return [name, state, f"{orders:,.0f}" if orders else "", f"{items:,.0f}" if items else "",
+            str(queue), f"{latency:.1f}" if latency else "", lag]
