@@ -56,7 +56,7 @@ class Config:
     batch_items_max: int = 1000
     batch_delay_ms_max: float = 1.0
     # Calls in flight per destination shard; more items wait and leave together.
-    batch_inflight_max: int = 2
+    batch_inflight_max: int = 1
     # Items waiting in one gateway's per-shard queue before new ones are refused.
     batch_queue_items_max: int = 50_000
 
