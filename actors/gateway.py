@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +33,7 @@ from engine.errors import (
     Unavailable,
 )
 from engine.merchants import Principal, hash_secret, operator_principal, parse_token
+from engine.ratelimit import TokenBucket
 from engine.stock import StockLevel
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Gateway:
         self._operator_hash = config.operator_key_sha256 or hash_secret(config.operator_key)
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
         self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
         self.rpc_count = 0
         self.rpc_seconds = 0.0
@@ -86,7 +89,10 @@ class Gateway:
         reflection.enable_server_reflection(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], server)
-        bound = server.add_insecure_port(f"{self.config.grpc_host}:{self.port}")
+        address = f"{self.config.grpc_host}:{self.port}"
+        credentials = _server_credentials(self.config)
+        bound = (server.add_secure_port(address, credentials) if credentials
+                 else server.add_insecure_port(address))
         if bound == 0:
             raise RuntimeError(f"cannot bind port {self.port}")
         await server.start()
@@ -137,11 +143,13 @@ class Gateway:
 
     # --- backend for the servicers ----------------------------------------------------------
 
-    async def place_orders(self, principal: Principal,
-                           placements: Sequence[Placement]) -> list[tuple[ResultCode, Any]]:
+    async def place_orders(self, principal: Principal, placements: Sequence[Placement],
+                           deadline_ms: int = 0) -> list[tuple[ResultCode, Any]]:
         if self.inflight + len(placements) > self.config.gateway_inflight_max:
+            metrics.record(metrics.rejections(), len(placements), reason="gateway_inflight")
             raise Overloaded("gateway is at its in-flight limit",
                              self.config.overload_retry_after_ms)
+        self._charge(principal, len(placements))
         merchant_id, window_s = principal.merchant_id, principal.payment_window_s
         slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
         groups: dict[int, list[Any]] = {}
@@ -150,7 +158,7 @@ class Gateway:
             slot = slot_of(merchant_id, buyer_id)
             shard = shard_of_slot(slot)
             groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
-                                                 slot))
+                                                 slot, deadline_ms))
             positions.setdefault(shard, []).append(i)
         self.inflight += len(placements)
         try:
@@ -200,6 +208,22 @@ class Gateway:
             if level is not None:
                 self._remember(level)
         return results
+
+    def _charge(self, principal: Principal, orders: int) -> None:
+        """Per-key rate limit: refuses the whole call when the key's bucket is short."""
+        now = clock.now_ms()
+        bucket = self._buckets.get(principal.key_id)
+        if bucket is None:
+            bucket = TokenBucket.full(self.config.key_orders_per_s,
+                                      self.config.key_orders_burst, now)
+            self._buckets[principal.key_id] = bucket
+            if len(self._buckets) > self.config.key_buckets_max:
+                self._buckets.popitem(last=False)
+        retry_after_ms = bucket.take(orders, now)
+        if retry_after_ms:
+            metrics.record(metrics.rejections(), orders, reason="key_rate_limit")
+            raise Overloaded("this API key is over its order rate; retry later",
+                             retry_after_ms, limit_per_s=str(self.config.key_orders_per_s))
 
     def _remember(self, level: StockLevel) -> None:
         key = (level.merchant_id, level.sku_id)
@@ -284,6 +308,21 @@ class Gateway:
                            actor=actor)
             queued = sum(b.outstanding for b in (*self._place, *self._act, *self._read))
             metrics.record(metrics.depth(), queued, queue="gateway_batches", actor=actor)
+            for kind, count in (("gateway", self.config.gateways),
+                                ("stock_shard", len(self._stock.handles)),
+                                ("order_shard", len(self._orders.handles)),
+                                ("merchant_shard", len(self._merchants.handles))):
+                metrics.record(metrics.actors(), count, kind=kind)
+
+
+def _server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    if not config.tls_cert_file:
+        return None
+    key = Path(config.tls_key_file).read_bytes()
+    certificate = Path(config.tls_cert_file).read_bytes()
+    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, certificate)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
 
 
 def _unavailable_place(error: BaseException) -> tuple[ResultCode, str]:

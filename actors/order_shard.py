@@ -44,8 +44,9 @@ from engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 
-# (merchant_id, idempotency_key, buyer_id, lines, payment_window_s, slot)
-Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int]
+# (merchant_id, idempotency_key, buyer_id, lines, payment_window_s, slot, deadline_ms)
+# deadline_ms: the client's deadline (0: none); an order not begun by then is not placed.
+Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int, int]
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, message)
 # (op, merchant_id, order_id or buyer_id, argument)
 Action = tuple[str, str, str, Any]
@@ -146,7 +147,11 @@ class OrderShard:
         waits: list[tuple[int, asyncio.Future[PlaceResult]]] = []
         room = self._journal is None or self._journal.has_room(len(items))
         grace_ms = self._config.reservation_grace_ms
-        for i, (merchant_id, key, buyer_id, lines, window_s, slot) in enumerate(items):
+        for i, (merchant_id, key, buyer_id, lines, window_s, slot, deadline) in enumerate(items):
+            if deadline and now >= deadline:
+                results[i] = (ResultCode.UNAVAILABLE, "the call's deadline passed before the"
+                              " order was placed; nothing was applied")
+                continue
             begin = self._book.begin(merchant_id, key, buyer_id, lines, slot)
             if begin.code is ResultCode.OK and not room:
                 self._book.abandon(merchant_id, key)
@@ -208,7 +213,7 @@ class OrderShard:
         release, per stock shard."""
         releases: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for i, order_id, shards, deadline_ms in new:
-            merchant_id, key, buyer_id, lines, _, _ = items[i]
+            merchant_id, key, buyer_id, lines, _, _, _ = items[i]
             answers = [replies[(shard, order_id)] for shard in shards]
             failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
             if failed is None:

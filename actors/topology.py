@@ -9,7 +9,6 @@ from typing import Any
 
 import ray
 
-from actors import metrics
 from actors.connector import Connector
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
@@ -80,14 +79,14 @@ class Topology:
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])
-        for kind, count in (("gateway", len(topology.gateways)), ("stock_shard", len(stock)),
-                            ("order_shard", len(orders)), ("merchant_shard", len(merchants))):
-            metrics.record(metrics.actors(), count, kind=kind)
         return topology
 
-    def add_gateway(self, index: int) -> Any:
+    def add_gateway(self, index: int, config: Config | None = None,
+                    port: int | None = None) -> Any:
+        """A gateway on the shared port, or one with its own config and port (e.g. TLS)."""
         gateway = RemoteGateway.options(name=f"gateway-{index}", **_GATEWAY_OPTIONS).remote(
-            index, self.config, self.port, self.merchants, self.stock, self.orders)
+            index, config or self.config, port or self.port, self.merchants, self.stock,
+            self.orders)
         self.gateways.append(gateway)
         return gateway
 

@@ -116,6 +116,24 @@ def bearer_token(metadata: Any) -> str:
     raise errors.Unauthenticated("missing authorization metadata")
 
 
+class Malformed:
+    """A request whose bytes did not parse: answered INVALID_ARGUMENT, never INTERNAL
+    (gRPC's own answer when a deserializer raises)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason[:200]
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data) if deserialize else data
+        except Exception as error:  # any parse failure is the caller's bad input
+            return Malformed(str(error) or type(error).__name__)
+
+    return parse
+
+
 Authenticate = Callable[[str], Awaitable[Principal]]
 Observe = Callable[[str, str, float], None]  # (method, status code name, seconds)
 
@@ -137,15 +155,16 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         scope = SCOPES.get(method)
         if handler is None or scope is None:
             return handler
+        deserialize = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, scope),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserialize,
                 response_serializer=handler.response_serializer)
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method, scope),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserialize,
                 response_serializer=handler.response_serializer)
         else:
             return handler
@@ -153,7 +172,9 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = wrapped
         return wrapped
 
-    async def _admit(self, method: str, scope: Scope, context: Any) -> None:
+    async def _admit(self, method: str, scope: Scope, context: Any, request: Any) -> None:
+        if isinstance(request, Malformed):
+            raise errors.InvalidArgument("request", f"is not a valid message: {request.reason}")
         principal = await self._authenticate(bearer_token(context.invocation_metadata()))
         if not (method in SAAS_ALSO and Scope.SAAS in principal.scopes):
             principal.require(scope)
@@ -163,7 +184,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                await self._admit(method, scope, context)
+                await self._admit(method, scope, context, request)
                 response = await inner(request, context)
                 self._observe(method, "OK", time.perf_counter() - started)
                 return response
@@ -182,7 +203,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, inner: Any, method: str, scope: Scope) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
-                await self._admit(method, scope, context)
+                await self._admit(method, scope, context, request)
                 if inspect.isasyncgenfunction(inner):
                     async for response in inner(request, context):
                         await context.write(response)

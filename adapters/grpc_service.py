@@ -7,6 +7,7 @@ Errors raise as domain errors; FlashtxInterceptor maps them to statuses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -53,8 +54,9 @@ class Backend(Protocol):
                            reason: str) -> StockLevel: ...
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
                            strong: bool) -> list[StockLevel | None]: ...
-    async def place_orders(self, principal: Principal,
-                           placements: Sequence[Placement]) -> list[tuple[ResultCode, Any]]: ...
+    async def place_orders(self, principal: Principal, placements: Sequence[Placement],
+                           deadline_ms: int = 0) -> list[tuple[ResultCode, Any]]:
+        """deadline_ms: wall-clock ms after which an order not yet begun is not placed."""
     async def order_action(self, merchant_id: str, op: str, target: str,
                            argument: Any) -> Any:
         """Runs get / list / pay / cancel / fulfil; raises DomainError."""
@@ -86,6 +88,14 @@ def _key_message(key: dict[str, Any]) -> merchant_pb2.ApiKey:
 
 def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
     return [(line.sku_id, line.quantity) for line in request.lines]
+
+
+def _deadline_ms(context: Any) -> int:
+    """The call's deadline as wall-clock ms (0: none), for shards in other processes."""
+    remaining_s = context.time_remaining() if context is not None else None
+    if remaining_s is None or remaining_s > 10**6:
+        return 0
+    return int((time.time() + remaining_s) * 1000)
 
 
 def _raise_for(code: ResultCode, message: str) -> DomainError:
@@ -211,7 +221,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         lines = check_order(self._backend.config, "", request.idempotency_key,
                             request.buyer_id, _lines(request))
         [(code, value)] = await self._backend.place_orders(
-            current_principal(), [(request.idempotency_key, request.buyer_id, lines)])
+            current_principal(), [(request.idempotency_key, request.buyer_id, lines)],
+            _deadline_ms(context))
         if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
             raise _raise_for(code, value)
         return order_pb2.PlaceOrderResponse(order=order_message(value),
@@ -236,7 +247,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             valid.append((order.idempotency_key, order.buyer_id, lines))
             positions.append(i)
         if valid:
-            answers = await self._backend.place_orders(current_principal(), valid)
+            answers = await self._backend.place_orders(current_principal(), valid,
+                                                       _deadline_ms(context))
             for i, (code, value) in zip(positions, answers, strict=True):
                 results[i] = _result(code, value)
         return order_pb2.PlaceOrdersResponse(results=results)

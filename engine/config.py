@@ -92,6 +92,17 @@ class Config:
     # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
     connectors_file: str = ""
 
+    # --- security -------------------------------------------------------------------------
+    # PEM files; with a certificate and key the port speaks TLS only, and with a client
+    # CA it also requires client certificates signed by it (mutual TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Orders one API key may place per second (token bucket), and how many it may save up.
+    key_orders_per_s: float = 100_000.0
+    key_orders_burst: float = 200_000.0
+    key_buckets_max: int = 100_000
+
     # --- operations -----------------------------------------------------------------------
     # Port of Ray's Prometheus endpoint on the node that starts the cluster (0 = Ray picks).
     metrics_export_port: int = 0
@@ -143,6 +154,12 @@ class Config:
         _require(1 <= self.list_orders_page_size_default <= self.list_orders_page_size_max,
                  "list_orders_page_size_default must be in 1..list_orders_page_size_max")
         _require(self.ack_mode in ("durable", "memory"), "ack_mode is durable or memory")
+        _require(bool(self.tls_cert_file) == bool(self.tls_key_file),
+                 "tls_cert_file and tls_key_file go together")
+        _require(not self.tls_client_ca_file or bool(self.tls_cert_file),
+                 "tls_client_ca_file needs tls_cert_file and tls_key_file")
+        _require(self.key_orders_per_s > 0 and self.key_orders_burst >= 1,
+                 "key_orders_per_s must be > 0 and key_orders_burst >= 1")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
         _require(self.payment_window_s_default <= self.payment_window_s_max,

@@ -55,4 +55,6 @@ async def test_status_shows_the_live_deployment(engine, shop: Client) -> None:
     screen = console.export_text()
     for name in ("gateway-0", "gateway-1", "stock-0", "stock-2", "order-1", "relay"):
         assert name in screen
-    assert "nodes alive" in screen and "error" not in screen.lower()
+    assert "nodes alive" in screen
+    # Every actor answered (connectors of earlier tests may show their own failures).
+    assert "ActorError" not in screen and "TimeoutError" not in screen

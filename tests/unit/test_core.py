@@ -110,3 +110,15 @@ def test_every_rpc_has_a_scope() -> None:
                for service in module.DESCRIPTOR.services_by_name.values()
                for method in service.methods}
     assert methods == set(SCOPES)
+
+
+def test_token_bucket_limits_rate_and_says_when_to_retry() -> None:
+    from engine.ratelimit import TokenBucket
+
+    bucket = TokenBucket.full(rate_per_s=100, burst=10, now_ms=0)
+    assert bucket.take(10, 0) == 0  # the burst
+    retry_ms = bucket.take(1, 0)
+    assert 1 <= retry_ms <= 11
+    assert bucket.take(1, retry_ms) == 0  # as promised
+    assert bucket.take(5, retry_ms) > 0 and bucket.take(5, retry_ms + 60) == 0
+    assert bucket.take(1000, 10_000) > 0  # more than the burst never passes at once

@@ -1,0 +1,33 @@
+"""Token buckets: per-key rate limits as a pure function of time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TokenBucket"]
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """`rate_per_s` tokens a second, at most `burst` saved up. One order is one token."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float
+    updated_ms: int
+
+    @classmethod
+    def full(cls, rate_per_s: float, burst: float, now_ms: int) -> TokenBucket:
+        return cls(rate_per_s, burst, burst, now_ms)
+
+    def take(self, count: int, now_ms: int) -> int:
+        """Takes `count` tokens and returns 0, or takes nothing and returns how many
+        milliseconds until `count` tokens are there (never more than the burst allows)."""
+        elapsed_s = max(0, now_ms - self.updated_ms) / 1000
+        self.tokens = min(self.burst, self.tokens + elapsed_s * self.rate_per_s)
+        self.updated_ms = now_ms
+        if count <= self.tokens:
+            self.tokens -= count
+            return 0
+        missing = min(count, self.burst) - self.tokens
+        return max(1, int(missing / self.rate_per_s * 1000) + 1)
