@@ -85,8 +85,8 @@ class OrderShard:
                 retry_delay_s_max=self._config.commit_retry_delay_ms_max / 1000,
                 name=f"order-{self.index}")
             rows = await self._store.load_orders(self._slots)
-            for row in rows:
-                self._book.restore(restore_order(row))
+            for row, lines in rows:
+                self._book.restore(restore_order(row, lines))
             self._book.check_invariants()
             log.info("order shard %d recovered %d orders", self.index, len(rows))
         await self._push_stock_state()

@@ -69,8 +69,9 @@ async def commit_order_entries(store: Store, entries: Sequence[Any]) -> None:
         raise InvariantViolation(f"database refused the journal: {error}") from error
 
 
-def restore_order(row: Any) -> Order:
-    lines = tuple((sku_id, int(quantity), int(price)) for sku_id, quantity, price in row["lines"])
+def restore_order(row: Any, lines: Any) -> Order:
+    """An order from its `load_orders` row and lines."""
+    lines = tuple(lines)
     return Order(row["order_id"], row["merchant_id"], row["buyer_id"], row["idempotency_key"],
                  lines, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
                  row["payment_deadline_ms"], row["sequence"], row["refunded"],

@@ -137,21 +137,26 @@ class Store:
 
     # --- orders -------------------------------------------------------------------------------
 
-    async def load_orders(self, slots: Iterable[int]) -> list[Any]:
-        """Every order of these slots with its latest state and its lines."""
+    async def load_orders(self, slots: Iterable[int]) -> list[tuple[Any, list[Any]]]:
+        """Every order of these slots with its latest state and its lines (two set-based
+        queries, merged here: much faster than a subquery per order)."""
+        slot_list = list(slots)
         async with self.pool.acquire() as connection:
-            return list(await connection.fetch(
-                "SELECT o.*, last.sequence, last.status, last.refunded,"
-                " last.at_ms AS updated_at_ms,"
-                " (SELECT array_agg(ARRAY[l.sku_id, l.quantity::text,"
-                "   l.unit_price_minor::text] ORDER BY l.line_no)"
-                "  FROM flashtx.order_lines l WHERE l.order_id = o.order_id) AS lines"
-                " FROM flashtx.orders o"
-                " JOIN LATERAL (SELECT t.sequence, t.status, t.refunded, t.at_ms"
-                "   FROM flashtx.order_transitions t WHERE t.order_id = o.order_id"
-                "   ORDER BY t.sequence DESC LIMIT 1) last ON true"
-                " WHERE o.slot = ANY($1::int[]) ORDER BY o.created_at_ms, o.order_id",
-                list(slots)))
+            orders = await connection.fetch(
+                "SELECT o.*, t.sequence, t.status, t.refunded, t.at_ms AS updated_at_ms"
+                " FROM flashtx.orders o JOIN (SELECT DISTINCT ON (order_id) order_id, sequence,"
+                "   status, refunded, at_ms FROM flashtx.order_transitions"
+                "   WHERE slot = ANY($1::int[]) ORDER BY order_id, sequence DESC) t"
+                " USING (order_id) WHERE o.slot = ANY($1::int[])"
+                " ORDER BY o.created_at_ms, o.order_id", slot_list)
+            lines = await connection.fetch(
+                "SELECT l.order_id, l.sku_id, l.quantity, l.unit_price_minor"
+                " FROM flashtx.order_lines l JOIN flashtx.orders o USING (order_id)"
+                " WHERE o.slot = ANY($1::int[]) ORDER BY l.order_id, l.line_no", slot_list)
+        by_order: dict[str, list[tuple[str, int, int]]] = {}
+        for line in lines:
+            by_order.setdefault(line[0], []).append((line[1], line[2], line[3]))
+        return [(row, by_order.get(row["order_id"], [])) for row in orders]
 
     # --- outbox -------------------------------------------------------------------------------
 
