@@ -32,6 +32,13 @@ _SHARD_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retr
 _GATEWAY_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                         max_concurrency=10_000, namespace=NAMESPACE)
 
+def _placed(options: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Options with the placement resource, when nodes are reserved for the engine."""
+    if not config.actor_resource:
+        return options
+    return {**options, "resources": {config.actor_resource: 0.01}}
+
+
 RemoteMerchantShard = ray.remote(MerchantShard)
 RemoteStockShard = ray.remote(StockShard)
 RemoteOrderShard = ray.remote(OrderShard)
@@ -58,14 +65,15 @@ class Topology:
         merchant_table = RoutingTable.uniform(slots, config.merchant_shards)
         stock_table = RoutingTable.uniform(slots, config.stock_shards)
         order_table = RoutingTable.uniform(slots, config.order_shards)
-        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **_SHARD_OPTIONS)
+        shard_options = _placed(_SHARD_OPTIONS, config)
+        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
                      .remote(i, config, merchant_table.slots_of(i))
                      for i in range(config.merchant_shards)]
         order_names = [f"order-{i}" for i in range(config.order_shards)]
-        stock = [RemoteStockShard.options(name=f"stock-{i}", **_SHARD_OPTIONS)
+        stock = [RemoteStockShard.options(name=f"stock-{i}", **shard_options)
                  .remote(i, config, stock_table.slots_of(i), order_names)
                  for i in range(config.stock_shards)]
-        orders = [RemoteOrderShard.options(name=name, **_SHARD_OPTIONS)
+        orders = [RemoteOrderShard.options(name=name, **shard_options)
                   .remote(i, config, stock, stock_table, order_table)
                   for i, name in enumerate(order_names)]
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
@@ -84,7 +92,8 @@ class Topology:
     def add_gateway(self, index: int, config: Config | None = None,
                     port: int | None = None) -> Any:
         """A gateway on the shared port, or one with its own config and port (e.g. TLS)."""
-        gateway = RemoteGateway.options(name=f"gateway-{index}", **_GATEWAY_OPTIONS).remote(
+        options = _placed(_GATEWAY_OPTIONS, config or self.config)
+        gateway = RemoteGateway.options(name=f"gateway-{index}", **options).remote(
             index, config or self.config, port or self.port, self.merchants, self.stock,
             self.orders)
         self.gateways.append(gateway)

@@ -103,6 +103,11 @@ class Config:
     key_orders_burst: float = 200_000.0
     key_buckets_max: int = 100_000
 
+    # --- placement --------------------------------------------------------------------------
+    # A custom Ray resource that nodes for shards and gateways offer (ray start
+    # --resources='{"flashtx": 100}'); empty: any node, the head included.
+    actor_resource: str = ""
+
     # --- operations -----------------------------------------------------------------------
     # Port of Ray's Prometheus endpoint on the node that starts the cluster (0 = Ray picks).
     metrics_export_port: int = 0
