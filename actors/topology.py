@@ -10,6 +10,7 @@ from typing import Any
 import ray
 
 from actors.connector import Connector
+from actors.controller import Controller
 from actors.gateway import Gateway
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
@@ -44,6 +45,14 @@ RemoteStockShard = ray.remote(StockShard)
 RemoteOrderShard = ray.remote(OrderShard)
 RemoteGateway = ray.remote(Gateway)
 RemoteRelay = ray.remote(Relay)
+RemoteController = ray.remote(Controller)
+
+
+def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup,
+                  stock: ShardGroup, orders: ShardGroup) -> Any:
+    options = {**_placed(_GATEWAY_OPTIONS, config), "num_cpus": config.gateway_cpus}
+    return RemoteGateway.options(name=f"gateway-{index}", **options).remote(
+        index, config, port, merchants, stock, orders)
 RemoteConnector = ray.remote(Connector)
 
 
@@ -57,6 +66,7 @@ class Topology:
     gateways: list[Any] = field(default_factory=list)
     relay: Any = None
     connectors: dict[str, Any] = field(default_factory=dict)
+    controller: Any = None
 
     @classmethod
     def start(cls, config: Config, port: int) -> Topology:
@@ -87,17 +97,24 @@ class Topology:
         for i in range(config.gateways):
             topology.add_gateway(i)
         ray.get([gateway.ready.remote() for gateway in topology.gateways])
+        if config.autoscale:
+            topology.start_controller()
         return topology
 
     def add_gateway(self, index: int, config: Config | None = None,
                     port: int | None = None) -> Any:
         """A gateway on the shared port, or one with its own config and port (e.g. TLS)."""
-        options = _placed(_GATEWAY_OPTIONS, config or self.config)
-        gateway = RemoteGateway.options(name=f"gateway-{index}", **options).remote(
-            index, config or self.config, port or self.port, self.merchants, self.stock,
-            self.orders)
+        gateway = start_gateway(index, config or self.config, port or self.port,
+                                self.merchants, self.stock, self.orders)
         self.gateways.append(gateway)
         return gateway
+
+    def start_controller(self, config: Config | None = None) -> Any:
+        """Hands the gateways to a controller that scales them with load."""
+        self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
+            config or self.config, self.port, self.merchants, self.stock, self.orders,
+            list(enumerate(self.gateways)))
+        return self.controller
 
     def add_connector(self, spec: ConnectorSpec) -> Any:
         """Starts a connector in an actor of its own (named connector-<name>)."""
@@ -106,6 +123,13 @@ class Topology:
                                                      self.config.postgres_dsn)
         self.connectors[spec.name] = connector
         return connector
+
+    def stop_controller(self) -> None:
+        """Takes the gateways back from the controller (as they are now) and stops it."""
+        if self.controller is not None:
+            self.gateways = ray.get(self.controller.gateway_handles.remote())
+            ray.kill(self.controller)
+            self.controller = None
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -119,6 +143,7 @@ class Topology:
         ray.get([s.check_invariants.remote() for s in self.orders.handles])
 
     def stop(self, grace_s: float = 5.0) -> None:
+        self.stop_controller()
         try:
             ray.get([g.drain.remote(grace_s) for g in self.gateways], timeout=grace_s + 5)
         except Exception:  # a gateway that cannot drain is killed below all the same

@@ -103,6 +103,19 @@ class Config:
     key_orders_burst: float = 200_000.0
     key_buckets_max: int = 100_000
 
+    # --- autoscaling ------------------------------------------------------------------------
+    # With autoscale, a controller actor keeps the gateway count between gateways_min and
+    # gateways_max from measured load, adding one or more at once, removing one at a time.
+    autoscale: bool = False
+    gateways_min: int = 1
+    gateways_max: int = 8
+    autoscale_requests_per_s_per_gateway: float = 3_000.0
+    autoscale_inflight_per_gateway: int = 2_000
+    autoscale_interval_s: float = 2.0
+    autoscale_scale_in_after: int = 5
+    # CPUs a gateway asks Ray for: above 0, new gateways make Ray's autoscaler add nodes.
+    gateway_cpus: float = 0.0
+
     # --- placement --------------------------------------------------------------------------
     # A custom Ray resource that nodes for shards and gateways offer (ray start
     # --resources='{"flashtx": 100}'); empty: any node, the head included.
@@ -149,6 +162,7 @@ class Config:
         _require(self.slots_total >= max(self.stock_shards, self.order_shards), "slots_total")
         _require(min(self.stock_shards, self.order_shards, self.merchant_shards) >= 1, "shards")
         _require(self.gateways >= 1, "gateways must be >= 1")
+        _require(1 <= self.gateways_min <= self.gateways_max, "need 1 <= gateways_min <= max")
         _require(1 <= self.place_orders_batch_max <= PLACE_ORDERS_BATCH_MAX,
                  f"place_orders_batch_max must be in 1..{PLACE_ORDERS_BATCH_MAX}")
         _require(self.batch_items_max >= 1, "batch_items_max must be >= 1")

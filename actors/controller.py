@@ -1,0 +1,88 @@
+"""Controller: scales gateway actors with load. Each round it reads every gateway's
+counters, asks the pure policy (engine.autoscale) for a gateway count, and starts or
+drains gateways to match; it asks Ray's autoscaler for the resources the gateways need,
+so that Ray adds nodes when they ask for CPUs. A failed round is logged and the loop
+goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from actors.routing import ShardGroup
+from engine.autoscale import Decision, Observation, ScalingPolicy
+from engine.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(self, config: Config, port: int, merchants: ShardGroup, stock: ShardGroup,
+                 orders: ShardGroup, gateways: list[tuple[int, Any]]) -> None:
+        self._config, self._port = config, port
+        self._groups = (merchants, stock, orders)
+        self._gateways = list(gateways)  # (index, handle), oldest first
+        self._policy = ScalingPolicy(config.gateways_min, config.gateways_max,
+                                     config.autoscale_requests_per_s_per_gateway,
+                                     config.autoscale_inflight_per_gateway,
+                                     config.autoscale_scale_in_after)
+        self._below_for = 0
+        self._last: tuple[float, int] | None = None
+        self.history: list[tuple[float, int]] = []  # (time, gateways) after each change
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.autoscale_interval_s)
+            try:
+                await self._round()
+            except Exception:  # the loop must outlive its own errors
+                log.exception("autoscaling round failed")
+
+    async def _round(self) -> None:
+        stats = await asyncio.gather(*(g.stats.remote() for _, g in self._gateways))
+        now = time.monotonic()
+        count = sum(s["rpc_count"] for s in stats)
+        rate = 0.0 if self._last is None else (count - self._last[1]) / (now - self._last[0])
+        self._last = (now, count)
+        seen = Observation(len(self._gateways), max(rate, 0.0),
+                           sum(s["inflight"] for s in stats))
+        decision: Decision = self._policy.decide(seen, self._below_for)
+        self._below_for = decision.below_for
+        if decision.gateways != len(self._gateways):
+            await self._resize(decision.gateways)
+            self.history.append((time.time(), len(self._gateways)))
+
+    async def _resize(self, wanted: int) -> None:
+        from actors.topology import start_gateway
+
+        self._request_resources(wanted)
+        while len(self._gateways) < wanted:
+            index = max(i for i, _ in self._gateways) + 1
+            gateway = start_gateway(index, self._config, self._port, *self._groups)
+            await gateway.ready.remote()
+            self._gateways.append((index, gateway))
+            log.info("autoscaler added gateway-%d", index)
+        while len(self._gateways) > wanted:
+            index, gateway = self._gateways.pop()
+            await gateway.drain.remote(5.0)  # in-flight calls finish; new ones go elsewhere
+            ray.kill(gateway)
+            log.info("autoscaler drained gateway-%d", index)
+
+    def _request_resources(self, gateways: int) -> None:
+        if self._config.gateway_cpus <= 0:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"CPU": self._config.gateway_cpus}] * gateways)
+
+    async def stats(self) -> dict[str, Any]:
+        return {"gateways": [i for i, _ in self._gateways], "history": self.history,
+                "below_for": self._below_for}
+
+    async def gateway_handles(self) -> list[Any]:
+        return [g for _, g in self._gateways]
