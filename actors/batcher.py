@@ -6,13 +6,16 @@ meanwhile wait and leave together as soon as a call returns. A Ray call costs ab
 millisecond of CPU on a small box, so under load this, not the timer, sets the batch
 size: batches grow with load instead of the call count growing with it.
 
-The queue is bounded: past ``queue_items_max`` items queued or in flight, ``submit``
-refuses at once with Overloaded instead of letting memory grow.
+The queue is bounded twice: past ``queue_items_max`` items queued or in flight, or once
+the oldest queued item has waited ``queue_delay_s_max``, ``submit`` refuses at once with
+Overloaded. The second bound is what keeps latency flat under overload: at twice the
+capacity, the excess is refused in microseconds instead of queueing for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +31,7 @@ class MicroBatcher(Generic[Item, Result]):
     def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]],
                  on_error: Callable[[BaseException], Result], *, items_max: int,
                  delay_s: float, queue_items_max: int, retry_after_ms: int,
-                 inflight_batches_max: int = 2,
+                 inflight_batches_max: int = 2, queue_delay_s_max: float = 0.2,
                  observe: Callable[[int], Any] | None = None) -> None:
         self._send = send
         self._on_error = on_error
@@ -39,6 +42,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._observe = observe
         self._inflight_batches_max = inflight_batches_max
         self._inflight_batches = 0
+        self._queue_delay_s_max = queue_delay_s_max
+        self._arrivals: deque[list[float | int]] = deque()  # [time queued, items left]
         self._items: list[Item] = []
         self._futures: list[asyncio.Future[Result]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -49,6 +54,10 @@ class MicroBatcher(Generic[Item, Result]):
         if self.outstanding + len(items) > self._queue_items_max:
             raise Overloaded("gateway queue to this shard is full", self._retry_after_ms)
         loop = asyncio.get_running_loop()
+        if self._arrivals and loop.time() - self._arrivals[0][0] > self._queue_delay_s_max:
+            raise Overloaded("the shard is behind; this gateway's queue to it is too old",
+                             self._retry_after_ms)
+        self._arrivals.append([loop.time(), len(items)])
         futures = [loop.create_future() for _ in items]
         self._items.extend(items)
         self._futures.extend(futures)
@@ -70,9 +79,19 @@ class MicroBatcher(Generic[Item, Result]):
             self._inflight_batches += 1
             items, futures = self._items[:self._items_max], self._futures[:self._items_max]
             del self._items[:self._items_max], self._futures[:self._items_max]
+            self._forget_arrivals(len(items))
             task = asyncio.get_running_loop().create_task(self._deliver(items, futures))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _forget_arrivals(self, sent: int) -> None:
+        while sent and self._arrivals:
+            first = self._arrivals[0]
+            taken = min(sent, int(first[1]))
+            first[1] = int(first[1]) - taken
+            sent -= taken
+            if not first[1]:
+                self._arrivals.popleft()
 
     async def _deliver(self, items: list[Item], futures: list[asyncio.Future[Result]]) -> None:
         if self._observe is not None:

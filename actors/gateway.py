@@ -9,7 +9,8 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Gateway:
         self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
+        self.reads_inflight = 0
         self.rpc_count = 0
         self.rpc_seconds = 0.0
         self.batches_sent = 0
@@ -58,7 +60,8 @@ class Gateway:
         batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
                      queue_items_max=config.batch_queue_items_max,
                      retry_after_ms=config.overload_retry_after_ms,
-                     inflight_batches_max=config.batch_inflight_max)
+                     inflight_batches_max=config.batch_inflight_max,
+                     queue_delay_s_max=config.queue_delay_ms_max / 1000)
         self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place,
                                     **batch, observe=self._observer("gateway_to_order_place"))
                        for i in range(len(orders.handles))]
@@ -174,6 +177,24 @@ class Gateway:
             self.inflight -= len(placements)
 
     async def order_action(self, merchant_id: str, op: str, target: str, argument: Any) -> Any:
+        if op in ("get", "list"):
+            with self._read_slot():
+                return await self._order_action(merchant_id, op, target, argument)
+        return await self._order_action(merchant_id, op, target, argument)
+
+    @contextmanager
+    def _read_slot(self) -> Iterator[None]:
+        if self.reads_inflight >= self.config.reads_inflight_per_gateway_max:
+            metrics.record(metrics.rejections(), 1, reason="reads_budget")
+            raise Overloaded("this gateway serves its maximum of concurrent reads",
+                             self.config.overload_retry_after_ms)
+        self.reads_inflight += 1
+        try:
+            yield
+        finally:
+            self.reads_inflight -= 1
+
+    async def _order_action(self, merchant_id: str, op: str, target: str, argument: Any) -> Any:
         if op == "list":
             shard = self._orders.shard_of(merchant_id, target)
         else:
@@ -188,6 +209,11 @@ class Gateway:
 
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
                            strong: bool) -> list[StockLevel | None]:
+        with self._read_slot():
+            return await self._stock_levels(merchant_id, sku_ids, strong)
+
+    async def _stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
+                            strong: bool) -> list[StockLevel | None]:
         now = clock.now_ms()
         results: list[StockLevel | None] = [None] * len(sku_ids)
         pending: list[tuple[int, asyncio.Future[Any]]] = []

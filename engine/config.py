@@ -59,6 +59,9 @@ class Config:
     batch_inflight_max: int = 1
     # Items waiting in one gateway's per-shard queue before new ones are refused.
     batch_queue_items_max: int = 50_000
+    # Once the oldest item waiting for a shard has waited this long, new ones are refused
+    # (RESOURCE_EXHAUSTED): under overload, latency stays bounded and the excess fails fast.
+    queue_delay_ms_max: int = 200
 
     # --- durability ---------------------------------------------------------------------
     # Where state is written; empty = an embedded PostgreSQL (pgserver) under
@@ -88,6 +91,9 @@ class Config:
     event_stream_stall_ms_max: int = 5_000
     # WatchEvents streams one gateway serves at once (SaaS traffic's own budget).
     event_streams_per_gateway_max: int = 200
+    # Reads (stock levels, orders) one gateway serves at once; beyond, refused at once:
+    # the read traffic class's own budget, so greedy readers cannot starve order placement.
+    reads_inflight_per_gateway_max: int = 16
     event_read_batch_max: int = 100
     # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
     connectors_file: str = ""

@@ -1,0 +1,54 @@
+"""The micro-batcher without Ray: batching, bounds, failures."""
+
+import asyncio
+
+import pytest
+
+from actors.batcher import MicroBatcher
+from engine.errors import Overloaded
+
+
+async def test_batches_gather_and_one_call_is_in_flight() -> None:
+    calls: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def send(items: list[int]) -> list[int]:
+        calls.append(items)
+        await release.wait()
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(send, lambda error: -1, items_max=100, delay_s=0.001,
+                           queue_items_max=1000, retry_after_ms=5, inflight_batches_max=1)
+    first = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in range(3, 8)]
+    await asyncio.sleep(0.01)
+    assert calls == [[0, 1, 2]]  # the others wait for the call in flight
+    release.set()
+    assert await asyncio.gather(*first, *later) == [i * 10 for i in range(8)]
+    assert calls == [[0, 1, 2], [3, 4, 5, 6, 7]]
+
+
+async def test_refuses_when_full_or_behind_and_reports_failures() -> None:
+    stuck = asyncio.Event()
+
+    async def send(items: list[int]) -> list[int]:
+        await stuck.wait()
+        raise RuntimeError("shard died")
+
+    batcher = MicroBatcher(send, lambda error: "unavailable", items_max=2, delay_s=0.001,
+                           queue_items_max=4, retry_after_ms=5, inflight_batches_max=1,
+                           queue_delay_s_max=0.05)
+    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        batcher.submit_many([9])  # full
+    stuck_more = MicroBatcher(send, lambda error: "unavailable", items_max=1, delay_s=0.001,
+                              queue_items_max=100, retry_after_ms=5, inflight_batches_max=1,
+                              queue_delay_s_max=0.05)
+    early = [asyncio.ensure_future(stuck_more.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.1)
+    with pytest.raises(Overloaded):
+        stuck_more.submit_many([9])  # the oldest queued item waited too long
+    stuck.set()
+    assert await asyncio.gather(*waiting, *early) == ["unavailable"] * 7
