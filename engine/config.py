@@ -93,7 +93,7 @@ class Config:
     event_streams_per_gateway_max: int = 200
     # Reads (stock levels, orders) one gateway serves at once; beyond, refused at once:
     # the read traffic class's own budget, so greedy readers cannot starve order placement.
-    reads_inflight_per_gateway_max: int = 16
+    reads_inflight_per_gateway_max: int = 256
     event_read_batch_max: int = 100
     # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
     connectors_file: str = ""
