@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from actors.loops import every
 from actors.routing import ShardGroup
 from engine.autoscale import Decision, Observation, ScalingPolicy
 from engine.config import Config
@@ -33,15 +34,8 @@ class Controller:
         self._below_for = 0
         self._last: tuple[float, int] | None = None
         self.history: list[tuple[float, int]] = []  # (time, gateways) after each change
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.autoscale_interval_s)
-            try:
-                await self._round()
-            except Exception:  # the loop must outlive its own errors
-                log.exception("autoscaling round failed")
+        self._task = asyncio.get_running_loop().create_task(
+            every(config.autoscale_interval_s, self._round, "autoscaling round"))
 
     async def _round(self) -> None:
         stats = await asyncio.gather(*(g.stats.remote() for _, g in self._gateways))

@@ -22,6 +22,7 @@ from typing import Any
 
 from actors import clock, metrics
 from actors.journal import GroupCommitter
+from actors.loops import every, until_done
 from actors.persistence import (
     commit_order_entries,
     open_store,
@@ -71,7 +72,9 @@ class OrderShard:
         self._store: Store | None = None
         self._journal: GroupCommitter | None = None
         self._ready = asyncio.get_running_loop().create_task(self._start())
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._sweeper = asyncio.get_running_loop().create_task(every(
+            config.expiry_sweep_interval_ms / 1000, self._sweep_once, "order expiry sweep",
+            after=self._ready))
 
     async def _start(self) -> None:
         self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
@@ -89,7 +92,7 @@ class OrderShard:
                 self._book.restore(restore_order(row, lines))
             self._book.check_invariants()
             log.info("order shard %d recovered %d orders", self.index, len(rows))
-        await self._push_stock_state()
+        await until_done(self._push_stock_state, f"order shard {self.index} recovery")
 
     async def _push_stock_state(self) -> None:
         """Every stock shard learns the holds and sales this shard owns there (and drops
@@ -394,15 +397,6 @@ class OrderShard:
         self._book.check_invariants()
         return True
 
-    async def _sweep_forever(self) -> None:
-        await self._ready
-        interval_s = self._config.expiry_sweep_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self._sweep_once()
-            except Exception:  # the loop must outlive its own errors
-                log.exception("order expiry sweep failed")
 
     async def _sweep_once(self) -> None:
         if self._journal is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from actors import clock, metrics
+from actors.loops import every
 from adapters.events import StreamWriter, event_payload
 from adapters.postgres import Store
 from engine.config import Config
@@ -36,7 +37,8 @@ class Relay:
         writer = StreamWriter(self._redis, config.event_retention_events_max,
                               config.relay_dedupe_ttl_s)
         delay_s = config.relay_interval_ms / 1000
-        self._lag_task = asyncio.get_running_loop().create_task(self._report_lag_forever())
+        self._lag_task = asyncio.get_running_loop().create_task(
+            every(1.0, self._report_lag, "outbox lag report"))
         while True:
             try:
                 moved = await self._relay_once(writer)
@@ -62,16 +64,11 @@ class Relay:
         self.relayed += len(rows)
         return len(rows)
 
-    async def _report_lag_forever(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                waiting, oldest = await self._store.outbox_lag()
-            except Exception:  # the database is away; the relay loop says so
-                continue
-            lag_s = 0.0 if oldest is None else (clock.now_ms() - oldest) / 1000
-            metrics.record(metrics.lag_seconds(), lag_s, what="outbox")
-            metrics.record(metrics.depth(), waiting, queue="outbox", actor="relay")
+    async def _report_lag(self) -> None:
+        waiting, oldest = await self._store.outbox_lag()
+        lag_s = 0.0 if oldest is None else (clock.now_ms() - oldest) / 1000
+        metrics.record(metrics.lag_seconds(), lag_s, what="outbox")
+        metrics.record(metrics.depth(), waiting, queue="outbox", actor="relay")
 
     async def stats(self) -> dict[str, Any]:
         waiting, oldest = await self._store.outbox_lag() if hasattr(self, "_store") else (0, None)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors import clock
+from actors.loops import every, until_done
 from actors.persistence import open_store
 from actors.routing import find_actors
 from adapters.events import stock_event
@@ -46,10 +47,15 @@ class StockShard:
         # every order shard; only then does this shard reserve.
         self._loaded = loop.create_task(self._load())
         self._ready = loop.create_task(self._start())
-        self._sweeper = loop.create_task(self._sweep_forever())
+        self._sweeper = loop.create_task(every(config.expiry_sweep_interval_ms / 1000,
+                                               self._sweep_once, "stock expiry sweep",
+                                               after=self._ready))
 
     async def _start(self) -> None:
         await self._loaded
+        await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
+
+    async def _take_owned_state(self) -> None:
         order_shards = await find_actors(self._order_shard_names)
         states = await asyncio.gather(*(shard.stock_state_for.remote(self.index)
                                         for shard in order_shards))
@@ -178,15 +184,8 @@ class StockShard:
         self._ledger.check_invariants()
         return True
 
-    async def _sweep_forever(self) -> None:
-        await self._ready
-        interval_s = self._config.expiry_sweep_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                expired = self._ledger.expire(clock.now_ms(), self._config.expiry_sweep_items_max)
-                self._ledger.changes.clear()
-                if expired:
-                    log.info("stock shard %d freed %d expired holds", self.index, len(expired))
-            except Exception:  # the loop must outlive its own errors
-                log.exception("stock expiry sweep failed")
+    async def _sweep_once(self) -> None:
+        expired = self._ledger.expire(clock.now_ms(), self._config.expiry_sweep_items_max)
+        self._ledger.changes.clear()
+        if expired:
+            log.info("stock shard %d freed %d expired holds", self.index, len(expired))

@@ -43,9 +43,14 @@ def database_dsn() -> Iterator[str]:
     server_dsn = embedded.postgres_dsn()
     name = f"flashtx_test_{secrets.token_hex(4)}"
     asyncio.run(_database(server_dsn, name, create=True))
-    base, _, query = server_dsn.partition("?")
-    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    yield database_on(server_dsn, name)
     asyncio.run(_database(server_dsn, name, create=False))
+
+
+def database_on(server_dsn: str, name: str) -> str:
+    """The DSN of database `name` on the server of `server_dsn`."""
+    base, _, query = server_dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 def unique_merchant_id(prefix: str) -> str:

@@ -11,42 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 
 import asyncpg
-import grpc
 import ray
 from ray.cluster_utils import Cluster
 
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from tests.integration.retrying import buy, one_unit
 
 UNITS, BUYERS = 1_000, 3_000
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.UNAUTHENTICATED}
-
-
-async def buy(address: str, token: str, buyer: int, acked: dict[str, str]) -> str:
-    request = order_pb2.PlaceOrderRequest(
-        idempotency_key=f"node-{buyer}", buyer_id=f"buyer-{buyer}",
-        lines=[order_pb2.OrderLine(sku_id="drop", quantity=1)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            async with Client(address, token) as client:
-                response = await client.orders.PlaceOrder(request, timeout=5)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
-                await asyncio.sleep(0.2)
-                continue
-            return error.code().name
-        acked[request.idempotency_key] = response.order.order_id
-        return "OK"
-    return "GAVE_UP"
-
-
 def node_of(actor_name: str) -> str:
     from ray.util.state import list_actors
 
@@ -67,7 +42,8 @@ async def sale(engine: LocalEngine, cluster: Cluster, nodes: list) -> dict[str, 
 
     async def gated(buyer: int) -> str:
         async with gate:
-            return await buy(engine.address, token, buyer, acked)
+            return await buy(engine.address, token,
+                             one_unit(f"node-{buyer}", f"buyer-{buyer}", "drop"), acked)
 
     running = asyncio.gather(*(gated(b) for b in range(BUYERS)))
     while len(acked) < UNITS // 3:

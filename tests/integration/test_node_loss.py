@@ -5,35 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 
 import pytest
 
-from tests.integration.conftest import _database
+from tests.integration.retrying import fresh_database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 async def test_shards_recover_on_the_surviving_node(tmp_path) -> None:
-    from adapters import embedded
-
-    server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_node_{secrets.token_hex(4)}"
-    await _database(server_dsn, name, create=True)
-    base, _, query = server_dsn.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     report_file, log_file = tmp_path / "report.json", tmp_path / "node_loss.log"
-    try:
+    async with fresh_database("flashtx_node") as dsn:
         # Output to a file, not a pipe: Ray's daemons may hold a pipe open after the run.
         with log_file.open("w") as log:
             returncode = subprocess.run(
                 [sys.executable, "-m", "tests.integration.node_loss", dsn, str(report_file)],
                 stdout=log, stderr=subprocess.STDOUT, timeout=240,
                 env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}).returncode
-    finally:
-        await _database(server_dsn, name, create=False)
     assert report_file.exists(), log_file.read_text()[-4000:]
     report = json.loads(report_file.read_text())
     assert returncode == 0, report

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,13 +19,10 @@ import pytest
 from flashtx.app import free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
-from tests.integration.conftest import _database
+from tests.integration.retrying import buy, fresh_database, one_unit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.UNAUTHENTICATED}  # a fresh gateway checks keys once Postgres is read
 UNITS = 1_500
 BUYERS = 4_000
 
@@ -54,33 +50,12 @@ async def wait_serving(address: str, timeout_s: float = 90) -> None:
         await asyncio.sleep(0.5)
 
 
-async def buy(address: str, token: str, buyer: int, acked: dict[str, str]) -> str:
-    request = order_pb2.PlaceOrderRequest(
-        idempotency_key=f"crash-{buyer}", buyer_id=f"buyer-{buyer}",
-        lines=[order_pb2.OrderLine(sku_id="drop", quantity=1)])
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            async with Client(address, token) as client:
-                response = await client.orders.PlaceOrder(request, timeout=5)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
-                await asyncio.sleep(0.2)
-                continue
-            return error.code().name
-        acked[request.idempotency_key] = response.order.order_id
-        return "OK"
-    return "GAVE_UP"
-
-
 async def test_sigkill_of_the_whole_server_loses_no_acknowledged_order() -> None:
-    from adapters import embedded
+    async with fresh_database("flashtx_crash") as dsn:
+        await sigkill_and_restart(dsn)
 
-    server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_crash_{secrets.token_hex(4)}"
-    await _database(server_dsn, name, create=True)
-    base, _, query = server_dsn.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+async def sigkill_and_restart(dsn: str) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "FLASHTX_POSTGRES_DSN": dsn, "FLASHTX_REDIS_URL": "none",
@@ -100,7 +75,8 @@ async def test_sigkill_of_the_whole_server_loses_no_acknowledged_order() -> None
 
         async def gated(buyer: int) -> str:
             async with gate:
-                return await buy(address, token, buyer, acked)
+                return await buy(address, token,
+                                 one_unit(f"crash-{buyer}", f"buyer-{buyer}", "drop"), acked)
 
         sale = asyncio.gather(*(gated(b) for b in range(BUYERS)))
         while len(acked) < UNITS // 3:
@@ -143,7 +119,6 @@ async def test_sigkill_of_the_whole_server_loses_no_acknowledged_order() -> None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-        await _database(server_dsn, name, create=False)
 
 
 

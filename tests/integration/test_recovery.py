@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
 import grpc
@@ -13,13 +14,12 @@ import pytest
 import ray
 
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
+from tests.integration.retrying import one_unit, until_answered
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
 BUYERS = 10_000
 UNITS = 3_000
 
@@ -27,21 +27,16 @@ UNITS = 3_000
 async def buy_until_answered(client: Client, buyer: int, gate: asyncio.Semaphore,
                              acked: dict[str, str]) -> str:
     """One buyer: retries retryable failures with the same key until an answer."""
-    request = order_pb2.PlaceOrderRequest(
-        idempotency_key=f"sale-{buyer}", buyer_id=f"buyer-{buyer}",
-        lines=[order_pb2.OrderLine(sku_id="drop", quantity=1)])
-    for _ in range(200):
-        try:
-            async with gate:
-                response = await client.orders.PlaceOrder(request, timeout=10)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
-                await asyncio.sleep(0.05)
-                continue
-            return error.code().name
+    request = one_unit(f"sale-{buyer}", f"buyer-{buyer}", "drop")
+
+    async def attempt() -> Any:
+        async with gate:
+            return await client.orders.PlaceOrder(request, timeout=10)
+
+    outcome, response = await until_answered(attempt)
+    if response is not None:
         acked[request.idempotency_key] = response.order.order_id
-        return "OK"
-    return "GAVE_UP"
+    return outcome
 
 
 async def test_killing_shards_mid_sale_loses_nothing_and_oversells_nothing(
@@ -98,8 +93,7 @@ async def test_killing_shards_mid_sale_loses_nothing_and_oversells_nothing(
 
 async def place_once(client: Client, key: str, gate: asyncio.Semaphore,
                      timeout_s: float) -> str:
-    request = order_pb2.PlaceOrderRequest(idempotency_key=key, buyer_id=key,
-                                          lines=[order_pb2.OrderLine(sku_id="ride", quantity=1)])
+    request = one_unit(key, key, "ride")
     try:
         async with gate:
             await client.orders.PlaceOrder(request, timeout=timeout_s)
@@ -149,16 +143,9 @@ async def test_postgres_outage_refuses_new_orders_and_loses_nothing(
 
 
 async def buy_key(client: Client, key: str, acked: dict[str, str]) -> str:
-    request = order_pb2.PlaceOrderRequest(idempotency_key=key, buyer_id=key,
-                                          lines=[order_pb2.OrderLine(sku_id="ride", quantity=1)])
-    for _ in range(100):
-        try:
-            response = await client.orders.PlaceOrder(request, timeout=10)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
-                await asyncio.sleep(0.1)
-                continue
-            return error.code().name
+    request = one_unit(key, key, "ride")
+    outcome, response = await until_answered(
+        lambda: client.orders.PlaceOrder(request, timeout=10))
+    if response is not None:
         acked[key] = response.order.order_id
-        return "OK"
-    return "GAVE_UP"
+    return outcome

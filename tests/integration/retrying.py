@@ -1,0 +1,68 @@
+"""What a well-behaved client does during crashes and outages: retry retryable failures
+with the same idempotency key until there is an answer. Shared by the crash tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from flashtx.client import Client
+from protos.flashtx.v1 import order_pb2
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A gateway that has just started cannot check keys until its merchant shard has loaded.
+RETRYABLE_WHILE_RESTARTING = RETRYABLE | {grpc.StatusCode.UNAUTHENTICATED}
+
+
+async def until_answered(place: Callable[[], Awaitable[Any]], deadline_s: float = 120,
+                         retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> tuple[str, Any]:
+    """("OK", response), or (final status name, None), or ("GAVE_UP", None)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            return "OK", await place()
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in retryable:
+                return error.code().name, None
+            await asyncio.sleep(0.1)
+    return "GAVE_UP", None
+
+
+def one_unit(key: str, buyer: str, sku_id: str) -> order_pb2.PlaceOrderRequest:
+    return order_pb2.PlaceOrderRequest(idempotency_key=key, buyer_id=buyer,
+                                       lines=[order_pb2.OrderLine(sku_id=sku_id, quantity=1)])
+
+
+async def buy(address: str, token: str, request: order_pb2.PlaceOrderRequest,
+              acked: dict[str, str]) -> str:
+    """One buyer through a fresh connection per attempt (its server may have moved)."""
+    async def attempt() -> Any:
+        async with Client(address, token) as client:
+            return await client.orders.PlaceOrder(request, timeout=5)
+
+    outcome, response = await until_answered(attempt, retryable=RETRYABLE_WHILE_RESTARTING)
+    if response is not None:
+        acked[request.idempotency_key] = response.order.order_id
+    return outcome
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """A new database on the configured (or embedded) server, dropped afterwards."""
+    from adapters import embedded
+    from tests.integration.conftest import _database, database_on
+
+    server_dsn = embedded.postgres_dsn()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    await _database(server_dsn, name, create=True)
+    try:
+        yield database_on(server_dsn, name)
+    finally:
+        await _database(server_dsn, name, create=False)
