@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
+import subprocess
 import time
 import urllib.request
 
 import grpc
 import pytest
 
+from flashtx.app import free_port
 from flashtx.client import Client
 from protos.flashtx.v1 import order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
@@ -58,3 +62,41 @@ async def test_status_shows_the_live_deployment(engine, shop: Client) -> None:
     assert "nodes alive" in screen
     # Every actor answered (connectors of earlier tests may show their own failures).
     assert "ActorError" not in screen and "TimeoutError" not in screen
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None,
+                    reason="no prometheus binary here (apt-get install prometheus)")
+async def test_a_real_prometheus_scrapes_the_engine(engine, shop: Client, tmp_path) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="p", name="P", price_minor=5, on_hand=3))
+    await shop.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
+        idempotency_key="prom", buyer_id="b", lines=[order_pb2.OrderLine(sku_id="p",
+                                                                          quantity=1)]))
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: ray\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{engine.config.metrics_export_port}']}}]\n")
+    server = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        query = (f"http://127.0.0.1:{port}/api/v1/query?query="
+                 "sum(ray_flashtx_orders_total)")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = json.loads(await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(query, timeout=2).read()))
+                if answer["data"]["result"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus never saw flashtx's metrics"
+            await asyncio.sleep(1)
+        assert float(answer["data"]["result"][0]["value"][1]) >= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
