@@ -45,16 +45,21 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
     assert expected, "the sample has open orders"
 
     shards = [*engine.topology.stock.handles, *engine.topology.orders.handles]
+    before = [s["instance"] for s in await asyncio.gather(*(s.stats.remote() for s in shards))]
     for shard in shards:  # Ray restarts them; they rebuild from Postgres
         ray.kill(shard, no_restart=False)
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # (a kill lands a moment later: wait for the new instances, then ask)
         try:
-            await asyncio.gather(*(s.check_invariants.remote() for s in shards))
-            break
+            now = [s["instance"] for s in await asyncio.gather(*(s.stats.remote()
+                                                                 for s in shards))]
+            if all(a != b for a, b in zip(now, before, strict=True)):
+                await asyncio.gather(*(s.check_invariants.remote() for s in shards))
+                break
         except ray.exceptions.RayError:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.5)
+            pass
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)
 
     stock = engine.topology.stock
     for row in expected:
