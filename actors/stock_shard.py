@@ -42,6 +42,7 @@ class StockShard:
         self._order_shard_names = list(order_shard_names)
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
+        self._background: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         # Loaded: catalogue and on_hand from Postgres. Ready: also the holds and sales of
         # every order shard; only then does this shard reserve.
@@ -85,8 +86,29 @@ class StockShard:
         reserve = self._ledger.reserve
         results = [reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now, owner)
                    for order_id, merchant_id, buyer_id, lines, expires_at_ms, owner in items]
-        self._ledger.changes.clear()  # holds are derived from orders; nothing to persist
+        # Holds are derived from orders: nothing to persist, but a sell-out is an event.
+        sold_out = [c for c in self._ledger.drain_changes() if c.kind == "sold_out"]
+        if sold_out and self._store is not None:
+            task = asyncio.get_running_loop().create_task(self._announce(sold_out))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return results
+
+    async def _announce(self, sold_out: list[StockChange]) -> None:
+        """stock.sold_out events, off the order path (best effort: a lost one is no harm
+        to stock, and GetStock tells the truth)."""
+        assert self._store is not None
+        outbox = []
+        for change in sold_out:
+            event_id = f"sold_out:{change.merchant_id}:{change.sku_id}:{change.order_id}"
+            outbox.append((event_id, change.merchant_id, "stock.sold_out", "", 0,
+                           stock_event(event_id, change.merchant_id, "stock.sold_out",
+                                       change.sku_id, 0, "", change.at_ms), change.at_ms))
+        try:
+            await self._store.save_skus([], [], outbox)
+        except Exception:  # logged; the order path never waits for it
+            log.warning("stock shard %d could not record sold-out events", self.index,
+                        exc_info=True)
 
     async def commit(self, order_ids: Sequence[str]) -> list[tuple[ResultCode, str]]:
         await self._ready

@@ -51,7 +51,9 @@ class StockLevel(NamedTuple):
 class StockChange(NamedTuple):
     """A ledger entry, journaled for persistence and events."""
 
-    kind: str  # "adjusted" | "reserved" | "committed" | "released" | "expired"
+    # "adjusted" | "reserved" | "committed" | "released" | "expired" | "refunded" |
+    # "resynced" | "sold_out" (this reservation took the last available unit)
+    kind: str
     merchant_id: str
     sku_id: str
     delta: int
@@ -169,9 +171,12 @@ class StockLedger:
         self.reservations[order_id] = Reservation(merchant_id, buyer_id, line_tuple,
                                                   expires_at_ms, owner)
         heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
-        for sku_id, quantity in line_tuple:
+        for (sku_id, quantity), sku in zip(line_tuple, states, strict=True):
             self.changes.append(StockChange("reserved", merchant_id, sku_id, quantity, "",
                                             order_id, now_ms))
+            if sku.on_hand - sku.reserved - sku.sold == 0 and not force:
+                self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",
+                                                order_id, now_ms))
         return ResultCode.OK, tuple(sku.price_minor for sku in states)
 
     def commit(self, order_id: str, now_ms: int) -> tuple[ResultCode, str]:
