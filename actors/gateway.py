@@ -161,7 +161,7 @@ class Gateway:
             slot = slot_of(merchant_id, buyer_id)
             shard = shard_of_slot(slot)
             groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
-                                                 slot, deadline_ms))
+                                                 slot, deadline_ms, principal.key_id))
             positions.setdefault(shard, []).append(i)
         self.inflight += len(placements)
         try:
@@ -176,11 +176,12 @@ class Gateway:
         finally:
             self.inflight -= len(placements)
 
-    async def order_action(self, merchant_id: str, op: str, target: str, argument: Any) -> Any:
+    async def order_action(self, merchant_id: str, op: str, target: str, argument: Any,
+                           only_key: str = "") -> Any:
         if op in ("get", "list"):
             with self._read_slot():
-                return await self._order_action(merchant_id, op, target, argument)
-        return await self._order_action(merchant_id, op, target, argument)
+                return await self._order_action(merchant_id, op, target, argument, only_key)
+        return await self._order_action(merchant_id, op, target, argument, only_key)
 
     @contextmanager
     def _read_slot(self) -> Iterator[None]:
@@ -194,7 +195,8 @@ class Gateway:
         finally:
             self.reads_inflight -= 1
 
-    async def _order_action(self, merchant_id: str, op: str, target: str, argument: Any) -> Any:
+    async def _order_action(self, merchant_id: str, op: str, target: str, argument: Any,
+                            only_key: str) -> Any:
         if op == "list":
             shard = self._orders.shard_of(merchant_id, target)
         else:
@@ -202,7 +204,7 @@ class Gateway:
             if slot >= self.config.slots_total:
                 raise NotFound(f"no order {target}", order_id=target)
             shard = self._orders.shard_of_slot(slot)
-        result = await self._act[shard].submit((op, merchant_id, target, argument))
+        result = await self._act[shard].submit((op, merchant_id, target, argument, only_key))
         if isinstance(result, DomainError):
             raise result
         return result

@@ -45,12 +45,14 @@ from engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 
-# (merchant_id, idempotency_key, buyer_id, lines, payment_window_s, slot, deadline_ms)
-# deadline_ms: the client's deadline (0: none); an order not begun by then is not placed.
-Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int, int]
+# (merchant_id, idempotency_key, buyer_id, lines, payment_window_s, slot, deadline_ms,
+#  key_id). deadline_ms: the client's deadline (0: none); an order not begun by then is
+# not placed. key_id: the API key placing it.
+Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int, int, str]
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, message)
-# (op, merchant_id, order_id or buyer_id, argument)
-Action = tuple[str, str, str, Any]
+# (op, merchant_id, order_id or buyer_id, argument, only_key): only_key set for a channel
+# key, which sees only the orders it placed.
+Action = tuple[str, str, str, Any, str]
 
 
 class OrderShard:
@@ -150,7 +152,8 @@ class OrderShard:
         waits: list[tuple[int, asyncio.Future[PlaceResult]]] = []
         room = self._journal is None or self._journal.has_room(len(items))
         grace_ms = self._config.reservation_grace_ms
-        for i, (merchant_id, key, buyer_id, lines, window_s, slot, deadline) in enumerate(items):
+        for i, (merchant_id, key, buyer_id, lines, window_s, slot, deadline, _) in enumerate(
+                items):
             if deadline and now >= deadline:
                 results[i] = (ResultCode.UNAVAILABLE, "the call's deadline passed before the"
                               " order was placed; nothing was applied")
@@ -216,13 +219,13 @@ class OrderShard:
         release, per stock shard."""
         releases: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for i, order_id, shards, deadline_ms in new:
-            merchant_id, key, buyer_id, lines, _, _, _ = items[i]
+            merchant_id, key, buyer_id, lines, _, _, _, key_id = items[i]
             answers = [replies[(shard, order_id)] for shard in shards]
             failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
             if failed is None:
                 prices = self._prices(merchant_id, lines, shards, answers)
                 order = self._book.complete(order_id, merchant_id, key, buyer_id, lines,
-                                            prices, now, deadline_ms)
+                                            prices, now, deadline_ms, key_id)
                 results[i] = (ResultCode.OK, order)
             else:
                 self._book.abandon(merchant_id, key)
@@ -328,13 +331,13 @@ class OrderShard:
 
     def _act_one(self, item: Action, now: int, stock_calls: dict[tuple[str, int], list[Any]],
                  commits: list[tuple[int, Order, str]], position: int) -> Any:
-        op, merchant_id, target, argument = item
+        op, merchant_id, target, argument, only_key = item
         if op == "get":
-            return self._book.get(merchant_id, target).snapshot()
+            return self._book.get(merchant_id, target, only_key).snapshot()
         if op == "list":
             offset, limit = argument
-            return self._book.list_for_buyer(merchant_id, target, offset, limit)
-        order, action = self._book.check(merchant_id, target, op, now)
+            return self._book.list_for_buyer(merchant_id, target, offset, limit, only_key)
+        order, action = self._book.check(merchant_id, target, op, now, only_key)
         if action is None:
             return order.snapshot()
         if order.order_id in self._busy:

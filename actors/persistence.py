@@ -32,7 +32,7 @@ def order_rows(order: OrderSnapshot, slots_total: int) -> tuple[tuple[Any, ...],
                                                                  list[tuple[Any, ...]]]:
     row = (order.order_id, order.merchant_id, order.buyer_id, order.idempotency_key,
            int(order.order_id[:4], 16), order.total_minor, order.created_at_ms,
-           order.payment_deadline_ms)
+           order.payment_deadline_ms, order.key_id)
     lines = [(order.order_id, number, order.merchant_id, sku_id,
               slot_of(order.merchant_id, sku_id, slots_total), quantity, price)
              for number, (sku_id, quantity, price) in enumerate(order.lines)]
@@ -75,4 +75,4 @@ def restore_order(row: Any, lines: Any) -> Order:
     return Order(row["order_id"], row["merchant_id"], row["buyer_id"], row["idempotency_key"],
                  lines, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
                  row["payment_deadline_ms"], row["sequence"], row["refunded"],
-                 row["updated_at_ms"])
+                 row["updated_at_ms"], row["key_id"])

@@ -57,9 +57,10 @@ class Backend(Protocol):
     async def place_orders(self, principal: Principal, placements: Sequence[Placement],
                            deadline_ms: int = 0) -> list[tuple[ResultCode, Any]]:
         """deadline_ms: wall-clock ms after which an order not yet begun is not placed."""
-    async def order_action(self, merchant_id: str, op: str, target: str,
-                           argument: Any) -> Any:
-        """Runs get / list / pay / cancel / fulfil; raises DomainError."""
+    async def order_action(self, merchant_id: str, op: str, target: str, argument: Any,
+                           only_key: str = "") -> Any:
+        """Runs get / list / pay / cancel / fulfil; raises DomainError. With `only_key`,
+        orders placed by other keys are NOT_FOUND."""
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -88,6 +89,11 @@ def _key_message(key: dict[str, Any]) -> merchant_pb2.ApiKey:
 
 def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
     return [(line.sku_id, line.quantity) for line in request.lines]
+
+
+def _only_key(principal: Principal) -> str:
+    """A key with only the channel scope sees only the orders it placed itself."""
+    return principal.key_id if principal.scopes == frozenset({Scope.CHANNEL}) else ""
 
 
 def _deadline_ms(context: Any) -> int:
@@ -278,8 +284,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             if not request.page_token.isdigit() or len(request.page_token) > 12:
                 raise InvalidArgument("page_token", "is not a token from ListOrders")
             offset = int(request.page_token)
+        principal = current_principal()
         page, next_offset = await self._backend.order_action(
-            current_principal().merchant_id, "list", request.buyer_id, (offset, limit))
+            principal.merchant_id, "list", request.buyer_id, (offset, limit),
+            _only_key(principal))
         return order_pb2.ListOrdersResponse(
             orders=[order_message(o) for o in page],
             next_page_token="" if next_offset is None else str(next_offset))
@@ -288,8 +296,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         check_id("order_id", order_id, self._backend.config.id_length_max)
         if len(order_id) < 4 or any(c not in "0123456789abcdef" for c in order_id[:4]):
             raise errors.NotFound(f"no order {order_id}", order_id=order_id)
+        principal = current_principal()
         return order_message(await self._backend.order_action(
-            current_principal().merchant_id, op, order_id, None))
+            principal.merchant_id, op, order_id, None, _only_key(principal)))
 
 
 def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:

@@ -21,6 +21,8 @@ _MIGRATION_LOCK = 0x0F1A57
 
 ORDER_COLUMNS = ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
                  "total_minor", "created_at_ms", "payment_deadline_ms")
+# The engine also records the placing key (migration 0004; imports leave it empty).
+PLACED_ORDER_COLUMNS = (*ORDER_COLUMNS, "key_id")
 LINE_COLUMNS = ("order_id", "line_no", "merchant_id", "sku_id", "sku_slot", "quantity",
                 "unit_price_minor")
 TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "event",
@@ -89,7 +91,8 @@ class Store:
         async with self.pool.acquire() as connection, connection.transaction():
             if orders:
                 await connection.copy_records_to_table(
-                    "orders", schema_name="flashtx", records=orders, columns=ORDER_COLUMNS)
+                    "orders", schema_name="flashtx", records=orders,
+                    columns=PLACED_ORDER_COLUMNS)
             if lines:
                 await connection.copy_records_to_table(
                     "order_lines", schema_name="flashtx", records=lines, columns=LINE_COLUMNS)

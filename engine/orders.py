@@ -92,6 +92,7 @@ class OrderSnapshot(NamedTuple):
     sequence: int
     refunded: bool
     updated_at_ms: int
+    key_id: str = ""  # the API key that placed it
 
 
 class OrderChange(NamedTuple):
@@ -119,12 +120,13 @@ class Order:
     sequence: int = 1
     refunded: bool = False
     updated_at_ms: int = 0
+    key_id: str = ""
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(self.order_id, self.merchant_id, self.buyer_id,
                              self.idempotency_key, self.lines, int(self.status),
                              self.total_minor, self.created_at_ms, self.payment_deadline_ms,
-                             self.sequence, self.refunded, self.updated_at_ms)
+                             self.sequence, self.refunded, self.updated_at_ms, self.key_id)
 
     @property
     def unpriced_lines(self) -> tuple[Line, ...]:
@@ -184,7 +186,7 @@ class OrderBook:
 
     def complete(self, order_id: str, merchant_id: str, idempotency_key: str, buyer_id: str,
                  lines: Sequence[Line], prices: Sequence[int], now_ms: int,
-                 payment_deadline_ms: int) -> OrderSnapshot:
+                 payment_deadline_ms: int, key_id: str = "") -> OrderSnapshot:
         """Stock is held: the order exists, RESERVED, from now on."""
         key = (merchant_id, idempotency_key)
         pending = self._pending.pop(key, None)
@@ -193,7 +195,7 @@ class OrderBook:
                        for (sku_id, quantity), price in zip(lines, prices, strict=True))
         order = Order(order_id, merchant_id, buyer_id, idempotency_key, priced,
                       OrderStatus.RESERVED, sum(q * p for _, q, p in priced), now_ms,
-                      payment_deadline_ms, 1, False, now_ms)
+                      payment_deadline_ms, 1, False, now_ms, key_id)
         self._add(order)
         self.changes.append(OrderChange(order_id, merchant_id, 1, int(order.status), "placed",
                                         now_ms))
@@ -216,18 +218,20 @@ class OrderBook:
 
     # --- transitions -----------------------------------------------------------------------
 
-    def get(self, merchant_id: str, order_id: str) -> Order:
+    def get(self, merchant_id: str, order_id: str, only_key: str = "") -> Order:
+        """`only_key`: when set, orders placed by other keys are not seen (channel keys)."""
         order = self.orders.get(order_id)
-        # Another merchant's order is reported exactly like a missing one.
-        if order is None or order.merchant_id != merchant_id:
+        # Another merchant's (or key's) order is reported exactly like a missing one.
+        if order is None or order.merchant_id != merchant_id or (
+                only_key and order.key_id != only_key):
             raise NotFound(f"no order {order_id}", order_id=order_id)
         return order
 
-    def check(self, merchant_id: str, order_id: str, event: str,
-              now_ms: int) -> tuple[Order, StockAction | None]:
+    def check(self, merchant_id: str, order_id: str, event: str, now_ms: int,
+              only_key: str = "") -> tuple[Order, StockAction | None]:
         """Validates a step without taking it. Returns the stock action it needs, or None
         when the order is already where the step leads (a retry)."""
-        order = self.get(merchant_id, order_id)
+        order = self.get(merchant_id, order_id, only_key)
         if (event, order.status) in _ALREADY:
             return order, None
         if event == "pay" and order.status == OrderStatus.RESERVED and (
@@ -263,10 +267,12 @@ class OrderBook:
         """Puts an order back on the expiry schedule (its expiry was postponed)."""
         heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
 
-    def list_for_buyer(self, merchant_id: str, buyer_id: str, offset: int,
-                       limit: int) -> tuple[list[OrderSnapshot], int | None]:
+    def list_for_buyer(self, merchant_id: str, buyer_id: str, offset: int, limit: int,
+                       only_key: str = "") -> tuple[list[OrderSnapshot], int | None]:
         """Newest first; returns the page and the next offset (None at the end)."""
         ids = self._by_buyer.get((merchant_id, buyer_id), [])
+        if only_key:
+            ids = [i for i in ids if self.orders[i].key_id == only_key]
         end = len(ids) - offset
         start = max(0, end - limit)
         page = [self.orders[i].snapshot() for i in reversed(ids[start:max(end, 0)])]

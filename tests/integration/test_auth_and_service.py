@@ -114,3 +114,25 @@ async def test_health_and_reflection(engine) -> None:
             break
     assert {"flashtx.v1.MerchantService", "flashtx.v1.StockService",
             "flashtx.v1.OrderService", "grpc.health.v1.Health"} <= names
+
+
+async def test_a_channel_key_sees_only_its_own_orders(engine, shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="c", name="C", price_minor=5, on_hand=10))
+    keys = [await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+        scopes=[common_pb2.SCOPE_CHANNEL], label=f"pos-{n}")) for n in range(2)]
+    async with Client(engine.address, keys[0].secret) as pos_a, \
+            Client(engine.address, keys[1].secret) as pos_b:
+        mine = (await pos_a.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
+            idempotency_key="till-1", buyer_id="walk-in",
+            lines=[order_pb2.OrderLine(sku_id="c", quantity=1)]))).order
+        get = order_pb2.GetOrderRequest(order_id=mine.order_id)
+        assert (await pos_a.orders.GetOrder(get)).order.order_id == mine.order_id
+        assert await code_of(pos_b.orders.GetOrder(get)) == grpc.StatusCode.NOT_FOUND
+        assert await code_of(pos_b.orders.CancelOrder(order_pb2.CancelOrderRequest(
+            order_id=mine.order_id))) == grpc.StatusCode.NOT_FOUND
+        listing = order_pb2.ListOrdersRequest(buyer_id="walk-in")
+        assert [o.order_id for o in (await pos_b.orders.ListOrders(listing)).orders] == []
+        assert [o.order_id for o in (await pos_a.orders.ListOrders(listing)).orders] == [
+            mine.order_id]
+    # The merchant's admin key sees every order.
+    assert (await shop.orders.GetOrder(get)).order.order_id == mine.order_id
