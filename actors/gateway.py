@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection
 
 from actors import clock, metrics
 from actors.batcher import MicroBatcher
-from actors.routing import ShardGroup
+from actors.loops import until_done
+from actors.routing import ShardGroup, find_actors
 from adapters.grpc_errors import FlashtxInterceptor
 from adapters.grpc_service import Placement, add_servicers
 from engine.config import Config
@@ -57,11 +58,13 @@ class Gateway:
         self.rpc_seconds = 0.0
         self.batches_sent = 0
         self.items_sent = 0
-        batch = dict(items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
+        batch: dict[str, Any] = dict(
+                     items_max=config.batch_items_max, delay_s=config.batch_delay_ms_max / 1000,
                      queue_items_max=config.batch_queue_items_max,
                      retry_after_ms=config.overload_retry_after_ms,
                      inflight_batches_max=config.batch_inflight_max,
                      queue_delay_s_max=config.queue_delay_ms_max / 1000)
+        self._batch_options = batch
         self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place,
                                     **batch, observe=self._observer("gateway_to_order_place"))
                        for i in range(len(orders.handles))]
@@ -80,6 +83,7 @@ class Gateway:
     # --- server lifecycle -------------------------------------------------------------------
 
     async def _serve(self) -> None:
+        await self._follow_resharding()
         options = [("grpc.so_reuseport", 1),
                    ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
                    ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
@@ -303,6 +307,23 @@ class Gateway:
     async def _merchant_call(self, merchant_id: str, method: str, *args: Any) -> Any:
         return await self._merchants.call(self._merchants.shard_of(merchant_id, ""), method,
                                           *args)
+
+    async def _follow_resharding(self) -> None:
+        """A gateway (re)started after a resharding routes by the table the shards use."""
+        table = await until_done(lambda: self._orders.call(0, "stock_routing"),
+                                 f"gateway {self.index} routing")
+        if table.version > self._stock.table.version:
+            handles = await find_actors([f"stock-{i}" for i in range(table.shards)])
+            await self.reroute_stock(handles, table)
+
+    async def reroute_stock(self, handles: Sequence[Any], table: Any) -> None:
+        """Resharding: reads and catalogue writes go by the new table."""
+        self._stock.update(handles, table)
+        while len(self._read) < len(handles):
+            self._read.append(MicroBatcher(
+                self._sender(self._stock, len(self._read), "levels"), _unavailable_error,
+                **self._batch_options, observe=self._observer("gateway_to_stock_read")))
+        self._snapshots.clear()
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from actors.persistence import (
     restore_order,
     transition_rows,
 )
-from actors.routing import ShardGroup
+from actors.routing import ShardGroup, find_actors
 from adapters.postgres import Store
 from engine.config import Config
 from engine.errors import (
@@ -67,6 +67,8 @@ class OrderShard:
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
         self._not_durable: dict[str, asyncio.Future[None]] = {}
         self._busy: set[str] = set()  # orders with a stock call in flight
+        self._moving = False  # resharding: stock-changing work is refused meanwhile
+        self._stock_calls_inflight = 0
         self._place_calls = 0
         self._place_seconds = 0.0  # from a batch's arrival to its answer
         self._reserve_seconds = 0.0  # waiting for stock shards
@@ -82,6 +84,10 @@ class OrderShard:
         self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
         if self._store is not None:
             store = self._store
+            stored = await store.stock_routing()
+            if stored is not None and stored.version > self._stock.table.version:
+                handles = await find_actors([f"stock-{i}" for i in range(stored.shards)])
+                self._stock.update(handles, stored)  # resharded since this actor was made
             self._journal = GroupCommitter(
                 lambda entries: commit_order_entries(store, entries),
                 batch_max=self._config.commit_orders_max,
@@ -129,7 +135,39 @@ class OrderShard:
 
     # --- placing (hot path) -----------------------------------------------------------------
 
+    async def reroute_stock(self, handles: Sequence[Any], table: RoutingTable) -> None:
+        """Resharding: stops taking stock-changing work, lets what is in flight finish,
+        then routes by the new table. Work refused meanwhile gets UNAVAILABLE."""
+        self._moving = True
+        while self._stock_calls_inflight:
+            await asyncio.sleep(0.005)
+        self._stock.update(handles, table)
+        self._releases_due.clear()  # addressed by the old table; the rebuild settles them
+
+    async def resume(self) -> None:
+        self._moving = False
+
+    async def save_stock_routing(self, table: RoutingTable) -> None:
+        """Makes a new stock table durable (before anyone routes by it)."""
+        await self._ready
+        if self._store is not None:
+            await self._store.save_stock_routing(table)
+
+    async def stock_routing(self) -> RoutingTable:
+        await self._ready
+        return self._stock.table
+
     async def place(self, items: Sequence[Placement]) -> list[PlaceResult]:
+        if self._moving:
+            return [(ResultCode.UNAVAILABLE, "stock is being resharded; retry with the same"
+                     " key")] * len(items)
+        self._stock_calls_inflight += 1
+        try:
+            return await self._place_measured(items)
+        finally:
+            self._stock_calls_inflight -= 1
+
+    async def _place_measured(self, items: Sequence[Placement]) -> list[PlaceResult]:
         started = time.perf_counter()
         try:
             results = await self._place(items)
@@ -307,6 +345,15 @@ class OrderShard:
     async def act(self, items: Sequence[Action]) -> list[Any]:
         """A batch of get / list / pay / cancel / fulfil; each answer is a snapshot, a
         (page, next offset) pair, or a DomainError."""
+        if self._moving and any(item[0] not in ("get", "list") for item in items):
+            return [Unavailable("stock is being resharded; retry")] * len(items)
+        self._stock_calls_inflight += 1
+        try:
+            return await self._act(items)
+        finally:
+            self._stock_calls_inflight -= 1
+
+    async def _act(self, items: Sequence[Action]) -> list[Any]:
         await self._ready
         results: list[Any] = [None] * len(items)
         stock_calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
@@ -402,6 +449,8 @@ class OrderShard:
 
 
     async def _sweep_once(self) -> None:
+        if self._moving:
+            return
         if self._journal is not None:
             metrics.record(metrics.depth(), self._journal.depth, queue="journal",
                            actor=f"order-{self.index}")

@@ -66,10 +66,26 @@ class StockShard:
         self._ledger.drain_changes()
         self._ledger.check_invariants()
 
+    async def rebuild(self, slots: Sequence[int]) -> int:
+        """Resharding: owns `slots` from now on. State is rebuilt the way recovery does it
+        (catalogue and on-hand from Postgres, holds and sales from the order shards, which
+        route by the new table already), so no order is lost or counted twice."""
+        await self._ready
+        self._slots = list(slots)
+        self._ledger = StockLedger(self._config.skus_per_shard_max)
+        self._loaded = asyncio.get_running_loop().create_task(self._load())
+        self._ready = asyncio.get_running_loop().create_task(self._start())
+        await self._ready
+        return len(self._ledger.skus)
+
     async def _load(self) -> None:
-        self._store = await open_store(self._config.postgres_dsn, 2)
+        if self._store is None:
+            self._store = await open_store(self._config.postgres_dsn, 2)
         if self._store is None:
             return
+        stored = await self._store.stock_routing()
+        if stored is not None and self.index < stored.shards:
+            self._slots = stored.slots_of(self.index)  # resharded since this actor was made
         skus = await self._store.load_skus(self._slots)
         for row in skus:
             self._ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],

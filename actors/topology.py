@@ -124,6 +124,33 @@ class Topology:
         self.connectors[spec.name] = connector
         return connector
 
+    def reshard_stock(self, shards_total: int) -> RoutingTable:
+        """Adds stock shards and moves slots to them while traffic flows: order shards
+        pause stock-changing work (callers get UNAVAILABLE and retry), switch to the new
+        table, every stock shard rebuilds its slots from Postgres and the order shards,
+        and work resumes. Holds and sales are facts about orders, so nothing is lost or
+        counted twice."""
+        old = self.stock.table
+        table = RoutingTable(old.version + 1,
+                             tuple(slot % shards_total for slot in range(len(old.shard_of_slot))))
+        order_names = [f"order-{i}" for i in range(len(self.orders.handles))]
+        added = [RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS,
+                                                                          self.config))
+                 .remote(i, self.config, table.slots_of(i), order_names)
+                 for i in range(len(self.stock.handles), shards_total)]
+        ray.get([shard.check_invariants.remote() for shard in added])
+        handles = [*self.stock.handles, *added]
+        if self.config.postgres_dsn != "none":
+            ray.get(self.orders.handles[0].save_stock_routing.remote(table))
+        ray.get([o.reroute_stock.remote(handles, table) for o in self.orders.handles])
+        try:
+            ray.get([g.reroute_stock.remote(handles, table) for g in self.gateways])
+            ray.get([s.rebuild.remote(table.slots_of(i)) for i, s in enumerate(handles)])
+        finally:
+            ray.get([o.resume.remote() for o in self.orders.handles])
+        self.stock.update(handles, table)
+        return table
+
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""
         if self.controller is not None:

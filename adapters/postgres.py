@@ -7,12 +7,15 @@ from the ledger tables (filtered by slot).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +218,23 @@ class Store:
                 " ON CONFLICT (name) DO NOTHING", name, default)
             return str(await connection.fetchval(
                 "SELECT value FROM flashtx.settings WHERE name = $1", name))
+
+    async def stock_routing(self) -> RoutingTable | None:
+        """The stock routing table set by the last resharding (None: the configured one)."""
+        async with self.pool.acquire() as connection:
+            value = await connection.fetchval(
+                "SELECT value FROM flashtx.settings WHERE name = 'stock_routing'")
+        if value is None:
+            return None
+        stored = json.loads(value)
+        return RoutingTable(int(stored["version"]), tuple(stored["shard_of_slot"]))
+
+    async def save_stock_routing(self, table: RoutingTable) -> None:
+        value = json.dumps({"version": table.version, "shard_of_slot": table.shard_of_slot})
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO flashtx.settings (name, value) VALUES ('stock_routing', $1)"
+                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", value)
 
     async def save_merchant_with_key(self, merchant: Sequence[Any],
                                      key: Sequence[Any]) -> None:

@@ -22,7 +22,7 @@ from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 _merchants = itertools.count()
 # Merchant ids are unique per session: Redis (event streams) outlives a test database.
 SESSION = secrets.token_hex(3)
-ENGINE_OPTIONS = dict(gateways=2, stock_shards=3, order_shards=2, expiry_sweep_interval_ms=50,
+ENGINE_OPTIONS = dict(gateways=2, stock_shards=2, order_shards=2, expiry_sweep_interval_ms=50,
                       auth_cache_ttl_ms=1000, journal_entries_max=2000, commit_orders_max=500)
 
 

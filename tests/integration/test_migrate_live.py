@@ -71,5 +71,5 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
     orders = engine.topology.orders
     shard = orders.shard_of_slot(int(an_order["order_id"][:4], 16))
     [found] = await orders.handles[shard].act.remote(
-        [("get", an_order["merchant_id"], an_order["order_id"], None)])
+        [("get", an_order["merchant_id"], an_order["order_id"], None, "")])
     assert found.order_id == an_order["order_id"]
