@@ -64,8 +64,11 @@ class LocalEngine:
             local = {"num_cpus": os.cpu_count() or 2}
             if config.metrics_export_port:
                 local["_metrics_export_port"] = config.metrics_export_port
-            ray.init(address=ray_address, namespace=NAMESPACE, include_dashboard=dashboard,
-                     log_to_driver=False, **({} if ray_address else local))
+            # Without an address, always a new local cluster: never a stray `ray start`
+            # cluster that happens to run on this machine.
+            ray.init(address=ray_address or "local", namespace=NAMESPACE,
+                     include_dashboard=dashboard, log_to_driver=False,
+                     **({} if ray_address else local))
         topology = Topology.start(config, port or free_port())
         return cls(topology, config, owns_ray, operator_key)
 
