@@ -36,7 +36,6 @@ from engine.config import Config
 from engine.errors import (
     DomainError,
     InvalidTransition,
-    Overloaded,
     ResultCode,
     Unavailable,
 )
@@ -482,4 +481,4 @@ def _orders_in(results: list[Any]) -> list[OrderSnapshot]:
     return found
 
 
-__all__ = ["OrderShard", "Overloaded"]
+__all__ = ["OrderShard"]
