@@ -16,3 +16,15 @@ def now_ms() -> int:
 def shift(offset_ms: int) -> None:
     global _offset_ms
     _offset_ms = offset_ms
+
+
+class ClockControl:
+    """Lets tests and drills move an actor's clock (``Topology.shift_clock``): campaign
+    windows, hold and cart expiry are then tested without sleeping."""
+
+    async def shift_clock(self, offset_ms: int) -> None:
+        shift(offset_ms)
+        self._clock_shifted()
+
+    def _clock_shifted(self) -> None:
+        """Actors with time-stamped caches drop them here."""

@@ -41,7 +41,7 @@ from engine.stock import StockLevel
 log = logging.getLogger(__name__)
 
 
-class Gateway:
+class Gateway(clock.ClockControl):
     def __init__(self, index: int, config: Config, port: int, merchants: ShardGroup,
                  stock: ShardGroup, orders: ShardGroup) -> None:
         self.index = index
@@ -71,6 +71,12 @@ class Gateway:
         self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error,
                                   **batch, observe=self._observer("gateway_to_order_act"))
                      for i in range(len(orders.handles))]
+        self._cart = [MicroBatcher(self._sender(orders, i, "cart"), _unavailable_error,
+                                   **batch, observe=self._observer("gateway_to_order_cart"))
+                      for i in range(len(orders.handles))]
+        self._checkout = [MicroBatcher(self._sender(orders, i, "checkout"), _unavailable_place,
+                                       **batch, observe=self._observer("gateway_to_order_checkout"))
+                          for i in range(len(orders.handles))]
         self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error,
                                    **batch, observe=self._observer("gateway_to_stock_read"))
                       for i in range(len(stock.handles))]
@@ -126,6 +132,11 @@ class Gateway:
                 "batches_sent": self.batches_sent, "items_sent": self.items_sent,
                 "auth_cache": len(self._auth_cache), "snapshots": len(self._snapshots)}
 
+    def _clock_shifted(self) -> None:
+        self._auth_cache.clear()  # their expiry times were read on the old clock
+        self._snapshots.clear()
+        self._buckets.clear()
+
     # --- auth -------------------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> Principal:
@@ -161,11 +172,12 @@ class Gateway:
         slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
         groups: dict[int, list[Any]] = {}
         positions: dict[int, list[int]] = {}
-        for i, (key, buyer_id, lines) in enumerate(placements):
+        for i, (key, buyer_id, lines, campaign_id) in enumerate(placements):
             slot = slot_of(merchant_id, buyer_id)
             shard = shard_of_slot(slot)
             groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
-                                                 slot, deadline_ms, principal.key_id))
+                                                 slot, deadline_ms, principal.key_id,
+                                                 campaign_id))
             positions.setdefault(shard, []).append(i)
         self.inflight += len(placements)
         try:
@@ -179,6 +191,68 @@ class Gateway:
             return results
         finally:
             self.inflight -= len(placements)
+
+    async def cart_action(self, principal: Principal, op: str, buyer_id: str,
+                          campaign_id: str, sku_id: str = "", quantity: int = 0) -> Any:
+        """add / set / remove / get / clear on a buyer's cart; raises DomainError."""
+        if self.inflight >= self.config.gateway_inflight_max:
+            metrics.record(metrics.rejections(), 1, reason="gateway_inflight")
+            raise Overloaded("gateway is at its in-flight limit",
+                             self.config.overload_retry_after_ms)
+        merchant_id = principal.merchant_id
+        shard = self._orders.shard_of(merchant_id, buyer_id)
+        self.inflight += 1
+        try:
+            result = await self._cart[shard].submit((op, merchant_id, buyer_id, campaign_id,
+                                                     sku_id, quantity, principal.cart_hold_s))
+        finally:
+            self.inflight -= 1
+        if isinstance(result, DomainError):
+            raise result
+        return result
+
+    async def checkout(self, principal: Principal, buyer_id: str, campaign_id: str,
+                       idempotency_key: str, deadline_ms: int = 0) -> tuple[ResultCode, Any]:
+        if self.inflight >= self.config.gateway_inflight_max:
+            metrics.record(metrics.rejections(), 1, reason="gateway_inflight")
+            raise Overloaded("gateway is at its in-flight limit",
+                             self.config.overload_retry_after_ms)
+        self._charge(principal, 1)
+        merchant_id = principal.merchant_id
+        slot = self._orders.slot(merchant_id, buyer_id)
+        self.inflight += 1
+        try:
+            result: tuple[ResultCode, Any] = await self._checkout[
+                self._orders.shard_of_slot(slot)].submit(
+                (merchant_id, buyer_id, campaign_id, idempotency_key,
+                 principal.payment_window_s, slot, deadline_ms, principal.key_id))
+            return result
+        finally:
+            self.inflight -= 1
+
+    async def create_campaign(self, merchant_id: str, *args: Any) -> Any:
+        return await self._merchant_call(merchant_id, "create_campaign", merchant_id, *args)
+
+    async def get_campaign(self, merchant_id: str, campaign_id: str) -> Any:
+        with self._read_slot():
+            return await self._merchant_call(merchant_id, "get_campaign", merchant_id,
+                                             campaign_id)
+
+    async def list_campaigns(self, merchant_id: str) -> Any:
+        with self._read_slot():
+            return await self._merchant_call(merchant_id, "list_campaigns", merchant_id)
+
+    async def end_campaign(self, merchant_id: str, campaign_id: str) -> Any:
+        return await self._merchant_call(merchant_id, "end_campaign", merchant_id, campaign_id)
+
+    async def update_merchant(self, merchant_id: str, payment_window_s: int,
+                              cart_hold_s: int) -> Any:
+        result = await self._merchant_call(merchant_id, "update", merchant_id,
+                                           payment_window_s, cart_hold_s)
+        # This gateway sees the new settings now; others within auth_cache_ttl_ms.
+        for token in [t for t in self._auth_cache if t.startswith(f"ftx1.{merchant_id}.")]:
+            del self._auth_cache[token]
+        return result
 
     async def order_action(self, merchant_id: str, op: str, target: str, argument: Any,
                            only_key: str = "") -> Any:
@@ -286,10 +360,10 @@ class Gateway:
         return level
 
     async def create_merchant(self, merchant_id: str, name: str,
-                              payment_window_s: int) -> Any:
+                              payment_window_s: int, cart_hold_s: int = 0) -> Any:
         merchant_id = merchant_id or f"m-{secrets.token_hex(6)}"
         return await self._merchant_call(merchant_id, "create", merchant_id, name,
-                                         payment_window_s)
+                                         payment_window_s, cart_hold_s)
 
     async def get_merchant(self, merchant_id: str) -> Any:
         return await self._merchant_call(merchant_id, "get", merchant_id)
@@ -355,7 +429,8 @@ class Gateway:
             await asyncio.sleep(1.0)
             metrics.record(metrics.depth(), self.inflight, queue="gateway_inflight",
                            actor=actor)
-            queued = sum(b.outstanding for b in (*self._place, *self._act, *self._read))
+            queued = sum(b.outstanding for b in (*self._place, *self._act, *self._read,
+                                                 *self._cart, *self._checkout))
             metrics.record(metrics.depth(), queued, queue="gateway_batches", actor=actor)
             for kind, count in (("gateway", self.config.gateways),
                                 ("stock_shard", len(self._stock.handles)),

@@ -1,16 +1,38 @@
-"""MerchantShard: merchant profiles and API keys (key: merchant). Every change is in
-Postgres before it is answered; on start the shard loads its merchants."""
+"""MerchantShard: merchant profiles, API keys and campaigns (key: merchant). Every change
+is in Postgres before it is answered; on start the shard loads its merchants and
+campaigns.
+
+Campaigns move units between stock counters (a SKU and its buckets): the sending stock
+shard takes the units out of memory and writes both sides in one transaction; the
+receiving one adds them unless it reloaded since (then Postgres had them). A loop here
+refills emptying buckets from full ones, announces a campaign SKU sold out once every
+bucket is empty, and returns unsold units to their SKUs once a campaign is over.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from actors import clock
-from actors.persistence import open_store
+from actors.loops import every, until_done
+from actors.persistence import campaign_from_row, campaign_row, open_store
+from actors.routing import ShardGroup, find_actors
+from adapters.events import stock_event
 from adapters.postgres import Store
+from engine.campaigns import (
+    Campaign,
+    CampaignSku,
+    bucket_key,
+    not_found,
+    rebalance_moves,
+    split_units,
+    validate_campaign,
+)
 from engine.config import Config
+from engine.errors import AlreadyExists, FailedPrecondition, NotFound
 from engine.merchants import (
     ApiKeyRecord,
     MerchantDirectory,
@@ -20,15 +42,26 @@ from engine.merchants import (
 )
 from engine.sharding import slot_of
 
+log = logging.getLogger(__name__)
 
-class MerchantShard:
-    def __init__(self, index: int, config: Config, slots: Sequence[int]) -> None:
+
+class MerchantShard(clock.ClockControl):
+    def __init__(self, index: int, config: Config, slots: Sequence[int],
+                 order_shard_names: Sequence[str] = ()) -> None:
         self.index = index
         self._config = config
         self._slots = set(slots)
+        self._order_names = list(order_shard_names)
         self._directory = MerchantDirectory(config.merchants_max, config.api_keys_per_merchant_max)
         self._store: Store | None = None
+        self._campaigns: dict[tuple[str, str], Campaign] = {}
+        self._settled: set[tuple[str, str]] = set()  # over, and nothing left to return
+        self._announced: set[tuple[str, str, str]] = set()  # (merchant, campaign, sku)
+        self._campaign_lock = asyncio.Lock()
         self._ready = asyncio.get_running_loop().create_task(self._start())
+        self._balancer = asyncio.get_running_loop().create_task(every(
+            config.campaign_rebalance_interval_ms / 1000, self._balance_once,
+            "campaign buckets", after=self._ready))
 
     async def _start(self) -> None:
         self._store = await open_store(self._config.postgres_dsn, 2)
@@ -39,29 +72,44 @@ class MerchantShard:
             if slot_of(row["merchant_id"], "", self._config.slots_total) in self._slots:
                 self._directory.merchants[row["merchant_id"]] = MerchantRecord(
                     row["merchant_id"], row["name"], row["created_at_ms"],
-                    row["payment_window_s"])
+                    row["payment_window_s"], cart_hold_s=row["cart_hold_s"])
         for row in keys:
             merchant = self._directory.merchants.get(row["merchant_id"])
             if merchant is not None:
                 merchant.keys[row["key_id"]] = ApiKeyRecord(
                     row["key_id"], row["secret_hash"], frozenset(Scope(s) for s in row["scopes"]),
                     row["label"], row["created_at_ms"], row["revoked"])
+        for row in await self._store.load_campaigns():
+            if row["merchant_id"] in self._directory.merchants:
+                campaign = campaign_from_row(row)
+                self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
 
-    async def create(self, merchant_id: str, name: str,
-                     payment_window_s: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    async def create(self, merchant_id: str, name: str, payment_window_s: int,
+                     cart_hold_s: int = 0) -> tuple[dict[str, Any], dict[str, Any], str]:
         await self._ready
         window_s = payment_window_s or self._config.payment_window_s_default
         merchant, key, token = self._directory.create(merchant_id, name, window_s,
                                                       clock.now_ms())
+        merchant.cart_hold_s = cart_hold_s
         if self._store is not None:
             try:
                 await self._store.save_merchant_with_key(
                     (merchant.merchant_id, merchant.name, merchant.payment_window_s,
-                     merchant.created_at_ms), _key_row(merchant_id, key))
+                     merchant.created_at_ms, merchant.cart_hold_s), _key_row(merchant_id, key))
             except Exception:
                 del self._directory.merchants[merchant_id]  # not durable: not created
                 raise
         return _merchant(merchant), _key(key), token
+
+    async def update(self, merchant_id: str, payment_window_s: int,
+                     cart_hold_s: int) -> dict[str, Any]:
+        await self._ready
+        merchant = self._directory.get(merchant_id)
+        window_s = payment_window_s or self._config.payment_window_s_default
+        if self._store is not None:
+            await self._store.update_merchant(merchant_id, window_s, cart_hold_s)
+        merchant.payment_window_s, merchant.cart_hold_s = window_s, cart_hold_s
+        return _merchant(merchant)
 
     async def get(self, merchant_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         await self._ready
@@ -89,7 +137,246 @@ class MerchantShard:
         return _key(key)
 
     async def stats(self) -> dict[str, Any]:
-        return {"index": self.index, "merchants": len(self._directory.merchants)}
+        return {"index": self.index, "merchants": len(self._directory.merchants),
+                "campaigns": len(self._campaigns)}
+
+    # --- campaigns ----------------------------------------------------------------------
+
+    async def campaigns_of(self, merchant_ids: Sequence[str] | None = None) -> list[Campaign]:
+        """Campaigns (every one, or those of some merchants): what order shards load."""
+        await self._ready
+        return [c for c in self._campaigns.values()
+                if merchant_ids is None or c.merchant_id in merchant_ids]
+
+    async def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
+                              starts_at_ms: int, ends_at_ms: int, buckets: int,
+                              skus: Sequence[tuple[str, int, int, int]]) -> dict[str, Any]:
+        """skus: (sku_id, sale_price_minor, allotment, per_buyer_limit)."""
+        await self._ready
+        config = self._config
+        self._directory.get(merchant_id)
+        now = clock.now_ms()
+        validate_campaign(campaign_id, starts_at_ms, ends_at_ms, buckets, skus,
+                          config.campaign_buckets_max, config.campaign_skus_max, now)
+        async with self._campaign_lock:
+            if (merchant_id, campaign_id) in self._campaigns:
+                raise AlreadyExists(f"campaign {campaign_id} exists", campaign_id=campaign_id)
+            if sum(1 for m, _ in self._campaigns if m == merchant_id) >= (
+                    config.campaigns_per_merchant_max):
+                raise FailedPrecondition(
+                    f"a merchant holds at most {config.campaigns_per_merchant_max} campaigns")
+            stock = await self._stock()
+            levels = await self._levels(stock, merchant_id, [s for s, *_ in skus])
+            planned: dict[str, CampaignSku] = {}
+            for (sku_id, price, allotment, limit), level in zip(skus, levels, strict=True):
+                if level is None:
+                    raise NotFound(f"unknown sku {sku_id}", sku_id=sku_id)
+                units = allotment or level.available
+                if units <= 0 or units > level.available:
+                    raise FailedPrecondition(
+                        f"sku {sku_id} has {level.available} units available", sku_id=sku_id)
+                base = stock.shard_of(merchant_id, sku_id)
+                keys = tuple(self._bucket_name(stock, merchant_id, sku_id, campaign_id, k,
+                                               (base + k) % len(stock.handles))
+                             for k in range(buckets))
+                planned[sku_id] = CampaignSku(sku_id, price, allotment, limit, units, keys)
+            campaign = Campaign(merchant_id, campaign_id, name, starts_at_ms, ends_at_ms,
+                                buckets, planned, now)
+            try:
+                await self._fill_buckets(stock, campaign, {s: lv for s, lv in zip(
+                    [s for s, *_ in skus], levels, strict=True)})
+            except BaseException:
+                if (merchant_id, campaign_id) in self._campaigns:  # partly moved: undo
+                    await self._end(campaign)
+                raise
+            await self._tell_order_shards(campaign)
+            return await self._describe(stock, campaign)
+
+    async def _fill_buckets(self, stock: ShardGroup, campaign: Campaign,
+                            levels: dict[str, Any]) -> None:
+        """Moves each SKU's units into its buckets. The campaign's row is written with the
+        first SKU's move; from then on it exists (and is ended if a later move fails)."""
+        now = clock.now_ms()
+        first = True
+        for sku in campaign.skus.values():
+            level = levels[sku.sku_id]
+            shares = split_units(sku.units, campaign.buckets)
+            receivers = [(key, stock.shard_of(campaign.merchant_id, key))
+                         for key in sku.bucket_keys]
+            instances = [await stock.call(shard, "instance") for _, shard in receivers]
+            rows = [(campaign.merchant_id, key, stock.slot(campaign.merchant_id, key),
+                     level.name, sku.sale_price_minor, 0, now) for key, _ in receivers]
+            await stock.call(stock.shard_of(campaign.merchant_id, sku.sku_id), "transfer_out",
+                             campaign.merchant_id, sku.sku_id, sku.units,
+                             list(zip(sku.bucket_keys, shares, strict=True)), rows,
+                             campaign_row(campaign) if first else None)
+            if first:
+                self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
+                first = False
+            for (key, shard), share, instance in zip(receivers, shares, instances,
+                                                     strict=True):
+                await stock.call(shard, "deposit", campaign.merchant_id, key, level.name,
+                                 sku.sale_price_minor, share, instance)
+
+    async def get_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]:
+        await self._ready
+        campaign = self._campaigns.get((merchant_id, campaign_id))
+        if campaign is None:
+            raise not_found(campaign_id)
+        return await self._describe(await self._stock(), campaign)
+
+    async def list_campaigns(self, merchant_id: str) -> list[dict[str, Any]]:
+        await self._ready
+        stock = await self._stock()
+        return [await self._describe(stock, c) for (m, _), c in sorted(
+            self._campaigns.items(), key=lambda item: item[1].created_at_ms) if m == merchant_id]
+
+    async def end_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]:
+        await self._ready
+        campaign = self._campaigns.get((merchant_id, campaign_id))
+        if campaign is None:
+            raise not_found(campaign_id)
+        async with self._campaign_lock:
+            await self._end(campaign)
+        return await self._describe(await self._stock(), campaign)
+
+    async def _end(self, campaign: Campaign) -> None:
+        if not campaign.ended:
+            if self._store is not None:
+                await self._store.end_campaign(campaign.merchant_id, campaign.campaign_id)
+            campaign.ended = True
+        await self._tell_order_shards(campaign)
+        await self._settle(await self._stock(), campaign)
+
+    async def _tell_order_shards(self, campaign: Campaign) -> None:
+        orders = await find_actors(self._order_names)
+        await until_done(lambda: asyncio.gather(*(o.campaign_changed.remote(campaign)
+                                                  for o in orders)),
+                         f"campaign {campaign.campaign_id} to order shards")
+
+    async def _describe(self, stock: ShardGroup, campaign: Campaign) -> dict[str, Any]:
+        keys = [key for sku in campaign.skus.values() for key in sku.bucket_keys]
+        levels = dict(zip(keys, await self._levels(stock, campaign.merchant_id, keys),
+                          strict=True))
+        skus = []
+        for sku in campaign.skus.values():
+            mine = [levels[key] for key in sku.bucket_keys if levels[key] is not None]
+            available = sum(level.available for level in mine)
+            skus.append({"sku": sku, "available": available,
+                         "reserved": sum(level.reserved for level in mine),
+                         "sold": sum(level.sold for level in mine),
+                         "sold_out": len(mine) == len(sku.bucket_keys) and available == 0})
+        return {"campaign": campaign, "skus": skus}
+
+    async def _stock(self) -> ShardGroup:
+        """The stock shards as the order shards route to them now (resharding moves)."""
+        orders = await find_actors(self._order_names[:1])
+        table = await orders[0].stock_routing.remote()
+        handles = await find_actors([f"stock-{i}" for i in range(table.shards)])
+        return ShardGroup(handles, table, self._config.slots_total)
+
+    async def _levels(self, stock: ShardGroup, merchant_id: str,
+                      sku_ids: Sequence[str]) -> list[Any]:
+        groups: dict[int, list[int]] = {}
+        for i, sku_id in enumerate(sku_ids):
+            groups.setdefault(stock.shard_of(merchant_id, sku_id), []).append(i)
+        answers = await asyncio.gather(*(
+            stock.call(shard, "levels", [(merchant_id, sku_ids[i]) for i in positions])
+            for shard, positions in groups.items()))
+        levels: list[Any] = [None] * len(sku_ids)
+        for positions, answer in zip(groups.values(), answers, strict=True):
+            for i, level in zip(positions, answer, strict=True):
+                levels[i] = level
+        return levels
+
+    @staticmethod
+    def _bucket_name(stock: ShardGroup, merchant_id: str, sku_id: str, campaign_id: str,
+                     bucket: int, shard: int) -> str:
+        """A bucket id that routes to `shard` (so K buckets sit on K shards)."""
+        for salt in range(100_000):
+            key = bucket_key(sku_id, campaign_id, bucket, salt)
+            if stock.shard_of(merchant_id, key) == shard:
+                return key
+        return bucket_key(sku_id, campaign_id, bucket)
+
+    async def _move(self, stock: ShardGroup, merchant_id: str, source: str, target: str,
+                    units: int, name: str, price_minor: int) -> int:
+        """Moves up to `units` available units from one counter to another."""
+        target_shard = stock.shard_of(merchant_id, target)
+        instance = await stock.call(target_shard, "instance")
+        moved: int = await stock.call(stock.shard_of(merchant_id, source), "transfer_out",
+                                      merchant_id, source, units, [(target, units)], (), None,
+                                      True)
+        if moved:
+            await stock.call(target_shard, "deposit", merchant_id, target, name, price_minor,
+                             moved, instance)
+        return moved
+
+    async def _balance_once(self) -> None:
+        if not self._campaigns or self._store is None:
+            return
+        now = clock.now_ms()
+        stock = await self._stock()
+        async with self._campaign_lock:
+            for key, campaign in list(self._campaigns.items()):
+                if key in self._settled:
+                    continue
+                if campaign.ended or now >= campaign.ends_at_ms:
+                    await self._settle(stock, campaign)
+                else:
+                    await self._rebalance(stock, campaign)
+
+    async def _rebalance(self, stock: ShardGroup, campaign: Campaign) -> None:
+        merchant_id = campaign.merchant_id
+        for sku in campaign.skus.values():
+            levels = await self._levels(stock, merchant_id, sku.bucket_keys)
+            if any(level is None for level in levels):
+                continue  # a bucket's shard is reloading: next time
+            available = [level.available for level in levels]
+            if sum(available) == 0:
+                await self._announce_sold_out(campaign, sku.sku_id)
+                continue
+            for source, target, units in rebalance_moves(
+                    available, self._config.campaign_bucket_low_water):
+                await self._move(stock, merchant_id, sku.bucket_keys[source],
+                                 sku.bucket_keys[target], units, levels[target].name,
+                                 sku.sale_price_minor)
+
+    async def _settle(self, stock: ShardGroup, campaign: Campaign) -> None:
+        """Returns every unsold, unheld unit of an over campaign to its SKU (holds still
+        live return later, when released)."""
+        merchant_id = campaign.merchant_id
+        holding = False
+        for sku in campaign.skus.values():
+            levels = await self._levels(stock, merchant_id, [sku.sku_id, *sku.bucket_keys])
+            base, buckets = levels[0], levels[1:]
+            if base is None or any(level is None for level in buckets):
+                holding = True
+                continue
+            for key, level in zip(sku.bucket_keys, buckets, strict=True):
+                if level.available:
+                    await self._move(stock, merchant_id, key, sku.sku_id, level.available,
+                                     base.name, base.price_minor)
+                holding = holding or level.reserved > 0
+        if not holding:
+            self._settled.add((merchant_id, campaign.campaign_id))
+
+    async def _announce_sold_out(self, campaign: Campaign, sku_id: str) -> None:
+        """stock.sold_out for a campaign SKU: only once every bucket is empty."""
+        key = (campaign.merchant_id, campaign.campaign_id, sku_id)
+        if key in self._announced or self._store is None:
+            return
+        now = clock.now_ms()
+        event_id = f"sold_out:{campaign.merchant_id}:{sku_id}:{campaign.campaign_id}"
+        reason = f"campaign:{campaign.campaign_id}"
+        try:
+            await self._store.save_skus([], [], [(
+                event_id, campaign.merchant_id, "stock.sold_out", "", 0,
+                stock_event(event_id, campaign.merchant_id, "stock.sold_out", sku_id, 0,
+                            reason, now), now)])
+            self._announced.add(key)
+        except Exception:
+            log.warning("could not record a sold-out event", exc_info=True)
 
     async def authenticate(self, token: str) -> Principal:
         await self._ready
@@ -104,7 +391,9 @@ def _key_row(merchant_id: str, key: ApiKeyRecord) -> tuple[Any, ...]:
 def _merchant(merchant: MerchantRecord) -> dict[str, Any]:
     return {"merchant_id": merchant.merchant_id, "name": merchant.name,
             "created_at_ms": merchant.created_at_ms,
-            "payment_window_s": merchant.payment_window_s}
+            "payment_window_s": merchant.payment_window_s,
+            "cart_hold_s": merchant.cart_hold_s}
+
 
 
 def _key(key: ApiKeyRecord) -> dict[str, Any]:

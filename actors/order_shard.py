@@ -18,12 +18,15 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors import clock, metrics
 from actors.journal import GroupCommitter
 from actors.loops import every, until_done
 from actors.persistence import (
+    campaign_from_row,
+    cart_entry,
+    cart_from_row,
     commit_order_entries,
     open_store,
     order_rows,
@@ -32,29 +35,44 @@ from actors.persistence import (
 )
 from actors.routing import ShardGroup, find_actors
 from adapters.postgres import Store
+from engine import errors
+from engine.campaigns import BuyerUnits, Campaign, not_found
+from engine.carts import Cart, CartBook, CartKey, CartSnapshot, hold_id
 from engine.config import Config
 from engine.errors import (
     DomainError,
+    FailedPrecondition,
+    InvalidArgument,
     InvalidTransition,
+    Overloaded,
     ResultCode,
     Unavailable,
 )
 from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
-from engine.sharding import RoutingTable
+from engine.sharding import RoutingTable, slot_of
 
 log = logging.getLogger(__name__)
 
 # (merchant_id, idempotency_key, buyer_id, lines, payment_window_s, slot, deadline_ms,
-#  key_id). deadline_ms: the client's deadline (0: none); an order not begun by then is
-# not placed. key_id: the API key placing it.
-Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int, int, str]
+#  key_id, campaign_id). deadline_ms: the client's deadline (0: none); an order not begun
+# by then is not placed. key_id: the API key placing it. campaign_id: "" or the campaign.
+Placement = tuple[str, str, str, tuple[tuple[str, int], ...], int, int, int, str, str]
+# A checkout's extra: (stock key per line for the first try, cart holds it takes over as
+# {stock shard: [hold ids]}).
+FromCart = tuple[tuple[str, ...], dict[int, list[str]]]
+# (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, hold_s): op is add | set |
+# remove | get | clear; hold_s: the merchant's cart hold policy (0: reserve at checkout).
+CartOp = tuple[str, str, str, str, str, int, int]
+# (merchant_id, buyer_id, campaign_id, idempotency_key, payment_window_s, slot,
+#  deadline_ms, key_id)
+Checkout = tuple[str, str, str, str, int, int, int, str]
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, message)
 # (op, merchant_id, order_id or buyer_id, argument, only_key): only_key set for a channel
 # key, which sees only the orders it placed.
 Action = tuple[str, str, str, Any, str]
 
 
-class OrderShard:
+class OrderShard(clock.ClockControl):
     def __init__(self, index: int, config: Config, stock_handles: Sequence[Any],
                  stock_table: RoutingTable, order_table: RoutingTable) -> None:
         self.index = index
@@ -72,6 +90,11 @@ class OrderShard:
         self._place_seconds = 0.0  # from a batch's arrival to its answer
         self._reserve_seconds = 0.0  # waiting for stock shards
         self._releases_due: list[tuple[str, int, Any]] = []  # stock calls to retry
+        self._campaigns: dict[tuple[str, str], Campaign] = {}
+        self._units = BuyerUnits()  # campaign units per buyer: orders and carts
+        self._carts = CartBook(config.cart_idle_s * 1000, config.cart_lines_max,
+                               config.carts_per_shard_max)
+        self._carts_busy: set[tuple[CartKey, str]] = set()  # lines with a stock call out
         self._store: Store | None = None
         self._journal: GroupCommitter | None = None
         self._ready = asyncio.get_running_loop().create_task(self._start())
@@ -94,11 +117,25 @@ class OrderShard:
                 entries_max=self._config.journal_entries_max,
                 retry_delay_s_max=self._config.commit_retry_delay_ms_max / 1000,
                 name=f"order-{self.index}")
+            for row in await store.load_campaigns():
+                campaign = campaign_from_row(row)
+                self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
             rows = await self._store.load_orders(self._slots)
             for row, lines in rows:
-                self._book.restore(restore_order(row, lines))
+                order = restore_order(row, lines)
+                self._book.restore(order)
+                if order.campaign_id and order.live:
+                    self._count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                                      order.unpriced_lines, 1)
             self._book.check_invariants()
-            log.info("order shard %d recovered %d orders", self.index, len(rows))
+            carts = await store.load_carts(self._slots)
+            for row in carts:
+                cart = cart_from_row(row)
+                self._carts.restore(cart)
+                merchant_id, buyer_id, campaign_id = cart.key
+                self._count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), 1)
+            log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
+                     len(carts))
         await until_done(self._push_stock_state, f"order shard {self.index} recovery")
 
     async def _push_stock_state(self) -> None:
@@ -113,10 +150,18 @@ class OrderShard:
         grace_ms = self._config.reservation_grace_ms
         holds: list[Any] = []
         sold: list[Any] = []
+        now = clock.now_ms()
+        for cart in self._carts.carts.values():
+            merchant_id, buyer_id, _ = cart.key
+            for line in cart.lines.values():
+                if line.held(now) and self._stock.shard_of(merchant_id,
+                                                           line.stock_key) == stock_shard:
+                    holds.append((hold_id(cart.key, line.sku_id), merchant_id, buyer_id,
+                                  ((line.stock_key, line.quantity),), line.held_until_ms))
         for order in self._book.orders.values():
             if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
                 continue
-            part = self._parts(order.merchant_id, order.unpriced_lines).get(stock_shard)
+            part = self._parts(order.merchant_id, order.stock_lines).get(stock_shard)
             if not part:
                 continue
             if order.status == OrderStatus.RESERVED:
@@ -166,10 +211,11 @@ class OrderShard:
         finally:
             self._stock_calls_inflight -= 1
 
-    async def _place_measured(self, items: Sequence[Placement]) -> list[PlaceResult]:
+    async def _place_measured(self, items: Sequence[Placement],
+                              from_carts: Sequence[FromCart | None] = ()) -> list[PlaceResult]:
         started = time.perf_counter()
         try:
-            results = await self._place(items)
+            results = await self._place(items, from_carts)
         finally:
             self._place_calls += 1
             self._place_seconds += time.perf_counter() - started
@@ -180,48 +226,150 @@ class OrderShard:
             metrics.record(metrics.orders(), count, outcome=outcome)
         return results
 
-    async def _place(self, items: Sequence[Placement]) -> list[PlaceResult]:
+    async def _place(self, items: Sequence[Placement],
+                     from_carts: Sequence[FromCart | None] = ()) -> list[PlaceResult]:
         await self._ready
         now = clock.now_ms()
         results: list[Any] = [None] * len(items)
-        requests: dict[int, list[Any]] = defaultdict(list)
-        new: list[tuple[int, str, list[int], int]] = []
+        new: list[_Attempt] = []
         waits: list[tuple[int, asyncio.Future[PlaceResult]]] = []
         room = self._journal is None or self._journal.has_room(len(items))
-        grace_ms = self._config.reservation_grace_ms
-        for i, (merchant_id, key, buyer_id, lines, window_s, slot, deadline, _) in enumerate(
-                items):
+        for i, item in enumerate(items):
+            merchant_id, key, buyer_id, lines, window_s, slot, deadline, _, campaign_id = item
             if deadline and now >= deadline:
                 results[i] = (ResultCode.UNAVAILABLE, "the call's deadline passed before the"
                               " order was placed; nothing was applied")
                 continue
-            begin = self._book.begin(merchant_id, key, buyer_id, lines, slot)
+            begin = self._book.begin(merchant_id, key, buyer_id, lines, slot, campaign_id)
             if begin.code is ResultCode.OK and not room:
                 self._book.abandon(merchant_id, key)
                 results[i] = (ResultCode.OVERLOADED, self._journal_full_message())
             elif begin.code is ResultCode.OK:
-                deadline_ms = now + window_s * 1000
-                parts = self._parts(merchant_id, lines)
-                for shard, part in parts.items():
-                    requests[shard].append((begin.order_id, merchant_id, buyer_id,
-                                            tuple(part), deadline_ms + grace_ms, self.index))
-                new.append((i, begin.order_id, list(parts), deadline_ms))
+                from_cart = from_carts[i] if from_carts else None
+                try:
+                    attempt = self._first_attempt(i, begin.order_id, item, now, from_cart)
+                except DomainError as error:  # travels whole: its reason names the cause
+                    self._book.abandon(merchant_id, key)
+                    results[i] = (error.code, error)
+                    continue
+                new.append(attempt)
             elif begin.code is ResultCode.REPLAYED:
                 results[i] = (ResultCode.REPLAYED, begin.order)
             elif begin.code is ResultCode.UNAVAILABLE:
                 waits.append((i, self._waiter(merchant_id, key)))
             else:
                 results[i] = (begin.code, begin.message)
-        reserving = time.perf_counter()
-        replies = await self._reserve(requests)
-        self._reserve_seconds += time.perf_counter() - reserving
-        releases = self._finish(items, new, replies, results, now)
-        if releases:
-            await self._stock_calls(releases)
+        while new:  # campaign orders refused by their bucket try the next one
+            new = await self._reserve_attempts(items, new, results, now)
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
             code, value = await waiter
             results[i] = (ResultCode.REPLAYED if code is ResultCode.OK else code, value)
         return await self._settle(results)
+
+    def _first_attempt(self, i: int, order_id: str, item: Placement, now: int,
+                       from_cart: FromCart | None) -> _Attempt:
+        """Checks a new order against its campaign (window, SKUs, per-buyer limits: the
+        units count from here on) and picks the stock counters of its first try."""
+        merchant_id, _, buyer_id, lines, window_s, _, _, _, campaign_id = item
+        deadline_ms = now + window_s * 1000
+        if not campaign_id:
+            return _Attempt(i, order_id, lines, deadline_ms, 0, None,
+                            from_cart[1] if from_cart else {})
+        campaign = self._campaign(merchant_id, campaign_id)
+        campaign.check_open(now)
+        limited = campaign.limits(lines)
+        stock_lines = campaign.stock_lines(buyer_id, lines, 0)
+        holds: dict[int, list[str]] = {}
+        if from_cart is not None:  # a cart's units are counted already
+            keys, holds = from_cart
+            stock_lines = tuple((key or default[0], quantity) for key, default, (_, quantity)
+                                in zip(keys, stock_lines, lines, strict=True))
+        elif limited:
+            self._units.take(merchant_id, campaign_id, buyer_id, limited)
+        return _Attempt(i, order_id, stock_lines, deadline_ms, 0, campaign, holds,
+                        counted=bool(limited) and from_cart is None)
+
+    async def _reserve_attempts(self, items: Sequence[Placement], attempts: list[_Attempt],
+                                results: list[Any], now: int) -> list[_Attempt]:
+        """One reserve call per stock shard for these attempts; completes the orders whose
+        lines were all held, releases partial holds, and returns the attempts to make
+        next (campaign orders refused for stock, on their next bucket)."""
+        requests: dict[int, list[Any]] = defaultdict(list)
+        replacing: dict[int, list[list[str]]] = defaultdict(list)
+        grace_ms = self._config.reservation_grace_ms
+        shards_of: dict[str, list[int]] = {}
+        for attempt in attempts:
+            merchant_id, _, buyer_id = items[attempt.index][:3]
+            parts = self._parts(merchant_id, attempt.stock_lines)
+            shards_of[attempt.order_id] = list(parts)
+            for shard, part in parts.items():
+                requests[shard].append((attempt.order_id, merchant_id, buyer_id, tuple(part),
+                                        attempt.deadline_ms + grace_ms, self.index))
+                replacing[shard].append(attempt.holds.get(shard, []))
+        reserving = time.perf_counter()
+        replies = await self._reserve(requests, replacing)
+        self._reserve_seconds += time.perf_counter() - reserving
+        releases: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        again: list[_Attempt] = []
+        for attempt in attempts:
+            i, order_id = attempt.index, attempt.order_id
+            merchant_id, key, buyer_id, lines, _, _, _, key_id, campaign_id = items[i]
+            shards = shards_of[order_id]
+            answers = [replies[(shard, order_id)] for shard in shards]
+            failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
+            if failed is None:
+                prices = self._prices(merchant_id, attempt.stock_lines, shards, answers)
+                stock_keys = (tuple(k for k, _ in attempt.stock_lines)
+                              if attempt.campaign is not None else ())
+                results[i] = (ResultCode.OK, self._book.complete(
+                    order_id, merchant_id, key, buyer_id, lines, prices, now,
+                    attempt.deadline_ms, key_id, campaign_id, stock_keys))
+            else:
+                for shard, answer in zip(shards, answers, strict=True):
+                    if answer[0] is ResultCode.OK or answer[0] is ResultCode.UNAVAILABLE:
+                        releases[("release", shard)].append(order_id)
+                campaign = attempt.campaign
+                if failed[0] is ResultCode.OUT_OF_STOCK and campaign is not None and (
+                        attempt.number + 1 < campaign.buckets):
+                    again.append(attempt._replace(
+                        number=attempt.number + 1, holds={},
+                        stock_lines=campaign.stock_lines(buyer_id, lines, attempt.number + 1)))
+                    continue
+                self._book.abandon(merchant_id, key)
+                if attempt.counted:
+                    self._units.give_back(merchant_id, campaign_id, buyer_id, lines)
+                results[i] = failed
+            waiter = self._waiting.pop((merchant_id, key), None)
+            if waiter is not None:
+                waiter.set_result(results[i])
+        self._journal_changes()
+        if releases:  # before the next try: it may go to the same shard
+            await self._stock_calls(releases)
+        return again
+
+    def _campaign(self, merchant_id: str, campaign_id: str) -> Campaign:
+        campaign = self._campaigns.get((merchant_id, campaign_id))
+        if campaign is None:
+            raise not_found(campaign_id)
+        return campaign
+
+    async def campaign_changed(self, campaign: Campaign) -> None:
+        """A campaign was created or ended (told by its merchant shard)."""
+        await self._ready
+        self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
+
+    def _count_units(self, merchant_id: str, campaign_id: str, buyer_id: str,
+                     lines: Sequence[tuple[str, int]], sign: int) -> None:
+        """Adds (sign 1) or gives back (-1) a buyer's units of limited campaign SKUs."""
+        campaign = self._campaigns.get((merchant_id, campaign_id)) if campaign_id else None
+        if campaign is None:
+            return
+        limited = [(sku_id, quantity) for sku_id, quantity in lines
+                   if sku_id in campaign.skus and campaign.skus[sku_id].per_buyer_limit]
+        if sign > 0:
+            self._units.add(merchant_id, campaign_id, buyer_id, limited)
+        else:
+            self._units.give_back(merchant_id, campaign_id, buyer_id, limited)
 
     def _parts(self, merchant_id: str,
                lines: Sequence[tuple[str, int]]) -> dict[int, list[tuple[str, int]]]:
@@ -231,13 +379,16 @@ class OrderShard:
             parts[shard_of(merchant_id, line[0])].append(line)
         return parts
 
-    async def _reserve(self, requests: dict[int, list[Any]]) -> dict[tuple[int, str], Any]:
+    async def _reserve(self, requests: dict[int, list[Any]],
+                       replacing: dict[int, list[list[str]]]) -> dict[tuple[int, str], Any]:
         """One call per stock shard; returns {(shard, order_id): (code, prices|message)}."""
         shards = list(requests)
         for shard in shards:
             metrics.record(metrics.batch_items(), len(requests[shard]), hop="order_to_stock")
         answers = await asyncio.gather(
-            *(self._stock.call(shard, "reserve", requests[shard]) for shard in shards),
+            *(self._stock.call(shard, "reserve", requests[shard],
+                               replacing[shard] if any(replacing[shard]) else ())
+              for shard in shards),
             return_exceptions=True)
         replies: dict[tuple[int, str], Any] = {}
         for shard, answer in zip(shards, answers, strict=True):
@@ -249,43 +400,17 @@ class OrderShard:
                 replies[(shard, request[0])] = reply
         return replies
 
-    def _finish(self, items: Sequence[Placement], new: list[tuple[int, str, list[int], int]],
-                replies: dict[tuple[int, str], Any], results: list[Any],
-                now: int) -> dict[tuple[str, int], list[Any]]:
-        """Completes fully held orders and journals them; returns the partial holds to
-        release, per stock shard."""
-        releases: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for i, order_id, shards, deadline_ms in new:
-            merchant_id, key, buyer_id, lines, _, _, _, key_id = items[i]
-            answers = [replies[(shard, order_id)] for shard in shards]
-            failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
-            if failed is None:
-                prices = self._prices(merchant_id, lines, shards, answers)
-                order = self._book.complete(order_id, merchant_id, key, buyer_id, lines,
-                                            prices, now, deadline_ms, key_id)
-                results[i] = (ResultCode.OK, order)
-            else:
-                self._book.abandon(merchant_id, key)
-                for shard, answer in zip(shards, answers, strict=True):
-                    if answer[0] is ResultCode.OK or answer[0] is ResultCode.UNAVAILABLE:
-                        releases[("release", shard)].append(order_id)
-                results[i] = failed
-            waiter = self._waiting.pop((merchant_id, key), None)
-            if waiter is not None:
-                waiter.set_result(results[i])
-        self._journal_changes()
-        return releases
-
     def _prices(self, merchant_id: str, lines: tuple[tuple[str, int], ...], shards: list[int],
                 answers: list[Any]) -> list[int]:
+        """Unit prices in line order (`lines` as the stock shards know them)."""
         if len(shards) == 1:
             return list(answers[0][1])
-        by_sku: dict[str, int] = {}
+        by_key: dict[str, int] = {}
         parts = self._parts(merchant_id, lines)
         for shard, (_, prices) in zip(shards, answers, strict=True):
-            by_sku.update((sku_id, price) for (sku_id, _), price in zip(parts[shard], prices,
-                                                                          strict=True))
-        return [by_sku[sku_id] for sku_id, _ in lines]
+            by_key.update((key, price) for (key, _), price in zip(parts[shard], prices,
+                                                                   strict=True))
+        return [by_key[key] for key, _ in lines]
 
     def _waiter(self, merchant_id: str, key: str) -> asyncio.Future[PlaceResult]:
         waiter = self._waiting.get((merchant_id, key))
@@ -388,7 +513,7 @@ class OrderShard:
             return order.snapshot()
         if order.order_id in self._busy:
             raise Unavailable("the order is changing; retry", order_id=order.order_id)
-        parts = self._parts(order.merchant_id, order.unpriced_lines)
+        parts = self._parts(order.merchant_id, order.stock_lines)
         if action is StockAction.COMMIT:  # stock first, then the state
             self._busy.add(order.order_id)
             commits.append((position, order, op))
@@ -396,6 +521,9 @@ class OrderShard:
                 stock_calls[("commit", shard)].append(order.order_id)
             return None
         snapshot = self._book.apply(order, op, now)  # state first, then the stock
+        if order.campaign_id and not order.live:
+            self._count_units(merchant_id, order.campaign_id, order.buyer_id,
+                              order.unpriced_lines, -1)
         for shard, part in parts.items():
             if action is StockAction.RELEASE:
                 stock_calls[("release", shard)].append(order.order_id)
@@ -426,6 +554,219 @@ class OrderShard:
                     if code is not ResultCode.OK:
                         failed[order_id] = InvalidTransition(message, order_id=order_id)
         return failed
+
+    # --- carts ------------------------------------------------------------------------------
+
+    async def cart(self, items: Sequence[CartOp]) -> list[Any]:
+        """A batch of cart operations; each answer is a CartSnapshot or a DomainError."""
+        await self._ready
+        now = clock.now_ms()
+        results: list[Any] = [None] * len(items)
+        pending: list[_CartHold] = []
+        room = self._journal is None or self._journal.has_room(len(items))
+        for i, (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, hold_s) in (
+                enumerate(items)):
+            key = (merchant_id, buyer_id, campaign_id)
+            try:
+                if op == "get":
+                    cart = self._carts.get(key)
+                    results[i] = (cart.snapshot(now) if cart is not None
+                                  else self._carts.empty(key, now))
+                    continue
+                if not room:
+                    raise Overloaded(self._journal_full_message(),
+                                     self._config.overload_retry_after_ms)
+                if op == "clear":
+                    results[i] = self._clear_cart(key, now)
+                    continue
+                change = self._cart_change(op, key, sku_id, quantity, hold_s, now)
+                if isinstance(change, _CartHold):
+                    pending.append(change._replace(index=i))
+                else:
+                    results[i] = change
+            except DomainError as error:
+                results[i] = error
+        while pending:
+            pending = await self._hold_cart_lines(pending, results, now)
+        return results
+
+    def _cart_change(self, op: str, key: CartKey, sku_id: str, quantity: int, hold_s: int,
+                     now: int) -> CartSnapshot | _CartHold:
+        """Applies an add / set / remove that needs no stock call, or says which hold to
+        take or resize first (the line is busy until then)."""
+        merchant_id, buyer_id, campaign_id = key
+        if (key, sku_id) in self._carts_busy:
+            raise Unavailable("this cart line is changing; retry", sku_id=sku_id)
+        campaign = None
+        if campaign_id:
+            campaign = self._campaign(merchant_id, campaign_id)
+            campaign.check_cart(now)
+            campaign.sku(sku_id)
+        old = self._carts.quantity(key, sku_id)
+        new = old + quantity if op == "add" else quantity if op == "set" else 0
+        if new > self._config.quantity_per_line_max:
+            raise InvalidArgument("quantity", f"a line holds at most "
+                                  f"{self._config.quantity_per_line_max} units")
+        if new:
+            self._carts.check_room(key, sku_id)
+        if campaign is not None and new > old:
+            self._units.take(merchant_id, campaign_id, buyer_id,
+                             campaign.limits([(sku_id, new - old)]))
+        cart = self._carts.get(key)
+        line = cart.lines.get(sku_id) if cart is not None else None
+        holding = hold_s > 0 and new > 0 and (campaign is None or (
+            campaign.starts_at_ms <= now < campaign.ends_at_ms and not campaign.ended))
+        if holding or (line is not None and line.stock_key):
+            stock_key = line.stock_key if line is not None and line.stock_key else (
+                campaign.stock_lines(buyer_id, [(sku_id, new)], 0)[0][0] if campaign
+                else sku_id)
+            self._carts_busy.add((key, sku_id))
+            return _CartHold(0, key, sku_id, old, new if holding else 0, stock_key,
+                             now + hold_s * 1000 if holding else 0, campaign, 0)
+        if campaign is not None and new < old:
+            self._count_units(merchant_id, campaign_id, buyer_id, [(sku_id, old - new)], -1)
+        return self._save_cart(key, self._carts.set_line(key, sku_id, new, now), now)
+
+    async def _hold_cart_lines(self, pending: list[_CartHold], results: list[Any],
+                               now: int) -> list[_CartHold]:
+        """Takes, resizes or releases the stock holds of cart lines (one call per stock
+        shard), then changes the lines; a new campaign hold refused for stock tries the
+        buyer's next bucket."""
+        calls: dict[int, list[Any]] = defaultdict(list)
+        for change in pending:
+            merchant_id, buyer_id, _ = change.key
+            calls[self._stock.shard_of(merchant_id, change.stock_key)].append(
+                (hold_id(change.key, change.sku_id), merchant_id, buyer_id, change.stock_key,
+                 change.hold_quantity, change.held_until_ms, self.index))
+        shards = list(calls)
+        answers = await asyncio.gather(*(self._stock.call(shard, "hold", calls[shard])
+                                         for shard in shards), return_exceptions=True)
+        replies: dict[tuple[int, str], Any] = {}
+        for shard, answer in zip(shards, answers, strict=True):
+            for request, reply in zip(calls[shard], answer if not isinstance(
+                    answer, BaseException) else [(ResultCode.UNAVAILABLE, "stock shard"
+                                                  " unavailable; retry")] * len(calls[shard]),
+                                      strict=True):
+                replies[(shard, request[0])] = reply
+        again: list[_CartHold] = []
+        for change in pending:
+            merchant_id, buyer_id, campaign_id = change.key
+            shard = self._stock.shard_of(merchant_id, change.stock_key)
+            code, value = replies[(shard, hold_id(change.key, change.sku_id))]
+            campaign = change.campaign
+            if code is ResultCode.OK:
+                self._carts_busy.discard((change.key, change.sku_id))
+                if change.new < change.old:
+                    self._count_units(merchant_id, campaign_id, buyer_id,
+                                      [(change.sku_id, change.old - change.new)], -1)
+                held = change.hold_quantity > 0
+                cart = self._carts.set_line(change.key, change.sku_id, change.new, now,
+                                            change.stock_key if held else "",
+                                            change.held_until_ms if held else 0)
+                results[change.index] = self._save_cart(change.key, cart, now)
+                continue
+            first_try = code is ResultCode.OUT_OF_STOCK and campaign is not None and (
+                change.old == 0 and change.attempt + 1 < campaign.buckets)
+            if first_try and campaign is not None:
+                next_key = campaign.stock_lines(buyer_id, [(change.sku_id, change.new)],
+                                                change.attempt + 1)[0][0]
+                again.append(change._replace(stock_key=next_key, attempt=change.attempt + 1))
+                continue
+            self._carts_busy.discard((change.key, change.sku_id))
+            if campaign is not None and change.new > change.old:
+                self._count_units(merchant_id, campaign_id, buyer_id,
+                                  [(change.sku_id, change.new - change.old)], -1)
+            results[change.index] = _error_for(code, value)
+        return again
+
+    def _save_cart(self, key: CartKey, cart: Cart | None, now: int) -> CartSnapshot:
+        """Journals the cart (written behind: the answer does not wait) and answers it."""
+        if self._journal is not None:
+            slot = slot_of(key[0], key[1], self._config.slots_total)
+            self._journal.append([cart_entry(key, cart if cart and cart.lines else None, slot)])
+        if cart is None or not cart.lines:
+            if cart is not None:
+                self._carts.remove(key)
+            return self._carts.empty(key, now)
+        return cart.snapshot(now)
+
+    def _clear_cart(self, key: CartKey, now: int) -> CartSnapshot:
+        if any((key, sku_id) in self._carts_busy for sku_id in (
+                self._carts.get(key).lines if self._carts.get(key) else ())):
+            raise Unavailable("this cart is changing; retry")
+        cart = self._carts.remove(key)
+        if cart is not None:
+            calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
+            self._cart_gone(cart, calls)
+            self._releases_due.extend((method, shard, item) for (method, shard), items
+                                      in calls.items() for item in items)
+        return self._save_cart(key, None, now)
+
+    def _cart_gone(self, cart: Cart, calls: dict[tuple[str, int], list[Any]]) -> None:
+        """A cart dropped (cleared or idle): its holds return, its units no longer count."""
+        merchant_id, buyer_id, campaign_id = cart.key
+        self._count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), -1)
+        for line in cart.lines.values():
+            if line.stock_key:
+                calls[("release", self._stock.shard_of(merchant_id, line.stock_key))].append(
+                    hold_id(cart.key, line.sku_id))
+        if self._journal is not None:
+            self._journal.append([cart_entry(cart.key, None, 0)])
+
+    async def checkout(self, items: Sequence[Checkout]) -> list[PlaceResult]:
+        """Carts become orders through the placing path. A key that placed an order
+        answers it (REPLAYED) even once the cart is empty; a cart is emptied of what its
+        order took only when the order exists (durable, in durable mode)."""
+        if self._moving:
+            return [(ResultCode.UNAVAILABLE, "stock is being resharded; retry with the same"
+                     " key")] * len(items)
+        await self._ready
+        results: list[Any] = [None] * len(items)
+        placements: list[Placement] = []
+        from_carts: list[FromCart | None] = []
+        positions: list[int] = []
+        for i, (merchant_id, buyer_id, campaign_id, key, window_s, slot, deadline,
+                key_id) in enumerate(items):
+            order = self._book.find(merchant_id, key)
+            if order is not None:
+                results[i] = ((ResultCode.REPLAYED, order.snapshot())
+                              if (order.buyer_id, order.campaign_id) == (buyer_id, campaign_id)
+                              else (ResultCode.IDEMPOTENCY_CONFLICT,
+                                    "idempotency key was used with a different order"))
+                continue
+            cart_key = (merchant_id, buyer_id, campaign_id)
+            cart = self._carts.get(cart_key)
+            if cart is None or not cart.lines:
+                results[i] = (ResultCode.FAILED_PRECONDITION, "the cart is empty")
+                continue
+            if any((cart_key, sku_id) in self._carts_busy for sku_id in cart.lines):
+                results[i] = (ResultCode.UNAVAILABLE, "the cart is changing; retry")
+                continue
+            lines = cart.order_lines()
+            holds: dict[int, list[str]] = defaultdict(list)
+            for line in cart.lines.values():
+                if line.stock_key:
+                    holds[self._stock.shard_of(merchant_id, line.stock_key)].append(
+                        hold_id(cart_key, line.sku_id))
+            keys = tuple(cart.lines[sku_id].stock_key for sku_id, _ in lines)
+            placements.append((merchant_id, key, buyer_id, lines, window_s, slot, deadline,
+                               key_id, campaign_id))
+            from_carts.append((keys, dict(holds)))
+            positions.append(i)
+        self._stock_calls_inflight += 1
+        try:
+            answers = await self._place_measured(placements, from_carts) if placements else []
+        finally:
+            self._stock_calls_inflight -= 1
+        now = clock.now_ms()
+        for i, placement, (code, value) in zip(positions, placements, answers, strict=True):
+            results[i] = (code, value)
+            if code is ResultCode.OK:
+                cart_key = (placement[0], placement[2], placement[8])
+                self._save_cart(cart_key, self._carts.take_ordered(
+                    cart_key, [(sku_id, quantity) for sku_id, quantity, _ in value.lines],
+                    now), now)
+        return results
 
     # --- housekeeping -----------------------------------------------------------------------
 
@@ -460,14 +801,57 @@ class OrderShard:
                 self._book.remind(order)  # being paid right now; look again later
                 continue
             self._book.apply(order, "expire", now)
-            for shard in self._parts(order.merchant_id, order.unpriced_lines):
+            self._count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                              order.unpriced_lines, -1)
+            for shard in self._parts(order.merchant_id, order.stock_lines):
                 calls[("release", shard)].append(order.order_id)
+        for cart in self._carts.idle(now, self._config.expiry_sweep_items_max):
+            self._cart_gone(cart, calls)
         self._journal_changes()
         retries, self._releases_due = self._releases_due, []
         for method, shard, item in retries:
             calls[(method, shard)].append(item)
         if calls:
             await self._stock_calls(calls)
+
+
+class _CartHold(NamedTuple):
+    """A cart line change waiting for its stock hold."""
+
+    index: int
+    key: CartKey
+    sku_id: str
+    old: int
+    new: int
+    stock_key: str
+    held_until_ms: int
+    campaign: Campaign | None
+    attempt: int
+
+    @property
+    def hold_quantity(self) -> int:
+        return self.new if self.held_until_ms else 0
+
+
+def _error_for(code: ResultCode, message: Any) -> DomainError:
+    kind = {ResultCode.OUT_OF_STOCK: errors.OutOfStock,
+            ResultCode.LIMIT_EXCEEDED: errors.LimitExceeded,
+            ResultCode.NOT_FOUND: errors.NotFound,
+            ResultCode.UNAVAILABLE: Unavailable}.get(code, FailedPrecondition)
+    return kind(str(message))
+
+
+class _Attempt(NamedTuple):
+    """One try at holding a new order's stock."""
+
+    index: int  # in the batch
+    order_id: str
+    stock_lines: tuple[tuple[str, int], ...]  # (SKU or campaign bucket, quantity)
+    deadline_ms: int
+    number: int  # 0: the buyer's own bucket; then the next ones
+    campaign: Campaign | None
+    holds: dict[int, list[str]]  # cart holds it takes over, per stock shard
+    counted: bool = False  # its campaign units were counted for the per-buyer limit
 
 
 def _orders_in(results: list[Any]) -> list[OrderSnapshot]:

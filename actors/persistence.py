@@ -5,6 +5,7 @@ Kept apart from the actors so the row shapes can be read (and tested) in one pla
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,8 @@ import asyncpg
 
 from adapters.events import ORDER_EVENT_TYPES
 from adapters.postgres import Store
+from engine.campaigns import Campaign, CampaignSku
+from engine.carts import Cart, CartKey, CartLine
 from engine.errors import InvariantViolation
 from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
 from engine.sharding import slot_of
@@ -32,10 +35,12 @@ def order_rows(order: OrderSnapshot, slots_total: int) -> tuple[tuple[Any, ...],
                                                                  list[tuple[Any, ...]]]:
     row = (order.order_id, order.merchant_id, order.buyer_id, order.idempotency_key,
            int(order.order_id[:4], 16), order.total_minor, order.created_at_ms,
-           order.payment_deadline_ms, order.key_id)
+           order.payment_deadline_ms, order.key_id, order.campaign_id)
+    stock_keys = order.stock_keys or ("",) * len(order.lines)
     lines = [(order.order_id, number, order.merchant_id, sku_id,
-              slot_of(order.merchant_id, sku_id, slots_total), quantity, price)
-             for number, (sku_id, quantity, price) in enumerate(order.lines)]
+              slot_of(order.merchant_id, sku_id, slots_total), quantity, price, stock_key)
+             for number, ((sku_id, quantity, price), stock_key) in enumerate(
+                 zip(order.lines, stock_keys, strict=True))]
     return row, lines
 
 
@@ -54,25 +59,68 @@ def transition_rows(change: OrderChange, order: Order,
 
 
 async def commit_order_entries(store: Store, entries: Sequence[Any]) -> None:
-    """entries: ("order", row, lines) and ("transition", row, event) tuples."""
+    """entries: ("order", row, lines), ("transition", row, event), ("cart", key, row or
+    None: gone) tuples. A cart's latest entry wins."""
     orders, lines, transitions, outbox = [], [], [], []
+    carts: dict[Any, Any] = {}
     for entry in entries:
         if entry[0] == "order":
             orders.append(entry[1])
             lines.extend(entry[2])
+        elif entry[0] == "cart":
+            carts[entry[1]] = entry[2]
         else:
             transitions.append(entry[1])
             outbox.append(entry[2])
+    kept = [row for row in carts.values() if row is not None]
+    gone = [key for key, row in carts.items() if row is None]
     try:
-        await store.commit_orders(orders, lines, transitions, outbox)
+        await store.commit_orders(orders, lines, transitions, outbox, kept, gone)
     except asyncpg.IntegrityConstraintViolationError as error:
         raise InvariantViolation(f"database refused the journal: {error}") from error
 
 
 def restore_order(row: Any, lines: Any) -> Order:
     """An order from its `load_orders` row and lines."""
-    lines = tuple(lines)
+    priced = tuple((sku_id, quantity, price) for sku_id, quantity, price, _ in lines)
+    stock_keys = tuple(key for *_, key in lines)
     return Order(row["order_id"], row["merchant_id"], row["buyer_id"], row["idempotency_key"],
-                 lines, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
+                 priced, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
                  row["payment_deadline_ms"], row["sequence"], row["refunded"],
-                 row["updated_at_ms"], row["key_id"])
+                 row["updated_at_ms"], row["key_id"], row["campaign_id"],
+                 stock_keys if any(stock_keys) else ())
+
+
+def campaign_row(campaign: Campaign) -> tuple[Any, ...]:
+    skus = [{"sku_id": s.sku_id, "sale_price_minor": s.sale_price_minor,
+             "allotment": s.allotment, "per_buyer_limit": s.per_buyer_limit,
+             "units": s.units, "bucket_keys": list(s.bucket_keys)}
+            for s in campaign.skus.values()]
+    return (campaign.merchant_id, campaign.campaign_id, campaign.name, campaign.starts_at_ms,
+            campaign.ends_at_ms, campaign.buckets, json.dumps(skus), campaign.created_at_ms,
+            campaign.ended)
+
+
+def campaign_from_row(row: Any) -> Campaign:
+    skus = {s["sku_id"]: CampaignSku(s["sku_id"], s["sale_price_minor"], s["allotment"],
+                                     s["per_buyer_limit"], s["units"], tuple(s["bucket_keys"]))
+            for s in json.loads(row["skus"])}
+    return Campaign(row["merchant_id"], row["campaign_id"], row["name"], row["starts_at_ms"],
+                    row["ends_at_ms"], row["buckets"], skus, row["created_at_ms"], row["ended"])
+
+
+def cart_entry(key: CartKey, cart: Cart | None, slot: int) -> tuple[str, CartKey, Any]:
+    """A journal entry saving a cart (None: the cart is gone)."""
+    if cart is None:
+        return ("cart", key, None)
+    lines = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms]
+             for line in cart.lines.values()]
+    return ("cart", key, (*key, slot, json.dumps(lines), cart.updated_at_ms,
+                          cart.expires_at_ms))
+
+
+def cart_from_row(row: Any) -> Cart:
+    key = (row["merchant_id"], row["buyer_id"], row["campaign_id"])
+    lines = {sku_id: CartLine(sku_id, quantity, stock_key, held_until_ms)
+             for sku_id, quantity, stock_key, held_until_ms in json.loads(row["lines"])}
+    return Cart(key, lines, row["updated_at_ms"], row["expires_at_ms"])

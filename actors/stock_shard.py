@@ -32,7 +32,7 @@ Reserve = tuple[str, str, str, tuple[tuple[str, int], ...], int, int]
 SkuUpsert = tuple[str, str, str, int, int, int]
 
 
-class StockShard:
+class StockShard(clock.ClockControl):
     def __init__(self, index: int, config: Config, slots: Sequence[int],
                  order_shard_names: Sequence[str]) -> None:
         self.index = index
@@ -72,6 +72,7 @@ class StockShard:
         route by the new table already), so no order is lost or counted twice."""
         await self._ready
         self._slots = list(slots)
+        self._instance = secrets.token_hex(4)  # a reload: moves in flight are not applied
         self._ledger = StockLedger(self._config.skus_per_shard_max)
         self._loaded = asyncio.get_running_loop().create_task(self._load())
         self._ready = asyncio.get_running_loop().create_task(self._start())
@@ -95,13 +96,21 @@ class StockShard:
 
     # --- hot path ---------------------------------------------------------------------------
 
-    async def reserve(self, items: Sequence[Reserve]) -> list[tuple[ResultCode, object]]:
-        """All-or-nothing per order on this shard."""
+    async def reserve(self, items: Sequence[Reserve],
+                      replacing: Sequence[Sequence[str]] = ()) -> list[tuple[ResultCode, object]]:
+        """All-or-nothing per order on this shard. `replacing[i]`: holds (cart lines) that
+        item i takes over: released just before it reserves, in the same step, so the
+        order gets the units they held."""
         await self._ready
         now = clock.now_ms()
-        reserve = self._ledger.reserve
-        results = [reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now, owner)
-                   for order_id, merchant_id, buyer_id, lines, expires_at_ms, owner in items]
+        ledger = self._ledger
+        results = []
+        for i, (order_id, merchant_id, buyer_id, lines, expires_at_ms, owner) in enumerate(
+                items):
+            for hold in replacing[i] if replacing else ():
+                ledger.release(hold, now)
+            results.append(ledger.reserve(order_id, merchant_id, buyer_id, lines,
+                                          expires_at_ms, now, owner))
         # Holds are derived from orders: nothing to persist, but a sell-out is an event.
         sold_out = [c for c in self._ledger.drain_changes() if c.kind == "sold_out"]
         if sold_out and self._store is not None:
@@ -125,6 +134,70 @@ class StockShard:
         except Exception:  # logged; the order path never waits for it
             log.warning("stock shard %d could not record sold-out events", self.index,
                         exc_info=True)
+
+    async def hold(self, items: Sequence[tuple[str, str, str, str, int, int, int]]
+                   ) -> list[tuple[ResultCode, object]]:
+        """Cart holds: (hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms,
+        owner); quantity 0 releases."""
+        await self._ready
+        now = clock.now_ms()
+        hold = self._ledger.hold
+        results = [hold(hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms, now,
+                        owner)
+                   for hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms, owner
+                   in items]
+        self._ledger.changes.clear()
+        return results
+
+    # --- moving units (campaign buckets) ------------------------------------------------
+
+    async def instance(self) -> str:
+        """Changes whenever this shard reloads its state from Postgres."""
+        await self._ready
+        return self._instance
+
+    async def transfer_out(self, merchant_id: str, sku_id: str, units: int,
+                           to: Sequence[tuple[str, int]], new_skus: Sequence[Any] = (),
+                           campaign: Any = None, at_most: bool = False) -> int:
+        """Moves units of `sku_id` to other counters: takes them out of on-hand here, then
+        records -units here and +share on each of `to` ((sku_id, share); shares add up to
+        units, or to what was taken when `at_most`) in one transaction, with `new_skus`
+        rows and the `campaign` row. Durable before it returns; restored here if the write
+        fails. The receivers add their share with ``deposit``."""
+        await self._ready
+        ledger = self._ledger
+        if at_most:
+            level = ledger.level(merchant_id, sku_id, 0)
+            units = min(units, level.available)
+            if units <= 0:
+                return 0
+            to = [(to[0][0], units)]
+        taken = ledger.withdraw(merchant_id, sku_id, units)
+        if self._store is None:
+            return taken
+        now = clock.now_ms()
+        reason = f"transfer:{secrets.token_hex(6)}"
+        adjustments = [(merchant_id, sku_id, self._slot(merchant_id, sku_id), -taken, reason,
+                        now)]
+        adjustments += [(merchant_id, key, self._slot(merchant_id, key), share, reason, now)
+                        for key, share in to if share]
+        try:
+            await self._store.transfer(adjustments, list(new_skus), campaign)
+        except BaseException:
+            ledger.deposit(merchant_id, sku_id, "", 0, taken)  # never left
+            raise
+        return taken
+
+    async def deposit(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
+                      units: int, expected_instance: str) -> bool:
+        """Adds units another shard moved here (already durable). Skipped when this shard
+        reloaded since `expected_instance` was read: the reload counted them already (or
+        the move came after it, and they wait in Postgres for the next reload)."""
+        await self._ready
+        if self._instance != expected_instance:
+            return False
+        self._ledger.deposit(merchant_id, sku_id, name, price_minor, units)
+        return True
 
     async def commit(self, order_ids: Sequence[str]) -> list[tuple[ResultCode, str]]:
         await self._ready

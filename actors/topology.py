@@ -76,10 +76,10 @@ class Topology:
         stock_table = RoutingTable.uniform(slots, config.stock_shards)
         order_table = RoutingTable.uniform(slots, config.order_shards)
         shard_options = _placed(_SHARD_OPTIONS, config)
-        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
-                     .remote(i, config, merchant_table.slots_of(i))
-                     for i in range(config.merchant_shards)]
         order_names = [f"order-{i}" for i in range(config.order_shards)]
+        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
+                     .remote(i, config, merchant_table.slots_of(i), order_names)
+                     for i in range(config.merchant_shards)]
         stock = [RemoteStockShard.options(name=f"stock-{i}", **shard_options)
                  .remote(i, config, stock_table.slots_of(i), order_names)
                  for i in range(config.stock_shards)]
@@ -164,6 +164,12 @@ class Topology:
             "stock_shards": ray.get([s.stats.remote() for s in self.stock.handles]),
             "order_shards": ray.get([s.stats.remote() for s in self.orders.handles]),
         }
+
+    def shift_clock(self, offset_ms: int) -> None:
+        """Moves every actor's clock by `offset_ms` from real time (tests and drills)."""
+        ray.get([actor.shift_clock.remote(offset_ms) for actor in [
+            *self.gateways, *self.orders.handles, *self.stock.handles,
+            *self.merchants.handles]])
 
     def check_invariants(self) -> None:
         ray.get([s.check_invariants.remote() for s in self.stock.handles])

@@ -65,10 +65,23 @@ SCOPES: dict[str, Scope] = {
     "/flashtx.v1.OrderService/PayOrder": Scope.SAAS,
     "/flashtx.v1.OrderService/FulfillOrder": Scope.SAAS,
     "/flashtx.v1.EventService/WatchEvents": Scope.SAAS,
+    "/flashtx.v1.MerchantService/UpdateMerchant": Scope.ADMIN,
+    "/flashtx.v1.CartService/AddItem": Scope.CHANNEL,
+    "/flashtx.v1.CartService/UpdateQuantity": Scope.CHANNEL,
+    "/flashtx.v1.CartService/RemoveItem": Scope.CHANNEL,
+    "/flashtx.v1.CartService/GetCart": Scope.CHANNEL,
+    "/flashtx.v1.CartService/ClearCart": Scope.CHANNEL,
+    "/flashtx.v1.CartService/Checkout": Scope.CHANNEL,
+    "/flashtx.v1.CampaignService/CreateCampaign": Scope.ADMIN,
+    "/flashtx.v1.CampaignService/EndCampaign": Scope.ADMIN,
+    "/flashtx.v1.CampaignService/GetCampaign": Scope.CHANNEL,
+    "/flashtx.v1.CampaignService/ListCampaigns": Scope.CHANNEL,
 }
 # Reads a SaaS key may make besides its own scope's calls.
 SAAS_ALSO = {"/flashtx.v1.StockService/GetStock", "/flashtx.v1.StockService/GetStockLevels",
-             "/flashtx.v1.OrderService/GetOrder", "/flashtx.v1.OrderService/ListOrders"}
+             "/flashtx.v1.OrderService/GetOrder", "/flashtx.v1.OrderService/ListOrders",
+             "/flashtx.v1.CampaignService/GetCampaign",
+             "/flashtx.v1.CampaignService/ListCampaigns"}
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 

@@ -15,6 +15,7 @@ import grpc
 
 from adapters.grpc_errors import current_principal
 from engine import errors
+from engine.carts import CartSnapshot
 from engine.config import Config
 from engine.errors import REASON_BY_CODE, DomainError, InvalidArgument, ResultCode
 from engine.merchants import Principal, Scope
@@ -22,6 +23,10 @@ from engine.orders import OrderSnapshot
 from engine.stock import StockLevel
 from engine.validation import check_id, check_length, check_order, check_range, check_sku
 from protos.flashtx.v1 import (
+    campaign_pb2,
+    campaign_pb2_grpc,
+    cart_pb2,
+    cart_pb2_grpc,
     common_pb2,
     event_pb2,
     event_pb2_grpc,
@@ -33,7 +38,8 @@ from protos.flashtx.v1 import (
     stock_pb2_grpc,
 )
 
-Placement = tuple[str, str, tuple[tuple[str, int], ...]]  # (idempotency_key, buyer, lines)
+# (idempotency_key, buyer, lines, campaign_id)
+Placement = tuple[str, str, tuple[tuple[str, int], ...], str]
 
 
 class Backend(Protocol):
@@ -61,6 +67,19 @@ class Backend(Protocol):
                            only_key: str = "") -> Any:
         """Runs get / list / pay / cancel / fulfil; raises DomainError. With `only_key`,
         orders placed by other keys are NOT_FOUND."""
+    async def cart_action(self, principal: Principal, op: str, buyer_id: str,
+                          campaign_id: str, sku_id: str = "", quantity: int = 0) -> Any:
+        """add / set / remove / get / clear; returns a CartSnapshot."""
+    async def checkout(self, principal: Principal, buyer_id: str, campaign_id: str,
+                       idempotency_key: str, deadline_ms: int = 0) -> tuple[ResultCode, Any]: ...
+    async def update_merchant(self, merchant_id: str, payment_window_s: int,
+                              cart_hold_s: int) -> dict[str, Any]: ...
+    async def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
+                              starts_at_ms: int, ends_at_ms: int, buckets: int,
+                              skus: list[tuple[str, int, int, int]]) -> dict[str, Any]: ...
+    async def get_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]: ...
+    async def list_campaigns(self, merchant_id: str) -> list[dict[str, Any]]: ...
+    async def end_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]: ...
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -73,7 +92,32 @@ def order_message(order: OrderSnapshot) -> order_pb2.Order:
                for s, q, p in order.lines],
         status=order.status, total_minor=order.total_minor, created_at_ms=order.created_at_ms,
         payment_deadline_ms=order.payment_deadline_ms, sequence=order.sequence,
-        refunded=order.refunded, updated_at_ms=order.updated_at_ms)
+        refunded=order.refunded, updated_at_ms=order.updated_at_ms,
+        campaign_id=order.campaign_id)
+
+
+def cart_message(cart: CartSnapshot) -> cart_pb2.Cart:
+    return cart_pb2.Cart(
+        buyer_id=cart.buyer_id, campaign_id=cart.campaign_id,
+        lines=[cart_pb2.CartLine(sku_id=s, quantity=q, held_until_ms=h)
+               for s, q, h in cart.lines],
+        updated_at_ms=cart.updated_at_ms, expires_at_ms=cart.expires_at_ms)
+
+
+def campaign_message(described: dict[str, Any]) -> campaign_pb2.Campaign:
+    campaign = described["campaign"]
+    return campaign_pb2.Campaign(
+        campaign_id=campaign.campaign_id, name=campaign.name,
+        starts_at_ms=campaign.starts_at_ms, ends_at_ms=campaign.ends_at_ms,
+        buckets=campaign.buckets, ended=campaign.ended, created_at_ms=campaign.created_at_ms,
+        skus=[campaign_pb2.CampaignSkuState(
+            sku=campaign_pb2.CampaignSku(
+                sku_id=state["sku"].sku_id, sale_price_minor=state["sku"].sale_price_minor,
+                allotment=state["sku"].allotment,
+                per_buyer_limit=state["sku"].per_buyer_limit),
+            units=state["sku"].units, available=state["available"],
+            reserved=state["reserved"], sold=state["sold"], sold_out=state["sold_out"])
+            for state in described["skus"]])
 
 
 def level_message(level: StockLevel) -> stock_pb2.StockLevel:
@@ -104,7 +148,9 @@ def _deadline_ms(context: Any) -> int:
     return int((time.time() + remaining_s) * 1000)
 
 
-def _raise_for(code: ResultCode, message: str) -> DomainError:
+def _raise_for(code: ResultCode, message: str | DomainError) -> DomainError:
+    if isinstance(message, DomainError):
+        return message
     kind = {ResultCode.OUT_OF_STOCK: errors.OutOfStock,
             ResultCode.LIMIT_EXCEEDED: errors.LimitExceeded,
             ResultCode.IDEMPOTENCY_CONFLICT: errors.IdempotencyConflict,
@@ -117,6 +163,8 @@ def _raise_for(code: ResultCode, message: str) -> DomainError:
 def _result(code: ResultCode, value: Any) -> order_pb2.OrderResult:
     if code is ResultCode.OK or code is ResultCode.REPLAYED:
         return order_pb2.OrderResult(code=code, order=order_message(value))
+    if isinstance(value, DomainError):
+        return order_pb2.OrderResult(code=code, reason=value.reason, message=value.message)
     return order_pb2.OrderResult(code=code, reason=REASON_BY_CODE.get(code, ""), message=value)
 
 
@@ -133,8 +181,9 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         check_length("name", request.name, config.name_length_max)
         check_range("payment_window_s", request.payment_window_s, 0,
                     config.payment_window_s_max)
+        check_range("cart_hold_s", request.cart_hold_s, 0, config.cart_hold_s_max)
         merchant, key, token = await self._backend.create_merchant(
-            request.merchant_id, request.name, request.payment_window_s)
+            request.merchant_id, request.name, request.payment_window_s, request.cart_hold_s)
         return merchant_pb2.CreateMerchantResponse(
             merchant=merchant_pb2.Merchant(**merchant), admin_key=_key_message(key),
             admin_key_secret=token)
@@ -153,6 +202,15 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         key, token = await self._backend.create_api_key(current_principal().merchant_id,
                                                         scopes, request.label)
         return merchant_pb2.CreateApiKeyResponse(api_key=_key_message(key), secret=token)
+
+    async def UpdateMerchant(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        check_range("payment_window_s", request.payment_window_s, 0,
+                    config.payment_window_s_max)
+        check_range("cart_hold_s", request.cart_hold_s, 0, config.cart_hold_s_max)
+        merchant = await self._backend.update_merchant(
+            current_principal().merchant_id, request.payment_window_s, request.cart_hold_s)
+        return merchant_pb2.UpdateMerchantResponse(merchant=merchant_pb2.Merchant(**merchant))
 
     async def RevokeApiKey(self, request: Any, context: Any) -> Any:
         check_id("key_id", request.key_id, self._backend.config.id_length_max)
@@ -226,8 +284,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def PlaceOrder(self, request: Any, context: Any) -> Any:
         lines = check_order(self._backend.config, "", request.idempotency_key,
                             request.buyer_id, _lines(request))
+        _check_campaign_id("campaign_id", request.campaign_id, self._backend.config)
         [(code, value)] = await self._backend.place_orders(
-            current_principal(), [(request.idempotency_key, request.buyer_id, lines)],
+            current_principal(),
+            [(request.idempotency_key, request.buyer_id, lines, request.campaign_id)],
             _deadline_ms(context))
         if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
             raise _raise_for(code, value)
@@ -246,11 +306,12 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             try:
                 lines = check_order(config, f"orders[{i}].", order.idempotency_key,
                                     order.buyer_id, _lines(order))
+                _check_campaign_id(f"orders[{i}].campaign_id", order.campaign_id, config)
             except InvalidArgument as error:
                 results[i] = order_pb2.OrderResult(
                     code=ResultCode.INVALID_ARGUMENT, reason=error.reason, message=error.message)
                 continue
-            valid.append((order.idempotency_key, order.buyer_id, lines))
+            valid.append((order.idempotency_key, order.buyer_id, lines, order.campaign_id))
             positions.append(i)
         if valid:
             answers = await self._backend.place_orders(current_principal(), valid,
@@ -301,6 +362,104 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             principal.merchant_id, op, order_id, None, _only_key(principal)))
 
 
+def _check_campaign_id(field: str, campaign_id: str, config: Config) -> None:
+    if campaign_id:
+        check_id(field, campaign_id, config.id_length_max)
+
+
+class CartServicer(cart_pb2_grpc.CartServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def AddItem(self, request: Any, context: Any) -> Any:
+        check_range("quantity", request.quantity, 1, self._backend.config.quantity_per_line_max)
+        return await self._change("add", request, request.sku_id, request.quantity)
+
+    async def UpdateQuantity(self, request: Any, context: Any) -> Any:
+        check_range("quantity", request.quantity, 0, self._backend.config.quantity_per_line_max)
+        return await self._change("set", request, request.sku_id, request.quantity)
+
+    async def RemoveItem(self, request: Any, context: Any) -> Any:
+        return await self._change("remove", request, request.sku_id, 0)
+
+    async def GetCart(self, request: Any, context: Any) -> Any:
+        return await self._change("get", request, "", 0)
+
+    async def ClearCart(self, request: Any, context: Any) -> Any:
+        return await self._change("clear", request, "", 0)
+
+    async def Checkout(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        check_id("idempotency_key", request.idempotency_key, config.id_length_max)
+        self._check_cart(request)
+        code, value = await self._backend.checkout(
+            current_principal(), request.buyer_id, request.campaign_id,
+            request.idempotency_key, _deadline_ms(context))
+        if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
+            raise _raise_for(code, value)
+        return cart_pb2.CheckoutResponse(order=order_message(value),
+                                         replayed=code is ResultCode.REPLAYED)
+
+    def _check_cart(self, request: Any) -> None:
+        config = self._backend.config
+        check_id("buyer_id", request.buyer_id, config.id_length_max)
+        _check_campaign_id("campaign_id", request.campaign_id, config)
+
+    async def _change(self, op: str, request: Any, sku_id: str, quantity: int) -> Any:
+        self._check_cart(request)
+        if op not in ("get", "clear"):
+            check_id("sku_id", sku_id, self._backend.config.id_length_max)
+        cart = await self._backend.cart_action(current_principal(), op, request.buyer_id,
+                                               request.campaign_id, sku_id, quantity)
+        return cart_pb2.CartResponse(cart=cart_message(cart))
+
+
+class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def CreateCampaign(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        check_id("campaign_id", request.campaign_id, config.id_length_max)
+        check_length("name", request.name, config.name_length_max)
+        check_range("starts_at_ms", request.starts_at_ms, 0, 2**53)
+        check_range("ends_at_ms", request.ends_at_ms, 0, 2**53)
+        buckets = request.buckets or 1
+        check_range("buckets", buckets, 1, config.campaign_buckets_max)
+        if not 1 <= len(request.skus) <= config.campaign_skus_max:
+            raise InvalidArgument("skus", f"needs 1..{config.campaign_skus_max} SKUs")
+        skus = []
+        for i, sku in enumerate(request.skus):
+            check_id(f"skus[{i}].sku_id", sku.sku_id, config.id_length_max)
+            check_range(f"skus[{i}].sale_price_minor", sku.sale_price_minor, 0,
+                        config.price_minor_max)
+            check_range(f"skus[{i}].allotment", sku.allotment, 0, config.on_hand_max)
+            check_range(f"skus[{i}].per_buyer_limit", sku.per_buyer_limit, 0,
+                        config.quantity_per_line_max)
+            skus.append((sku.sku_id, sku.sale_price_minor, sku.allotment, sku.per_buyer_limit))
+        described = await self._backend.create_campaign(
+            current_principal().merchant_id, request.campaign_id, request.name,
+            request.starts_at_ms, request.ends_at_ms, buckets, skus)
+        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+
+    async def GetCampaign(self, request: Any, context: Any) -> Any:
+        check_id("campaign_id", request.campaign_id, self._backend.config.id_length_max)
+        described = await self._backend.get_campaign(current_principal().merchant_id,
+                                                      request.campaign_id)
+        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+
+    async def ListCampaigns(self, request: Any, context: Any) -> Any:
+        described = await self._backend.list_campaigns(current_principal().merchant_id)
+        return campaign_pb2.ListCampaignsResponse(
+            campaigns=[campaign_message(d) for d in described])
+
+    async def EndCampaign(self, request: Any, context: Any) -> Any:
+        check_id("campaign_id", request.campaign_id, self._backend.config.id_length_max)
+        described = await self._backend.end_campaign(current_principal().merchant_id,
+                                                      request.campaign_id)
+        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+
+
 def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:
     """Registers every flashtx.v1 service; returns their full names (for reflection)."""
     from adapters.event_service import EventServicer
@@ -308,10 +467,14 @@ def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:
     merchant_pb2_grpc.add_MerchantServiceServicer_to_server(MerchantServicer(backend), server)
     stock_pb2_grpc.add_StockServiceServicer_to_server(StockServicer(backend), server)
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(backend), server)
+    cart_pb2_grpc.add_CartServiceServicer_to_server(CartServicer(backend), server)
+    campaign_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignServicer(backend), server)
     event_pb2_grpc.add_EventServiceServicer_to_server(
         EventServicer(backend.config, backend.events_redis), server)
     return [descriptor.services_by_name[name].full_name
             for descriptor, name in ((merchant_pb2.DESCRIPTOR, "MerchantService"),
                                      (stock_pb2.DESCRIPTOR, "StockService"),
                                      (order_pb2.DESCRIPTOR, "OrderService"),
+                                    (cart_pb2.DESCRIPTOR, "CartService"),
+                                    (campaign_pb2.DESCRIPTOR, "CampaignService"),
                                      (event_pb2.DESCRIPTOR, "EventService"))]

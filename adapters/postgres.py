@@ -25,9 +25,16 @@ _MIGRATION_LOCK = 0x0F1A57
 ORDER_COLUMNS = ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
                  "total_minor", "created_at_ms", "payment_deadline_ms")
 # The engine also records the placing key (migration 0004; imports leave it empty).
-PLACED_ORDER_COLUMNS = (*ORDER_COLUMNS, "key_id")
+# Campaign orders (migration 0005) too.
+PLACED_ORDER_COLUMNS = (*ORDER_COLUMNS, "key_id", "campaign_id")
 LINE_COLUMNS = ("order_id", "line_no", "merchant_id", "sku_id", "sku_slot", "quantity",
                 "unit_price_minor")
+# The engine records where each line's stock came from (migration 0005).
+PLACED_LINE_COLUMNS = (*LINE_COLUMNS, "stock_key")
+CAMPAIGN_COLUMNS = ("merchant_id", "campaign_id", "name", "starts_at_ms", "ends_at_ms",
+                    "buckets", "skus", "created_at_ms", "ended")
+CART_COLUMNS = ("merchant_id", "buyer_id", "campaign_id", "slot", "lines", "updated_at_ms",
+                "expires_at_ms")
 TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "event",
                       "refunded", "at_ms")
 OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
@@ -89,16 +96,31 @@ class Store:
     async def commit_orders(self, orders: Sequence[tuple[Any, ...]],
                             lines: Sequence[tuple[Any, ...]],
                             transitions: Sequence[tuple[Any, ...]],
-                            outbox: Sequence[tuple[Any, ...]]) -> None:
-        """One transaction, one COPY per table: all of it or none of it."""
+                            outbox: Sequence[tuple[Any, ...]],
+                            carts: Sequence[tuple[Any, ...]] = (),
+                            carts_gone: Sequence[tuple[str, str, str]] = ()) -> None:
+        """One transaction, one COPY per table: all of it or none of it. Carts (written
+        behind) ride along: `carts` rows are upserted, `carts_gone` keys deleted."""
         async with self.pool.acquire() as connection, connection.transaction():
+            if carts_gone:
+                await connection.executemany(
+                    "DELETE FROM flashtx.carts WHERE merchant_id = $1 AND buyer_id = $2"
+                    " AND campaign_id = $3", carts_gone)
+            if carts:
+                await connection.executemany(
+                    "INSERT INTO flashtx.carts (merchant_id, buyer_id, campaign_id, slot, lines,"
+                    " updated_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
+                    " ON CONFLICT (merchant_id, buyer_id, campaign_id) DO UPDATE SET"
+                    " lines = EXCLUDED.lines, updated_at_ms = EXCLUDED.updated_at_ms,"
+                    " expires_at_ms = EXCLUDED.expires_at_ms", carts)
             if orders:
                 await connection.copy_records_to_table(
                     "orders", schema_name="flashtx", records=orders,
                     columns=PLACED_ORDER_COLUMNS)
             if lines:
                 await connection.copy_records_to_table(
-                    "order_lines", schema_name="flashtx", records=lines, columns=LINE_COLUMNS)
+                    "order_lines", schema_name="flashtx", records=lines,
+                    columns=PLACED_LINE_COLUMNS)
             if transitions:
                 await connection.copy_records_to_table(
                     "order_transitions", schema_name="flashtx", records=transitions,
@@ -130,6 +152,49 @@ class Store:
                 await connection.copy_records_to_table(
                     "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
 
+    async def transfer(self, adjustments: Sequence[tuple[Any, ...]],
+                       skus: Sequence[tuple[Any, ...]],
+                       campaign: tuple[Any, ...] | None) -> None:
+        """Units moving between counters (a SKU and its campaign buckets): the adjustments
+        on both sides, new counters' rows and the campaign's row, in one transaction."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if campaign is not None:
+                await connection.execute(
+                    "INSERT INTO flashtx.campaigns (merchant_id, campaign_id, name,"
+                    " starts_at_ms, ends_at_ms, buckets, skus, created_at_ms, ended)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)", *campaign)
+            if skus:
+                await connection.executemany(
+                    "INSERT INTO flashtx.skus (merchant_id, sku_id, slot, name, price_minor,"
+                    " per_buyer_limit, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (merchant_id, sku_id) DO NOTHING", skus)
+            await connection.copy_records_to_table(
+                "stock_adjustments", schema_name="flashtx", records=adjustments,
+                columns=ADJUSTMENT_COLUMNS)
+
+    async def end_campaign(self, merchant_id: str, campaign_id: str) -> None:
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "UPDATE flashtx.campaigns SET ended = true WHERE merchant_id = $1"
+                " AND campaign_id = $2", merchant_id, campaign_id)
+
+    async def load_campaigns(self) -> list[Any]:
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT * FROM flashtx.campaigns ORDER BY created_at_ms"))
+
+    async def load_carts(self, slots: Iterable[int]) -> list[Any]:
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT * FROM flashtx.carts WHERE slot = ANY($1::int[])", list(slots)))
+
+    async def update_merchant(self, merchant_id: str, payment_window_s: int,
+                              cart_hold_s: int) -> None:
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "UPDATE flashtx.merchants SET payment_window_s = $2, cart_hold_s = $3"
+                " WHERE merchant_id = $1", merchant_id, payment_window_s, cart_hold_s)
+
     async def load_skus(self, slots: Iterable[int]) -> list[Any]:
         """SKUs of these slots with their on_hand (holds and sales come from orders)."""
         async with self.pool.acquire() as connection:
@@ -156,12 +221,12 @@ class Store:
                 " USING (order_id) WHERE o.slot = ANY($1::int[])"
                 " ORDER BY o.created_at_ms, o.order_id", slot_list)
             lines = await connection.fetch(
-                "SELECT l.order_id, l.sku_id, l.quantity, l.unit_price_minor"
+                "SELECT l.order_id, l.sku_id, l.quantity, l.unit_price_minor, l.stock_key"
                 " FROM flashtx.order_lines l JOIN flashtx.orders o USING (order_id)"
                 " WHERE o.slot = ANY($1::int[]) ORDER BY l.order_id, l.line_no", slot_list)
-        by_order: dict[str, list[tuple[str, int, int]]] = {}
+        by_order: dict[str, list[tuple[str, int, int, str]]] = {}
         for line in lines:
-            by_order.setdefault(line[0], []).append((line[1], line[2], line[3]))
+            by_order.setdefault(line[0], []).append((line[1], line[2], line[3], line[4]))
         return [(row, by_order.get(row["order_id"], [])) for row in orders]
 
     # --- outbox -------------------------------------------------------------------------------
@@ -241,7 +306,7 @@ class Store:
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO flashtx.merchants (merchant_id, name, payment_window_s,"
-                " created_at_ms) VALUES ($1, $2, $3, $4)", *merchant)
+                " created_at_ms, cart_hold_s) VALUES ($1, $2, $3, $4, $5)", *merchant)
             await connection.execute(
                 "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
                 " created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)", *key)

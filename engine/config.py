@@ -159,6 +159,24 @@ class Config:
     orders_per_shard_max: int = 5_000_000
     idempotency_keys_per_shard_max: int = 5_000_000
 
+    # --- carts ----------------------------------------------------------------------------
+    # A cart unchanged this long is dropped and its holds return.
+    cart_idle_s: int = 24 * 3600
+    cart_lines_max: int = 32
+    carts_per_shard_max: int = 1_000_000
+    # Longest hold a merchant may set for items entering carts (Merchant.cart_hold_s).
+    cart_hold_s_max: int = 3600
+
+    # --- campaigns (flash sales) ----------------------------------------------------------
+    campaign_buckets_max: int = 16
+    campaign_skus_max: int = 100
+    campaigns_per_merchant_max: int = 1000
+    # How often emptying buckets are refilled, sold-out SKUs announced and unsold units of
+    # ended campaigns returned.
+    campaign_rebalance_interval_ms: int = 500
+    # A bucket with fewer available units than this is refilled from the fullest one.
+    campaign_bucket_low_water: int = 20
+
     def check(self) -> Config:
         """Raises ConfigError unless every limit is positive and limits fit together."""
         for field in fields(self):
@@ -189,6 +207,9 @@ class Config:
                  "journal_entries_max must hold at least one commit")
         _require(self.payment_window_s_default <= self.payment_window_s_max,
                  "payment_window_s_default must be <= payment_window_s_max")
+        _require(self.cart_lines_max <= self.lines_per_order_max,
+                 "cart_lines_max must be <= lines_per_order_max (a cart checks out as one order)")
+        _require(self.campaign_buckets_max >= 1, "campaign_buckets_max must be >= 1")
         return self
 
     def replace(self, **changes: Any) -> Config:

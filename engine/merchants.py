@@ -56,6 +56,7 @@ class Principal(NamedTuple):
     key_id: str
     scopes: frozenset[Scope]
     payment_window_s: int
+    cart_hold_s: int = 0  # the merchant's cart reservation policy (0: at checkout)
 
     def require(self, scope: Scope) -> None:
         # admin may do everything a channel or SaaS key may, for its own merchant.
@@ -94,6 +95,7 @@ class MerchantRecord:
     created_at_ms: int
     payment_window_s: int
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    cart_hold_s: int = 0
 
 
 class MerchantDirectory:
@@ -151,7 +153,8 @@ class MerchantDirectory:
             raise Unauthenticated("unknown API key")
         if key.revoked:
             raise Unauthenticated("API key revoked")
-        return Principal(merchant_id, key_id, key.scopes, merchant.payment_window_s)
+        return Principal(merchant_id, key_id, key.scopes, merchant.payment_window_s,
+                         merchant.cart_hold_s)
 
 
 def operator_principal() -> Principal:

@@ -93,6 +93,10 @@ class OrderSnapshot(NamedTuple):
     refunded: bool
     updated_at_ms: int
     key_id: str = ""  # the API key that placed it
+    campaign_id: str = ""
+    # Per line, the stock counter it holds or bought from ("" = the SKU itself; a campaign
+    # bucket's id otherwise). Internal: never shown to clients.
+    stock_keys: tuple[str, ...] = ()
 
 
 class OrderChange(NamedTuple):
@@ -121,16 +125,33 @@ class Order:
     refunded: bool = False
     updated_at_ms: int = 0
     key_id: str = ""
+    campaign_id: str = ""
+    stock_keys: tuple[str, ...] = ()
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(self.order_id, self.merchant_id, self.buyer_id,
                              self.idempotency_key, self.lines, int(self.status),
                              self.total_minor, self.created_at_ms, self.payment_deadline_ms,
-                             self.sequence, self.refunded, self.updated_at_ms, self.key_id)
+                             self.sequence, self.refunded, self.updated_at_ms, self.key_id,
+                             self.campaign_id, self.stock_keys)
 
     @property
     def unpriced_lines(self) -> tuple[Line, ...]:
         return tuple((sku_id, quantity) for sku_id, quantity, _ in self.lines)
+
+    @property
+    def stock_lines(self) -> tuple[Line, ...]:
+        """The lines as the stock shards know them (campaign lines: by bucket)."""
+        if not self.stock_keys:
+            return self.unpriced_lines
+        return tuple((key or sku_id, quantity)
+                     for (sku_id, quantity, _), key in zip(self.lines, self.stock_keys,
+                                                            strict=True))
+
+    @property
+    def live(self) -> bool:
+        """Holds or bought its stock (not cancelled or expired)."""
+        return self.status not in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 
 
 class Begin(NamedTuple):
@@ -143,7 +164,7 @@ class Begin(NamedTuple):
 
 
 IdempotencyKey = tuple[str, str]  # (merchant_id, idempotency_key)
-Fingerprint = tuple[str, tuple[Line, ...]]  # (buyer_id, lines)
+Fingerprint = tuple[str, tuple[Line, ...], str]  # (buyer_id, lines, campaign_id)
 
 
 class OrderBook:
@@ -161,13 +182,13 @@ class OrderBook:
     # --- placing ---------------------------------------------------------------------------
 
     def begin(self, merchant_id: str, idempotency_key: str, buyer_id: str,
-              lines: tuple[Line, ...], slot: int) -> Begin:
+              lines: tuple[Line, ...], slot: int, campaign_id: str = "") -> Begin:
         key = (merchant_id, idempotency_key)
-        fingerprint = (buyer_id, lines)
+        fingerprint = (buyer_id, lines, campaign_id)
         order_id = self._by_key.get(key)
         if order_id is not None:
             order = self.orders[order_id]
-            if (order.buyer_id, order.unpriced_lines) != fingerprint:
+            if (order.buyer_id, order.unpriced_lines, order.campaign_id) != fingerprint:
                 return Begin(ResultCode.IDEMPOTENCY_CONFLICT, order_id, None,
                              "idempotency key was used with a different order")
             return Begin(ResultCode.REPLAYED, order_id, order.snapshot(), "")
@@ -186,7 +207,8 @@ class OrderBook:
 
     def complete(self, order_id: str, merchant_id: str, idempotency_key: str, buyer_id: str,
                  lines: Sequence[Line], prices: Sequence[int], now_ms: int,
-                 payment_deadline_ms: int, key_id: str = "") -> OrderSnapshot:
+                 payment_deadline_ms: int, key_id: str = "", campaign_id: str = "",
+                 stock_keys: tuple[str, ...] = ()) -> OrderSnapshot:
         """Stock is held: the order exists, RESERVED, from now on."""
         key = (merchant_id, idempotency_key)
         pending = self._pending.pop(key, None)
@@ -195,7 +217,7 @@ class OrderBook:
                        for (sku_id, quantity), price in zip(lines, prices, strict=True))
         order = Order(order_id, merchant_id, buyer_id, idempotency_key, priced,
                       OrderStatus.RESERVED, sum(q * p for _, q, p in priced), now_ms,
-                      payment_deadline_ms, 1, False, now_ms, key_id)
+                      payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys)
         self._add(order)
         self.changes.append(OrderChange(order_id, merchant_id, 1, int(order.status), "placed",
                                         now_ms))
@@ -204,6 +226,11 @@ class OrderBook:
     def abandon(self, merchant_id: str, idempotency_key: str) -> None:
         """Stock was refused: forget the attempt, so a retry may try again."""
         self._pending.pop((merchant_id, idempotency_key), None)
+
+    def find(self, merchant_id: str, idempotency_key: str) -> Order | None:
+        """The order placed with this key, if any."""
+        order_id = self._by_key.get((merchant_id, idempotency_key))
+        return None if order_id is None else self.orders[order_id]
 
     def restore(self, order: Order) -> None:
         """Loads an order from durable state (recovery)."""

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from engine.campaigns import BUCKET_SEPARATOR
 from engine.errors import FailedPrecondition, NotFound, ResultCode, invariant
 
 __all__ = ["Reservation", "SkuKey", "SkuState", "StockChange", "StockLedger", "StockLevel"]
@@ -174,10 +175,66 @@ class StockLedger:
         for (sku_id, quantity), sku in zip(line_tuple, states, strict=True):
             self.changes.append(StockChange("reserved", merchant_id, sku_id, quantity, "",
                                             order_id, now_ms))
-            if sku.on_hand - sku.reserved - sku.sold == 0 and not force:
+            if sku.on_hand - sku.reserved - sku.sold == 0 and not force and (
+                    BUCKET_SEPARATOR not in sku_id):  # a bucket: the campaign tells
                 self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",
                                                 order_id, now_ms))
         return ResultCode.OK, tuple(sku.price_minor for sku in states)
+
+    def hold(self, hold_id: str, merchant_id: str, buyer_id: str, sku_id: str, quantity: int,
+             expires_at_ms: int, now_ms: int, owner: int = 0,
+             force: bool = False) -> tuple[ResultCode, int | str]:
+        """Holds `quantity` units of one SKU under `hold_id` (a cart line), resizing an
+        existing hold: only the difference must be available. 0 releases it. Returns
+        (OK, unit price) or (code, message)."""
+        existing = self.reservations.get(hold_id)
+        if existing is not None and (existing.lines[0][0] != sku_id or quantity == 0):
+            self.release(hold_id, now_ms)
+            existing = None
+        if quantity == 0:
+            return ResultCode.OK, 0
+        sku = self.skus.get((merchant_id, sku_id))
+        if sku is None:
+            return ResultCode.NOT_FOUND, f"unknown sku {sku_id}"
+        delta = quantity - (existing.lines[0][1] if existing is not None else 0)
+        if delta > 0 and not force:
+            if sku.on_hand - sku.reserved - sku.sold < delta:
+                return ResultCode.OUT_OF_STOCK, f"sku {sku_id} has too few units available"
+            if sku.per_buyer_limit and (
+                    sku.held_by_buyer.get(buyer_id, 0) + delta > sku.per_buyer_limit):
+                return ResultCode.LIMIT_EXCEEDED, (
+                    f"sku {sku_id} allows {sku.per_buyer_limit} units per buyer")
+        sku.reserved += delta
+        if delta >= 0:
+            sku.held_by_buyer[buyer_id] = sku.held_by_buyer.get(buyer_id, 0) + delta
+        else:
+            _give_back(sku, buyer_id, -delta)
+        self.reservations[hold_id] = Reservation(merchant_id, buyer_id, ((sku_id, quantity),),
+                                                 expires_at_ms, owner)
+        heapq.heappush(self._expiry_heap, (expires_at_ms, hold_id))
+        self._log("reserved", (merchant_id, sku_id), delta, "cart", hold_id, now_ms)
+        return ResultCode.OK, sku.price_minor
+
+    def withdraw(self, merchant_id: str, sku_id: str, units: int) -> int:
+        """Takes `units` available units out of on-hand (0: every available unit), to move
+        them elsewhere (a campaign's buckets). Returns how many; raises if too few."""
+        sku = self._sku(merchant_id, sku_id)
+        available = sku.on_hand - sku.reserved - sku.sold
+        taken = available if units == 0 else units
+        if taken > available or taken == 0:
+            raise FailedPrecondition(f"sku {sku_id} has {available} units available",
+                                     sku_id=sku_id)
+        sku.on_hand -= taken
+        return taken
+
+    def deposit(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
+                units: int) -> None:
+        """Adds units moved here (creating the counter on first use: a campaign bucket)."""
+        sku = self.skus.get((merchant_id, sku_id))
+        if sku is None:
+            invariant(len(self.skus) < self._skus_max, "stock shard full of SKUs")
+            sku = self.skus[(merchant_id, sku_id)] = SkuState(name, price_minor)
+        sku.on_hand += units
 
     def commit(self, order_id: str, now_ms: int) -> tuple[ResultCode, str]:
         """Turns a hold into a sale and forgets the hold."""

@@ -1,4 +1,4 @@
-"""A small Python client: one channel, the three service stubs, the key in metadata.
+"""A small Python client: one channel, a stub per service, the key in metadata.
 
     async with Client("127.0.0.1:50051", api_key) as client:
         order = await client.orders.PlaceOrder(order_pb2.PlaceOrderRequest(...))
@@ -10,7 +10,13 @@ from typing import Any
 
 import grpc
 
-from protos.flashtx.v1 import merchant_pb2_grpc, order_pb2_grpc, stock_pb2_grpc
+from protos.flashtx.v1 import (
+    campaign_pb2_grpc,
+    cart_pb2_grpc,
+    merchant_pb2_grpc,
+    order_pb2_grpc,
+    stock_pb2_grpc,
+)
 
 __all__ = ["Client"]
 
@@ -42,6 +48,9 @@ class Client:
         self.merchants = _Authorized(merchant_pb2_grpc.MerchantServiceStub(self.channel), metadata)
         self.stock = _Authorized(stock_pb2_grpc.StockServiceStub(self.channel), metadata)
         self.orders = _Authorized(order_pb2_grpc.OrderServiceStub(self.channel), metadata)
+        self.carts = _Authorized(cart_pb2_grpc.CartServiceStub(self.channel), metadata)
+        self.campaigns = _Authorized(campaign_pb2_grpc.CampaignServiceStub(self.channel),
+                                     metadata)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -66,3 +66,16 @@ async def fresh_database(prefix: str) -> AsyncIterator[str]:
         yield database_on(server_dsn, name)
     finally:
         await _database(server_dsn, name, create=False)
+
+
+async def eventually(check: Callable[[], Awaitable[None]], timeout_s: float = 20.0) -> None:
+    """Runs `check` until its assertions hold (background loops act on their own time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -103,10 +103,18 @@ def test_every_domain_error_maps_to_one_status_with_details(error: errors.Domain
 
 
 def test_every_rpc_has_a_scope() -> None:
-    from protos.flashtx.v1 import event_pb2, merchant_pb2, order_pb2, stock_pb2
+    from protos.flashtx.v1 import (
+        campaign_pb2,
+        cart_pb2,
+        event_pb2,
+        merchant_pb2,
+        order_pb2,
+        stock_pb2,
+    )
 
     methods = {f"/{service.full_name}/{method.name}"
-               for module in (event_pb2, merchant_pb2, order_pb2, stock_pb2)
+               for module in (event_pb2, merchant_pb2, order_pb2, stock_pb2, cart_pb2,
+                              campaign_pb2)
                for service in module.DESCRIPTOR.services_by_name.values()
                for method in service.methods}
     assert methods == set(SCOPES)

@@ -56,6 +56,11 @@ class MerchantServiceStub:
                 request_serializer=flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.UpdateMerchant = channel.unary_unary(
+                '/flashtx.v1.MerchantService/UpdateMerchant',
+                request_serializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.SerializeToString,
+                response_deserializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.FromString,
+                _registered_method=True)
 
 
 class MerchantServiceServicer:
@@ -87,6 +92,14 @@ class MerchantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateMerchant(self, request, context):
+        """Changes the merchant's settings (admin). Gateways apply them within the key cache
+        time (auth_cache_ttl_ms).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MerchantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_MerchantServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'UpdateMerchant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMerchant,
+                    request_deserializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.FromString,
+                    response_serializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class MerchantService:
             '/flashtx.v1.MerchantService/RevokeApiKey',
             flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyRequest.SerializeToString,
             flashtx_dot_v1_dot_merchant__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMerchant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flashtx.v1.MerchantService/UpdateMerchant',
+            flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.SerializeToString,
+            flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.FromString,
             options,
             channel_credentials,
             insecure,

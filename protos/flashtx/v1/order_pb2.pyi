@@ -34,7 +34,7 @@ class OrderLine(_message.Message):
     def __init__(self, sku_id: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_minor: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "buyer_id", "idempotency_key", "lines", "status", "total_minor", "created_at_ms", "payment_deadline_ms", "sequence", "refunded", "updated_at_ms")
+    __slots__ = ("order_id", "buyer_id", "idempotency_key", "lines", "status", "total_minor", "created_at_ms", "payment_deadline_ms", "sequence", "refunded", "updated_at_ms", "campaign_id")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     BUYER_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class Order(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     buyer_id: str
     idempotency_key: str
@@ -57,17 +58,20 @@ class Order(_message.Message):
     sequence: int
     refunded: bool
     updated_at_ms: int
-    def __init__(self, order_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., total_minor: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., payment_deadline_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., refunded: _Optional[bool] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    campaign_id: str
+    def __init__(self, order_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., total_minor: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., payment_deadline_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., refunded: _Optional[bool] = ..., updated_at_ms: _Optional[int] = ..., campaign_id: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
-    __slots__ = ("idempotency_key", "buyer_id", "lines")
+    __slots__ = ("idempotency_key", "buyer_id", "lines", "campaign_id")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     BUYER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     buyer_id: str
     lines: _containers.RepeatedCompositeFieldContainer[OrderLine]
-    def __init__(self, idempotency_key: _Optional[str] = ..., buyer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ...) -> None: ...
+    campaign_id: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., buyer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., campaign_id: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderResponse(_message.Message):
     __slots__ = ("order", "replayed")

@@ -1,0 +1,154 @@
+"""Carts: one per (merchant, buyer, campaign), bounded, dropped after an idle time.
+
+A cart line may hold stock (the merchant's policy holds stock when an item enters a
+cart): the hold lives on a stock shard under the line's ``hold_id`` until
+``held_until_ms``; the cart only records where (``stock_key``: the SKU, or a campaign
+bucket) and until when. Checkout releases the holds and reserves the order's stock in
+the same stock-shard call, so the order gets exactly the units the cart held.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from engine.errors import FailedPrecondition, InvalidArgument
+
+__all__ = ["Cart", "CartBook", "CartKey", "CartLine", "CartSnapshot", "hold_id"]
+
+CartKey = tuple[str, str, str]  # (merchant_id, buyer_id, campaign_id)
+
+
+def hold_id(key: CartKey, sku_id: str) -> str:
+    """The stock hold of one cart line (stable: changing the line resizes the hold)."""
+    merchant_id, buyer_id, campaign_id = key
+    return f"cart:{merchant_id}:{buyer_id}:{campaign_id}:{sku_id}"
+
+
+@dataclass(slots=True)
+class CartLine:
+    sku_id: str
+    quantity: int
+    stock_key: str = ""  # where its hold is (set while held)
+    held_until_ms: int = 0
+
+    def held(self, now_ms: int) -> bool:
+        return self.held_until_ms > now_ms
+
+
+class CartSnapshot(NamedTuple):
+    buyer_id: str
+    campaign_id: str
+    lines: tuple[tuple[str, int, int], ...]  # (sku_id, quantity, held_until_ms or 0)
+    updated_at_ms: int
+    expires_at_ms: int
+
+
+@dataclass(slots=True)
+class Cart:
+    key: CartKey
+    lines: dict[str, CartLine] = field(default_factory=dict)
+    updated_at_ms: int = 0
+    expires_at_ms: int = 0
+
+    def snapshot(self, now_ms: int) -> CartSnapshot:
+        return CartSnapshot(self.key[1], self.key[2],
+                            tuple((line.sku_id, line.quantity,
+                                   line.held_until_ms if line.held(now_ms) else 0)
+                                  for line in self.lines.values()),
+                            self.updated_at_ms, self.expires_at_ms)
+
+    def order_lines(self) -> tuple[tuple[str, int], ...]:
+        """The cart as an order's lines (sorted: the canonical form)."""
+        return tuple(sorted((line.sku_id, line.quantity) for line in self.lines.values()))
+
+
+class CartBook:
+    def __init__(self, idle_ms: int, lines_max: int, carts_max: int) -> None:
+        self.carts: dict[CartKey, Cart] = {}
+        self._idle_ms = idle_ms
+        self._lines_max = lines_max
+        self._carts_max = carts_max
+        self._expiry: list[tuple[int, CartKey]] = []
+
+    def get(self, key: CartKey) -> Cart | None:
+        return self.carts.get(key)
+
+    def empty(self, key: CartKey, now_ms: int) -> CartSnapshot:
+        return CartSnapshot(key[1], key[2], (), now_ms, 0)
+
+    def quantity(self, key: CartKey, sku_id: str) -> int:
+        cart = self.carts.get(key)
+        line = cart.lines.get(sku_id) if cart else None
+        return line.quantity if line else 0
+
+    def check_room(self, key: CartKey, sku_id: str) -> None:
+        """Raises unless a line for `sku_id` may exist in this cart."""
+        cart = self.carts.get(key)
+        if cart is None:
+            if len(self.carts) >= self._carts_max:
+                raise FailedPrecondition("this order shard holds its maximum number of carts")
+            return
+        if sku_id not in cart.lines and len(cart.lines) >= self._lines_max:
+            raise InvalidArgument("sku_id", f"a cart holds at most {self._lines_max} lines")
+
+    def set_line(self, key: CartKey, sku_id: str, quantity: int, now_ms: int,
+                 stock_key: str = "", held_until_ms: int = 0) -> Cart:
+        """Sets a line (0 removes it); the cart's idle clock restarts."""
+        self.check_room(key, sku_id)
+        cart = self.carts.get(key)
+        if cart is None:
+            cart = self.carts[key] = Cart(key)
+        if quantity <= 0:
+            cart.lines.pop(sku_id, None)
+        else:
+            cart.lines[sku_id] = CartLine(sku_id, quantity, stock_key, held_until_ms)
+        self.touch(cart, now_ms)
+        return cart
+
+    def touch(self, cart: Cart, now_ms: int) -> None:
+        cart.updated_at_ms = now_ms
+        cart.expires_at_ms = now_ms + self._idle_ms
+        heapq.heappush(self._expiry, (cart.expires_at_ms, cart.key))
+
+    def remove(self, key: CartKey) -> Cart | None:
+        return self.carts.pop(key, None)
+
+    def take_ordered(self, key: CartKey, ordered: Iterable[tuple[str, int]],
+                     now_ms: int) -> Cart | None:
+        """Removes what an order took from the cart (lines changed meanwhile keep the
+        difference); drops the cart when nothing is left."""
+        cart = self.carts.get(key)
+        if cart is None:
+            return None
+        for sku_id, quantity in ordered:
+            line = cart.lines.get(sku_id)
+            if line is None:
+                continue
+            if line.quantity <= quantity:
+                del cart.lines[sku_id]
+            else:
+                line.quantity -= quantity
+                line.stock_key, line.held_until_ms = "", 0
+        if not cart.lines:
+            del self.carts[key]
+            return None
+        self.touch(cart, now_ms)
+        return cart
+
+    def restore(self, cart: Cart) -> None:
+        self.carts[cart.key] = cart
+        heapq.heappush(self._expiry, (cart.expires_at_ms, cart.key))
+
+    def idle(self, now_ms: int, items_max: int) -> list[Cart]:
+        """Removes and returns carts unchanged for the idle time."""
+        gone: list[Cart] = []
+        while self._expiry and self._expiry[0][0] <= now_ms and len(gone) < items_max:
+            expires_at_ms, key = heapq.heappop(self._expiry)
+            cart = self.carts.get(key)
+            if cart is not None and cart.expires_at_ms == expires_at_ms:
+                del self.carts[key]
+                gone.append(cart)
+        return gone

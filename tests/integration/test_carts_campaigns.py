@@ -1,0 +1,347 @@
+"""Carts, campaigns and hot-SKU buckets through the real gRPC port on the session's real
+local Ray cluster (2 stock shards, 2 order shards, 2 gateways), with Postgres.
+
+Time is moved with the engine's injectable clock (``Topology.shift_clock``), never slept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from flashtx.app import LocalEngine
+from flashtx.client import Client
+from protos.flashtx.v1 import (
+    campaign_pb2,
+    cart_pb2,
+    common_pb2,
+    merchant_pb2,
+    order_pb2,
+    stock_pb2,
+)
+from tests.integration.conftest import add_skus, unique_merchant_id
+from tests.integration.retrying import eventually
+from tests.integration.test_order_path import error_reason
+
+pytestmark = pytest.mark.cluster
+
+MINUTE_MS = 60_000
+STRONG = common_pb2.READ_CONSISTENCY_STRONG
+
+
+@pytest.fixture
+def clock(engine: LocalEngine) -> Iterator[object]:
+    """Moves the engine's clock; puts it back after the test."""
+    def shift(offset_ms: int) -> None:
+        engine.topology.shift_clock(offset_ms)
+
+    yield shift
+    engine.topology.shift_clock(0)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def create_campaign(client: Client, campaign_id: str, skus: list[campaign_pb2.CampaignSku],
+                          starts_at_ms: int, ends_at_ms: int,
+                          buckets: int = 1) -> campaign_pb2.Campaign:
+    response = await client.campaigns.CreateCampaign(campaign_pb2.CreateCampaignRequest(
+        campaign_id=campaign_id, name=campaign_id, starts_at_ms=starts_at_ms,
+        ends_at_ms=ends_at_ms, skus=skus, buckets=buckets))
+    return response.campaign
+
+
+def sale(sku_id: str, price: int, allotment: int = 0, limit: int = 0) -> campaign_pb2.CampaignSku:
+    return campaign_pb2.CampaignSku(sku_id=sku_id, sale_price_minor=price, allotment=allotment,
+                                    per_buyer_limit=limit)
+
+
+def campaign_order(key: str, buyer: str, campaign_id: str,
+                   *lines: tuple[str, int]) -> order_pb2.PlaceOrderRequest:
+    return order_pb2.PlaceOrderRequest(
+        idempotency_key=key, buyer_id=buyer, campaign_id=campaign_id,
+        lines=[order_pb2.OrderLine(sku_id=s, quantity=q) for s, q in lines])
+
+
+async def attempt(call: object) -> str:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as error:
+        return f"{error.code().name}:{error_reason(error)}"
+    return "OK"
+
+
+async def level(client: Client, sku_id: str) -> stock_pb2.StockLevel:
+    response = await client.stock.GetStock(stock_pb2.GetStockRequest(sku_id=sku_id,
+                                                                      consistency=STRONG))
+    return response.level
+
+
+async def add(client: Client, buyer: str, sku_id: str, quantity: int,
+              campaign_id: str = "") -> cart_pb2.Cart:
+    response = await client.carts.AddItem(cart_pb2.AddItemRequest(
+        buyer_id=buyer, campaign_id=campaign_id, sku_id=sku_id, quantity=quantity))
+    return response.cart
+
+
+async def test_campaign_window_prices_and_refusals(shop: Client, clock: object) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="tv", name="TV", price_minor=50_000,
+                                       on_hand=100))
+    start = now_ms() + 10 * MINUTE_MS
+    campaign = await create_campaign(shop, "blackfriday", [sale("tv", 29_900, allotment=40)],
+                                     start, start + 10 * MINUTE_MS)
+    assert campaign.skus[0].units == 40 and campaign.skus[0].available == 40
+    # The allotment left the SKU's own stock.
+    assert (await level(shop, "tv")).available == 60
+    before = await attempt(shop.orders.PlaceOrder(
+        campaign_order("early", "b1", "blackfriday", ("tv", 1))))
+    assert before == "FAILED_PRECONDITION:CAMPAIGN_NOT_ACTIVE"
+    # Carts fill before the start.
+    cart = await add(shop, "b2", "tv", 1, "blackfriday")
+    assert [(line.sku_id, line.quantity) for line in cart.lines] == [("tv", 1)]
+
+    clock(10 * MINUTE_MS + 1000)  # type: ignore[operator]
+    placed = await shop.orders.PlaceOrder(campaign_order("in", "b1", "blackfriday", ("tv", 1)))
+    assert placed.order.lines[0].unit_price_minor == 29_900
+    assert placed.order.campaign_id == "blackfriday"
+    checkout = await shop.carts.Checkout(cart_pb2.CheckoutRequest(
+        buyer_id="b2", campaign_id="blackfriday", idempotency_key="b2-checkout"))
+    assert checkout.order.total_minor == 29_900
+    regular = await shop.orders.PlaceOrder(campaign_order("reg", "b1", "", ("tv", 1)))
+    assert regular.order.lines[0].unit_price_minor == 50_000
+
+    clock(20 * MINUTE_MS + 1000)  # type: ignore[operator]
+    after = await attempt(shop.orders.PlaceOrder(
+        campaign_order("late", "b3", "blackfriday", ("tv", 1))))
+    assert after == "FAILED_PRECONDITION:CAMPAIGN_NOT_ACTIVE"
+    late_cart = await attempt(add(shop, "b4", "tv", 1, "blackfriday"))
+    assert late_cart == "FAILED_PRECONDITION:CAMPAIGN_NOT_ACTIVE"
+    # A retry of an order placed in the window still answers it after the end.
+    replay = await shop.orders.PlaceOrder(campaign_order("in", "b1", "blackfriday", ("tv", 1)))
+    assert replay.replayed and replay.order.order_id == placed.order.order_id
+
+    # Once over, unsold units go back to the SKU (the two sold stay reserved).
+    async def settled() -> None:
+        tv = await level(shop, "tv")
+        assert (tv.on_hand, tv.available) == (98, 97)
+    await eventually(settled)
+
+
+async def test_bad_campaign_input_changes_nothing(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=10, on_hand=5))
+    start = now_ms() + MINUTE_MS
+    for skus, ends, buckets, field in (
+            ([sale("a", 5)], start - 1, 1, "ends_at_ms"),
+            ([sale("a", 5)], start + MINUTE_MS, 99, "buckets"),
+            ([sale("a", 5), sale("a", 5)], start + MINUTE_MS, 1, "skus[1].sku_id"),
+            ([sale("a~1", 5)], start + MINUTE_MS, 1, "skus[0].sku_id")):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await create_campaign(shop, "bad", skus, start, ends, buckets)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field in (raised.value.details() or "")
+    too_many = await attempt(create_campaign(shop, "big", [sale("a", 5, allotment=6)], start,
+                                             start + MINUTE_MS))
+    assert too_many == "FAILED_PRECONDITION:FAILED_PRECONDITION"
+    missing = await attempt(create_campaign(shop, "nope", [sale("zz", 5)], start,
+                                            start + MINUTE_MS))
+    assert missing == "NOT_FOUND:NOT_FOUND"
+    assert (await level(shop, "a")).available == 5
+    listed = await shop.campaigns.ListCampaigns(campaign_pb2.ListCampaignsRequest())
+    assert list(listed.campaigns) == []
+
+
+async def test_allotment_and_buckets_under_concurrency(shop: Client) -> None:
+    """K=4 buckets on 2 stock shards: every unit sells, none twice, and nobody is told
+    "out of stock" while a unit is left anywhere."""
+    await add_skus(shop, stock_pb2.Sku(sku_id="hot", name="Hot", price_minor=1000,
+                                       on_hand=500))
+    start = now_ms() - 1000
+    await create_campaign(shop, "storm", [sale("hot", 100, allotment=200)], start,
+                          start + 60 * MINUTE_MS, buckets=4)
+    orders = [shop.orders.PlaceOrder(campaign_order(f"k{i}", f"buyer-{i}", "storm",
+                                                    ("hot", 1))) for i in range(200)]
+    results = await asyncio.gather(*(attempt(o) for o in orders))
+    assert Counter(results) == {"OK": 200}  # buckets empty unevenly: fallback finds units
+    more = await asyncio.gather(*(attempt(shop.orders.PlaceOrder(campaign_order(
+        f"x{i}", f"late-{i}", "storm", ("hot", 1)))) for i in range(50)))
+    assert Counter(more) == {"FAILED_PRECONDITION:OUT_OF_STOCK": 50}
+    campaign = (await shop.campaigns.GetCampaign(
+        campaign_pb2.GetCampaignRequest(campaign_id="storm"))).campaign
+    state = campaign.skus[0]
+    assert (state.units, state.available, state.reserved, state.sold_out) == (200, 0, 200, True)
+    hot = await level(shop, "hot")
+    assert (hot.on_hand, hot.available) == (300, 300)  # the allotment was never exceeded
+
+
+async def test_oversubscribed_buckets_sell_exactly_the_allotment(shop: Client,
+                                                                 engine: LocalEngine) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="p", name="P", price_minor=1000, on_hand=90))
+    start = now_ms() - 1000
+    await create_campaign(shop, "rush", [sale("p", 10, allotment=90)], start,
+                          start + 60 * MINUTE_MS, buckets=2)
+    results = await asyncio.gather(*(attempt(shop.orders.PlaceOrder(campaign_order(
+        f"k{i}", f"b{i}", "rush", ("p", 1 + i % 3)))) for i in range(120)))
+    wanted = {f"k{i}": 1 + i % 3 for i in range(120)}
+    sold = sum(wanted[f"k{i}"] for i, r in enumerate(results) if r == "OK")
+    assert sold <= 90
+    assert set(results) <= {"OK", "FAILED_PRECONDITION:OUT_OF_STOCK"}
+    campaign = (await shop.campaigns.GetCampaign(
+        campaign_pb2.GetCampaignRequest(campaign_id="rush"))).campaign
+    assert campaign.skus[0].reserved == sold
+    assert campaign.skus[0].available == 90 - sold
+    # Refusals came only when no bucket could serve the order.
+    assert campaign.skus[0].available < 3
+    engine.check_invariants()
+
+
+async def test_per_buyer_limit_holds_across_carts_and_orders(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="gpu", name="GPU", price_minor=70_000,
+                                       on_hand=100))
+    start = now_ms() - 1000
+    await create_campaign(shop, "drop", [sale("gpu", 50_000, limit=2)], start,
+                          start + 60 * MINUTE_MS, buckets=2)
+    await add(shop, "fan", "gpu", 2, "drop")
+    over = await attempt(shop.orders.PlaceOrder(campaign_order("o1", "fan", "drop",
+                                                               ("gpu", 1))))
+    assert over == "FAILED_PRECONDITION:LIMIT_EXCEEDED"
+    await shop.carts.UpdateQuantity(cart_pb2.UpdateQuantityRequest(
+        buyer_id="fan", campaign_id="drop", sku_id="gpu", quantity=1))
+    await shop.orders.PlaceOrder(campaign_order("o2", "fan", "drop", ("gpu", 1)))
+    assert await attempt(add(shop, "fan", "gpu", 1, "drop")) == (
+        "FAILED_PRECONDITION:LIMIT_EXCEEDED")
+    # Concurrent attempts by one buyer: the limit still holds.
+    others = await asyncio.gather(*(attempt(shop.orders.PlaceOrder(campaign_order(
+        f"r{i}", "rival", "drop", ("gpu", 1)))) for i in range(10)))
+    assert Counter(others) == {"OK": 2, "FAILED_PRECONDITION:LIMIT_EXCEEDED": 8}
+    # Cancelling gives the units back to the buyer's allowance.
+    rival = await shop.orders.ListOrders(order_pb2.ListOrdersRequest(buyer_id="rival"))
+    await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(
+        order_id=rival.orders[0].order_id))
+    await shop.orders.PlaceOrder(campaign_order("r-again", "rival", "drop", ("gpu", 1)))
+
+
+async def test_checkout_is_idempotent_under_retries(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=300, on_hand=10),
+                   stock_pb2.Sku(sku_id="b", name="B", price_minor=200, on_hand=10))
+    await add(shop, "buyer", "a", 2)
+    await add(shop, "buyer", "b", 1)
+    checkout = cart_pb2.CheckoutRequest(buyer_id="buyer", idempotency_key="pay-1")
+    answers = await asyncio.gather(*(shop.carts.Checkout(checkout) for _ in range(20)),
+                                   return_exceptions=True)
+    orders = {a.order.order_id for a in answers if isinstance(a, cart_pb2.CheckoutResponse)}
+    failures = [a for a in answers if not isinstance(a, cart_pb2.CheckoutResponse)]
+    # Retries racing the first either get its order or are told to retry.
+    assert all(f.code() == grpc.StatusCode.UNAVAILABLE for f in failures), failures
+    assert len(orders) == 1
+    assert sum(1 for a in answers if isinstance(a, cart_pb2.CheckoutResponse)
+               and not a.replayed) == 1
+    [order_id] = orders
+    again = await shop.carts.Checkout(checkout)
+    assert again.replayed and again.order.order_id == order_id
+    assert again.order.total_minor == 800
+    cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="buyer"))).cart
+    assert list(cart.lines) == []
+    empty = await attempt(shop.carts.Checkout(cart_pb2.CheckoutRequest(
+        buyer_id="buyer", idempotency_key="pay-2")))
+    assert empty == "FAILED_PRECONDITION:FAILED_PRECONDITION"
+    assert ((await level(shop, "a")).reserved, (await level(shop, "b")).reserved) == (2, 1)
+
+
+async def test_cart_limits_and_bad_input(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=1, on_hand=10))
+    for request, field in (
+            (cart_pb2.AddItemRequest(buyer_id="b", sku_id="a", quantity=0), "quantity"),
+            (cart_pb2.AddItemRequest(buyer_id="", sku_id="a", quantity=1), "buyer_id"),
+            (cart_pb2.AddItemRequest(buyer_id="b", sku_id="a b", quantity=1), "sku_id"),
+            (cart_pb2.AddItemRequest(buyer_id="b", sku_id="a", quantity=10**6), "quantity")):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await shop.carts.AddItem(request)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (raised.value.details() or "")
+    unknown = await attempt(add(shop, "b", "a", 1, "no-such-campaign"))
+    assert unknown == "NOT_FOUND:NOT_FOUND"
+    cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="b"))).cart
+    assert list(cart.lines) == []
+
+
+async def test_cart_expires_after_idle_time(shop: Client, clock: object,
+                                            engine: LocalEngine) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=1, on_hand=10))
+    await add(shop, "idle", "a", 3)
+    clock((engine.config.cart_idle_s + 5) * 1000)  # type: ignore[operator]
+
+    async def gone() -> None:
+        cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="idle"))).cart
+        assert list(cart.lines) == []
+    await eventually(gone)
+
+
+async def test_holds_on_add_expire_and_checkout_takes_them_over(
+        engine: LocalEngine, operator: Client, clock: object) -> None:
+    created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
+        merchant_id=unique_merchant_id("holds"), name="Holds", cart_hold_s=60))
+    assert created.merchant.cart_hold_s == 60
+    async with Client(engine.address, created.admin_key_secret) as shop:
+        await add_skus(shop, stock_pb2.Sku(sku_id="few", name="Few", price_minor=5,
+                                           on_hand=3))
+        cart = await add(shop, "early", "few", 2)
+        assert cart.lines[0].held_until_ms > 0
+        assert (await level(shop, "few")).available == 1
+        refused = await attempt(shop.orders.PlaceOrder(campaign_order("x", "late", "",
+                                                                      ("few", 2))))
+        assert refused == "FAILED_PRECONDITION:OUT_OF_STOCK"
+        # Checkout gets exactly the units the cart held.
+        done = await shop.carts.Checkout(cart_pb2.CheckoutRequest(buyer_id="early",
+                                                                  idempotency_key="c1"))
+        assert done.order.lines[0].quantity == 2
+        few = await level(shop, "few")
+        assert (few.available, few.reserved) == (1, 2)
+        # A hold returns after the merchant's hold time.
+        await add(shop, "other", "few", 1)
+        assert (await level(shop, "few")).available == 0
+        clock(61_000)  # type: ignore[operator]
+
+        async def returned() -> None:
+            assert (await level(shop, "few")).available == 1
+            cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="other"))).cart
+            assert cart.lines[0].held_until_ms == 0
+        await eventually(returned)
+        # Reserve-at-checkout merchants (the default) hold nothing in carts.
+        await shop.merchants.UpdateMerchant(merchant_pb2.UpdateMerchantRequest(
+            cart_hold_s=0))
+        async def policy_changed() -> None:
+            cart = await add(shop, "third", "few", 1)
+            assert cart.lines[0].held_until_ms == 0
+        await eventually(policy_changed)
+        engine.check_invariants()
+
+
+async def test_end_campaign_returns_unsold_units(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=100, on_hand=50))
+    start = now_ms() - 1000
+    await create_campaign(shop, "short", [sale("s", 50, allotment=20)], start,
+                          start + 60 * MINUTE_MS, buckets=2)
+    for i in range(5):
+        await shop.orders.PlaceOrder(campaign_order(f"k{i}", f"b{i}", "short", ("s", 1)))
+    ended = (await shop.campaigns.EndCampaign(
+        campaign_pb2.EndCampaignRequest(campaign_id="short"))).campaign
+    assert ended.ended
+    s = await level(shop, "s")
+    assert (s.on_hand, s.available) == (45, 45)  # 15 unsold came back, 5 were sold
+    refused = await attempt(shop.orders.PlaceOrder(campaign_order("k9", "b9", "short",
+                                                                  ("s", 1))))
+    assert refused == "FAILED_PRECONDITION:CAMPAIGN_NOT_ACTIVE"
+    # A cancelled campaign order's units return to the SKU too, once released.
+    orders = await shop.orders.ListOrders(order_pb2.ListOrdersRequest(buyer_id="b0"))
+    await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(
+        order_id=orders.orders[0].order_id))
+
+    async def back() -> None:
+        assert (await level(shop, "s")).available == 46
+    await eventually(back)
