@@ -313,7 +313,7 @@ class MerchantShard(clock.ClockControl):
         return moved
 
     async def _balance_once(self) -> None:
-        if not self._campaigns or self._store is None:
+        if not self._campaigns:
             return
         now = clock.now_ms()
         stock = await self._stock()

@@ -120,6 +120,8 @@ class OrderShard(clock.ClockControl):
             for row in await store.load_campaigns():
                 campaign = campaign_from_row(row)
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
+        else:  # nothing durable: the merchant shards hold the campaigns
+            await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
             rows = await self._store.load_orders(self._slots)
             for row, lines in rows:
                 order = restore_order(row, lines)
@@ -137,6 +139,13 @@ class OrderShard(clock.ClockControl):
             log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
                      len(carts))
         await until_done(self._push_stock_state, f"order shard {self.index} recovery")
+
+    async def _load_campaigns(self) -> None:
+        merchants = await find_actors([f"merchant-{i}"
+                                       for i in range(self._config.merchant_shards)])
+        for campaigns in await asyncio.gather(*(m.campaigns_of.remote() for m in merchants)):
+            for campaign in campaigns:
+                self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
 
     async def _push_stock_state(self) -> None:
         """Every stock shard learns the holds and sales this shard owns there (and drops
@@ -329,15 +338,20 @@ class OrderShard(clock.ClockControl):
                     if answer[0] is ResultCode.OK or answer[0] is ResultCode.UNAVAILABLE:
                         releases[("release", shard)].append(order_id)
                 campaign = attempt.campaign
-                if failed[0] is ResultCode.OUT_OF_STOCK and campaign is not None and (
+                uncertain = attempt.uncertain or failed[0] in _BUCKET_UNSURE
+                if campaign is not None and failed[0] in _NEXT_BUCKET and (
                         attempt.number + 1 < campaign.buckets):
                     again.append(attempt._replace(
-                        number=attempt.number + 1, holds={},
+                        number=attempt.number + 1, holds={}, uncertain=uncertain,
                         stock_lines=campaign.stock_lines(buyer_id, lines, attempt.number + 1)))
                     continue
                 self._book.abandon(merchant_id, key)
                 if attempt.counted:
                     self._units.give_back(merchant_id, campaign_id, buyer_id, lines)
+                if campaign is not None and uncertain:
+                    # Some bucket could not answer: "sold out" might be false. Retry.
+                    failed = (ResultCode.UNAVAILABLE, "a campaign stock bucket is unavailable;"
+                              " retry with the same key")
                 results[i] = failed
             waiter = self._waiting.pop((merchant_id, key), None)
             if waiter is not None:
@@ -852,6 +866,15 @@ class _Attempt(NamedTuple):
     campaign: Campaign | None
     holds: dict[int, list[str]]  # cart holds it takes over, per stock shard
     counted: bool = False  # its campaign units were counted for the per-buyer limit
+    uncertain: bool = False  # a bucket tried so far could not answer
+
+
+# A campaign order refused by one bucket for these reasons tries the next bucket; when a
+# bucket was unavailable or missing (its shard restarting), the final answer is
+# UNAVAILABLE, never a sell-out that may be false.
+_NEXT_BUCKET = frozenset({ResultCode.OUT_OF_STOCK, ResultCode.UNAVAILABLE,
+                          ResultCode.NOT_FOUND})
+_BUCKET_UNSURE = frozenset({ResultCode.UNAVAILABLE, ResultCode.NOT_FOUND})
 
 
 def _orders_in(results: list[Any]) -> list[OrderSnapshot]:
