@@ -120,8 +120,6 @@ class OrderShard(clock.ClockControl):
             for row in await store.load_campaigns():
                 campaign = campaign_from_row(row)
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
-        else:  # nothing durable: the merchant shards hold the campaigns
-            await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
             rows = await self._store.load_orders(self._slots)
             for row, lines in rows:
                 order = restore_order(row, lines)
@@ -138,6 +136,8 @@ class OrderShard(clock.ClockControl):
                 self._count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), 1)
             log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
                      len(carts))
+        else:  # nothing durable: the merchant shards hold the campaigns
+            await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
         await until_done(self._push_stock_state, f"order shard {self.index} recovery")
 
     async def _load_campaigns(self) -> None:

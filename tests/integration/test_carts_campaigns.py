@@ -345,3 +345,82 @@ async def test_end_campaign_returns_unsold_units(shop: Client) -> None:
     async def back() -> None:
         assert (await level(shop, "s")).available == 46
     await eventually(back)
+
+
+@pytest.mark.slow
+async def test_killing_shards_mid_campaign_loses_nothing_and_oversells_nothing(
+        engine: LocalEngine, shop: Client, database_dsn: str) -> None:
+    """A bucketed campaign sale while the order shard, both stock shards and the merchant
+    shard (which moves units between buckets) are killed: buyers retrying with their keys
+    buy exactly the allotment, every acknowledged order is stored once, and carts filled
+    before the crash are still there after it."""
+    import asyncpg
+    import ray
+
+    from tests.integration.retrying import RETRYABLE_WHILE_RESTARTING, until_answered
+
+    units, buyers = 600, 1_500
+    await add_skus(shop, stock_pb2.Sku(sku_id="drop", name="Drop", price_minor=100,
+                                       on_hand=units + 100))
+    start = now_ms() - 1000
+    await create_campaign(shop, "crash", [sale("drop", 50, allotment=units)], start,
+                          start + 60 * MINUTE_MS, buckets=2)
+    for i in range(20):
+        await add(shop, f"carter-{i}", "drop", 1, "crash")
+    merchant_id = (await shop.merchants.GetMerchant(
+        merchant_pb2.GetMerchantRequest())).merchant.merchant_id
+    acked: dict[str, str] = {}
+    gate = asyncio.Semaphore(300)
+
+    async def buy(buyer: int) -> str:
+        request = campaign_order(f"c-{buyer}", f"buyer-{buyer}", "crash", ("drop", 1))
+
+        async def once() -> object:
+            async with gate:
+                return await shop.orders.PlaceOrder(request, timeout=10)
+
+        outcome, response = await until_answered(once, retryable=RETRYABLE_WHILE_RESTARTING)
+        if response is not None:
+            acked[request.idempotency_key] = response.order.order_id  # type: ignore[attr-defined]
+        return outcome
+
+    sale_task = asyncio.gather(*(buy(b) for b in range(buyers)))
+    while len(acked) < units // 4:
+        await asyncio.sleep(0.02)
+    ray.kill(engine.topology.orders.handles[0], no_restart=False)
+    ray.kill(engine.topology.merchants.handles[0], no_restart=False)
+    while len(acked) < units // 2:
+        await asyncio.sleep(0.02)
+    ray.kill(engine.topology.stock.handles[0], no_restart=False)
+    ray.kill(engine.topology.stock.handles[1], no_restart=False)
+    outcomes = await sale_task
+    assert set(outcomes) <= {"OK", "FAILED_PRECONDITION"}, Counter(outcomes)
+    assert outcomes.count("OK") == len(acked) == units  # the allotment, exactly
+
+    connection = await asyncpg.connect(database_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT o.order_id, o.idempotency_key, o.campaign_id, l.quantity, l.stock_key"
+            " FROM flashtx.orders o JOIN flashtx.order_lines l USING (order_id)"
+            " WHERE o.merchant_id = $1", merchant_id)
+    finally:
+        await connection.close()
+    stored = {row["idempotency_key"]: row["order_id"] for row in rows}
+    assert len(rows) == len(stored) == units
+    assert {k: stored.get(k) for k in acked} == acked
+    assert {row["campaign_id"] for row in rows} == {"crash"}
+    assert all(row["stock_key"].startswith("drop~crash~") for row in rows)
+
+    async def counted() -> None:
+        campaign = (await shop.campaigns.GetCampaign(
+            campaign_pb2.GetCampaignRequest(campaign_id="crash"))).campaign
+        state = campaign.skus[0]
+        assert (state.reserved + state.sold, state.available, state.sold_out) == (
+            units, 0, True)
+        drop = await level(shop, "drop")
+        assert drop.on_hand == 100  # the SKU kept what was not allotted
+    await eventually(counted, timeout_s=60)
+    cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(
+        buyer_id="carter-7", campaign_id="crash"))).cart
+    assert [(line.sku_id, line.quantity) for line in cart.lines] == [("drop", 1)]
+    engine.check_invariants()
