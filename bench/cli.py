@@ -7,6 +7,12 @@ or ``--target host:port --operator-key KEY``) and the baselines (``--baselines``
 gRPC echo server, naive Postgres and Redis with Lua. Verifies the engine's invariants
 through its API. Exit status: 0 when every invariant count is 0, 1 when one is not,
 2 when the run could not be made.
+
+``--buckets K`` (K >= 1, flash-sale): the hot SKUs go on sale in a campaign that takes all
+their stock, split into K counters per SKU on the stock shards, and every engine order
+names it; the baselines have no buckets and ignore it. ``--scenario cart-checkout``:
+buyers fill campaign carts before the sale starts, then all check out at its start
+(engine only: see bench/cart_checkout.py; --duration and --warmup do not apply).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import asyncio
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,7 @@ from rich.console import Console
 from bench import report
 from bench.loadgen import WorkerSpec
 from bench.runner import LoadShape, run_target
-from bench.scenarios import SCENARIOS, ScenarioParams
+from bench.scenarios import HOT_SCENARIOS, SCENARIOS, ScenarioParams
 
 BASELINES = ("echo", "postgres", "redis")
 
@@ -86,9 +93,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--postgres-dsn", help="default: FLASHTX_POSTGRES_DSN or an embedded server")
     add("--redis-url", help="default: FLASHTX_REDIS_URL or an embedded server")
     add("--hot-skus", type=int, default=3, help="flash-sale: SKUs on sale")
-    add("--stock-per-sku", type=int, default=100_000, help="flash-sale: units per hot SKU")
+    add(
+        "--stock-per-sku",
+        type=int,
+        help="flash-sale: units per hot SKU (default 100,000); cart-checkout: default half "
+        "the units its buyers put in carts",
+    )
     add("--per-buyer-limit", type=int, default=2, help="flash-sale: units per buyer and SKU")
-    add("--buyers", type=int, default=1_000_000, help="distinct buyers drawn from")
+    add(
+        "--buyers",
+        type=int,
+        help="distinct buyers drawn from (default 1,000,000); cart-checkout: buyers who "
+        "fill a cart and check out (default 20,000)",
+    )
+    add(
+        "--buckets",
+        type=int,
+        default=0,
+        help="flash-sale: sell the hot SKUs in a campaign with K stock buckets per SKU "
+        "(0: no campaign; baselines ignore it); cart-checkout: the campaign's buckets",
+    )
+    add(
+        "--fill-allowance",
+        type=float,
+        default=0.0,
+        help="cart-checkout: seconds from the campaign's creation to its start, for filling "
+        "carts (default 3 + buyers / 1,500)",
+    )
     add("--catalog-skus", type=int, default=100_000, help="catalog/mixed: SKUs (Zipf demand)")
     add("--saas-clients", type=int, default=-1, help="slow readers per process (mixed: 2)")
     add("--json", type=Path, help="write the results document here")
@@ -101,6 +132,10 @@ def main(argv: list[str]) -> int:
     baselines = _baselines(args.baselines)
     if args.target and not args.operator_key:
         raise SystemExit("--target needs --operator-key")
+    if args.buckets < 0 or (args.buckets and args.scenario not in HOT_SCENARIOS):
+        raise SystemExit(f"--buckets wants K >= 0, with one of {HOT_SCENARIOS}")
+    if args.scenario == "cart-checkout" and (args.rate > 0 or args.mode != "unary"):
+        raise SystemExit("cart-checkout is a closed-loop storm of unary Checkout calls")
     console = Console(width=None if Console().is_terminal else 120)
     try:
         doc, histograms = _run(args, baselines, console)
@@ -144,14 +179,21 @@ def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def scenario_params(args: argparse.Namespace) -> ScenarioParams:
+    cart_checkout = args.scenario == "cart-checkout"
+    stock_per_sku = args.stock_per_sku
+    if stock_per_sku is None:
+        # cart-checkout: 0 = half of each SKU's demand (ScenarioParams.skus).
+        stock_per_sku = 0 if cart_checkout else 100_000
+    buyers = args.buyers if args.buyers is not None else (20_000 if cart_checkout else 1_000_000)
     return ScenarioParams(
         name=args.scenario,
         seed=args.seed,
         hot_skus=args.hot_skus,
-        stock_per_sku=args.stock_per_sku,
+        stock_per_sku=stock_per_sku,
         per_buyer_limit=args.per_buyer_limit,
-        buyers=args.buyers,
+        buyers=buyers,
         catalog_skus=args.catalog_skus,
+        buckets=args.buckets if args.scenario in HOT_SCENARIOS else 0,
     )
 
 
@@ -199,9 +241,27 @@ def _config(
         },
         "engine_config": engine_overrides(args),
         "params": vars(scenario_params(args)),
+        "buckets": args.buckets,
+        "notes": _notes(args),
         # The bench shares the machine with whatever else runs: say how busy it was.
         "host": {"cpus": os.cpu_count(), "load_average_1m_at_start": load_at_start},
     }
+
+
+def _notes(args: argparse.Namespace) -> list[str]:
+    notes = []
+    if args.buckets and args.scenario == "flash-sale":
+        notes.append(
+            f"engine orders name a campaign over the hot SKUs with {args.buckets} stock "
+            "bucket(s) per SKU; the baselines have no buckets and ignore --buckets"
+        )
+    if args.scenario == "cart-checkout":
+        notes.append(
+            "cart-checkout: engine only (baselines have no carts); the figures are the "
+            "checkout storm's (duration_s: from the campaign's start to the last answer; "
+            "--duration and --warmup do not apply); the fill phase is under cart_checkout"
+        )
+    return notes
 
 
 def _run(
@@ -213,6 +273,8 @@ def _run(
     load_at_start = os.getloadavg()[0]
     params = scenario_params(args)
     shape = load_shape(args)
+    if args.scenario == "cart-checkout":
+        return _run_cart_checkout(args, baselines, params, shape, run_id, load_at_start, console)
     base = WorkerSpec(0, "", {}, params, run_id, False, 1, 1, 0.0, 1, 0.0, 0.0)
     histograms: dict[str, Any] = {}
     engine_summary = verification = None
@@ -234,3 +296,39 @@ def _run(
     config = _config(args, shape, run_id, load_at_start)
     doc = report.document(config, engine_summary, verification, summaries)
     return doc, histograms
+
+
+def _run_cart_checkout(
+    args: argparse.Namespace,
+    baselines: list[str],
+    params: ScenarioParams,
+    shape: LoadShape,
+    run_id: str,
+    load_at_start: float,
+    console: Console,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from bench import cart_checkout
+
+    if args.no_engine:
+        raise SystemExit("cart-checkout runs against the engine only")
+    if baselines:
+        console.print(f"cart-checkout: skipping the baselines {baselines} (they have no carts)")
+    shape = replace(shape, batch=False, warmup_s=0.0)
+    merged, verification, figures = cart_checkout.run(
+        args, params, run_id, shape.concurrency, console
+    )
+    summary = report.target_summary(merged)
+    shape = replace(shape, duration_s=round(merged["storm_s"], 3))
+    config = _config(args, shape, run_id, load_at_start)
+    config.update(mode="unary", loop="closed", duration_s=shape.duration_s, warmup_s=0.0)
+    config["batch_size"] = 1
+    doc = report.document(config, summary, verification, {})
+    doc["cart_checkout"] = figures
+    console.print(
+        f"fill: {figures['fill']['carts']:,} carts in {figures['fill']['fill_s']:.1f} s "
+        f"({figures['fill']['add_items_per_s']:,.0f} AddItem/s); storm: "
+        f"{merged['completed']:,} checkouts in {figures['storm_s']:.2f} s; "
+        f"answered since the start p50 {figures['answered_since_start_ms']['p50']:.0f} ms, "
+        f"p99 {figures['answered_since_start_ms']['p99']:.0f} ms"
+    )
+    return doc, {"engine": merged["histogram"]}

@@ -7,11 +7,14 @@ its own operations from ``seed + worker_index``, so a run is reproducible and th
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-SCENARIOS = ("flash-sale", "catalog", "mixed")
+SCENARIOS = ("flash-sale", "catalog", "mixed", "cart-checkout")
+# Scenarios whose SKUs are the few hot ones on sale (the rest draw from a catalog).
+HOT_SCENARIOS = ("flash-sale", "cart-checkout")
 
 # Operation kinds a worker issues. Only "order" counts towards throughput.
 ORDER = "order"
@@ -38,6 +41,15 @@ class OrderSpec:
 
 
 @dataclass(frozen=True)
+class CartSpec:
+    """cart-checkout: what one buyer puts in its campaign cart before the start."""
+
+    buyer_id: str
+    sku_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
 class ScenarioParams:
     name: str
     seed: int = 1
@@ -53,16 +65,49 @@ class ScenarioParams:
     pay_share: float = 0.07
     cancel_share: float = 0.03
 
+    # flash-sale and cart-checkout: a campaign over the hot SKUs with this many stock
+    # buckets per SKU (flash-sale: 0 = no campaign; cart-checkout: 0 counts as 1).
+    buckets: int = 0
+
     def skus(self) -> list[SkuSpec]:
+        if self.name == "cart-checkout":
+            # stock_per_sku 0: half the units the buyers put in their carts, per SKU,
+            # so that the checkout storm sells out.
+            demand = Counter(cart.sku_id for cart in self.carts() for _ in range(cart.quantity))
+            return [
+                SkuSpec(
+                    sku_id,
+                    self.stock_per_sku or max(1, demand[sku_id] // 2),
+                    self.per_buyer_limit,
+                    1999,
+                )
+                for sku_id in self.hot_sku_ids()
+            ]
         if self.name == "flash-sale":
             return [
-                SkuSpec(f"hot-{index:03d}", self.stock_per_sku, self.per_buyer_limit, 1999)
-                for index in range(self.hot_skus)
+                SkuSpec(sku_id, self.stock_per_sku, self.per_buyer_limit, 1999)
+                for sku_id in self.hot_sku_ids()
             ]
         # Catalog and mixed: a long tail that rarely sells out, no per-buyer limit.
         return [
             SkuSpec(f"sku-{index:06d}", 1_000_000, 0, 500 + index % 10_000)
             for index in range(self.catalog_skus)
+        ]
+
+    def hot_sku_ids(self) -> list[str]:
+        return [f"hot-{index:03d}" for index in range(self.hot_skus)]
+
+    def carts(self) -> list[CartSpec]:
+        """cart-checkout: buyer i's campaign cart, one hot SKU with 1 or 2 units (never
+        more than the per-buyer limit). The same list in every process, from the seed."""
+        rng = np.random.default_rng([self.seed, 0xCA27])
+        skus = rng.integers(0, self.hot_skus, self.buyers).tolist()
+        doubles = (rng.random(self.buyers) < 0.5).tolist()
+        most = self.per_buyer_limit or 2
+        sku_ids = self.hot_sku_ids()
+        return [
+            CartSpec(f"c{index}", sku_ids[sku], min(most, 2 if double else 1))
+            for index, (sku, double) in enumerate(zip(skus, doubles, strict=True))
         ]
 
 
@@ -83,7 +128,7 @@ class OperationSource:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng([self.params.seed, self.worker_index])
         self._sku_ids = [sku.sku_id for sku in self.params.skus()]
-        if self.params.name != "flash-sale":
+        if self.params.name not in HOT_SCENARIOS:
             ranks = np.arange(1, len(self._sku_ids) + 1, dtype=np.float64)
             weights = ranks**-self.params.zipf_exponent
             self._zipf_cdf = np.cumsum(weights) / weights.sum()

@@ -64,7 +64,18 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
 async def prepare_engine(
     address: str, operator_key: str, run_id: str, params: ScenarioParams
 ) -> dict[str, Any]:
-    return await engine_setup.prepare(address, operator_key, run_id, params.skus())
+    """A fresh merchant with the scenario's SKUs; for flash-sale with ``--buckets K``
+    (K >= 1), also a campaign over them that every order then names."""
+    skus = params.skus()
+    info = await engine_setup.prepare(address, operator_key, run_id, skus)
+    if params.name == "flash-sale" and params.buckets >= 1:
+        campaign_id = engine_setup.campaign_id_for(run_id)
+        campaign = await engine_setup.create_campaign(
+            info, campaign_id, skus, params.buckets, starts_in_s=-1.0
+        )
+        info["campaign_id"] = campaign_id
+        info["campaign"] = campaign
+    return info
 
 
 def _engine_dsn(config: Any) -> str | None:

@@ -3,9 +3,13 @@
 Each check answers a count that must be 0:
 
 - ``oversold``: units with reserved + sold > on_hand, or available < 0 (strong reads);
+  with a campaign (``--buckets``), also units with the campaign's reserved + sold (over
+  all buckets, from GetCampaign) > its units or > the allotment asked, and units granted
+  beyond the allotment or appearing in the buckets beyond what was moved in;
 - ``lost_acked``: acknowledged orders that GetOrder cannot find, or finds with other lines;
 - ``unaccounted_units``: units of acknowledged, uncancelled orders missing from
-  reserved + sold (a lost order that the sample of GetOrder calls did not hit);
+  reserved + sold (a lost order that the sample of GetOrder calls did not hit): the
+  SKU's own for plain orders, the campaign's (summed over its buckets) for campaign ones;
 - ``duplicates``: a retry with the same key that created a new order, or two orders with
   one key in a buyer's ListOrders;
 - ``limit_violations``: a buyer holding more live units of a SKU than its limit, as the
@@ -24,7 +28,15 @@ import grpc
 
 from bench.scenarios import ScenarioParams
 from bench.targets.engine_setup import bearer
-from protos.flashtx.v1 import common_pb2, order_pb2, order_pb2_grpc, stock_pb2, stock_pb2_grpc
+from protos.flashtx.v1 import (
+    campaign_pb2,
+    campaign_pb2_grpc,
+    common_pb2,
+    order_pb2,
+    order_pb2_grpc,
+    stock_pb2,
+    stock_pb2_grpc,
+)
 
 LEVELS_CHUNK_SKUS = 1000
 ORDERS_CHECKED_MAX = 2000
@@ -32,6 +44,10 @@ BUYERS_CHECKED_MAX = 200
 LIST_PAGES_MAX = 20
 CONCURRENT_CALLS_MAX = 64
 CALL_TIMEOUT_S = 30.0
+# A bucket-to-bucket move (the engine's rebalancing) read half-done can show a unit in
+# both buckets: such a reading is taken again, this often, this far apart.
+CAMPAIGN_READS_MAX = 5
+CAMPAIGN_REREAD_S = 0.6
 LIVE_STATUSES = (
     order_pb2.ORDER_STATUS_RESERVED,
     order_pb2.ORDER_STATUS_PAID,
@@ -48,9 +64,22 @@ async def verify_engine(
     async with grpc.aio.insecure_channel(info["address"]) as channel:
         orders = order_pb2_grpc.OrderServiceStub(channel)
         stock = stock_pb2_grpc.StockServiceStub(channel)
-        oversold, unaccounted = await _check_stock(
-            stock, metadata, ledger["units_by_sku"], list(limits)
-        )
+        campaign = info.get("campaign")
+        campaign_checked: dict[str, Any] = {}
+        if campaign is None:
+            oversold, unaccounted = await _check_stock(
+                stock, metadata, ledger["units_by_sku"], list(limits)
+            )
+        else:
+            # The SKUs' own levels hold nothing sold (all went into the campaign) and must
+            # still not be oversold; the campaign's buckets hold what was sold.
+            oversold, _ = await _check_stock(stock, metadata, {}, list(limits))
+            states = await campaign_states(channel, metadata, campaign["campaign_id"])
+            campaign_oversold, unaccounted, _ = campaign_counts(
+                states, campaign["units_by_sku"], ledger["units_by_sku"]
+            )
+            oversold += campaign_oversold
+            campaign_checked = {"campaign": {"id": campaign["campaign_id"], "skus": states}}
         acked = ledger["acked_kept"]
         sample = rng.sample(acked, min(len(acked), ORDERS_CHECKED_MAX))
         lost = await _check_orders(orders, metadata, sample)
@@ -73,8 +102,70 @@ async def verify_engine(
             "buyers_listed": len(buyers),
             "replay_checks": ledger["replay_checks"],
             "acked_orders": ledger["acked_total"],
+            **campaign_checked,
         },
     }
+
+
+async def campaign_states(
+    channel: grpc.aio.Channel, metadata: Any, campaign_id: str
+) -> dict[str, dict[str, int]]:
+    """GetCampaign's per-SKU units, available, reserved and sold (summed over buckets),
+    read again while a reading shows more units in the buckets than were moved in."""
+    campaigns = campaign_pb2_grpc.CampaignServiceStub(channel)
+    states: dict[str, dict[str, int]] = {}
+    for _ in range(CAMPAIGN_READS_MAX):
+        response = await campaigns.GetCampaign(
+            campaign_pb2.GetCampaignRequest(campaign_id=campaign_id),
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
+        )
+        states = {
+            state.sku.sku_id: {
+                "allotment": state.sku.allotment,
+                "units": state.units,
+                "available": state.available,
+                "reserved": state.reserved,
+                "sold": state.sold,
+            }
+            for state in response.campaign.skus
+        }
+        if not any(_created(state) for state in states.values()):
+            break
+        await asyncio.sleep(CAMPAIGN_REREAD_S)
+    return states
+
+
+def _created(state: dict[str, int]) -> int:
+    """Units in the buckets beyond those moved into them."""
+    return max(0, state["available"] + state["reserved"] + state["sold"] - state["units"])
+
+
+def campaign_counts(
+    states: dict[str, dict[str, int]],
+    allotments: dict[str, int],
+    acked_units: dict[str, int],
+) -> tuple[int, int, int]:
+    """(oversold, unaccounted, extra) units of a campaign against what was allotted and
+    what clients saw acknowledged. oversold: reserved + sold beyond the units moved in or
+    the allotment, available < 0, units granted beyond the allotment, units created in
+    the buckets; unaccounted: acknowledged units missing from reserved + sold; extra:
+    reserved + sold beyond the acknowledged units (meaningful only when every order's
+    outcome is known, as in cart-checkout). A campaign SKU missing counts all its units."""
+    oversold = unaccounted = extra = 0
+    for sku_id, allotment in allotments.items():
+        state = states.get(sku_id)
+        acked = acked_units.get(sku_id, 0)
+        if state is None:
+            unaccounted += acked
+            continue
+        held = state["reserved"] + state["sold"]
+        oversold += max(0, held - state["units"]) + max(0, held - allotment)
+        oversold += max(0, -state["available"]) + max(0, state["units"] - allotment)
+        oversold += _created(state)
+        unaccounted += max(0, acked - held)
+        extra += max(0, held - acked)
+    return oversold, unaccounted, extra
 
 
 async def _check_stock(

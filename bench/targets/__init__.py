@@ -6,8 +6,9 @@ builds its own client from that dict with ``connect(kind, info)``.
 
 Every operation answers an outcome code, a short lower-case string: ``ok`` (accepted),
 ``replayed``, ``out_of_stock``, ``limit_exceeded``, ``conflict``, ``overloaded``,
-``unavailable``, ``invalid``, ``not_found``, ``failed_precondition``, ``timeout`` or
-``error``. Everything but ``ok`` counts as rejected, under its code.
+``unavailable``, ``invalid``, ``not_found``, ``failed_precondition``,
+``campaign_not_active``, ``timeout`` or ``error``. Everything but ``ok`` counts as
+rejected, under its code.
 """
 
 from __future__ import annotations

@@ -36,7 +36,11 @@ STATUS_CODES = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
 }
-REASONS = {"OUT_OF_STOCK": "out_of_stock", "LIMIT_EXCEEDED": "limit_exceeded"}
+REASONS = {
+    "OUT_OF_STOCK": "out_of_stock",
+    "LIMIT_EXCEEDED": "limit_exceeded",
+    "CAMPAIGN_NOT_ACTIVE": "campaign_not_active",
+}
 CHANNEL_OPTIONS = [
     # Without a local pool, channels to one address share one subchannel (one TCP stream).
     ("grpc.use_local_subchannel_pool", 1),
@@ -46,11 +50,12 @@ CHANNEL_OPTIONS = [
 ORDER_SERVICE = "/flashtx.v1.OrderService/"
 
 
-def build_request(order: OrderSpec) -> order_pb2.PlaceOrderRequest:
+def build_request(order: OrderSpec, campaign_id: str = "") -> order_pb2.PlaceOrderRequest:
     return order_pb2.PlaceOrderRequest(
         idempotency_key=order.idempotency_key,
         buyer_id=order.buyer_id,
         lines=[order_pb2.OrderLine(sku_id=sku, quantity=qty) for sku, qty in order.lines],
+        campaign_id=campaign_id,
     )
 
 
@@ -77,6 +82,8 @@ class GrpcClient:
         self.name = kind
         self.checks_replay = kind == "engine"
         self._info = info
+        # Engine orders name the run's campaign when there is one (flash-sale --buckets).
+        self._campaign_id = str(info.get("campaign_id", "")) if kind == "engine" else ""
         self._metadata = (("authorization", f"Bearer {info['api_key']}"),)
         self._timeout_s = float(info.get("rpc_timeout_s", 30.0))
         self._channels: list[grpc.aio.Channel] = []
@@ -123,7 +130,9 @@ class GrpcClient:
         stubs = next(self._stubs)
         try:
             if batch:
-                request = order_pb2.PlaceOrdersRequest(orders=[build_request(o) for o in orders])
+                request = order_pb2.PlaceOrdersRequest(
+                    orders=[build_request(o, self._campaign_id) for o in orders]
+                )
                 response = await stubs["place_many"](
                     request, metadata=self._metadata, timeout=self._timeout_s
                 )
@@ -135,7 +144,9 @@ class GrpcClient:
     async def _place_one(self, stubs: dict[str, Any], order: OrderSpec) -> Outcome:
         try:
             response = await stubs["place_one"](
-                build_request(order), metadata=self._metadata, timeout=self._timeout_s
+                build_request(order, self._campaign_id),
+                metadata=self._metadata,
+                timeout=self._timeout_s,
             )
         except grpc.aio.AioRpcError as error:
             return (error_code(error), "")

@@ -159,3 +159,77 @@ def test_catalog_batch_open_loop(tmp_path: Path, engine_args: list[str]) -> None
     assert (doc["scenario"], doc["mode"]) == ("catalog", "batch")
     assert doc["config"]["loop"] == "open"
     assert doc["baselines"] == {}
+
+
+def campaign_held(doc: dict) -> dict[str, int]:
+    """reserved + sold per campaign SKU, as verification read them from GetCampaign."""
+    skus = doc["verification_checked"]["campaign"]["skus"]
+    return {sku_id: state["reserved"] + state["sold"] for sku_id, state in skus.items()}
+
+
+def test_flash_sale_in_a_campaign_with_buckets(tmp_path: Path, engine_args: list[str]) -> None:
+    doc, _ = run_bench(
+        tmp_path,
+        *engine_args,
+        "--scenario",
+        "flash-sale",
+        "--mode",
+        "unary",
+        "--concurrency",
+        "16",
+        "--buckets",
+        "2",
+        "--baselines",
+        "echo",
+        "--stock-per-sku",
+        "300",
+        "--buyers",
+        "400",
+    )
+    assert_shape_and_invariants(doc)
+    assert doc["config"]["buckets"] == 2
+    assert any("ignore --buckets" in note for note in doc["config"]["notes"])
+    assert set(doc["baselines"]) == {"echo"}
+    # The campaign took every unit; sales came out of its buckets, never beyond them.
+    skus = doc["verification_checked"]["campaign"]["skus"]
+    assert set(skus) == {"hot-000", "hot-001", "hot-002"}
+    for state in skus.values():
+        assert state["units"] == state["allotment"] == 300
+        assert state["reserved"] + state["sold"] <= 300
+    assert sum(campaign_held(doc).values()) > 0
+    assert "out_of_stock" in doc["rejected"]
+
+
+def test_cart_checkout_storm(tmp_path: Path, engine_args: list[str]) -> None:
+    doc, plot = run_bench(
+        tmp_path,
+        *engine_args,
+        "--scenario",
+        "cart-checkout",
+        "--buyers",
+        "300",
+        "--concurrency",
+        "16",
+        "--buckets",
+        "2",
+        "--fill-allowance",
+        "4",
+    )
+    assert_shape_and_invariants(doc)
+    assert (doc["scenario"], doc["mode"]) == ("cart-checkout", "unary")
+    assert doc["baselines"] == {}
+    figures = doc["cart_checkout"]
+    assert figures["buyers"] == 300
+    assert figures["campaign_buckets"] == 2
+    assert figures["fill"]["carts"] == 300 and figures["fill"]["unfilled"] == 0
+    # Every buyer checked out once; half the demanded units were on sale: some refused.
+    assert doc["attempted"] == 300
+    assert figures["units_on_sale"] < figures["units_demanded"]
+    assert "out_of_stock" in doc["rejected"]
+    checked = doc["verification_checked"]
+    assert sum(campaign_held(doc).values()) == checked["acked_units"] > 0
+    assert checked["replay_checks"] == checked["acked_orders"] == doc["accepted"]
+    assert checked["carts_checked"] > 0
+    for name in ("extra_units", "unaccounted_units", "carts_not_empty", "cart_mismatch"):
+        assert doc["invariants"][name] == 0, (name, doc["invariants"])
+    assert plot.stat().st_size > 0
