@@ -23,7 +23,7 @@ from actors import clock, metrics
 from actors.batcher import MicroBatcher
 from actors.loops import until_done
 from actors.routing import ShardGroup, find_actors
-from adapters.grpc_errors import FlashtxInterceptor
+from adapters.grpc_errors import FlashtxInterceptor, current_principal
 from adapters.grpc_service import Placement, add_servicers
 from engine.config import Config
 from engine.errors import (
@@ -52,6 +52,7 @@ class Gateway(clock.ClockControl):
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
         self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._read_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
         self.reads_inflight = 0
         self.rpc_count = 0
@@ -95,7 +96,7 @@ class Gateway(clock.ClockControl):
                    ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
         server = grpc.aio.server(
             interceptors=[FlashtxInterceptor(self.authenticate, self._observe_rpc)],
-            options=options)
+            options=options, maximum_concurrent_rpcs=self.config.grpc_concurrent_rpcs_max)
         names = add_servicers(server, self)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -136,6 +137,7 @@ class Gateway(clock.ClockControl):
         self._auth_cache.clear()  # their expiry times were read on the old clock
         self._snapshots.clear()
         self._buckets.clear()
+        self._read_buckets.clear()
 
     # --- auth -------------------------------------------------------------------------------
 
@@ -201,10 +203,14 @@ class Gateway(clock.ClockControl):
                              self.config.overload_retry_after_ms)
         merchant_id = principal.merchant_id
         shard = self._orders.shard_of(merchant_id, buyer_id)
+        item = (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, principal.cart_hold_s)
         self.inflight += 1
         try:
-            result = await self._cart[shard].submit((op, merchant_id, buyer_id, campaign_id,
-                                                     sku_id, quantity, principal.cart_hold_s))
+            if op == "get":
+                with self._read_slot():
+                    result = await self._cart[shard].submit(item)
+            else:
+                result = await self._cart[shard].submit(item)
         finally:
             self.inflight -= 1
         if isinstance(result, DomainError):
@@ -262,7 +268,9 @@ class Gateway(clock.ClockControl):
         return await self._order_action(merchant_id, op, target, argument, only_key)
 
     @contextmanager
-    def _read_slot(self) -> Iterator[None]:
+    def _read_slot(self, reads: int = 1) -> Iterator[None]:
+        """The read traffic class: a per-key read rate, then a per-gateway budget."""
+        self._charge_reads(reads)
         if self.reads_inflight >= self.config.reads_inflight_per_gateway_max:
             metrics.record(metrics.rejections(), 1, reason="reads_budget")
             raise Overloaded("this gateway serves its maximum of concurrent reads",
@@ -289,7 +297,7 @@ class Gateway(clock.ClockControl):
 
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
                            strong: bool) -> list[StockLevel | None]:
-        with self._read_slot():
+        with self._read_slot(len(sku_ids)):
             return await self._stock_levels(merchant_id, sku_ids, strong)
 
     async def _stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
@@ -330,6 +338,25 @@ class Gateway(clock.ClockControl):
             metrics.record(metrics.rejections(), orders, reason="key_rate_limit")
             raise Overloaded("this API key is over its order rate; retry later",
                              retry_after_ms, limit_per_s=str(self.config.key_orders_per_s))
+
+    def _charge_reads(self, reads: int) -> None:
+        try:
+            principal = current_principal()
+        except LookupError:  # not inside an RPC (an internal read)
+            return
+        now = clock.now_ms()
+        bucket = self._read_buckets.get(principal.key_id)
+        if bucket is None:
+            bucket = TokenBucket.full(self.config.key_reads_per_s,
+                                      self.config.key_reads_burst, now)
+            self._read_buckets[principal.key_id] = bucket
+            if len(self._read_buckets) > self.config.key_buckets_max:
+                self._read_buckets.popitem(last=False)
+        retry_after_ms = bucket.take(reads, now)
+        if retry_after_ms:
+            metrics.record(metrics.rejections(), reads, reason="key_read_rate_limit")
+            raise Overloaded("this API key is over its read rate; retry later",
+                             retry_after_ms, limit_per_s=str(self.config.key_reads_per_s))
 
     def _remember(self, level: StockLevel) -> None:
         key = (level.merchant_id, level.sku_id)

@@ -50,6 +50,10 @@ class Config:
     list_orders_page_size_default: int = 20
     # In-flight requests per gateway; beyond it, RESOURCE_EXHAUSTED with a retry hint.
     gateway_inflight_max: int = 20_000
+    # Calls (unary and streams) one gateway's gRPC server runs at once; beyond, gRPC
+    # itself refuses them with RESOURCE_EXHAUSTED before any Python runs: the cheapest
+    # refusal there is (grpc.aio resets streams past ~1,000 concurrent calls otherwise).
+    grpc_concurrent_rpcs_max: int = 900
     overload_retry_after_ms: int = 50
 
     # --- micro-batching (gateway -> shard) -------------------------------------------------
@@ -108,6 +112,9 @@ class Config:
     key_orders_per_s: float = 100_000.0
     key_orders_burst: float = 200_000.0
     key_buckets_max: int = 100_000
+    # Reads (stock levels, orders, carts' reads, campaigns) one key may make per second.
+    key_reads_per_s: float = 200_000.0
+    key_reads_burst: float = 400_000.0
 
     # --- autoscaling ------------------------------------------------------------------------
     # With autoscale, a controller actor keeps the gateway count between gateways_min and
@@ -203,6 +210,9 @@ class Config:
                  "tls_client_ca_file needs tls_cert_file and tls_key_file")
         _require(self.key_orders_per_s > 0 and self.key_orders_burst >= 1,
                  "key_orders_per_s must be > 0 and key_orders_burst >= 1")
+        _require(self.key_reads_per_s > 0 and self.key_reads_burst >= 1,
+                 "key_reads_per_s must be > 0 and key_reads_burst >= 1")
+        _require(self.grpc_concurrent_rpcs_max >= 1, "grpc_concurrent_rpcs_max must be >= 1")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
         _require(self.payment_window_s_default <= self.payment_window_s_max,

@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,15 @@ from hypothesis import strategies as st
 from adapters.grpc_errors import SCOPES
 from flashtx.app import free_port
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, order_pb2, stock_pb2
+from protos.flashtx.v1 import (
+    common_pb2,
+    event_pb2,
+    event_pb2_grpc,
+    merchant_pb2,
+    order_pb2,
+    stock_pb2,
+    stock_pb2_grpc,
+)
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster
@@ -138,6 +147,65 @@ async def test_a_key_over_its_rate_is_refused_with_a_retry_hint(engine, shop: Cl
         dict(refused.trailing_metadata())["grpc-status-details-bin"]).details
     retry = error_details_pb2.RetryInfo()
     assert any(d.Unpack(retry) for d in details) and retry.retry_delay.ToMilliseconds() > 0
+
+
+async def test_a_key_over_its_read_rate_is_refused_with_a_retry_hint(engine,
+                                                                     shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="r", name="R", price_minor=1, on_hand=1))
+    address = await start_gateway(engine, 93, key_reads_per_s=10.0, key_reads_burst=10.0)
+    async with Client(address, shop.token) as limited:
+        codes = []
+        for _ in range(20):
+            try:
+                await limited.stock.GetStock(stock_pb2.GetStockRequest(sku_id="r"))
+                codes.append("OK")
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code().name)
+                refused = error
+        # A batch read costs one unit of rate per SKU.
+        with pytest.raises(grpc.aio.AioRpcError) as batch:
+            await limited.stock.GetStockLevels(stock_pb2.GetStockLevelsRequest(
+                sku_ids=["r"] * 50))
+    assert codes[:10] == ["OK"] * 10 and "RESOURCE_EXHAUSTED" in codes[10:]
+    assert batch.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = status_pb2.Status.FromString(
+        dict(refused.trailing_metadata())["grpc-status-details-bin"]).details
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in details) and retry.retry_delay.ToMilliseconds() > 0
+    # Orders of the same key are not affected by its reads.
+    async with Client(address, shop.token) as limited:
+        await limited.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
+            idempotency_key="after-reads", buyer_id="b",
+            lines=[order_pb2.OrderLine(sku_id="r", quantity=1)]))
+
+
+async def test_calls_past_the_concurrency_bound_are_refused_by_grpc_itself(
+        engine, shop: Client) -> None:
+    """Long-lived WatchEvents streams fill a gateway's bound on concurrent calls: the next
+    call is refused at once with RESOURCE_EXHAUSTED (not reset, not queued)."""
+    saas = await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+        scopes=[common_pb2.SCOPE_SAAS, common_pb2.SCOPE_CHANNEL], label="watcher"))
+    address = await start_gateway(engine, 94, grpc_concurrent_rpcs_max=3)
+    metadata = (("authorization", f"Bearer {saas.secret}"),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = event_pb2_grpc.EventServiceStub(channel)
+        streams = [stub.WatchEvents(event_pb2.WatchEventsRequest(), metadata=metadata,
+                                    timeout=30) for _ in range(3)]
+        await asyncio.sleep(1.0)  # the three are being served (blocked reading Redis)
+        stock = stock_pb2_grpc.StockServiceStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stock.GetStock(stock_pb2.GetStockRequest(sku_id="x"), metadata=metadata,
+                                 timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert time.monotonic() - started < 5  # refused, not queued until the timeout
+        for stream in streams:
+            stream.cancel()
+        await asyncio.sleep(0.5)
+        with pytest.raises(grpc.aio.AioRpcError) as served:
+            await stock.GetStock(stock_pb2.GetStockRequest(sku_id="x"), metadata=metadata,
+                                 timeout=10)
+        assert served.value.code() == grpc.StatusCode.NOT_FOUND  # served again
 
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
