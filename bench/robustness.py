@@ -3,9 +3,12 @@
 1. capacity: closed-loop unary PlaceOrder throughput;
 2. overload: an open loop at twice that rate; accepted orders' latency (from the intended
    send time), how the excess was refused, and the engine's memory before and after;
-3. fairness: order latency alone, then beside a SaaS client hammering strong stock reads.
+3. fairness: order latency alone, then beside a SaaS client (its own key, with the
+   read scope) hammering strong stock reads. The reader behaves as a gRPC client with a
+   retry policy does: on RESOURCE_EXHAUSTED it waits the RetryInfo hint, doubling the
+   wait on each refusal in a row (up to 1 s).
 
-    python -m bench.robustness --seconds 8
+    python -m bench.robustness --seconds 8 --key-reads-per-s 2000
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import Counter
 
 import grpc
 import psutil
+from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
@@ -102,18 +106,32 @@ async def greedy_reader(engine: LocalEngine, token: str, stop: asyncio.Event) ->
     async with Client(engine.address, token) as saas:
         async def worker() -> None:
             nonlocal reads
+            backoff_s = 0.0
             while not stop.is_set():
                 try:
                     await saas.stock.GetStockLevels(stock_pb2.GetStockLevelsRequest(
                         sku_ids=["s"] * 100, consistency=common_pb2.READ_CONSISTENCY_STRONG))
                     reads += 1
+                    backoff_s = 0.0
                 except grpc.aio.AioRpcError as error:  # refused: retries after the hint
                     if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         raise
-                    await asyncio.sleep(0.05)
+                    backoff_s = min(1.0, max(retry_hint_s(error), 2 * backoff_s))
+                    await asyncio.sleep(backoff_s)
 
         await asyncio.gather(*(worker() for _ in range(64)))
     return reads
+
+
+def retry_hint_s(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of a refusal (50 ms when it carries none)."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if raw:
+        for detail in status_pb2.Status.FromString(raw).details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToMilliseconds() / 1000
+    return 0.05
 
 
 async def run(engine: LocalEngine, seconds: float) -> dict:
@@ -128,13 +146,16 @@ async def run(engine: LocalEngine, seconds: float) -> dict:
         overload = await open_loop(shop, 2 * capacity["orders_per_s"], seconds)
         rss_after = engine_rss_mb()
         alone = await closed_loop(shop, "alone", seconds, 32)
+        reader_key = await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+            scopes=[common_pb2.SCOPE_SAAS], label="greedy reader"))
         stop = asyncio.Event()
-        reader = asyncio.ensure_future(greedy_reader(engine, created.admin_key_secret, stop))
+        reader = asyncio.ensure_future(greedy_reader(engine, reader_key.secret, stop))
         await asyncio.sleep(1)
         beside = await closed_loop(shop, "beside", seconds, 32)
         stop.set()
         reads = await reader
-    return {"capacity": capacity, "overload_2x": overload,
+    return {"key_reads_per_s": engine.config.key_reads_per_s,
+            "capacity": capacity, "overload_2x": overload,
             "engine_rss_mb": {"before": rss_before, "after": rss_after},
             "orders_alone": alone, "orders_beside_greedy_reader": beside,
             "greedy_reads": reads}
@@ -143,8 +164,12 @@ async def run(engine: LocalEngine, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--key-reads-per-s", type=float, default=2000.0,
+                        help="the engine's per-key read rate (SKUs read per second)")
     options = parser.parse_args()
-    engine = LocalEngine.start(operator_key=new_operator_key())
+    engine = LocalEngine.start(operator_key=new_operator_key(),
+                               key_reads_per_s=options.key_reads_per_s,
+                               key_reads_burst=options.key_reads_per_s)
     try:
         print(json.dumps(asyncio.run(run(engine, options.seconds)), indent=2))
     finally:
