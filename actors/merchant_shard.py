@@ -303,13 +303,19 @@ class MerchantShard(clock.ClockControl):
                     units: int, name: str, price_minor: int) -> int:
         """Moves up to `units` available units from one counter to another."""
         target_shard = stock.shard_of(merchant_id, target)
-        instance = await stock.call(target_shard, "instance")
-        moved: int = await stock.call(stock.shard_of(merchant_id, source), "transfer_out",
-                                      merchant_id, source, units, [(target, units)], (), None,
-                                      True)
+        instance = await stock.call(target_shard, "instance", (merchant_id, target, units))
+        try:
+            moved: int = await stock.call(stock.shard_of(merchant_id, source), "transfer_out",
+                                          merchant_id, source, units, [(target, units)], (),
+                                          None, True)
+        except BaseException:
+            await stock.call(target_shard, "cancel_expected", merchant_id, target)
+            raise
         if moved:
             await stock.call(target_shard, "deposit", merchant_id, target, name, price_minor,
                              moved, instance)
+        else:
+            await stock.call(target_shard, "cancel_expected", merchant_id, target)
         return moved
 
     async def _balance_once(self) -> None:

@@ -41,7 +41,6 @@ from engine.carts import Cart, CartBook, CartKey, CartSnapshot, hold_id
 from engine.config import Config
 from engine.errors import (
     DomainError,
-    FailedPrecondition,
     InvalidArgument,
     InvalidTransition,
     Overloaded,
@@ -690,7 +689,7 @@ class OrderShard(clock.ClockControl):
             if campaign is not None and change.new > change.old:
                 self._count_units(merchant_id, campaign_id, buyer_id,
                                   [(change.sku_id, change.new - change.old)], -1)
-            results[change.index] = _error_for(code, value)
+            results[change.index] = errors.error_for(code, str(value))
         return again
 
     def _save_cart(self, key: CartKey, cart: Cart | None, now: int) -> CartSnapshot:
@@ -845,14 +844,6 @@ class _CartHold(NamedTuple):
     @property
     def hold_quantity(self) -> int:
         return self.new if self.held_until_ms else 0
-
-
-def _error_for(code: ResultCode, message: Any) -> DomainError:
-    kind = {ResultCode.OUT_OF_STOCK: errors.OutOfStock,
-            ResultCode.LIMIT_EXCEEDED: errors.LimitExceeded,
-            ResultCode.NOT_FOUND: errors.NotFound,
-            ResultCode.UNAVAILABLE: Unavailable}.get(code, FailedPrecondition)
-    return kind(str(message))
 
 
 class _Attempt(NamedTuple):

@@ -151,10 +151,20 @@ class StockShard(clock.ClockControl):
 
     # --- moving units (campaign buckets) ------------------------------------------------
 
-    async def instance(self) -> str:
-        """Changes whenever this shard reloads its state from Postgres."""
+    async def instance(self, expect: tuple[str, str, int] | None = None) -> str:
+        """Changes whenever this shard reloads its state from Postgres. `expect`:
+        (merchant_id, sku_id, units) about to move here: until they arrive (or
+        `move_timeout_ms` passes), refusals for stock of that counter say "retry"."""
         await self._ready
+        if expect is not None:
+            merchant_id, sku_id, units = expect
+            self._ledger.expect(merchant_id, sku_id, units,
+                                clock.now_ms() + self._config.move_timeout_ms)
         return self._instance
+
+    async def cancel_expected(self, merchant_id: str, sku_id: str) -> None:
+        """A move announced by ``instance`` moved nothing."""
+        self._ledger.incoming.pop((merchant_id, sku_id), None)
 
     async def transfer_out(self, merchant_id: str, sku_id: str, units: int,
                            to: Sequence[tuple[str, int]], new_skus: Sequence[Any] = (),

@@ -151,13 +151,7 @@ def _deadline_ms(context: Any) -> int:
 def _raise_for(code: ResultCode, message: str | DomainError) -> DomainError:
     if isinstance(message, DomainError):
         return message
-    kind = {ResultCode.OUT_OF_STOCK: errors.OutOfStock,
-            ResultCode.LIMIT_EXCEEDED: errors.LimitExceeded,
-            ResultCode.IDEMPOTENCY_CONFLICT: errors.IdempotencyConflict,
-            ResultCode.NOT_FOUND: errors.NotFound,
-            ResultCode.OVERLOADED: errors.Overloaded,
-            ResultCode.UNAVAILABLE: errors.Unavailable}.get(code, errors.FailedPrecondition)
-    return kind(message)
+    return errors.error_for(code, message)
 
 
 def _result(code: ResultCode, value: Any) -> order_pb2.OrderResult:

@@ -183,6 +183,9 @@ class Config:
     campaign_rebalance_interval_ms: int = 500
     # A bucket with fewer available units than this is refilled from the fullest one.
     campaign_bucket_low_water: int = 20
+    # Units moving between counters are announced to the receiver for at most this long:
+    # meanwhile it answers "retry" instead of "out of stock" (no false sell-out).
+    move_timeout_ms: int = 5_000
 
     def check(self) -> Config:
         """Raises ConfigError unless every limit is positive and limits fit together."""

@@ -41,6 +41,7 @@ __all__ = [
     "ResultCode",
     "Unauthenticated",
     "Unavailable",
+    "error_for",
     "invariant",
 ]
 
@@ -175,6 +176,17 @@ REASON_BY_CODE = {
     ResultCode.UNAVAILABLE: Unavailable.reason,
     ResultCode.FAILED_PRECONDITION: FailedPrecondition.reason,
 }
+
+
+def error_for(code: ResultCode, message: str) -> DomainError:
+    """The error a per-item result code stands for (to raise it from a single call)."""
+    kind = {ResultCode.OUT_OF_STOCK: OutOfStock,
+            ResultCode.LIMIT_EXCEEDED: LimitExceeded,
+            ResultCode.IDEMPOTENCY_CONFLICT: IdempotencyConflict,
+            ResultCode.NOT_FOUND: NotFound,
+            ResultCode.OVERLOADED: Overloaded,
+            ResultCode.UNAVAILABLE: Unavailable}.get(code, FailedPrecondition)
+    return kind(message)
 
 
 class InvariantViolation(AssertionError):

@@ -92,6 +92,9 @@ class StockLedger:
         self.sold_by_owner: dict[int, dict[tuple[str, str, str], int]] = {}
         self._skus_max = skus_max
         self._expiry_heap: list[tuple[int, str]] = []
+        # Units announced to arrive here (moved from another counter), until when: while
+        # they are on their way, a refusal for stock says "retry", not "sold out".
+        self.incoming: dict[SkuKey, tuple[int, int]] = {}
 
     # --- catalogue --------------------------------------------------------------------------
 
@@ -158,6 +161,8 @@ class StockLedger:
             if force:
                 pass  # restoring holds that were granted before a restart
             elif sku.on_hand - sku.reserved - sku.sold < quantity:
+                if self._arriving((merchant_id, sku_id), now_ms):
+                    return ResultCode.UNAVAILABLE, "units are moving here; retry"
                 return ResultCode.OUT_OF_STOCK, f"sku {sku_id} has too few units available"
             elif sku.per_buyer_limit and (
                     sku.held_by_buyer.get(buyer_id, 0) + quantity > sku.per_buyer_limit):
@@ -227,9 +232,23 @@ class StockLedger:
         sku.on_hand -= taken
         return taken
 
+    def expect(self, merchant_id: str, sku_id: str, units: int, until_ms: int) -> None:
+        """Units are about to move here (``deposit`` follows, or `until_ms` passes)."""
+        self.incoming[(merchant_id, sku_id)] = (units, until_ms)
+
+    def _arriving(self, key: SkuKey, now_ms: int) -> bool:
+        expected = self.incoming.get(key)
+        if expected is None:
+            return False
+        if expected[1] <= now_ms:
+            del self.incoming[key]
+            return False
+        return True
+
     def deposit(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
                 units: int) -> None:
         """Adds units moved here (creating the counter on first use: a campaign bucket)."""
+        self.incoming.pop((merchant_id, sku_id), None)
         sku = self.skus.get((merchant_id, sku_id))
         if sku is None:
             invariant(len(self.skus) < self._skus_max, "stock shard full of SKUs")

@@ -77,6 +77,17 @@ async def attempt(call: object) -> str:
     return "OK"
 
 
+async def buy(client: Client, request: order_pb2.PlaceOrderRequest) -> str:
+    """A buyer that retries what the engine says to retry (a shard restarting, units
+    moving between buckets) with the same key, as clients are told to."""
+    for _ in range(100):
+        outcome = await attempt(client.orders.PlaceOrder(request))
+        if not outcome.startswith(("UNAVAILABLE", "RESOURCE_EXHAUSTED")):
+            return outcome
+        await asyncio.sleep(0.05)
+    return outcome
+
+
 async def level(client: Client, sku_id: str) -> stock_pb2.StockLevel:
     response = await client.stock.GetStock(stock_pb2.GetStockRequest(sku_id=sku_id,
                                                                       consistency=STRONG))
@@ -164,12 +175,11 @@ async def test_allotment_and_buckets_under_concurrency(shop: Client) -> None:
     start = now_ms() - 1000
     await create_campaign(shop, "storm", [sale("hot", 100, allotment=200)], start,
                           start + 60 * MINUTE_MS, buckets=4)
-    orders = [shop.orders.PlaceOrder(campaign_order(f"k{i}", f"buyer-{i}", "storm",
-                                                    ("hot", 1))) for i in range(200)]
-    results = await asyncio.gather(*(attempt(o) for o in orders))
+    results = await asyncio.gather(*(buy(shop, campaign_order(f"k{i}", f"buyer-{i}", "storm",
+                                                              ("hot", 1))) for i in range(200)))
     assert Counter(results) == {"OK": 200}  # buckets empty unevenly: fallback finds units
-    more = await asyncio.gather(*(attempt(shop.orders.PlaceOrder(campaign_order(
-        f"x{i}", f"late-{i}", "storm", ("hot", 1)))) for i in range(50)))
+    more = await asyncio.gather(*(buy(shop, campaign_order(
+        f"x{i}", f"late-{i}", "storm", ("hot", 1))) for i in range(50)))
     assert Counter(more) == {"FAILED_PRECONDITION:OUT_OF_STOCK": 50}
     campaign = (await shop.campaigns.GetCampaign(
         campaign_pb2.GetCampaignRequest(campaign_id="storm"))).campaign
@@ -185,8 +195,8 @@ async def test_oversubscribed_buckets_sell_exactly_the_allotment(shop: Client,
     start = now_ms() - 1000
     await create_campaign(shop, "rush", [sale("p", 10, allotment=90)], start,
                           start + 60 * MINUTE_MS, buckets=2)
-    results = await asyncio.gather(*(attempt(shop.orders.PlaceOrder(campaign_order(
-        f"k{i}", f"b{i}", "rush", ("p", 1 + i % 3)))) for i in range(120)))
+    results = await asyncio.gather(*(buy(shop, campaign_order(
+        f"k{i}", f"b{i}", "rush", ("p", 1 + i % 3))) for i in range(120)))
     wanted = {f"k{i}": 1 + i % 3 for i in range(120)}
     sold = sum(wanted[f"k{i}"] for i, r in enumerate(results) if r == "OK")
     assert sold <= 90
@@ -424,3 +434,120 @@ async def test_killing_shards_mid_campaign_loses_nothing_and_oversells_nothing(
         buyer_id="carter-7", campaign_id="crash"))).cart
     assert [(line.sku_id, line.quantity) for line in cart.lines] == [("drop", 1)]
     engine.check_invariants()
+
+
+async def test_emptying_bucket_is_refilled_and_sold_out_is_said_once_at_the_end(
+        shop: Client, engine: LocalEngine, database_dsn: str) -> None:
+    """Buyers who all draw from bucket 0 empty it: the merchant shard refills it from
+    bucket 1, no sell-out is announced while units remain, and one stock.sold_out event
+    follows once every bucket is empty."""
+    import zlib
+
+    import asyncpg
+    import ray
+
+    await add_skus(shop, stock_pb2.Sku(sku_id="hot", name="Hot", price_minor=10, on_hand=100))
+    start = now_ms() - 1000
+    await create_campaign(shop, "lean", [sale("hot", 5, allotment=100)], start,
+                          start + 60 * MINUTE_MS, buckets=2)
+    merchant_id = (await shop.merchants.GetMerchant(
+        merchant_pb2.GetMerchantRequest())).merchant.merchant_id
+    [campaign] = [c for c in ray.get(engine.topology.merchants.handles[0].campaigns_of.remote(
+        [merchant_id]))]
+    keys = campaign.skus["hot"].bucket_keys
+    stock = engine.topology.stock
+
+    def available() -> list[int]:
+        levels = [ray.get(stock.handles[stock.shard_of(merchant_id, key)].levels.remote(
+            [(merchant_id, key)]))[0] for key in keys]
+        return [level.available for level in levels]
+
+    assert available() == [50, 50]
+    first_bucket = [f"b{n}" for n in range(2_000) if zlib.crc32(f"b{n}".encode()) % 2 == 0]
+    for i, buyer in enumerate(first_bucket[:45]):
+        await shop.orders.PlaceOrder(campaign_order(f"k{i}", buyer, "lean", ("hot", 1)))
+
+    async def refilled() -> None:
+        now = available()
+        assert now[0] >= engine.config.campaign_bucket_low_water and sum(now) == 55, now
+    await eventually(refilled)
+
+    async def sold_out_events() -> list[str]:
+        connection = await asyncpg.connect(database_dsn)
+        try:
+            rows = await connection.fetch(
+                "SELECT event_id FROM flashtx.outbox WHERE merchant_id = $1"
+                " AND event_type = 'stock.sold_out'", merchant_id)
+        finally:
+            await connection.close()
+        return [row["event_id"] for row in rows]
+
+    assert await sold_out_events() == []
+    results = await asyncio.gather(*(buy(shop, campaign_order(
+        f"r{i}", f"rest-{i}", "lean", ("hot", 1))) for i in range(70)))
+    assert Counter(results) == {"OK": 55, "FAILED_PRECONDITION:OUT_OF_STOCK": 15}
+
+    async def announced() -> None:
+        assert await sold_out_events() == [f"sold_out:{merchant_id}:hot:lean"]
+    await eventually(announced)
+
+
+async def test_merchants_cannot_reach_each_others_carts_and_campaigns(
+        engine: LocalEngine, operator: Client, shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="mine", name="Mine", price_minor=5, on_hand=50))
+    start = now_ms() - 1000
+    await create_campaign(shop, "ours", [sale("mine", 3, allotment=10)], start,
+                          start + 60 * MINUTE_MS)
+    await add(shop, "buyer", "mine", 2)
+    await add(shop, "buyer", "mine", 1, "ours")
+    rival_created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
+        merchant_id=unique_merchant_id("rival"), name="Rival"))
+    not_found = "NOT_FOUND:NOT_FOUND"
+    async with Client(engine.address, rival_created.admin_key_secret) as rival:
+        for call in (
+                rival.campaigns.GetCampaign(campaign_pb2.GetCampaignRequest(campaign_id="ours")),
+                rival.campaigns.EndCampaign(campaign_pb2.EndCampaignRequest(campaign_id="ours")),
+                rival.orders.PlaceOrder(campaign_order("x", "buyer", "ours", ("mine", 1))),
+                rival.carts.AddItem(cart_pb2.AddItemRequest(buyer_id="buyer", campaign_id="ours",
+                                                            sku_id="mine", quantity=1))):
+            assert await attempt(call) == not_found
+        # The same buyer id at another merchant is another buyer: an empty cart.
+        cart = (await rival.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="buyer"))).cart
+        assert list(cart.lines) == []
+        assert await attempt(rival.carts.Checkout(cart_pb2.CheckoutRequest(
+            buyer_id="buyer", idempotency_key="steal"))) == (
+            "FAILED_PRECONDITION:FAILED_PRECONDITION")  # its own, empty cart
+        await rival.carts.ClearCart(cart_pb2.ClearCartRequest(buyer_id="buyer"))
+        listed = await rival.campaigns.ListCampaigns(campaign_pb2.ListCampaignsRequest())
+        assert list(listed.campaigns) == []
+    cart = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="buyer"))).cart
+    assert [(line.sku_id, line.quantity) for line in cart.lines] == [("mine", 2)]
+    ours = (await shop.campaigns.GetCampaign(
+        campaign_pb2.GetCampaignRequest(campaign_id="ours"))).campaign
+    assert not ours.ended
+
+
+async def test_campaign_and_cart_scopes(engine: LocalEngine, shop: Client) -> None:
+    channel_key = await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+        scopes=[common_pb2.SCOPE_CHANNEL], label="pos"))
+    saas_key = await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+        scopes=[common_pb2.SCOPE_SAAS], label="crm"))
+    start = now_ms() + MINUTE_MS
+    create = campaign_pb2.CreateCampaignRequest(
+        campaign_id="c", starts_at_ms=start, ends_at_ms=start + MINUTE_MS,
+        skus=[sale("s", 1)])
+    denied = "PERMISSION_DENIED:PERMISSION_DENIED"
+    async with Client(engine.address, channel_key.secret) as channel, \
+            Client(engine.address, saas_key.secret) as saas:
+        assert await attempt(channel.campaigns.CreateCampaign(create)) == denied
+        assert await attempt(channel.campaigns.EndCampaign(
+            campaign_pb2.EndCampaignRequest(campaign_id="c"))) == denied
+        assert await attempt(saas.carts.AddItem(cart_pb2.AddItemRequest(
+            buyer_id="b", sku_id="s", quantity=1))) == denied
+        assert await attempt(channel.merchants.UpdateMerchant(
+            merchant_pb2.UpdateMerchantRequest(cart_hold_s=5))) == denied
+        # Reads are open to channel and SaaS keys.
+        assert await attempt(saas.campaigns.ListCampaigns(
+            campaign_pb2.ListCampaignsRequest())) == "OK"
+        assert await attempt(channel.carts.GetCart(cart_pb2.GetCartRequest(
+            buyer_id="b"))) == "OK"

@@ -170,3 +170,18 @@ def test_withdraw_and_deposit_move_units_without_overselling() -> None:
     ledger.drain_changes()
     ledger.reserve("o2", "m", "x", (("a~c~0", 6),), 5_000, 0)
     assert not [c for c in ledger.drain_changes() if c.kind == "sold_out"]
+
+
+def test_a_counter_expecting_units_says_retry_not_sold_out() -> None:
+    ledger = StockLedger()
+    ledger.upsert_sku("m", "b~c~0", "B", 5, 1, 0, 0)
+    ledger.reserve("o1", "m", "x", (("b~c~0", 1),), 9_000, 0)
+    ledger.expect("m", "b~c~0", 10, until_ms=1_000)
+    assert ledger.reserve("o2", "m", "y", (("b~c~0", 1),), 9_000, 500)[0] is (
+        ResultCode.UNAVAILABLE)
+    ledger.deposit("m", "b~c~0", "B", 5, 10)
+    assert ledger.reserve("o2", "m", "y", (("b~c~0", 1),), 9_000, 600)[0] is ResultCode.OK
+    ledger.expect("m", "b~c~0", 10, until_ms=1_000)
+    assert ledger.reserve("o3", "m", "z", (("b~c~0", 99),), 9_000, 1_000)[0] is (
+        ResultCode.OUT_OF_STOCK)  # the announcement lapsed: nothing is on its way
+    ledger.check_invariants()
