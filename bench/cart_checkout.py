@@ -482,7 +482,8 @@ async def verify_checkout(
             for (order_id, _, _, _), (code, order) in zip(replays, replayed, strict=True)
             if code != "replayed" or order is None or order[0] != order_id
         )
-        buyers = rng.sample(sorted({b for _, _, b, _ in acked}), min(len(acked), 200))
+        ordered_buyers = sorted({buyer for _, _, buyer, _ in acked})
+        buyers = rng.sample(ordered_buyers, min(len(ordered_buyers), verify.BUYERS_CHECKED_MAX))
         limits = {sku_id: limit for sku_id in params.hot_sku_ids()} if limit else {}
         listed_duplicates, listed_violations = await verify._check_buyers(
             orders, metadata, buyers, limits

@@ -73,7 +73,7 @@ async def verify_engine(
         else:
             # The SKUs' own levels hold nothing sold (all went into the campaign) and must
             # still not be oversold; the campaign's buckets hold what was sold.
-            oversold, _ = await _check_stock(stock, metadata, {}, list(limits))
+            oversold, _ = await _check_stock(stock, metadata, {}, list(campaign["units_by_sku"]))
             states = await campaign_states(channel, metadata, campaign["campaign_id"])
             campaign_oversold, unaccounted, _ = campaign_counts(
                 states, campaign["units_by_sku"], ledger["units_by_sku"]
