@@ -1,4 +1,5 @@
-"""`flashtx demo`: a flash sale on a local deployment, through the real gRPC port."""
+"""`flashtx demo`: a flash sale on a local deployment, through the real gRPC port, then
+a campaign: carts filled before it opens, a checkout storm the second it starts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from rich.table import Table
 
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from protos.flashtx.v1 import (
+    campaign_pb2,
+    cart_pb2,
+    common_pb2,
+    merchant_pb2,
+    order_pb2,
+    stock_pb2,
+)
 
 console = Console()
 IN_FLIGHT_MAX = 800
@@ -26,8 +34,13 @@ def run_demo(buyers: int, units: int) -> int:
         console.print(f"engine serving on {engine.address}")
         summary = asyncio.run(_flash_sale(engine, buyers, units))
         engine.check_invariants()
-    _print(summary)
+        _print(summary)
+        campaign = asyncio.run(_campaign_sale(engine, str(summary["admin_key"]), buyers,
+                                              units))
+        engine.check_invariants()
+    _print_campaign(campaign)
     ok = summary["oversold"] == 0 and summary["accepted"] == summary["durable"] == units
+    ok = ok and campaign["oversold"] == 0 and campaign["accepted"] == campaign["sold"] == units
     return 0 if ok else 1
 
 
@@ -59,7 +72,74 @@ async def _flash_sale(engine: LocalEngine, buyers: int, units: int) -> dict[str,
             "retries_replayed": Counter(retries)["replayed"],
             "durable": durable, "reserved": level.reserved, "available": level.available,
             "oversold": max(0, level.reserved + level.sold - level.on_hand),
-            "orders_per_s": buyers / elapsed_s, "elapsed_s": elapsed_s}
+            "orders_per_s": buyers / elapsed_s, "elapsed_s": elapsed_s,
+            "admin_key": created.admin_key_secret}
+
+
+async def _campaign_sale(engine: LocalEngine, admin_key: str, buyers: int,
+                         units: int) -> dict[str, object]:
+    """A campaign over a new SKU, its allotment split into 2 stock buckets: every buyer
+    fills a cart before the start, then all check out at once when it opens."""
+    gate = asyncio.Semaphore(IN_FLIGHT_MAX)
+    async with Client(engine.address, admin_key) as shop:
+        await shop.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=[stock_pb2.Sku(
+            sku_id="drop-y", name="Sneaker drop Y", price_minor=19_900, on_hand=2 * units)]))
+        starts_at_ms = int(time.time() * 1000) + 3_000
+        await shop.campaigns.CreateCampaign(campaign_pb2.CreateCampaignRequest(
+            campaign_id="launch", name="Launch", starts_at_ms=starts_at_ms,
+            ends_at_ms=starts_at_ms + 600_000, buckets=2, skus=[campaign_pb2.CampaignSku(
+                sku_id="drop-y", sale_price_minor=9_900, allotment=units, per_buyer_limit=1)]))
+        console.print(f"campaign: {units} of drop-y at 99.00 in 2 stock buckets, opening in"
+                      f" 3 s; {buyers} buyers fill their carts first")
+        filled = Counter(await asyncio.gather(*(
+            _retrying(gate, shop.carts.AddItem, cart_pb2.AddItemRequest(
+                buyer_id=f"fan-{n}", campaign_id="launch", sku_id="drop-y", quantity=1))
+            for n in range(buyers))))
+        early = await _retrying(gate, shop.orders.PlaceOrder, order_pb2.PlaceOrderRequest(
+            idempotency_key="too-early", buyer_id="fan-0", campaign_id="launch",
+            lines=[order_pb2.OrderLine(sku_id="drop-y", quantity=1)]))
+        await asyncio.sleep(max(0.0, starts_at_ms / 1000 - time.time()))
+        started = time.perf_counter()
+        outcomes = Counter(await asyncio.gather(*(
+            _retrying(gate, shop.carts.Checkout, cart_pb2.CheckoutRequest(
+                buyer_id=f"fan-{n}", campaign_id="launch", idempotency_key=f"launch-{n}"))
+            for n in range(buyers))))
+        elapsed_s = time.perf_counter() - started
+        state = (await shop.campaigns.GetCampaign(campaign_pb2.GetCampaignRequest(
+            campaign_id="launch"))).campaign.skus[0]
+    return {"buyers": buyers, "units": units, "carts": filled["OK"], "early": early,
+            "accepted": outcomes["OK"], "sold_out": outcomes["OUT_OF_STOCK"],
+            "other": sum(v for k, v in outcomes.items() if k not in ("OK", "OUT_OF_STOCK")),
+            "sold": state.reserved + state.sold, "available": state.available,
+            "oversold": max(0, state.reserved + state.sold - state.units),
+            "checkouts_per_s": buyers / elapsed_s}
+
+
+async def _retrying(gate: asyncio.Semaphore, call: object, request: object) -> str:
+    """OK, or the refusal's reason; retries what the engine says to retry."""
+    for _ in range(100):
+        try:
+            async with gate:
+                await call(request)  # type: ignore[operator]
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                    grpc.StatusCode.RESOURCE_EXHAUSTED):
+                return _reason(error)
+            await asyncio.sleep(0.05)
+    return "GAVE_UP"
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    from google.rpc import error_details_pb2, status_pb2
+
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if raw:
+        for detail in status_pb2.Status.FromString(raw).details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.reason
+    return error.code().name
 
 
 async def _buy(shop: Client, buyer: int, gate: asyncio.Semaphore) -> str:
@@ -97,6 +177,25 @@ def _print(summary: dict[str, object]) -> None:
             ("units reserved / available", f"{summary['reserved']} / {summary['available']}"),
             ("oversold units", summary["oversold"]),
             ("orders/s (unary, one client process)", f"{summary['orders_per_s']:,.0f}")]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def _print_campaign(summary: dict[str, object]) -> None:
+    table = Table(title="campaign summary (carts, then a checkout storm)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [("carts filled before the start", summary["carts"]),
+            ("an order before the start", summary["early"]),
+            ("units in the campaign", summary["units"]),
+            ("checkouts accepted", summary["accepted"]),
+            ("refused: sold out (every bucket empty)", summary["sold_out"]),
+            ("refused: other", summary["other"]),
+            ("campaign units reserved + sold / available",
+             f"{summary['sold']} / {summary['available']}"),
+            ("oversold units", summary["oversold"]),
+            ("checkouts/s (one client process)", f"{summary['checkouts_per_s']:,.0f}")]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
