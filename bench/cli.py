@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from dataclasses import replace
@@ -129,6 +130,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.scenario == "overload":
+        return _overload(args)
     baselines = _baselines(args.baselines)
     if args.target and not args.operator_key:
         raise SystemExit("--target needs --operator-key")
@@ -150,6 +153,23 @@ def main(argv: list[str]) -> int:
         report.plot(args.plot, doc, histograms)
         console.print(f"wrote {args.plot}")
     return 1 if any(doc["invariants"].values()) else 0
+
+
+def _overload(args: argparse.Namespace) -> int:
+    """``--scenario overload``: capacity, then twice it open loop (accepted p99, how the
+    excess is refused, engine memory before and after), then order latency alone and
+    beside a greedy SaaS reader (bench/robustness.py). Engine only, a local one."""
+    from bench import robustness
+
+    overrides = engine_overrides(args)
+    result = robustness.measure(args.duration, **overrides)
+    console = Console(width=None if Console().is_terminal else 120)
+    console.print_json(data=result)
+    if args.json:
+        args.json.write_text(json.dumps({"scenario": "overload", "engine_config": overrides,
+                                         "duration_s": args.duration, **result}, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
 
 
 def _baselines(text: str) -> list[str]:

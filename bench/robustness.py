@@ -9,6 +9,7 @@
    wait on each refusal in a row (up to 1 s).
 
     python -m bench.robustness --seconds 8 --key-reads-per-s 2000
+    flashtx bench --scenario overload --duration 8 [--engine-config key_reads_per_s=2000]
 """
 
 from __future__ import annotations
@@ -161,19 +162,24 @@ async def run(engine: LocalEngine, seconds: float) -> dict:
             "greedy_reads": reads}
 
 
+def measure(seconds: float, key_reads_per_s: float = 2000.0, **overrides: object) -> dict:
+    """Starts a local engine (config `overrides`), runs the three checks, stops it."""
+    engine = LocalEngine.start(operator_key=new_operator_key(),
+                               key_reads_per_s=key_reads_per_s,
+                               key_reads_burst=key_reads_per_s, **overrides)
+    try:
+        return asyncio.run(run(engine, seconds))
+    finally:
+        engine.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--key-reads-per-s", type=float, default=2000.0,
                         help="the engine's per-key read rate (SKUs read per second)")
     options = parser.parse_args()
-    engine = LocalEngine.start(operator_key=new_operator_key(),
-                               key_reads_per_s=options.key_reads_per_s,
-                               key_reads_burst=options.key_reads_per_s)
-    try:
-        print(json.dumps(asyncio.run(run(engine, options.seconds)), indent=2))
-    finally:
-        engine.stop()
+    print(json.dumps(measure(options.seconds, options.key_reads_per_s), indent=2))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCENARIOS = ("flash-sale", "catalog", "mixed", "cart-checkout")
+SCENARIOS = ("flash-sale", "catalog", "mixed", "cart-checkout", "overload")
 # Scenarios whose SKUs are the few hot ones on sale (the rest draw from a catalog).
 HOT_SCENARIOS = ("flash-sale", "cart-checkout")
 
