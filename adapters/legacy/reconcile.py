@@ -42,7 +42,9 @@ _HELD = (
     " AND l.merchant_id = ANY($1::text[]) GROUP BY 1, 2")
 _STOCK = (
     "SELECT a.merchant_id, a.sku_id, sum(a.delta) - coalesce(max(h.units), 0) AS available"
-    " FROM flashtx.stock_adjustments a JOIN imported USING (merchant_id, sku_id)"
+    # A campaign's bucket units (<sku>~<campaign>~<k>) are the SKU's.
+    " FROM (SELECT merchant_id, split_part(sku_id, '~', 1) AS sku_id, delta"
+    "       FROM flashtx.stock_adjustments) a JOIN imported USING (merchant_id, sku_id)"
     " LEFT JOIN held h USING (merchant_id, sku_id) GROUP BY 1, 2")
 
 FLASHTX_SQL = {

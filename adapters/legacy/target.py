@@ -76,9 +76,11 @@ async def update_skus(connection: asyncpg.Connection, rows: Sequence[tuple[Any, 
 
 async def on_hand_units(connection: asyncpg.Connection, merchant_ids: list[str],
                         ) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """(merchant, SKU) → (on_hand, reason of the latest importer adjustment or None)."""
+    """(merchant, SKU) → (on_hand, reason of the latest importer adjustment or None).
+    Units a campaign moved into its buckets (``<sku>~<campaign>~<k>``) count as the SKU's:
+    the orders holding them name the SKU, and legacy stock knows no campaigns."""
     rows = await connection.fetch(
-        "SELECT merchant_id, sku_id, sum(delta)::bigint,"
+        "SELECT merchant_id, split_part(sku_id, '~', 1), sum(delta)::bigint,"
         " (array_agg(reason ORDER BY adjustment_id DESC)"
         "   FILTER (WHERE reason LIKE 'legacy-%'))[1]"
         " FROM flashtx.stock_adjustments WHERE merchant_id = ANY($1::text[])"
