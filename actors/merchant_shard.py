@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from actors import clock
+from actors import clock, metrics
 from actors.loops import every, until_done
 from actors.persistence import campaign_from_row, campaign_row, open_store
 from actors.routing import ShardGroup, find_actors
@@ -217,6 +217,7 @@ class MerchantShard(clock.ClockControl):
                                                      strict=True):
                 await stock.call(shard, "deposit", campaign.merchant_id, key, level.name,
                                  sku.sale_price_minor, share, instance)
+            metrics.record(metrics.units_moved(), sku.units, why="campaign")
 
     async def get_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]:
         await self._ready
@@ -300,7 +301,7 @@ class MerchantShard(clock.ClockControl):
         return bucket_key(sku_id, campaign_id, bucket)
 
     async def _move(self, stock: ShardGroup, merchant_id: str, source: str, target: str,
-                    units: int, name: str, price_minor: int) -> int:
+                    units: int, name: str, price_minor: int, why: str) -> int:
         """Moves up to `units` available units from one counter to another."""
         target_shard = stock.shard_of(merchant_id, target)
         instance = await stock.call(target_shard, "instance", (merchant_id, target, units))
@@ -314,6 +315,7 @@ class MerchantShard(clock.ClockControl):
         if moved:
             await stock.call(target_shard, "deposit", merchant_id, target, name, price_minor,
                              moved, instance)
+            metrics.record(metrics.units_moved(), moved, why=why)
         else:
             await stock.call(target_shard, "cancel_expected", merchant_id, target)
         return moved
@@ -346,7 +348,7 @@ class MerchantShard(clock.ClockControl):
                     available, self._config.campaign_bucket_low_water):
                 await self._move(stock, merchant_id, sku.bucket_keys[source],
                                  sku.bucket_keys[target], units, levels[target].name,
-                                 sku.sale_price_minor)
+                                 sku.sale_price_minor, "rebalance")
 
     async def _settle(self, stock: ShardGroup, campaign: Campaign) -> None:
         """Returns every unsold, unheld unit of an over campaign to its SKU (holds still
@@ -362,7 +364,7 @@ class MerchantShard(clock.ClockControl):
             for key, level in zip(sku.bucket_keys, buckets, strict=True):
                 if level.available:
                     await self._move(stock, merchant_id, key, sku.sku_id, level.available,
-                                     base.name, base.price_minor)
+                                     base.name, base.price_minor, "settle")
                 holding = holding or level.reserved > 0
         if not holding:
             self._settled.add((merchant_id, campaign.campaign_id))

@@ -61,6 +61,19 @@ def actors() -> metrics.Gauge:
                          tag_keys=("kind",))
 
 
+@cache
+def units_moved() -> metrics.Counter:
+    return metrics.Counter("flashtx_units_moved", "Stock units moved between counters, by why"
+                           " (campaign: into its buckets; rebalance: bucket to bucket;"
+                           " settle: back to the SKU after the campaign).",
+                           tag_keys=("why",))
+
+
+@cache
+def carts() -> metrics.Gauge:
+    return metrics.Gauge("flashtx_carts", "Carts held, by order shard.", tag_keys=("actor",))
+
+
 def record(metric: Any, value: float, **tags: str) -> None:
     """Records, never raising: metrics must not break the order path."""
     try:

@@ -792,6 +792,7 @@ class OrderShard(clock.ClockControl):
                 "committed_entries": journal.committed_entries if journal else 0,
                 "commit_failing": journal.failing if journal else False,
                 "commit_seconds": journal.commit_seconds if journal else 0.0,
+                "carts": len(self._carts.carts), "campaigns": len(self._campaigns),
                 "place_calls": self._place_calls, "place_seconds": self._place_seconds,
                 "reserve_seconds": self._reserve_seconds}
 
@@ -807,6 +808,7 @@ class OrderShard(clock.ClockControl):
         if self._journal is not None:
             metrics.record(metrics.depth(), self._journal.depth, queue="journal",
                            actor=f"order-{self.index}")
+        metrics.record(metrics.carts(), len(self._carts.carts), actor=f"order-{self.index}")
         now = clock.now_ms()
         calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for order in self._book.due_for_expiry(now, self._config.expiry_sweep_items_max):

@@ -16,7 +16,7 @@ import pytest
 
 from flashtx.app import free_port
 from flashtx.client import Client
-from protos.flashtx.v1 import order_pb2, stock_pb2
+from protos.flashtx.v1 import campaign_pb2, cart_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster
@@ -34,10 +34,18 @@ async def test_order_metrics_are_exported(engine, shop: Client) -> None:
             await shop.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
                 idempotency_key=f"k{n}", buyer_id=f"b{n}",
                 lines=[order_pb2.OrderLine(sku_id="m", quantity=1)]))
+    # A campaign moves units into its buckets; a cart is held.
+    await add_skus(shop, stock_pb2.Sku(sku_id="c", name="C", price_minor=5, on_hand=10))
+    now_ms = int(time.time() * 1000)
+    await shop.campaigns.CreateCampaign(campaign_pb2.CreateCampaignRequest(
+        campaign_id="metrics", starts_at_ms=now_ms, ends_at_ms=now_ms + 600_000, buckets=2,
+        skus=[campaign_pb2.CampaignSku(sku_id="c", sale_price_minor=1, allotment=4)]))
+    await shop.carts.AddItem(cart_pb2.AddItemRequest(buyer_id="b", sku_id="m", quantity=1))
     wanted = ['ray_flashtx_orders_total', 'outcome="OK"', 'outcome="OUT_OF_STOCK"',
               "ray_flashtx_rpc_latency_seconds_bucket", 'method="PlaceOrder"',
               "ray_flashtx_batch_items_bucket", 'hop="commit"', "ray_flashtx_commit_seconds",
-              "ray_flashtx_actors"]
+              "ray_flashtx_actors", 'ray_flashtx_units_moved_total{', 'why="campaign"',
+              "ray_flashtx_carts{", 'method="AddItem"', 'hop="gateway_to_order_cart"']
     deadline = time.monotonic() + 60
     while True:
         body = await asyncio.to_thread(scrape, engine.config.metrics_export_port)
