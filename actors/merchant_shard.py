@@ -358,10 +358,12 @@ class MerchantShard(clock.ClockControl):
         for sku in campaign.skus.values():
             levels = await self._levels(stock, merchant_id, [sku.sku_id, *sku.bucket_keys])
             base, buckets = levels[0], levels[1:]
-            if base is None or any(level is None for level in buckets):
+            if base is None:
                 holding = True
                 continue
             for key, level in zip(sku.bucket_keys, buckets, strict=True):
+                if level is None:
+                    continue  # never filled (a creation that failed before it)
                 if level.available:
                     await self._move(stock, merchant_id, key, sku.sku_id, level.available,
                                      base.name, base.price_minor, "settle")
