@@ -156,7 +156,7 @@ class MerchantShard(clock.ClockControl):
         config = self._config
         self._directory.get(merchant_id)
         now = clock.now_ms()
-        validate_campaign(campaign_id, starts_at_ms, ends_at_ms, buckets, skus,
+        validate_campaign(starts_at_ms, ends_at_ms, buckets, skus,
                           config.campaign_buckets_max, config.campaign_skus_max, now)
         async with self._campaign_lock:
             if (merchant_id, campaign_id) in self._campaigns:

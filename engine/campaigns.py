@@ -117,7 +117,7 @@ class Campaign:
                 for sku_id, quantity in lines if self.sku(sku_id).per_buyer_limit]
 
 
-def validate_campaign(campaign_id: str, starts_at_ms: int, ends_at_ms: int, buckets: int,
+def validate_campaign(starts_at_ms: int, ends_at_ms: int, buckets: int,
                       skus: Sequence[tuple[str, int, int, int]], buckets_max: int,
                       skus_max: int, now_ms: int) -> None:
     """skus: (sku_id, sale_price_minor, allotment, per_buyer_limit). Raises InvalidArgument."""
@@ -136,7 +136,6 @@ def validate_campaign(campaign_id: str, starts_at_ms: int, ends_at_ms: int, buck
         seen.add(sku_id)
         if allotment < 0:
             raise InvalidArgument(f"skus[{i}].allotment", "must be >= 0")
-    del campaign_id
 
 
 @dataclass(slots=True)

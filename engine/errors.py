@@ -180,13 +180,11 @@ REASON_BY_CODE = {
 
 def error_for(code: ResultCode, message: str) -> DomainError:
     """The error a per-item result code stands for (to raise it from a single call)."""
-    kind = {ResultCode.OUT_OF_STOCK: OutOfStock,
-            ResultCode.LIMIT_EXCEEDED: LimitExceeded,
-            ResultCode.IDEMPOTENCY_CONFLICT: IdempotencyConflict,
-            ResultCode.NOT_FOUND: NotFound,
-            ResultCode.OVERLOADED: Overloaded,
-            ResultCode.UNAVAILABLE: Unavailable}.get(code, FailedPrecondition)
-    return kind(message)
+    kinds: dict[ResultCode, type[DomainError]] = {
+        ResultCode.OUT_OF_STOCK: OutOfStock, ResultCode.LIMIT_EXCEEDED: LimitExceeded,
+        ResultCode.IDEMPOTENCY_CONFLICT: IdempotencyConflict, ResultCode.NOT_FOUND: NotFound,
+        ResultCode.OVERLOADED: Overloaded, ResultCode.UNAVAILABLE: Unavailable}
+    return kinds.get(code, FailedPrecondition)(message)
 
 
 class InvariantViolation(AssertionError):

@@ -99,12 +99,12 @@ def test_buyer_units_all_or_nothing() -> None:
 def test_validate_campaign_names_the_field() -> None:
     good = [("tv", 99, 0, 0)]
     with pytest.raises(InvalidArgument, match="buckets"):
-        validate_campaign("c", 0, 10, 0, good, 16, 100, 0)
+        validate_campaign(0, 10, 0, good, 16, 100, 0)
     with pytest.raises(InvalidArgument, match="ends_at_ms"):
-        validate_campaign("c", 10, 10, 1, good, 16, 100, 0)
+        validate_campaign(10, 10, 1, good, 16, 100, 0)
     with pytest.raises(InvalidArgument, match="skus\\[1\\].sku_id"):
-        validate_campaign("c", 0, 10, 1, good * 2, 16, 100, 0)
-    validate_campaign("c", 0, 10, 1, good, 16, 100, 0)
+        validate_campaign(0, 10, 1, good * 2, 16, 100, 0)
+    validate_campaign(0, 10, 1, good, 16, 100, 0)
 
 
 def test_cart_book_bounds_idle_expiry_and_ordered_lines() -> None:
