@@ -95,7 +95,9 @@ class Gateway(clock.ClockControl):
                    ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
                    ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
         server = grpc.aio.server(
-            interceptors=[FlashtxInterceptor(self.authenticate, self._observe_rpc)],
+            interceptors=[FlashtxInterceptor(self.authenticate, self._observe_rpc,
+                                             self.config.gateway_unary_calls_max,
+                                             self.config.overload_retry_after_ms)],
             options=options, maximum_concurrent_rpcs=self.config.grpc_concurrent_rpcs_max)
         names = add_servicers(server, self)
         self._health = health.aio.HealthServicer()

@@ -154,10 +154,16 @@ Observe = Callable[[str, str, float], None]  # (method, status code name, second
 class FlashtxInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates, enforces the scope table and maps errors, for every flashtx RPC."""
 
-    def __init__(self, authenticate: Authenticate, observe: Observe | None = None) -> None:
+    def __init__(self, authenticate: Authenticate, observe: Observe | None = None,
+                 unary_calls_max: int = 0, retry_after_ms: int = 50) -> None:
         self._authenticate = authenticate
         self._observe = observe or (lambda method, code, seconds: None)
         self._wrapped: dict[str, Any] = {}
+        # Unary calls served at once (0: no bound); past it, RESOURCE_EXHAUSTED with a
+        # retry hint before anything else is done.
+        self._unary_calls_max = unary_calls_max
+        self._retry_after_ms = retry_after_ms
+        self.unary_calls = 0
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         method = details.method
@@ -196,7 +202,11 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, inner: Any, method: str, scope: Scope) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            self.unary_calls += 1
             try:
+                if self._unary_calls_max and self.unary_calls > self._unary_calls_max:
+                    raise errors.Overloaded("this gateway serves its maximum of concurrent"
+                                            " calls", self._retry_after_ms)
                 await self._admit(method, scope, context, request)
                 response = await inner(request, context)
                 self._observe(method, "OK", time.perf_counter() - started)
@@ -207,6 +217,8 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("%s failed", method)
                 self._observe(method, "INTERNAL", time.perf_counter() - started)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                self.unary_calls -= 1
             status = to_status(failure)
             self._observe(method, status_code_of(failure).name, time.perf_counter() - started)
             await context.abort(status.code, status.details, status.trailing_metadata)

@@ -90,6 +90,8 @@ async def open_loop(shop: Client, rate: float, seconds: float) -> dict:
             outcomes[error.code().name] += 1
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 refused_ms.append((time.perf_counter() - intended) * 1000)
+                if has_retry_info(error):
+                    outcomes["RESOURCE_EXHAUSTED with RetryInfo"] += 1
 
     tasks, start = [], time.perf_counter()
     for n in range(int(rate * seconds)):
@@ -124,15 +126,24 @@ async def greedy_reader(engine: LocalEngine, token: str, stop: asyncio.Event) ->
     return reads
 
 
-def retry_hint_s(error: grpc.aio.AioRpcError) -> float:
-    """The RetryInfo delay of a refusal (50 ms when it carries none)."""
+def _retry_info(error: grpc.aio.AioRpcError) -> error_details_pb2.RetryInfo | None:
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
     if raw:
         for detail in status_pb2.Status.FromString(raw).details:
             info = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
-                return info.retry_delay.ToMilliseconds() / 1000
-    return 0.05
+                return info
+    return None
+
+
+def has_retry_info(error: grpc.aio.AioRpcError) -> bool:
+    return _retry_info(error) is not None
+
+
+def retry_hint_s(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of a refusal (50 ms when it carries none)."""
+    info = _retry_info(error)
+    return 0.05 if info is None else info.retry_delay.ToMilliseconds() / 1000
 
 
 async def run(engine: LocalEngine, seconds: float) -> dict:

@@ -54,6 +54,10 @@ class Config:
     # itself refuses them with RESOURCE_EXHAUSTED before any Python runs: the cheapest
     # refusal there is (grpc.aio resets streams past ~1,000 concurrent calls otherwise).
     grpc_concurrent_rpcs_max: int = 900
+    # Unary calls one gateway serves at once; beyond, RESOURCE_EXHAUSTED with a retry
+    # hint, the first thing the gateway does (below grpc_concurrent_rpcs_max, whose
+    # refusals carry no hint). 0: no bound of its own.
+    gateway_unary_calls_max: int = 800
     overload_retry_after_ms: int = 50
 
     # --- micro-batching (gateway -> shard) -------------------------------------------------
