@@ -167,10 +167,7 @@ class Gateway(clock.ClockControl):
 
     async def place_orders(self, principal: Principal, placements: Sequence[Placement],
                            deadline_ms: int = 0) -> list[tuple[ResultCode, Any]]:
-        if self.inflight + len(placements) > self.config.gateway_inflight_max:
-            metrics.record(metrics.rejections(), len(placements), reason="gateway_inflight")
-            raise Overloaded("gateway is at its in-flight limit",
-                             self.config.overload_retry_after_ms)
+        self._admit(len(placements))
         self._charge(principal, len(placements))
         merchant_id, window_s = principal.merchant_id, principal.payment_window_s
         slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
@@ -199,10 +196,7 @@ class Gateway(clock.ClockControl):
     async def cart_action(self, principal: Principal, op: str, buyer_id: str,
                           campaign_id: str, sku_id: str = "", quantity: int = 0) -> Any:
         """add / set / remove / get / clear on a buyer's cart; raises DomainError."""
-        if self.inflight >= self.config.gateway_inflight_max:
-            metrics.record(metrics.rejections(), 1, reason="gateway_inflight")
-            raise Overloaded("gateway is at its in-flight limit",
-                             self.config.overload_retry_after_ms)
+        self._admit(1)
         merchant_id = principal.merchant_id
         shard = self._orders.shard_of(merchant_id, buyer_id)
         item = (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, principal.cart_hold_s)
@@ -221,10 +215,7 @@ class Gateway(clock.ClockControl):
 
     async def checkout(self, principal: Principal, buyer_id: str, campaign_id: str,
                        idempotency_key: str, deadline_ms: int = 0) -> tuple[ResultCode, Any]:
-        if self.inflight >= self.config.gateway_inflight_max:
-            metrics.record(metrics.rejections(), 1, reason="gateway_inflight")
-            raise Overloaded("gateway is at its in-flight limit",
-                             self.config.overload_retry_after_ms)
+        self._admit(1)
         self._charge(principal, 1)
         merchant_id = principal.merchant_id
         slot = self._orders.slot(merchant_id, buyer_id)
@@ -325,40 +316,40 @@ class Gateway(clock.ClockControl):
                 self._remember(level)
         return results
 
+    def _admit(self, items: int) -> None:
+        """The bound on work in flight in this gateway (orders, cart changes)."""
+        if self.inflight + items > self.config.gateway_inflight_max:
+            metrics.record(metrics.rejections(), items, reason="gateway_inflight")
+            raise Overloaded("gateway is at its in-flight limit",
+                             self.config.overload_retry_after_ms)
+
     def _charge(self, principal: Principal, orders: int) -> None:
-        """Per-key rate limit: refuses the whole call when the key's bucket is short."""
-        now = clock.now_ms()
-        bucket = self._buckets.get(principal.key_id)
-        if bucket is None:
-            bucket = TokenBucket.full(self.config.key_orders_per_s,
-                                      self.config.key_orders_burst, now)
-            self._buckets[principal.key_id] = bucket
-            if len(self._buckets) > self.config.key_buckets_max:
-                self._buckets.popitem(last=False)
-        retry_after_ms = bucket.take(orders, now)
-        if retry_after_ms:
-            metrics.record(metrics.rejections(), orders, reason="key_rate_limit")
-            raise Overloaded("this API key is over its order rate; retry later",
-                             retry_after_ms, limit_per_s=str(self.config.key_orders_per_s))
+        """Per-key order rate: refuses the whole call when the key's bucket is short."""
+        self._take(self._buckets, principal.key_id, orders, self.config.key_orders_per_s,
+                   self.config.key_orders_burst, "key_rate_limit", "order")
 
     def _charge_reads(self, reads: int) -> None:
+        """Per-key read rate (a batch read costs one per SKU)."""
         try:
             principal = current_principal()
         except LookupError:  # not inside an RPC (an internal read)
             return
+        self._take(self._read_buckets, principal.key_id, reads, self.config.key_reads_per_s,
+                   self.config.key_reads_burst, "key_read_rate_limit", "read")
+
+    def _take(self, buckets: OrderedDict[str, TokenBucket], key_id: str, units: int,
+              rate_per_s: float, burst: float, reason: str, what: str) -> None:
         now = clock.now_ms()
-        bucket = self._read_buckets.get(principal.key_id)
+        bucket = buckets.get(key_id)
         if bucket is None:
-            bucket = TokenBucket.full(self.config.key_reads_per_s,
-                                      self.config.key_reads_burst, now)
-            self._read_buckets[principal.key_id] = bucket
-            if len(self._read_buckets) > self.config.key_buckets_max:
-                self._read_buckets.popitem(last=False)
-        retry_after_ms = bucket.take(reads, now)
+            bucket = buckets[key_id] = TokenBucket.full(rate_per_s, burst, now)
+            if len(buckets) > self.config.key_buckets_max:
+                buckets.popitem(last=False)
+        retry_after_ms = bucket.take(units, now)
         if retry_after_ms:
-            metrics.record(metrics.rejections(), reads, reason="key_read_rate_limit")
-            raise Overloaded("this API key is over its read rate; retry later",
-                             retry_after_ms, limit_per_s=str(self.config.key_reads_per_s))
+            metrics.record(metrics.rejections(), units, reason=reason)
+            raise Overloaded(f"this API key is over its {what} rate; retry later",
+                             retry_after_ms, limit_per_s=str(rate_per_s))
 
     def _remember(self, level: StockLevel) -> None:
         key = (level.merchant_id, level.sku_id)

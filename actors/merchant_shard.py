@@ -166,7 +166,8 @@ class MerchantShard(clock.ClockControl):
                 raise FailedPrecondition(
                     f"a merchant holds at most {config.campaigns_per_merchant_max} campaigns")
             stock = await self._stock()
-            levels = await self._levels(stock, merchant_id, [s for s, *_ in skus])
+            sku_ids = [sku_id for sku_id, *_ in skus]
+            levels = await self._levels(stock, merchant_id, sku_ids)
             planned: dict[str, CampaignSku] = {}
             for (sku_id, price, allotment, limit), level in zip(skus, levels, strict=True):
                 if level is None:
@@ -183,8 +184,8 @@ class MerchantShard(clock.ClockControl):
             campaign = Campaign(merchant_id, campaign_id, name, starts_at_ms, ends_at_ms,
                                 buckets, planned, now)
             try:
-                await self._fill_buckets(stock, campaign, {s: lv for s, lv in zip(
-                    [s for s, *_ in skus], levels, strict=True)})
+                await self._fill_buckets(stock, campaign,
+                                         dict(zip(sku_ids, levels, strict=True)))
             except BaseException:
                 if (merchant_id, campaign_id) in self._campaigns:  # partly moved: undo
                     await self._end(campaign)

@@ -303,7 +303,9 @@ class OrderShard(clock.ClockControl):
         lines were all held, releases partial holds, and returns the attempts to make
         next (campaign orders refused for stock, on their next bucket)."""
         requests: dict[int, list[Any]] = defaultdict(list)
-        replacing: dict[int, list[list[str]]] = defaultdict(list)
+        # Cart holds to take over, aligned with `requests` (only checkouts have any).
+        replacing: dict[int, list[list[str]]] | None = (
+            defaultdict(list) if any(a.holds for a in attempts) else None)
         grace_ms = self._config.reservation_grace_ms
         shards_of: dict[str, list[int]] = {}
         for attempt in attempts:
@@ -313,7 +315,8 @@ class OrderShard(clock.ClockControl):
             for shard, part in parts.items():
                 requests[shard].append((attempt.order_id, merchant_id, buyer_id, tuple(part),
                                         attempt.deadline_ms + grace_ms, self.index))
-                replacing[shard].append(attempt.holds.get(shard, []))
+                if replacing is not None:
+                    replacing[shard].append(attempt.holds.get(shard, []))
         reserving = time.perf_counter()
         replies = await self._reserve(requests, replacing)
         self._reserve_seconds += time.perf_counter() - reserving
@@ -393,14 +396,15 @@ class OrderShard(clock.ClockControl):
         return parts
 
     async def _reserve(self, requests: dict[int, list[Any]],
-                       replacing: dict[int, list[list[str]]]) -> dict[tuple[int, str], Any]:
+                       replacing: dict[int, list[list[str]]] | None
+                       ) -> dict[tuple[int, str], Any]:
         """One call per stock shard; returns {(shard, order_id): (code, prices|message)}."""
         shards = list(requests)
         for shard in shards:
             metrics.record(metrics.batch_items(), len(requests[shard]), hop="order_to_stock")
         answers = await asyncio.gather(
             *(self._stock.call(shard, "reserve", requests[shard],
-                               replacing[shard] if any(replacing[shard]) else ())
+                               replacing[shard] if replacing else ())
               for shard in shards),
             return_exceptions=True)
         replies: dict[tuple[int, str], Any] = {}
@@ -704,16 +708,16 @@ class OrderShard(clock.ClockControl):
         return cart.snapshot(now)
 
     def _clear_cart(self, key: CartKey, now: int) -> CartSnapshot:
-        if any((key, sku_id) in self._carts_busy for sku_id in (
-                self._carts.get(key).lines if self._carts.get(key) else ())):
-            raise Unavailable("this cart is changing; retry")
-        cart = self._carts.remove(key)
+        cart = self._carts.get(key)
         if cart is not None:
+            if any((key, sku_id) in self._carts_busy for sku_id in cart.lines):
+                raise Unavailable("this cart is changing; retry")
+            self._carts.remove(key)
             calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
-            self._cart_gone(cart, calls)
+            self._cart_gone(cart, calls)  # journals it gone; its holds return (sweeper)
             self._releases_due.extend((method, shard, item) for (method, shard), items
                                       in calls.items() for item in items)
-        return self._save_cart(key, None, now)
+        return self._carts.empty(key, now)
 
     def _cart_gone(self, cart: Cart, calls: dict[tuple[str, int], list[Any]]) -> None:
         """A cart dropped (cleared or idle): its holds return, its units no longer count."""

@@ -283,7 +283,11 @@ async def test_cart_limits_and_bad_input(shop: Client) -> None:
 async def test_cart_expires_after_idle_time(shop: Client, clock: object,
                                             engine: LocalEngine) -> None:
     await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=1, on_hand=10))
-    await add(shop, "idle", "a", 3)
+    cart = await add(shop, "idle", "a", 3)
+    assert [(line.sku_id, line.quantity) for line in cart.lines] == [("a", 3)]
+    clock((engine.config.cart_idle_s - 5) * 1000)  # type: ignore[operator]
+    kept = (await shop.carts.GetCart(cart_pb2.GetCartRequest(buyer_id="idle"))).cart
+    assert len(kept.lines) == 1  # not idle long enough yet
     clock((engine.config.cart_idle_s + 5) * 1000)  # type: ignore[operator]
 
     async def gone() -> None:
