@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve bench lint protos clean
+.PHONY: demo test test-fast serve bench lint protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ serve: $(STAMP)
 	$(BIN)/flashtx serve
 
 test: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q --durations=25
+
+# Unit tests and the quick integration tests (no `slow` mark): the development loop.
+test-fast: $(STAMP)
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 bench: $(STAMP)
 	$(BIN)/flashtx bench --scenario flash-sale --duration 20 --json out.json --plot out.png

@@ -57,7 +57,8 @@ class Controller:
         self._request_resources(wanted)
         while len(self._gateways) < wanted:
             index = max(i for i, _ in self._gateways) + 1
-            gateway = start_gateway(index, self._config, self._port, *self._groups)
+            gateway = start_gateway(index, self._config, self._port, *self._groups,
+                                    detached=True)  # outlives this controller
             await gateway.ready.remote()
             self._gateways.append((index, gateway))
             log.info("autoscaler added gateway-%d", index)

@@ -48,12 +48,35 @@ RemoteRelay = ray.remote(Relay)
 RemoteController = ray.remote(Controller)
 
 
+RemoteConnector = ray.remote(Connector)
+
+
 def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup,
-                  stock: ShardGroup, orders: ShardGroup) -> Any:
+                  stock: ShardGroup, orders: ShardGroup, detached: bool = False) -> Any:
+    """A gateway actor. `detached`: it outlives the actor that created it (the controller
+    creates gateways the topology takes back when the controller stops); whoever holds
+    the deployment kills it in `Topology.stop`."""
     options = {**_placed(_GATEWAY_OPTIONS, config), "num_cpus": config.gateway_cpus}
+    if detached:
+        options["lifetime"] = "detached"
     return RemoteGateway.options(name=f"gateway-{index}", **options).remote(
         index, config, port, merchants, stock, orders)
-RemoteConnector = ray.remote(Connector)
+
+
+def _alive(handles: list[Any], method: str, *args: Any,
+           timeout_s: float | None = None) -> tuple[list[Any], list[Any]]:
+    """Calls `method` on every handle; answers (live handles, their results), skipping
+    actors that have died (their handles are dropped by the caller)."""
+    refs = [getattr(h, method).remote(*args) for h in handles]
+    live, results = [], []
+    for handle, ref in zip(handles, refs, strict=True):
+        try:
+            results.append(ray.get(ref, timeout=timeout_s))
+        except ray.exceptions.RayActorError:
+            log.warning("skipping a dead actor on %s", method)
+            continue
+        live.append(handle)
+    return live, results
 
 
 @dataclass
@@ -67,6 +90,7 @@ class Topology:
     relay: Any = None
     connectors: dict[str, Any] = field(default_factory=dict)
     controller: Any = None
+    clock_offset_ms: int = 0
 
     @classmethod
     def start(cls, config: Config, port: int) -> Topology:
@@ -109,6 +133,20 @@ class Topology:
         self.gateways.append(gateway)
         return gateway
 
+    def remove_gateway(self, gateway: Any, grace_s: float = 5.0) -> None:
+        """Drains one gateway (in-flight calls finish) and stops it."""
+        self.gateways = [g for g in self.gateways if g != gateway]
+        try:
+            ray.get(gateway.drain.remote(grace_s), timeout=grace_s + 5)
+        except (ray.exceptions.RayError, TimeoutError):
+            log.warning("a gateway did not drain cleanly", exc_info=True)
+        ray.kill(gateway)
+
+    def _call_gateways(self, method: str, *args: Any) -> list[Any]:
+        """Calls every live gateway; dead ones leave the list."""
+        self.gateways, results = _alive(self.gateways, method, *args)
+        return results
+
     def start_controller(self, config: Config | None = None) -> Any:
         """Hands the gateways to a controller that scales them with load."""
         self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
@@ -123,6 +161,12 @@ class Topology:
                                                      self.config.postgres_dsn)
         self.connectors[spec.name] = connector
         return connector
+
+    def remove_connector(self, name: str) -> None:
+        """Stops a connector; what it has not delivered stays in its stream for the next."""
+        connector = self.connectors.pop(name, None)
+        if connector is not None:
+            ray.kill(connector)
 
     def reshard_stock(self, shards_total: int) -> RoutingTable:
         """Adds stock shards and moves slots to them while traffic flows: order shards
@@ -144,7 +188,7 @@ class Topology:
             ray.get(self.orders.handles[0].save_stock_routing.remote(table))
         ray.get([o.reroute_stock.remote(handles, table) for o in self.orders.handles])
         try:
-            ray.get([g.reroute_stock.remote(handles, table) for g in self.gateways])
+            self._call_gateways("reroute_stock", handles, table)
             ray.get([s.rebuild.remote(table.slots_of(i)) for i, s in enumerate(handles)])
         finally:
             ray.get([o.resume.remote() for o in self.orders.handles])
@@ -154,22 +198,24 @@ class Topology:
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""
         if self.controller is not None:
-            self.gateways = ray.get(self.controller.gateway_handles.remote())
+            handles = ray.get(self.controller.gateway_handles.remote())
+            self.gateways, _ = _alive(handles, "ready")
             ray.kill(self.controller)
             self.controller = None
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return {
-            "gateways": ray.get([g.stats.remote() for g in self.gateways]),
+            "gateways": self._call_gateways("stats"),
             "stock_shards": ray.get([s.stats.remote() for s in self.stock.handles]),
             "order_shards": ray.get([s.stats.remote() for s in self.orders.handles]),
         }
 
     def shift_clock(self, offset_ms: int) -> None:
         """Moves every actor's clock by `offset_ms` from real time (tests and drills)."""
+        self.clock_offset_ms = offset_ms
+        self._call_gateways("shift_clock", offset_ms)
         ray.get([actor.shift_clock.remote(offset_ms) for actor in [
-            *self.gateways, *self.orders.handles, *self.stock.handles,
-            *self.merchants.handles]])
+            *self.orders.handles, *self.stock.handles, *self.merchants.handles]])
 
     def check_invariants(self) -> None:
         ray.get([s.check_invariants.remote() for s in self.stock.handles])
@@ -178,7 +224,7 @@ class Topology:
     def stop(self, grace_s: float = 5.0) -> None:
         self.stop_controller()
         try:
-            ray.get([g.drain.remote(grace_s) for g in self.gateways], timeout=grace_s + 5)
+            _alive(self.gateways, "drain", grace_s, timeout_s=grace_s + 5)
         except Exception:  # a gateway that cannot drain is killed below all the same
             log.warning("gateways did not drain cleanly", exc_info=True)
         for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,

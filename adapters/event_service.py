@@ -18,6 +18,9 @@ from engine.errors import InvalidArgument, Overloaded, Unavailable
 from protos.flashtx.v1 import event_pb2, event_pb2_grpc
 
 RESUME_CURSOR = "flashtx-resume-cursor"
+# Sent in the initial metadata once a stream is served: the cursor it starts after (a
+# request without a cursor starts after the newest event at that moment).
+START_CURSOR = "flashtx-start-cursor"
 _CURSOR_CHARS = set("0123456789-")
 
 
@@ -40,8 +43,20 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             raise Overloaded("this gateway serves its maximum of event streams",
                              self._config.overload_retry_after_ms)
         async with self._streams:
-            await self._stream(stream_key(current_principal().merchant_id), types, cursor,
-                               context)
+            key = stream_key(current_principal().merchant_id)
+            if cursor == "$":
+                cursor = await self._newest(key)
+            await context.send_initial_metadata(((START_CURSOR, cursor),))
+            await self._stream(key, types, cursor, context)
+
+    async def _newest(self, key: str) -> str:
+        """The id of the newest event in the stream now ("0-0" when it is empty)."""
+        assert self._client is not None
+        try:
+            newest = await self._client.xrevrange(key, count=1)
+        except redis.RedisError as error:
+            raise Unavailable("the event stream is unavailable; retry") from error
+        return newest[0][0].decode() if newest else "0-0"
 
     async def _stream(self, key: str, types: set[str], cursor: str,
                       context: grpc.aio.ServicerContext) -> None:

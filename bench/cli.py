@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -289,7 +290,8 @@ def _run(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from bench import targets_setup
 
-    run_id = f"r{int(time.time()) % 10**8}-{args.seed}"
+    # Unique per run: runs against one --target must not share a merchant.
+    run_id = f"r{int(time.time()) % 10**8}-{args.seed}-{secrets.token_hex(2)}"
     load_at_start = os.getloadavg()[0]
     params = scenario_params(args)
     shape = load_shape(args)

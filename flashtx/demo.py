@@ -89,15 +89,16 @@ async def _campaign_sale(engine: LocalEngine, admin_key: str, buyers: int,
             campaign_id="launch", name="Launch", starts_at_ms=starts_at_ms,
             ends_at_ms=starts_at_ms + 600_000, buckets=2, skus=[campaign_pb2.CampaignSku(
                 sku_id="drop-y", sale_price_minor=9_900, allotment=units, per_buyer_limit=1)]))
+        # Right after the campaign is created, well before its start: refused.
+        early = await _retrying(gate, shop.orders.PlaceOrder, order_pb2.PlaceOrderRequest(
+            idempotency_key="too-early", buyer_id="early-bird", campaign_id="launch",
+            lines=[order_pb2.OrderLine(sku_id="drop-y", quantity=1)]))
         console.print(f"campaign: {units} of drop-y at 99.00 in 2 stock buckets, opening in"
                       f" 3 s; {buyers} buyers fill their carts first")
         filled = Counter(await asyncio.gather(*(
             _retrying(gate, shop.carts.AddItem, cart_pb2.AddItemRequest(
                 buyer_id=f"fan-{n}", campaign_id="launch", sku_id="drop-y", quantity=1))
             for n in range(buyers))))
-        early = await _retrying(gate, shop.orders.PlaceOrder, order_pb2.PlaceOrderRequest(
-            idempotency_key="too-early", buyer_id="fan-0", campaign_id="launch",
-            lines=[order_pb2.OrderLine(sku_id="drop-y", quantity=1)]))
         await asyncio.sleep(max(0.0, starts_at_ms / 1000 - time.time()))
         started = time.perf_counter()
         outcomes = Counter(await asyncio.gather(*(

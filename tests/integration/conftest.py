@@ -83,6 +83,29 @@ def engine(database_dsn: str, postgres_link: CuttableProxy,
         yield running
 
 
+@pytest.fixture(autouse=True)
+def _restore_topology(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses the shared engine leaves it as it found it: a controller it
+    started is stopped, gateways and connectors it added are removed, its clock shift is
+    undone. (A stock reshard cannot be undone: the engine keeps the new shard count.)"""
+    if "engine" not in request.fixturenames:
+        yield
+        return
+    topology = request.getfixturevalue("engine").topology
+    gateways, connectors = list(topology.gateways), set(topology.connectors)
+    controller, clock_offset_ms = topology.controller, topology.clock_offset_ms
+    yield
+    if topology.controller is not None and controller is None:
+        topology.stop_controller()
+    for gateway in [g for g in topology.gateways if g not in gateways]:
+        topology.remove_gateway(gateway)
+    for name in set(topology.connectors) - connectors:
+        topology.remove_connector(name)
+    if topology.clock_offset_ms != clock_offset_ms:
+        topology.shift_clock(clock_offset_ms)
+    assert all(g in topology.gateways for g in gateways), "a shared gateway died"
+
+
 @pytest.fixture
 async def operator(engine: LocalEngine) -> AsyncIterator[Client]:
     async with Client(engine.address, engine.operator_key) as client:

@@ -26,6 +26,7 @@ class Endpoint:
         self.mode = "ok"
         self.received: list[dict] = []
         self.bad_signatures = 0
+        self.released = asyncio.Event()  # ends every hanging request
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -35,7 +36,7 @@ class Endpoint:
         if self.mode == "fail":
             return web.Response(status=503)
         if self.mode == "hang":
-            await asyncio.sleep(30)
+            await self.released.wait()
         self.received.append(json.loads(body))
         return web.Response(status=204)
 
@@ -52,6 +53,8 @@ async def endpoints():
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}", good, bad
+    good.released.set()
+    bad.released.set()
     await runner.cleanup()
 
 

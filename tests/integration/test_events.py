@@ -80,10 +80,12 @@ async def test_one_outbox_event_per_committed_change_none_for_refusals(
     await shop.stock.AdjustStock(stock_pb2.AdjustStockRequest(sku_id="s", delta=3,
                                                               reason="restock"))
     merchant_id = await merchant_of(shop)
-    for _ in range(50):  # the sold-out event is written off the order path
+    deadline = time.monotonic() + 60
+    while True:  # the sold-out event is written off the order path
         rows = await outbox_of(database_dsn, merchant_id)
         if any(r["event_type"] == "stock.sold_out" for r in rows):
             break
+        assert time.monotonic() < deadline, "no stock.sold_out event"
         await asyncio.sleep(0.1)
     per_order: dict[str, list[tuple[int, str]]] = {}
     for row in rows:

@@ -18,6 +18,7 @@ from adapters.legacy.mapping import Mapping, parse_mapping
 from adapters.legacy.sample import SIZES, create_sample, export_csv, sample_mapping
 from adapters.legacy.sync import SyncOptions, SyncReport, run_sync
 from adapters.postgres import migrate
+from tests.integration.retrying import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -40,30 +41,21 @@ class Legacy:
         return [f"{self.prefix}-shop-{shop}" for shop in range(1, 4)]
 
 
-def _dsn() -> str:
-    from adapters.embedded import postgres_dsn
-
-    return postgres_dsn()
-
-
 @pytest.fixture
 async def legacy(tmp_path: Path) -> AsyncIterator[Legacy]:
-    dsn = _dsn()
+    """Legacy tables and the flashtx schema in a database of their own (never the one the
+    configured server's engine uses), dropped afterwards."""
     token = secrets.token_hex(4)
     schema, prefix = f"legacy_test_{token}", f"lt{token}"
-    connection = await asyncpg.connect(dsn)
-    await migrate(connection)
-    await create_sample(connection, schema, SIZES["small"], prefix)
-    mapping = parse_mapping(tomllib.loads(sample_mapping(schema)))
-    try:
-        yield Legacy(dsn, schema, prefix, mapping, connection, tmp_path)
-    finally:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        for table in ("order_transitions", "order_lines", "orders", "stock_adjustments",
-                      "skus", "merchants"):
-            await connection.execute(f"DELETE FROM flashtx.{table} WHERE merchant_id LIKE $1",
-                                     f"{prefix}-%")
-        await connection.close()
+    async with fresh_database("flashtx_migrate") as dsn:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await migrate(connection)
+            await create_sample(connection, schema, SIZES["small"], prefix)
+            mapping = parse_mapping(tomllib.loads(sample_mapping(schema)))
+            yield Legacy(dsn, schema, prefix, mapping, connection, tmp_path)
+        finally:
+            await connection.close()
 
 
 def _assert_reconciled(report: SyncReport) -> None:

@@ -5,6 +5,7 @@ gateway keeps serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -40,19 +41,27 @@ async def test_a_stalled_consumer_is_cut_off_with_its_resume_cursor(engine,
     async with grpc.aio.insecure_channel(address, options=SMALL_WINDOW) as channel:
         stalled = event_pb2_grpc.EventServiceStub(channel).WatchEvents(
             event_pb2.WatchEventsRequest(), metadata=metadata, timeout=120)
-        await asyncio.sleep(0.5)  # the stream is being served
+        await stalled.initial_metadata()  # the stream is served, from the newest event on
         for batch in range(6):  # thousands of events, never read by the stalled consumer
             await shop.orders.PlaceOrders(order_pb2.PlaceOrdersRequest(orders=[
                 order_pb2.PlaceOrderRequest(idempotency_key=f"k{batch}-{i}",
                                             buyer_id=f"buyer-with-a-long-name-{batch}-{i}",
                                             lines=[order_pb2.OrderLine(sku_id="s", quantity=1)])
                 for i in range(1000)]))
-        await asyncio.sleep(5)
-        # The gateway's one stream slot is free again: another consumer is served.
+        # Once the stalled stream is cut off, the gateway's one stream slot is free again
+        # and another consumer is served (refused with RESOURCE_EXHAUSTED until then).
         async with Client(address, saas.secret) as other:
-            watcher = event_pb2_grpc.EventServiceStub(other.channel).WatchEvents(
-                event_pb2.WatchEventsRequest(cursor="0"), metadata=metadata, timeout=20)
-            assert (await watcher.read()).event.event_id
+            deadline = time.monotonic() + 60
+            while True:
+                watcher = event_pb2_grpc.EventServiceStub(other.channel).WatchEvents(
+                    event_pb2.WatchEventsRequest(cursor="0"), metadata=metadata, timeout=20)
+                try:
+                    assert (await watcher.read()).event.event_id
+                    break
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                    assert time.monotonic() < deadline, "the stream slot was never freed"
+                    await asyncio.sleep(0.2)
             watcher.cancel()
         # What the stalled consumer had buffered, then the cut-off with where to resume.
         received: list[str] = []
