@@ -36,6 +36,7 @@ class GroupCommitter:
         self._retry_delay_s_max = retry_delay_s_max
         self._name = name
         self._groups: deque[tuple[list[Any], asyncio.Future[None]]] = deque()
+        self._committing: list[asyncio.Future[None]] = []  # the batch being written
         self.depth = 0  # entries waiting
         self._wakeup = asyncio.Event()
         self.failing = False
@@ -47,12 +48,27 @@ class GroupCommitter:
     def has_room(self, entries: int = 1) -> bool:
         return self.depth + entries <= self._entries_max
 
+    def room(self, share: float = 1.0) -> int:
+        """Entries that may still be appended while the queue stays within `share` of its
+        bound (background work passes its share, leaving the rest to new orders)."""
+        return max(0, int(self._entries_max * share) - self.depth)
+
     def append(self, entries: list[Any]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._groups.append((entries, future))
         self.depth += len(entries)
         self._wakeup.set()
         return future
+
+    def durable(self) -> asyncio.Future[None]:
+        """Done once every entry appended so far is committed (batches commit in order)."""
+        if self._groups:
+            return self._groups[-1][1]
+        if self._committing:
+            return self._committing[-1]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def _run(self) -> None:
         while True:
@@ -67,7 +83,9 @@ class GroupCommitter:
                 batch.extend(entries)
                 futures.append(future)
             started = time.perf_counter()
+            self._committing = futures
             await self._commit_until_done(batch)
+            self._committing = []
             elapsed_s = time.perf_counter() - started
             self.commit_seconds += elapsed_s
             metrics.record(metrics.commit_seconds(), elapsed_s, actor=self._name)

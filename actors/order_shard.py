@@ -251,7 +251,12 @@ class OrderShard(clock.ClockControl):
             begin = self._book.begin(merchant_id, key, buyer_id, lines, slot, campaign_id)
             if begin.code is ResultCode.OK and not room:
                 self._book.abandon(merchant_id, key)
-                results[i] = (ResultCode.OVERLOADED, self._journal_full_message())
+                try:  # an order refused anyway is told why, not that the shard is busy
+                    if campaign_id:
+                        self._campaign(merchant_id, campaign_id).check_open(now)
+                    results[i] = (ResultCode.OVERLOADED, self._journal_full_message())
+                except DomainError as error:
+                    results[i] = (error.code, error)
             elif begin.code is ResultCode.OK:
                 from_cart = from_carts[i] if from_carts else None
                 try:
@@ -505,7 +510,12 @@ class OrderShard(clock.ClockControl):
                 results[i] = self._act_one(item, now, stock_calls, commits, i)
             except DomainError as error:
                 results[i] = error
-        failed = await self._stock_calls(stock_calls)
+        # Stock is committed first, then the state; released (cancel, refund) only after
+        # the state that frees it is durable: a crash in between must not bring back an
+        # order whose units were sold again.
+        releases = {k: v for k, v in stock_calls.items() if k[0] != "commit"}
+        failed = await self._stock_calls(
+            {k: v for k, v in stock_calls.items() if k[0] == "commit"})
         for i, order, op in commits:
             self._busy.discard(order.order_id)
             try:
@@ -515,7 +525,15 @@ class OrderShard(clock.ClockControl):
             except DomainError as error:
                 results[i] = error
         self._journal_changes()
+        if releases:
+            await self._durable()
+            await self._stock_calls(releases)
         return await self._settle(results)
+
+    async def _durable(self) -> None:
+        """Waits until every change journaled so far is committed."""
+        if self._journal is not None:
+            await asyncio.shield(self._journal.durable())
 
     def _act_one(self, item: Action, now: int, stock_calls: dict[tuple[str, int], list[Any]],
                  commits: list[tuple[int, Order, str]], position: int) -> Any:
@@ -815,22 +833,30 @@ class OrderShard(clock.ClockControl):
         metrics.record(metrics.carts(), len(self._carts.carts), actor=f"order-{self.index}")
         now = clock.now_ms()
         calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for order in self._book.due_for_expiry(now, self._config.expiry_sweep_items_max):
+        # Paced: expiries and idle carts take at most the journal's background share, so an
+        # expiry storm never takes the room new orders need; the rest waits a round.
+        budget = self._config.expiry_sweep_items_max
+        if self._journal is not None:
+            budget = min(budget, self._journal.room(self._config.journal_background_share))
+        expired = 0
+        for order in self._book.due_for_expiry(now, budget):
             if order.order_id in self._busy:
                 self._book.remind(order)  # being paid right now; look again later
                 continue
             self._book.apply(order, "expire", now)
+            expired += 1
             self._count_units(order.merchant_id, order.campaign_id, order.buyer_id,
                               order.unpriced_lines, -1)
             for shard in self._parts(order.merchant_id, order.stock_lines):
                 calls[("release", shard)].append(order.order_id)
-        for cart in self._carts.idle(now, self._config.expiry_sweep_items_max):
+        for cart in self._carts.idle(now, budget - expired):
             self._cart_gone(cart, calls)
         self._journal_changes()
         retries, self._releases_due = self._releases_due, []
         for method, shard, item in retries:
             calls[(method, shard)].append(item)
         if calls:
+            await self._durable()  # expiries and dropped carts first, then their stock
             await self._stock_calls(calls)
 
 

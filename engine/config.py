@@ -83,6 +83,9 @@ class Config:
     commit_delay_ms_max: float = 2.0
     # Orders (and transitions) waiting for a commit; past it, new orders are refused.
     journal_entries_max: int = 50_000
+    # Background work (expiries, idle carts) may fill at most this share of the journal:
+    # the rest is always there for new orders, however many orders expire at once.
+    journal_background_share: float = 0.5
     commit_retry_delay_ms_max: int = 2_000
     postgres_pool_size: int = 4
 
@@ -220,6 +223,8 @@ class Config:
         _require(self.key_reads_per_s > 0 and self.key_reads_burst >= 1,
                  "key_reads_per_s must be > 0 and key_reads_burst >= 1")
         _require(self.grpc_concurrent_rpcs_max >= 1, "grpc_concurrent_rpcs_max must be >= 1")
+        _require(0 < self.journal_background_share < 1,
+                 "journal_background_share must be in (0, 1)")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
         _require(self.payment_window_s_default <= self.payment_window_s_max,

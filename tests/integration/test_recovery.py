@@ -149,3 +149,76 @@ async def buy_key(client: Client, key: str, acked: dict[str, str]) -> str:
     if response is not None:
         acked[key] = response.order.order_id
     return outcome
+
+
+async def test_a_cancel_frees_its_units_only_once_it_is_durable(
+        engine, shop: Client, postgres_link) -> None:
+    """While a cancel is not yet committed its units stay held: were they sold again and
+    the shard crashed before the commit, the order would come back reserved and the SKU
+    would be oversold."""
+    from protos.flashtx.v1 import order_pb2
+
+    await add_skus(shop, stock_pb2.Sku(sku_id="last", name="Last", price_minor=1, on_hand=1))
+    placed = (await shop.orders.PlaceOrder(one_unit("first", "buyer-1", "last"))).order
+    strong = stock_pb2.GetStockRequest(sku_id="last",
+                                       consistency=common_pb2.READ_CONSISTENCY_STRONG)
+    postgres_link.cut()
+    try:
+        cancel = asyncio.ensure_future(shop.orders.CancelOrder(
+            order_pb2.CancelOrderRequest(order_id=placed.order_id), timeout=120))
+        deadline = time.monotonic() + 60
+        while not any(s["journal_depth"] for s in await asyncio.gather(
+                *(o.stats.remote() for o in engine.topology.orders.handles))):
+            assert time.monotonic() < deadline, "the cancel never reached its journal"
+            await asyncio.sleep(0.02)
+        # The cancel is in memory and queued for its commit, which cannot happen yet.
+        assert (await shop.stock.GetStock(strong)).level.available == 0
+        assert not cancel.done()
+    finally:
+        postgres_link.restore()
+    cancelled = (await cancel).order
+    assert cancelled.status == order_pb2.ORDER_STATUS_CANCELLED
+    assert (await shop.stock.GetStock(strong)).level.available == 1
+
+
+async def test_an_expiry_storm_leaves_room_for_new_orders(
+        engine, operator: Client, postgres_link) -> None:
+    """Thousands of orders pass their payment deadline at once while Postgres is away:
+    the sweeper journals only its share of each order shard's journal, so a new order is
+    still taken (and acknowledged once Postgres is back) instead of refused as overloaded."""
+    from protos.flashtx.v1 import order_pb2
+    from tests.integration.conftest import unique_merchant_id
+
+    created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
+        merchant_id=unique_merchant_id("storm"), name="Storm", payment_window_s=60))
+    shards = engine.topology.orders.handles
+    storm = 3 * engine.config.journal_entries_max * len(shards)  # well past every journal
+    async with Client(engine.address, created.admin_key_secret) as shop:
+        await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=1,
+                                           on_hand=storm + 1))
+        for start in range(0, storm, 1000):
+            placed = await shop.orders.PlaceOrders(order_pb2.PlaceOrdersRequest(orders=[
+                one_unit(f"storm-{n}", f"buyer-{n}", "s") for n in range(start, start + 1000)]))
+            assert all(r.code == common_pb2.RESULT_CODE_OK for r in placed.results), placed
+        background = int(engine.config.journal_entries_max
+                         * engine.config.journal_background_share)
+        postgres_link.cut()
+        try:
+            await asyncio.to_thread(engine.topology.shift_clock, 61_000)  # all due at once
+            deadline = time.monotonic() + 60
+            while not all(s["journal_depth"] >= background for s in await asyncio.gather(
+                    *(o.stats.remote() for o in shards))):
+                assert time.monotonic() < deadline, "the sweeper never expired the orders"
+                await asyncio.sleep(0.05)
+            depth = sum(s["journal_depth"] for s in await asyncio.gather(
+                *(o.stats.remote() for o in shards)))
+            late = asyncio.ensure_future(shop.orders.PlaceOrder(
+                one_unit("after-the-storm", "buyer-late", "s"), timeout=120))
+            # Until it is answered (refused) or journaled (taken, waiting for its commit).
+            while not late.done() and sum(s["journal_depth"] for s in await asyncio.gather(
+                    *(o.stats.remote() for o in shards))) <= depth:
+                assert time.monotonic() < deadline, "the new order went nowhere"
+                await asyncio.sleep(0.02)
+        finally:
+            postgres_link.restore()
+        assert (await late).order.order_id  # taken, and durable once Postgres is back
