@@ -50,13 +50,20 @@ class MicroBatcher(Generic[Item, Result]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.outstanding = 0  # queued + in flight
 
-    def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
-        if self.outstanding + len(items) > self._queue_items_max:
+    def admit(self, count: int) -> None:
+        """Raises Overloaded when `count` more items would be refused; queues nothing. A
+        caller spreading one request over several batchers admits on all, then submits:
+        the request is taken whole or refused whole."""
+        if self.outstanding + count > self._queue_items_max:
             raise Overloaded("gateway queue to this shard is full", self._retry_after_ms)
         loop = asyncio.get_running_loop()
         if self._arrivals and loop.time() - self._arrivals[0][0] > self._queue_delay_s_max:
             raise Overloaded("the shard is behind; this gateway's queue to it is too old",
                              self._retry_after_ms)
+
+    def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+        self.admit(len(items))
+        loop = asyncio.get_running_loop()
         self._arrivals.append([loop.time(), len(items)])
         futures = [loop.create_future() for _ in items]
         self._items.extend(items)

@@ -180,6 +180,8 @@ class Gateway(clock.ClockControl):
                                                  slot, deadline_ms, principal.key_id,
                                                  campaign_id))
             positions.setdefault(shard, []).append(i)
+        for shard, items in groups.items():  # whole or not at all (nothing queued yet)
+            self._place[shard].admit(len(items))
         self.inflight += len(placements)
         try:
             futures = {shard: self._place[shard].submit_many(items)
@@ -372,12 +374,12 @@ class Gateway(clock.ClockControl):
                 results[i] = result
         return results
 
-    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int,
-                           reason: str) -> StockLevel:
+    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int, reason: str,
+                           request_id: str = "") -> tuple[StockLevel, bool]:
         shard = self._stock.shard_of(merchant_id, sku_id)
-        level: StockLevel = await self._stock.call(shard, "adjust", merchant_id, sku_id, delta,
-                                                   reason)
-        return level
+        answer: tuple[StockLevel, bool] = await self._stock.call(
+            shard, "adjust", merchant_id, sku_id, delta, reason, request_id)
+        return answer
 
     async def create_merchant(self, merchant_id: str, name: str,
                               payment_window_s: int, cart_hold_s: int = 0) -> Any:

@@ -23,7 +23,10 @@ from engine.errors import InvariantViolation
 
 log = logging.getLogger(__name__)
 
-Flush = Callable[[list[Any]], Awaitable[None]]
+# flush(entries, retry): retry is True when an earlier try of the same entries failed,
+# possibly after committing them (the answer was lost): the flush must then not write them
+# twice.
+Flush = Callable[[list[Any], bool], Awaitable[None]]
 
 
 class GroupCommitter:
@@ -101,9 +104,10 @@ class GroupCommitter:
 
     async def _commit_until_done(self, entries: list[Any]) -> None:
         delay_s = 0.05
+        retry = False
         while True:
             try:
-                await self._flush(entries)
+                await self._flush(entries, retry)
                 if self.failing:
                     log.warning("%s: commits resumed", self._name)
                 self.failing = False
@@ -118,5 +122,6 @@ class GroupCommitter:
                 if not self.failing:
                     log.warning("%s: commit failed, retrying: %r", self._name, error)
                 self.failing = True
+                retry = True
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._retry_delay_s_max)

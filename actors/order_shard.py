@@ -104,40 +104,52 @@ class OrderShard(clock.ClockControl):
     async def _start(self) -> None:
         self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
         if self._store is not None:
-            store = self._store
-            stored = await store.stock_routing()
-            if stored is not None and stored.version > self._stock.table.version:
-                handles = await find_actors([f"stock-{i}" for i in range(stored.shards)])
-                self._stock.update(handles, stored)  # resharded since this actor was made
-            self._journal = GroupCommitter(
-                lambda entries: commit_order_entries(store, entries),
-                batch_max=self._config.commit_orders_max,
-                delay_s=self._config.commit_delay_ms_max / 1000,
-                entries_max=self._config.journal_entries_max,
-                retry_delay_s_max=self._config.commit_retry_delay_ms_max / 1000,
-                name=f"order-{self.index}")
-            for row in await store.load_campaigns():
-                campaign = campaign_from_row(row)
-                self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
-            rows = await self._store.load_orders(self._slots)
-            for row, lines in rows:
-                order = restore_order(row, lines)
-                self._book.restore(order)
-                if order.campaign_id and order.live:
-                    self._count_units(order.merchant_id, order.campaign_id, order.buyer_id,
-                                      order.unpriced_lines, 1)
-            self._book.check_invariants()
-            carts = await store.load_carts(self._slots)
-            for row in carts:
-                cart = cart_from_row(row)
-                self._carts.restore(cart)
-                merchant_id, buyer_id, campaign_id = cart.key
-                self._count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), 1)
-            log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
-                     len(carts))
+            # A read that fails (the database restarting too) is tried again, never left
+            # as a shard that cannot serve.
+            await until_done(self._recover, f"order shard {self.index} recovery")
         else:  # nothing durable: the merchant shards hold the campaigns
             await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
         await until_done(self._push_stock_state, f"order shard {self.index} recovery")
+
+    async def _recover(self) -> None:
+        """Rebuilds memory from the database (from scratch on every try)."""
+        store = self._store
+        assert store is not None
+        self._book = OrderBook(self._book.epoch, self._config.orders_per_shard_max)
+        self._campaigns.clear()
+        self._units = BuyerUnits()
+        self._carts = CartBook(self._config.cart_idle_s * 1000, self._config.cart_lines_max,
+                               self._config.carts_per_shard_max)
+        stored = await store.stock_routing()
+        if stored is not None and stored.version > self._stock.table.version:
+            handles = await find_actors([f"stock-{i}" for i in range(stored.shards)])
+            self._stock.update(handles, stored)  # resharded since this actor was made
+        self._journal = self._journal or GroupCommitter(
+            lambda entries, retry: commit_order_entries(store, entries, retry),
+            batch_max=self._config.commit_orders_max,
+            delay_s=self._config.commit_delay_ms_max / 1000,
+            entries_max=self._config.journal_entries_max,
+            retry_delay_s_max=self._config.commit_retry_delay_ms_max / 1000,
+            name=f"order-{self.index}")
+        for row in await store.load_campaigns():
+            campaign = campaign_from_row(row)
+            self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
+        rows = await self._store.load_orders(self._slots)
+        for row, lines in rows:
+            order = restore_order(row, lines)
+            self._book.restore(order)
+            if order.campaign_id and order.live:
+                self._count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                                  order.unpriced_lines, 1)
+        self._book.check_invariants()
+        carts = await store.load_carts(self._slots)
+        for row in carts:
+            cart = cart_from_row(row)
+            self._carts.restore(cart)
+            merchant_id, buyer_id, campaign_id = cart.key
+            self._count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), 1)
+        log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
+                 len(carts))
 
     async def _load_campaigns(self) -> None:
         merchants = await find_actors([f"merchant-{i}"

@@ -58,9 +58,11 @@ def transition_rows(change: OrderChange, order: Order,
     return transition, event
 
 
-async def commit_order_entries(store: Store, entries: Sequence[Any]) -> None:
+async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False) -> None:
     """entries: ("order", row, lines), ("transition", row, event), ("cart", key, row or
-    None: gone) tuples. A cart's latest entry wins."""
+    None: gone) tuples. A cart's latest entry wins. On a `retry`, entries whose earlier
+    try committed (its answer lost) are not written again: one transaction wrote all of
+    them, so their first transition tells."""
     orders, lines, transitions, outbox = [], [], [], []
     carts: dict[Any, Any] = {}
     for entry in entries:
@@ -72,6 +74,9 @@ async def commit_order_entries(store: Store, entries: Sequence[Any]) -> None:
         else:
             transitions.append(entry[1])
             outbox.append(entry[2])
+    if retry and transitions and await store.has_transition(transitions[0][0],
+                                                            transitions[0][1]):
+        return
     kept = [row for row in carts.values() if row is not None]
     gone = [key for key, row in carts.items() if row is None]
     try:

@@ -21,7 +21,7 @@ from actors.routing import find_actors
 from adapters.events import stock_event
 from adapters.postgres import Store
 from engine.config import Config
-from engine.errors import DomainError, ResultCode
+from engine.errors import DomainError, ResultCode, Unavailable
 from engine.sharding import slot_of
 from engine.stock import StockChange, StockLedger, StockLevel
 
@@ -43,6 +43,7 @@ class StockShard(clock.ClockControl):
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._catalogue = asyncio.Lock()  # one catalogue write (upsert, adjust, move) at a time
         loop = asyncio.get_running_loop()
         # Loaded: catalogue and on_hand from Postgres. Ready: also the holds and sales of
         # every order shard; only then does this shard reserve.
@@ -82,8 +83,12 @@ class StockShard(clock.ClockControl):
     async def _load(self) -> None:
         if self._store is None:
             self._store = await open_store(self._config.postgres_dsn, 2)
-        if self._store is None:
-            return
+        if self._store is not None:  # a failed read is tried again, from scratch
+            await until_done(self._load_once, f"stock shard {self.index} load")
+
+    async def _load_once(self) -> None:
+        assert self._store is not None
+        self._ledger = StockLedger(self._config.skus_per_shard_max)
         stored = await self._store.stock_routing()
         if stored is not None and self.index < stored.shards:
             self._slots = stored.slots_of(self.index)  # resharded since this actor was made
@@ -175,6 +180,13 @@ class StockShard(clock.ClockControl):
         rows and the `campaign` row. Durable before it returns; restored here if the write
         fails. The receivers add their share with ``deposit``."""
         await self._ready
+        async with self._catalogue:
+            return await self._transfer_out(merchant_id, sku_id, units, to, new_skus, campaign,
+                                            at_most)
+
+    async def _transfer_out(self, merchant_id: str, sku_id: str, units: int,
+                            to: Sequence[tuple[str, int]], new_skus: Sequence[Any],
+                            campaign: Any, at_most: bool) -> int:
         ledger = self._ledger
         if at_most:
             level = ledger.level(merchant_id, sku_id, 0)
@@ -252,44 +264,73 @@ class StockShard(clock.ClockControl):
         return [level(m, s, now) if (m, s) in skus else None for m, s in keys]
 
     # --- catalogue (persisted before the answer) -------------------------------------------
+    # Persist, then apply: a decrease leaves memory before it is written, an increase
+    # enters memory once it is durable (engine.stock: check_on_hand / settle). One
+    # catalogue write at a time per shard, so memory and Postgres agree between writes.
 
     async def upsert(self, items: Sequence[SkuUpsert]) -> list[StockLevel | DomainError]:
-        """items: (merchant_id, sku_id, name, price_minor, on_hand, per_buyer_limit)."""
+        """items: (merchant_id, sku_id, name, price_minor, on_hand, per_buyer_limit).
+        Setting on-hand is idempotent: a retry after an unknown outcome writes nothing more."""
         await self._ready
-        now = clock.now_ms()
-        results: list[StockLevel | DomainError] = []
-        for merchant_id, sku_id, name, price, on_hand, limit in items:
-            try:
-                results.append(self._ledger.upsert_sku(merchant_id, sku_id, name, price,
-                                                       on_hand, limit, now))
-            except DomainError as error:
-                results.append(error)
-        rows = [(level.merchant_id, level.sku_id, self._slot(level.merchant_id, level.sku_id),
-                 level.name, level.price_minor, level.per_buyer_limit, now)
-                for level in results if isinstance(level, StockLevel)]
-        await self._persist(rows, self._ledger.drain_changes())
-        return results
+        async with self._catalogue:
+            now = clock.now_ms()
+            ledger = self._ledger
+            results: list[StockLevel | DomainError] = [None] * len(items)  # type: ignore[list-item]
+            valid: list[tuple[int, int]] = []  # (position, units held back)
+            for i, (merchant_id, sku_id, _, _, on_hand, _) in enumerate(items):
+                try:
+                    valid.append((i, ledger.check_on_hand(merchant_id, sku_id, on_hand)))
+                except DomainError as error:
+                    results[i] = error
+            for i, held_back in valid:
+                ledger.hold_back(items[i][0], items[i][1], held_back)
+            deltas = [items[i][4] - self._on_hand(items[i][0], items[i][1]) - held_back
+                      for i, held_back in valid]
+            if self._store is not None and valid:
+                rows = [(m, s, self._slot(m, s), name, price, limit, now)
+                        for m, s, name, price, _, limit in (items[i] for i, _ in valid)]
+                targets = [(m, s, self._slot(m, s), on_hand, "upsert", now)
+                           for m, s, _, _, on_hand, _ in (items[i] for i, _ in valid)]
+                try:
+                    deltas = await self._store.set_on_hand(rows, targets, _stock_event_row)
+                except Exception as error:
+                    log.warning("stock shard %d: catalogue write failed: %r", self.index, error)
+                    raise Unavailable("the catalogue write did not complete; retry") from error
+            for (i, held_back), delta in zip(valid, deltas, strict=True):
+                merchant_id, sku_id, name, price, _, limit = items[i]
+                results[i] = ledger.settle(merchant_id, sku_id, delta, held_back, now,
+                                           (name, price, limit))
+            return results
 
-    async def adjust(self, merchant_id: str, sku_id: str, delta: int,
-                     reason: str) -> StockLevel:
+    async def adjust(self, merchant_id: str, sku_id: str, delta: int, reason: str,
+                     request_id: str = "") -> tuple[StockLevel, bool]:
+        """Adds `delta` to on-hand; with a `request_id`, once. Answers the level and
+        whether this call applied it (False: a retry of an adjustment applied before)."""
         await self._ready
-        level = self._ledger.adjust(merchant_id, sku_id, delta, reason, clock.now_ms())
-        await self._persist([], self._ledger.drain_changes())
-        return level
+        async with self._catalogue:
+            now = clock.now_ms()
+            held_back = self._ledger.check_adjust(merchant_id, sku_id, delta)
+            self._ledger.hold_back(merchant_id, sku_id, held_back)
+            applied = True
+            if self._store is not None:
+                row = (merchant_id, sku_id, self._slot(merchant_id, sku_id), delta, reason, now)
+                try:
+                    applied = await self._store.adjust_once(row, request_id, _stock_event_row)
+                except DomainError:
+                    self._ledger.hold_back(merchant_id, sku_id, -held_back)  # not written
+                    raise
+                except Exception as error:  # unknown outcome: the decrease stays out
+                    log.warning("stock shard %d: adjustment failed: %r", self.index, error)
+                    raise Unavailable("the adjustment did not complete; retry with the same"
+                                      " request_id") from error
+            if not applied:  # written before: its decrease is out already, or was
+                self._ledger.hold_back(merchant_id, sku_id, -held_back)
+                return self._ledger.level(merchant_id, sku_id, now), False
+            return self._ledger.settle(merchant_id, sku_id, delta, held_back, now), True
 
-    async def _persist(self, skus: list[tuple[Any, ...]], changes: list[StockChange]) -> None:
-        if self._store is None:
-            return
-        adjustments = [(c.merchant_id, c.sku_id, self._slot(c.merchant_id, c.sku_id), c.delta,
-                        c.reason, c.at_ms) for c in changes if c.kind == "adjusted"]
-        outbox = []
-        for c in changes:
-            if c.kind == "adjusted":
-                event_id = f"stock:{c.merchant_id}:{c.sku_id}:{secrets.token_hex(8)}"
-                outbox.append((event_id, c.merchant_id, "stock.adjusted", "", 0,
-                               stock_event(event_id, c.merchant_id, "stock.adjusted",
-                                           c.sku_id, c.delta, c.reason, c.at_ms), c.at_ms))
-        await self._store.save_skus(skus, adjustments, outbox)
+    def _on_hand(self, merchant_id: str, sku_id: str) -> int:
+        sku = self._ledger.skus.get((merchant_id, sku_id))
+        return sku.on_hand if sku is not None else 0
 
     def _slot(self, merchant_id: str, sku_id: str) -> int:
         return slot_of(merchant_id, sku_id, self._config.slots_total)
@@ -310,3 +351,12 @@ class StockShard(clock.ClockControl):
         self._ledger.changes.clear()
         if expired:
             log.info("stock shard %d freed %d expired holds", self.index, len(expired))
+
+
+def _stock_event_row(merchant_id: str, sku_id: str, delta: int, reason: str,
+                     at_ms: int) -> tuple[Any, ...]:
+    """The outbox row of a stock.adjusted event."""
+    event_id = f"stock:{merchant_id}:{sku_id}:{secrets.token_hex(8)}"
+    return (event_id, merchant_id, "stock.adjusted", "", 0,
+            stock_event(event_id, merchant_id, "stock.adjusted", sku_id, delta, reason, at_ms),
+            at_ms)

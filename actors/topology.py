@@ -173,27 +173,48 @@ class Topology:
         pause stock-changing work (callers get UNAVAILABLE and retry), switch to the new
         table, every stock shard rebuilds its slots from Postgres and the order shards,
         and work resumes. Holds and sales are facts about orders, so nothing is lost or
-        counted twice."""
-        old = self.stock.table
+        counted twice.
+
+        Work resumes only on stock shards that have rebuilt: if the rebuild fails, the
+        reshard rolls back (the old table, rebuilt) and raises; if the rollback fails
+        too, stock-changing work stays paused (UNAVAILABLE) and this raises, for an
+        operator to run it again. Gateways switch last (they only read stock); one that
+        died is skipped."""
+        old, old_handles = self.stock.table, list(self.stock.handles)
         table = RoutingTable(old.version + 1,
                              tuple(slot % shards_total for slot in range(len(old.shard_of_slot))))
         order_names = [f"order-{i}" for i in range(len(self.orders.handles))]
         added = [RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS,
                                                                           self.config))
                  .remote(i, self.config, table.slots_of(i), order_names)
-                 for i in range(len(self.stock.handles), shards_total)]
+                 for i in range(len(old_handles), shards_total)]
         ray.get([shard.check_invariants.remote() for shard in added])
-        handles = [*self.stock.handles, *added]
+        handles = [*old_handles, *added]
+        self._switch_stock(handles, table)
+        try:
+            ray.get([s.rebuild.remote(table.slots_of(i)) for i, s in enumerate(handles)])
+        except Exception:
+            log.exception("stock reshard to %d shards failed; rolling back", shards_total)
+            back = RoutingTable(table.version + 1, old.shard_of_slot)
+            self._switch_stock(old_handles, back)  # raises: stays paused
+            ray.get([s.rebuild.remote(back.slots_of(i)) for i, s in enumerate(old_handles)])
+            ray.get([o.resume.remote() for o in self.orders.handles])
+            for shard in added:
+                ray.kill(shard)
+            self.stock.update(old_handles, back)
+            self._call_gateways("reroute_stock", old_handles, back)
+            raise
+        ray.get([o.resume.remote() for o in self.orders.handles])
+        self.stock.update(handles, table)
+        self._call_gateways("reroute_stock", handles, table)
+        return table
+
+    def _switch_stock(self, handles: list[Any], table: RoutingTable) -> None:
+        """Makes `table` durable, then pauses the order shards' stock-changing work and
+        routes it by `table` (until `resume`)."""
         if self.config.postgres_dsn != "none":
             ray.get(self.orders.handles[0].save_stock_routing.remote(table))
         ray.get([o.reroute_stock.remote(handles, table) for o in self.orders.handles])
-        try:
-            self._call_gateways("reroute_stock", handles, table)
-            ray.get([s.rebuild.remote(table.slots_of(i)) for i, s in enumerate(handles)])
-        finally:
-            ray.get([o.resume.remote() for o in self.orders.handles])
-        self.stock.update(handles, table)
-        return table
 
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""

@@ -56,8 +56,9 @@ class Backend(Protocol):
     async def revoke_api_key(self, merchant_id: str, key_id: str) -> dict[str, Any]: ...
     async def upsert_skus(self, merchant_id: str,
                           items: list[tuple[str, str, int, int, int]]) -> list[Any]: ...
-    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int,
-                           reason: str) -> StockLevel: ...
+    async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int, reason: str,
+                           request_id: str = "") -> tuple[StockLevel, bool]:
+        """(level, applied): applied is False for a retried request_id applied before."""
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
                            strong: bool) -> list[StockLevel | None]: ...
     async def place_orders(self, principal: Principal, placements: Sequence[Placement],
@@ -243,9 +244,12 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
         if request.delta == 0:
             raise InvalidArgument("delta", "must not be 0")
         check_length("reason", request.reason, config.reason_length_max)
-        level = await self._backend.adjust_stock(current_principal().merchant_id,
-                                                 request.sku_id, request.delta, request.reason)
-        return stock_pb2.AdjustStockResponse(level=level_message(level))
+        if request.request_id:
+            check_id("request_id", request.request_id, config.id_length_max)
+        level, applied = await self._backend.adjust_stock(
+            current_principal().merchant_id, request.sku_id, request.delta, request.reason,
+            request.request_id)
+        return stock_pb2.AdjustStockResponse(level=level_message(level), replayed=not applied)
 
     async def GetStock(self, request: Any, context: Any) -> Any:
         check_id("sku_id", request.sku_id, self._backend.config.id_length_max)

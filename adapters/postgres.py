@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from engine.errors import IdempotencyConflict
 from engine.sharding import RoutingTable
+
+# (merchant_id, sku_id, delta, reason, at_ms) -> an outbox row (OUTBOX_COLUMNS)
+StockEventRow = Callable[[str, str, int, str, int], tuple[Any, ...]]
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +135,19 @@ class Store:
 
     # --- catalogue and stock ------------------------------------------------------------------
 
+    async def has_transition(self, order_id: str, sequence: int) -> bool:
+        async with self.pool.acquire() as connection:
+            return bool(await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM flashtx.order_transitions"
+                " WHERE order_id = $1 AND sequence = $2)", order_id, sequence))
+
     async def save_skus(self, skus: Sequence[tuple[Any, ...]],
                         adjustments: Sequence[tuple[Any, ...]],
                         outbox: Sequence[tuple[Any, ...]]) -> None:
         """skus: (merchant_id, sku_id, slot, name, price_minor, per_buyer_limit, at_ms)."""
         async with self.pool.acquire() as connection, connection.transaction():
             if skus:
-                await connection.executemany(
-                    "INSERT INTO flashtx.skus (merchant_id, sku_id, slot, name, price_minor,"
-                    " per_buyer_limit, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    " ON CONFLICT (merchant_id, sku_id) DO UPDATE SET name = EXCLUDED.name,"
-                    " price_minor = EXCLUDED.price_minor,"
-                    " per_buyer_limit = EXCLUDED.per_buyer_limit,"
-                    " updated_at_ms = EXCLUDED.updated_at_ms", skus)
+                await self._upsert_skus(connection, skus)
             if adjustments:
                 await connection.copy_records_to_table(
                     "stock_adjustments", schema_name="flashtx", records=adjustments,
@@ -151,6 +155,76 @@ class Store:
             if outbox:
                 await connection.copy_records_to_table(
                     "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+
+    async def set_on_hand(self, skus: Sequence[tuple[Any, ...]],
+                          targets: Sequence[tuple[str, str, int, int, str, int]],
+                          event: StockEventRow) -> list[int]:
+        """Upserts `skus` rows (as save_skus) and sets each target's on-hand, i.e. the sum of
+        its adjustments, to a value: targets are (merchant_id, sku_id, slot, on_hand,
+        reason, at_ms). The difference is computed here, under the SKU row's lock, so a
+        retried write changes nothing. Returns the differences written, in order."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            if skus:
+                await self._upsert_skus(connection, skus)
+            sums = await connection.fetch(
+                "SELECT t.i, coalesce((SELECT sum(a.delta) FROM flashtx.stock_adjustments a"
+                "  WHERE a.merchant_id = t.m AND a.sku_id = t.s), 0)::bigint AS on_hand"
+                " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(m, s, i)",
+                [t[0] for t in targets], [t[1] for t in targets])
+            durable = {row["i"] - 1: row["on_hand"] for row in sums}
+            deltas = [on_hand - durable[i] for i, (_, _, _, on_hand, _, _) in enumerate(targets)]
+            rows = [(m, s, slot, delta, reason, at_ms)
+                    for (m, s, slot, _, reason, at_ms), delta in zip(targets, deltas, strict=True)
+                    if delta]
+            if rows:
+                await connection.copy_records_to_table(
+                    "stock_adjustments", schema_name="flashtx", records=rows,
+                    columns=ADJUSTMENT_COLUMNS)
+                await connection.copy_records_to_table(
+                    "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
+                    records=[event(m, s, delta, reason, at_ms)
+                             for m, s, _, delta, reason, at_ms in rows])
+            return deltas
+
+    async def adjust_once(self, adjustment: tuple[str, str, int, int, str, int],
+                          request_id: str, event: StockEventRow) -> bool:
+        """Adds one adjustment (merchant_id, sku_id, slot, delta, reason, at_ms) with its
+        event; with a `request_id`, only once: False when it was added before. The same id
+        for another SKU or delta raises IdempotencyConflict."""
+        merchant_id, sku_id, slot, delta, reason, at_ms = adjustment
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT 1 FROM flashtx.skus WHERE merchant_id = $1 AND sku_id = $2 FOR UPDATE",
+                merchant_id, sku_id)
+            if request_id:
+                before = await connection.fetchrow(
+                    "SELECT sku_id, delta FROM flashtx.stock_adjustments"
+                    " WHERE merchant_id = $1 AND request_id = $2", merchant_id, request_id)
+                if before is not None:
+                    if (before["sku_id"], before["delta"]) != (sku_id, delta):
+                        raise IdempotencyConflict(
+                            f"request_id {request_id} was used for another adjustment",
+                            request_id=request_id)
+                    return False
+            await connection.execute(
+                "INSERT INTO flashtx.stock_adjustments (merchant_id, sku_id, slot, delta,"
+                " reason, at_ms, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                merchant_id, sku_id, slot, delta, reason, at_ms, request_id or None)
+            await connection.copy_records_to_table(
+                "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
+                records=[event(merchant_id, sku_id, delta, reason, at_ms)])
+            return True
+
+    @staticmethod
+    async def _upsert_skus(connection: asyncpg.Connection,
+                           skus: Sequence[tuple[Any, ...]]) -> None:
+        await connection.executemany(
+            "INSERT INTO flashtx.skus (merchant_id, sku_id, slot, name, price_minor,"
+            " per_buyer_limit, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (merchant_id, sku_id) DO UPDATE SET name = EXCLUDED.name,"
+            " price_minor = EXCLUDED.price_minor,"
+            " per_buyer_limit = EXCLUDED.per_buyer_limit,"
+            " updated_at_ms = EXCLUDED.updated_at_ms", skus)
 
     async def transfer(self, adjustments: Sequence[tuple[Any, ...]],
                        skus: Sequence[tuple[Any, ...]],

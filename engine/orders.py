@@ -181,6 +181,11 @@ class OrderBook:
 
     # --- placing ---------------------------------------------------------------------------
 
+    @property
+    def epoch(self) -> str:
+        """Part of every order id this book makes: one per shard incarnation."""
+        return self._epoch
+
     def begin(self, merchant_id: str, idempotency_key: str, buyer_id: str,
               lines: tuple[Line, ...], slot: int, campaign_id: str = "") -> Begin:
         key = (merchant_id, idempotency_key)

@@ -23,6 +23,7 @@ is answered per item.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -84,7 +85,7 @@ class Reservation:
 
 
 class StockLedger:
-    def __init__(self, skus_max: int = 2_000_000) -> None:
+    def __init__(self, skus_max: int = 2_000_000, settled_max: int = 100_000) -> None:
         self.skus: dict[SkuKey, SkuState] = {}
         self.reservations: dict[str, Reservation] = {}
         self.changes: list[StockChange] = []
@@ -95,6 +96,12 @@ class StockLedger:
         # Units announced to arrive here (moved from another counter), until when: while
         # they are on their way, a refusal for stock says "retry", not "sold out".
         self.incoming: dict[SkuKey, tuple[int, int]] = {}
+        # What happened last to recent orders here ("committed", "released", "returned"),
+        # so a call repeated after its answer was lost does not act twice: a repeated
+        # commit answers OK, a repeated refund returns nothing, and a release after a
+        # commit whose answer was lost (the order never became paid) undoes the sale.
+        self.settled: OrderedDict[str, tuple[str, Reservation]] = OrderedDict()
+        self._settled_max = settled_max
 
     # --- catalogue --------------------------------------------------------------------------
 
@@ -114,6 +121,58 @@ class StockLedger:
         if on_hand != sku.on_hand:
             self._log("adjusted", key, on_hand - sku.on_hand, "upsert", "", now_ms)
             sku.on_hand = on_hand
+        return self.level(merchant_id, sku_id, now_ms)
+
+    # --- catalogue writes that persist first ----------------------------------------------
+    # Memory may lag behind Postgres only on the safe side: a decrease is taken out of
+    # on-hand before it is written (`hold_back`), an increase is added once it is durable
+    # (`settle`). A write whose outcome is unknown leaves memory at or below Postgres
+    # (undersold until the next load, never oversold).
+
+    def check_on_hand(self, merchant_id: str, sku_id: str, on_hand: int) -> int:
+        """Checks that on-hand may become `on_hand`; answers the units to hold back from
+        memory until the write is durable (0 for an increase or a new SKU)."""
+        sku = self.skus.get((merchant_id, sku_id))
+        if sku is None:
+            if len(self.skus) >= self._skus_max:
+                raise FailedPrecondition("this stock shard holds its maximum number of SKUs")
+            return 0
+        if on_hand < sku.reserved + sku.sold:
+            raise FailedPrecondition(
+                f"on_hand {on_hand} is below reserved + sold ({sku.reserved + sku.sold})",
+                sku_id=sku_id)
+        return max(0, sku.on_hand - on_hand)
+
+    def check_adjust(self, merchant_id: str, sku_id: str, delta: int) -> int:
+        """Checks an adjustment; answers the units to hold back until it is durable."""
+        sku = self._sku(merchant_id, sku_id)
+        if sku.on_hand + delta < sku.reserved + sku.sold:
+            raise FailedPrecondition(
+                f"on_hand would fall below reserved + sold ({sku.reserved + sku.sold})",
+                sku_id=sku_id)
+        return max(0, -delta)
+
+    def hold_back(self, merchant_id: str, sku_id: str, units: int) -> None:
+        sku = self.skus.get((merchant_id, sku_id))
+        if sku is not None and units:
+            sku.on_hand -= units
+
+    def settle(self, merchant_id: str, sku_id: str, delta: int, held_back: int,
+               now_ms: int, meta: tuple[str, int, int] | None = None) -> StockLevel:
+        """A durable write added `delta` to on-hand (`held_back` of it is out already);
+        `meta`: (name, price_minor, per_buyer_limit) of an upsert, creating a new SKU."""
+        key = (merchant_id, sku_id)
+        sku = self.skus.get(key)
+        if sku is None:
+            invariant(meta is not None, f"settling unknown SKU {sku_id}")
+            assert meta is not None
+            invariant(len(self.skus) < self._skus_max, "stock shard full of SKUs")
+            sku = self.skus[key] = SkuState(name=meta[0], price_minor=meta[1])
+        if meta is not None:
+            sku.name, sku.price_minor, sku.per_buyer_limit = meta
+        # Below reserved + sold only when memory already lagged (an earlier unknown
+        # outcome): stay at the floor, which Postgres covers.
+        sku.on_hand = max(sku.on_hand + delta + held_back, sku.reserved + sku.sold)
         return self.level(merchant_id, sku_id, now_ms)
 
     def adjust(self, merchant_id: str, sku_id: str, delta: int, reason: str,
@@ -259,7 +318,10 @@ class StockLedger:
         """Turns a hold into a sale and forgets the hold."""
         reservation = self.reservations.pop(order_id, None)
         if reservation is None:
+            if self._last(order_id) == "committed":
+                return ResultCode.OK, ""  # a repeat
             return ResultCode.NOT_FOUND, f"no reservation for order {order_id}"
+        self._remember(order_id, "committed", reservation)
         sold = self.sold_by_owner.setdefault(reservation.owner, {})
         for sku_id, quantity in reservation.lines:
             sku = self.skus[(reservation.merchant_id, sku_id)]
@@ -275,7 +337,13 @@ class StockLedger:
         """Returns a hold to available. Idempotent: False when there was none."""
         reservation = self.reservations.pop(order_id, None)
         if reservation is None:
-            return False
+            if self._last(order_id) != "committed":
+                return False
+            sale = self.settled[order_id][1]  # sold, but the order never became paid
+            self._remember(order_id, kind, sale)
+            self._return(order_id, sale, now_ms, kind)
+            return True
+        self._remember(order_id, kind, reservation)
         for sku_id, quantity in reservation.lines:
             sku = self.skus[(reservation.merchant_id, sku_id)]
             sku.reserved -= quantity
@@ -285,9 +353,18 @@ class StockLedger:
 
     def return_sold(self, order_id: str, merchant_id: str, buyer_id: str,
                     lines: Sequence[Line], now_ms: int, owner: int = 0) -> None:
-        """A refund: sold units of a paid order go back to available."""
-        sold = self.sold_by_owner.get(owner, {})
-        for sku_id, quantity in lines:
+        """A refund: sold units of a paid order go back to available (once)."""
+        if self._last(order_id) == "returned":
+            return  # a repeat
+        sale = Reservation(merchant_id, buyer_id, tuple(lines), 0, owner)
+        self._remember(order_id, "returned", sale)
+        self._return(order_id, sale, now_ms, "refunded")
+
+    def _return(self, order_id: str, sale: Reservation, now_ms: int, kind: str) -> None:
+        """Sold units of `sale` go back to available."""
+        merchant_id, buyer_id = sale.merchant_id, sale.buyer_id
+        sold = self.sold_by_owner.get(sale.owner, {})
+        for sku_id, quantity in sale.lines:
             sku = self.skus.get((merchant_id, sku_id))
             key = (merchant_id, sku_id, buyer_id)
             invariant(sku is not None and sold.get(key, 0) >= quantity,
@@ -299,7 +376,17 @@ class StockLedger:
                 del sold[key]
             else:
                 sold[key] -= quantity
-            self._log("refunded", (merchant_id, sku_id), quantity, "", order_id, now_ms)
+            self._log(kind, (merchant_id, sku_id), quantity, "", order_id, now_ms)
+
+    def _last(self, order_id: str) -> str | None:
+        done = self.settled.get(order_id)
+        return done[0] if done is not None else None
+
+    def _remember(self, order_id: str, what: str, reservation: Reservation) -> None:
+        self.settled[order_id] = (what, reservation)
+        self.settled.move_to_end(order_id)
+        if len(self.settled) > self._settled_max:
+            self.settled.popitem(last=False)
 
     def expire(self, now_ms: int, items_max: int) -> list[str]:
         """Releases holds whose expiry has passed; returns their orders."""
@@ -331,6 +418,8 @@ class StockLedger:
         dropped = [order_id for order_id, r in self.reservations.items() if r.owner == owner]
         for order_id in dropped:
             self.release(order_id, now_ms, kind="resynced")
+        for order_id in [o for o, (_, r) in self.settled.items() if r.owner == owner]:
+            del self.settled[order_id]  # the owner's state replaces what they did
         if sold is not None:
             for (merchant_id, sku_id, buyer_id), units in self.sold_by_owner.pop(owner,
                                                                                  {}).items():

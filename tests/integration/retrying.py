@@ -25,13 +25,17 @@ async def until_answered(place: Callable[[], Awaitable[Any]], deadline_s: float 
                          retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> tuple[str, Any]:
     """("OK", response), or (final status name, None), or ("GAVE_UP", None)."""
     deadline = time.monotonic() + deadline_s
+    delay_s = 0.05
     while time.monotonic() < deadline:
         try:
             return "OK", await place()
         except grpc.aio.AioRpcError as error:
             if error.code() not in retryable:
                 return error.code().name, None
-            await asyncio.sleep(0.1)
+            # Backing off (capped) keeps thousands of waiting clients from taking the CPU
+            # a restarting server needs.
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 1.0)
     return "GAVE_UP", None
 
 

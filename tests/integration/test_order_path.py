@@ -214,3 +214,4 @@ async def test_stock_levels_snapshot_and_strong(shop: Client) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.stock.AdjustStock(stock_pb2.AdjustStockRequest(sku_id="a", delta=-1))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+

@@ -1,5 +1,6 @@
 """Live resharding: stock goes from 2 to 4 shards while a flash sale runs; callers that
-hit the move get UNAVAILABLE, their retries succeed, and every invariant holds."""
+hit the move get UNAVAILABLE, their retries succeed, and every invariant holds. A gateway
+that died before the move does not stop it half-way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 
 import asyncpg
 import pytest
+import ray
 
+from flashtx.app import free_port
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
@@ -39,11 +42,16 @@ async def test_two_to_four_stock_shards_mid_sale(engine, shop: Client, database_
             acked[request.idempotency_key] = response.order.order_id
         return outcome
 
+    # A gateway that died (it stays in the topology's list until someone looks).
+    dead = engine.topology.add_gateway(80, port=free_port())
+    await dead.ready.remote()
+    ray.kill(dead, no_restart=True)
     sale = asyncio.gather(*(buyer(n) for n in range(BUYERS)))
     while len(acked) < 500:
         await asyncio.sleep(0.02)
     table = await asyncio.to_thread(engine.topology.reshard_stock, 4)
     outcomes = await sale
+    assert dead not in engine.topology.gateways
     assert table.shards == 4 and len(engine.topology.stock.handles) == 4
     assert set(outcomes) <= {"OK", "FAILED_PRECONDITION"}, set(outcomes)
     assert outcomes.count("OK") == len(acked) == SKUS * UNITS_PER_SKU  # sold out, no more

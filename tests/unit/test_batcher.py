@@ -52,3 +52,20 @@ async def test_refuses_when_full_or_behind_and_reports_failures() -> None:
         stuck_more.submit_many([9])  # the oldest queued item waited too long
     stuck.set()
     assert await asyncio.gather(*waiting, *early) == ["unavailable"] * 7
+
+
+async def test_admit_checks_without_queueing() -> None:
+    """A request spread over two batchers admits on both before submitting to either, so
+    a refusal by the second leaves nothing queued on the first."""
+    async def send(items: list[int]) -> list[int]:
+        return items
+
+    roomy = MicroBatcher(send, lambda error: -1, items_max=100, delay_s=0.001,
+                         queue_items_max=10, retry_after_ms=5, inflight_batches_max=1)
+    narrow = MicroBatcher(send, lambda error: -1, items_max=100, delay_s=0.001,
+                          queue_items_max=3, retry_after_ms=5, inflight_batches_max=1)
+    roomy.admit(2)
+    with pytest.raises(Overloaded):
+        narrow.admit(4)
+    assert roomy.outstanding == narrow.outstanding == 0
+    assert await asyncio.gather(*roomy.submit_many([1, 2])) == [1, 2]

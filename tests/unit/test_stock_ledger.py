@@ -27,6 +27,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model_limit = {}
         # order id -> (buyer, lines, expires_at_ms, committed)
         self.model_orders: dict[str, tuple[str, tuple[tuple[str, int], ...], int, bool]] = {}
+        # Committed since the owner last handed its state over: the owner may not know.
+        self.committed_unknown: set[str] = set()
         for sku in SKUS:
             self.ledger.upsert_sku(MERCHANT, sku, sku, 100, 5, 0, 0)
             self.model_on_hand[sku] = 5
@@ -85,9 +87,12 @@ class LedgerMachine(RuleBasedStateMachine):
         if order_id is None:
             return
         assert self.ledger.commit(order_id, self.now_ms)[0] is ResultCode.OK
-        assert self.ledger.commit(order_id, self.now_ms)[0] is ResultCode.NOT_FOUND
+        # A repeat (its first answer was lost) is answered OK and changes nothing: the
+        # model's counters are checked after every rule.
+        assert self.ledger.commit(order_id, self.now_ms)[0] is ResultCode.OK
         buyer, lines, expires, _ = self.model_orders[order_id]
         self.model_orders[order_id] = (buyer, lines, expires, True)
+        self.committed_unknown.add(order_id)
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
@@ -103,9 +108,23 @@ class LedgerMachine(RuleBasedStateMachine):
         order_id = self._pick(data, committed=True)
         if order_id is None:
             return
-        assert not self.ledger.release(order_id, self.now_ms)  # a sale is no hold
         buyer, lines, _, _ = self.model_orders.pop(order_id)
         self.ledger.return_sold(order_id, MERCHANT, buyer, lines, self.now_ms)
+        # A repeat (its first answer was lost) returns nothing more.
+        self.ledger.return_sold(order_id, MERCHANT, buyer, lines, self.now_ms)
+
+    @rule(data=st.data())
+    def payment_answer_lost_then_released(self, data: st.DataObject) -> None:
+        """The order shard never learnt that its commit went through (the answer was
+        lost), so the order stayed reserved and was then cancelled or expired: the
+        release undoes the sale, once."""
+        candidates = sorted(o for o in self.committed_unknown if o in self.model_orders)
+        if not candidates:
+            return
+        order_id = data.draw(st.sampled_from(candidates))
+        assert self.ledger.release(order_id, self.now_ms)
+        assert not self.ledger.release(order_id, self.now_ms)
+        del self.model_orders[order_id]
 
     @rule(with_sales=st.booleans())
     def order_shard_restarts(self, with_sales: bool) -> None:
@@ -117,6 +136,7 @@ class LedgerMachine(RuleBasedStateMachine):
         sold = [(MERCHANT, s, b, q) for b, lines, _, committed in self.model_orders.values()
                 if committed for s, q in lines]
         self.ledger.replace_owned(0, holds, sold if with_sales else None, self.now_ms)
+        self.committed_unknown.clear()
 
     @rule(elapsed_ms=st.integers(0, 60))
     def time_passes(self, elapsed_ms: int) -> None:

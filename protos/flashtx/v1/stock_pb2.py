@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.flashtx.v1 import common_pb2 as flashtx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/stock.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"b\n\x03Sku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x05 \x01(\r\"\xae\x01\n\nStockLevel\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x10\n\x08reserved\x18\x06 \x01(\x03\x12\x0c\n\x04sold\x18\x07 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x08 \x01(\r\x12\x10\n\x08\x61s_of_ms\x18\t \x01(\x03\"2\n\x11UpsertSkusRequest\x12\x1d\n\x04skus\x18\x01 \x03(\x0b\x32\x0f.flashtx.v1.Sku\"i\n\tSkuResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05level\x18\x03 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"<\n\x12UpsertSkusResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.flashtx.v1.SkuResult\"C\n\x12\x41\x64justStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\x13\x41\x64justStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"S\n\x0fGetStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"9\n\x10GetStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"Z\n\x15GetStockLevelsRequest\x12\x0f\n\x07sku_ids\x18\x01 \x03(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"Y\n\x16GetStockLevelsResponse\x12&\n\x06levels\x18\x01 \x03(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x17\n\x0fmissing_sku_ids\x18\x02 \x03(\t2\xcb\x02\n\x0cStockService\x12K\n\nUpsertSkus\x12\x1d.flashtx.v1.UpsertSkusRequest\x1a\x1e.flashtx.v1.UpsertSkusResponse\x12N\n\x0b\x41\x64justStock\x12\x1e.flashtx.v1.AdjustStockRequest\x1a\x1f.flashtx.v1.AdjustStockResponse\x12\x45\n\x08GetStock\x12\x1b.flashtx.v1.GetStockRequest\x1a\x1c.flashtx.v1.GetStockResponse\x12W\n\x0eGetStockLevels\x12!.flashtx.v1.GetStockLevelsRequest\x1a\".flashtx.v1.GetStockLevelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/stock.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"b\n\x03Sku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x05 \x01(\r\"\xae\x01\n\nStockLevel\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x10\n\x08reserved\x18\x06 \x01(\x03\x12\x0c\n\x04sold\x18\x07 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x08 \x01(\r\x12\x10\n\x08\x61s_of_ms\x18\t \x01(\x03\"2\n\x11UpsertSkusRequest\x12\x1d\n\x04skus\x18\x01 \x03(\x0b\x32\x0f.flashtx.v1.Sku\"i\n\tSkuResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05level\x18\x03 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"<\n\x12UpsertSkusResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.flashtx.v1.SkuResult\"W\n\x12\x41\x64justStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x13\x41\x64justStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"S\n\x0fGetStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"9\n\x10GetStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"Z\n\x15GetStockLevelsRequest\x12\x0f\n\x07sku_ids\x18\x01 \x03(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"Y\n\x16GetStockLevelsResponse\x12&\n\x06levels\x18\x01 \x03(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x17\n\x0fmissing_sku_ids\x18\x02 \x03(\t2\xcb\x02\n\x0cStockService\x12K\n\nUpsertSkus\x12\x1d.flashtx.v1.UpsertSkusRequest\x1a\x1e.flashtx.v1.UpsertSkusResponse\x12N\n\x0b\x41\x64justStock\x12\x1e.flashtx.v1.AdjustStockRequest\x1a\x1f.flashtx.v1.AdjustStockResponse\x12\x45\n\x08GetStock\x12\x1b.flashtx.v1.GetStockRequest\x1a\x1c.flashtx.v1.GetStockResponse\x12W\n\x0eGetStockLevels\x12!.flashtx.v1.GetStockLevelsRequest\x1a\".flashtx.v1.GetStockLevelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,17 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTSKUSRESPONSE']._serialized_start=499
   _globals['_UPSERTSKUSRESPONSE']._serialized_end=559
   _globals['_ADJUSTSTOCKREQUEST']._serialized_start=561
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=628
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=630
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=690
-  _globals['_GETSTOCKREQUEST']._serialized_start=692
-  _globals['_GETSTOCKREQUEST']._serialized_end=775
-  _globals['_GETSTOCKRESPONSE']._serialized_start=777
-  _globals['_GETSTOCKRESPONSE']._serialized_end=834
-  _globals['_GETSTOCKLEVELSREQUEST']._serialized_start=836
-  _globals['_GETSTOCKLEVELSREQUEST']._serialized_end=926
-  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_start=928
-  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_end=1017
-  _globals['_STOCKSERVICE']._serialized_start=1020
-  _globals['_STOCKSERVICE']._serialized_end=1351
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=648
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=650
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=728
+  _globals['_GETSTOCKREQUEST']._serialized_start=730
+  _globals['_GETSTOCKREQUEST']._serialized_end=813
+  _globals['_GETSTOCKRESPONSE']._serialized_start=815
+  _globals['_GETSTOCKRESPONSE']._serialized_end=872
+  _globals['_GETSTOCKLEVELSREQUEST']._serialized_start=874
+  _globals['_GETSTOCKLEVELSREQUEST']._serialized_end=964
+  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_start=966
+  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_end=1055
+  _globals['_STOCKSERVICE']._serialized_start=1058
+  _globals['_STOCKSERVICE']._serialized_end=1389
 # @@protoc_insertion_point(module_scope)

@@ -66,20 +66,24 @@ class UpsertSkusResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SkuResult, _Mapping]]] = ...) -> None: ...
 
 class AdjustStockRequest(_message.Message):
-    __slots__ = ("sku_id", "delta", "reason")
+    __slots__ = ("sku_id", "delta", "reason", "request_id")
     SKU_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     sku_id: str
     delta: int
     reason: str
-    def __init__(self, sku_id: _Optional[str] = ..., delta: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, sku_id: _Optional[str] = ..., delta: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AdjustStockResponse(_message.Message):
-    __slots__ = ("level",)
+    __slots__ = ("level", "replayed")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     level: StockLevel
-    def __init__(self, level: _Optional[_Union[StockLevel, _Mapping]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, level: _Optional[_Union[StockLevel, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class GetStockRequest(_message.Message):
     __slots__ = ("sku_id", "consistency")

@@ -1,0 +1,311 @@
+"""One simulated run: two stock shards and two order shards (the real classes) under
+buyers who place, pay and cancel with idempotent retries, an operator who adjusts and
+sets stock with retries, shards that crash, calls that get lost, and a database that
+fails, loses answers and lags. After every step the run is checked against what the
+database says happened (an independent account, not the shards' memory):
+
+- no oversell: units in live orders never exceed a SKU's on-hand;
+- every acknowledged order is durable when it is acknowledged, with one order per key;
+- per-buyer limits hold;
+- a stock shard's memory never counts more on-hand than the database holds;
+- once faults stop and every deadline and grace time has passed, no unit is held by an
+  order that does not hold it, and every sale is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import looptime
+
+from actors.order_shard import OrderShard
+from actors.stock_shard import StockShard
+from engine.config import Config, load_config
+from engine.errors import DomainError, ResultCode
+from engine.orders import OrderStatus
+from engine.sharding import RoutingTable, slot_of
+from flashtx.sim.world import Faults, Handle, Lost, World, installed
+
+MERCHANT = "sim-shop"
+RETRYABLE = (ResultCode.UNAVAILABLE, ResultCode.OVERLOADED)
+DONE = object()  # a final refusal
+
+
+@dataclass
+class Outcome:
+    seed: int
+    steps: int
+    failures: list[str]
+    acked: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    crashes: int = 0
+    writes: int = 0
+    virtual_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def sim_config(**changes: Any) -> Config:
+    return load_config(environ={}, **{
+        "stock_shards": 2, "order_shards": 2, "slots_total": 64, "postgres_dsn": "sim",
+        "redis_url": "none", "expiry_sweep_interval_ms": 50, "journal_entries_max": 300,
+        "commit_orders_max": 40, "commit_delay_ms_max": 2.0, "reservation_grace_ms": 1_000,
+        "commit_retry_delay_ms_max": 200, **changes})
+
+
+class Run:
+    def __init__(self, seed: int, steps: int, faults: Faults) -> None:
+        self.world = World(seed, faults)
+        self.rng = self.world.rng
+        self.steps = steps
+        self.config = sim_config()
+        self.faults_on = faults
+        self.stock_table = RoutingTable.uniform(self.config.slots_total, 2)
+        self.order_table = RoutingTable.uniform(self.config.slots_total, 2)
+        self.skus: dict[str, int] = {}  # sku_id -> per-buyer limit (0: none)
+        self.acked: dict[str, str] = {}  # idempotency key -> order id
+        self.refused: dict[str, int] = defaultdict(int)
+        self.counter = itertools.count()
+        self.done_steps = 0
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        config, world = self.config, self.world
+        order_names = [f"order-{i}" for i in range(2)]
+        stock = [Handle(f"stock-{i}") for i in range(2)]
+        for i in range(2):
+            world.add(f"stock-{i}", lambda i=i: StockShard(
+                i, config, self.stock_table.slots_of(i), order_names))
+        for i in range(2):
+            world.add(f"order-{i}", lambda i=i: OrderShard(
+                i, config, stock, self.stock_table, self.order_table))
+
+    async def until_answered(self, name: str, method: str, *args: Any) -> Any:
+        """Calls until an answer that is not "retry": a client with idempotent retries."""
+        delay_s = 0.01
+        for _ in range(200):
+            try:
+                answer = await getattr(Handle(name), method).remote(*args)
+            except Lost:
+                answer = None
+            except DomainError as error:
+                if error.code not in RETRYABLE:
+                    return error
+                answer = None
+            except Exception:  # anything else reaches a client as UNAVAILABLE / INTERNAL
+                answer = None
+            if answer is not None and not _retry(answer):
+                return answer
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.5)
+        self.fail(f"{name}.{method}{args!r}: no answer after 200 tries")
+        return DONE
+
+    def fail(self, what: str) -> None:
+        self.world.failures.append(f"t={asyncio.get_running_loop().time():.3f}s {what}")
+
+    # --- workload -------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        for n in range(self.rng.randint(1, 3)):
+            sku_id, limit = f"s{n}", self.rng.choice((0, 0, 2))
+            self.skus[sku_id] = limit
+            shard = self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]
+            answer = await self.until_answered(f"stock-{shard}", "upsert", [(
+                MERCHANT, sku_id, sku_id, 100, self.rng.randint(2, 12), limit)])
+            if not isinstance(answer, list) or isinstance(answer[0], DomainError):
+                self.fail(f"setting up {sku_id}: {answer!r}")
+
+    async def buyer(self, buyer: int) -> None:
+        while self.done_steps < self.steps:
+            self.done_steps += 1
+            n = next(self.counter)
+            chosen = self.rng.sample(sorted(self.skus), self.rng.randint(1, len(self.skus)))
+            lines = tuple(sorted((sku_id, self.rng.randint(1, 2)) for sku_id in chosen))
+            order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
+            if order_id is not None:
+                roll = self.rng.random()
+                if roll < 0.35:
+                    await self.act("pay", order_id)
+                    if self.rng.random() < 0.3:
+                        await self.act("cancel", order_id)  # a refund
+                elif roll < 0.6:
+                    await self.act("cancel", order_id)
+            await asyncio.sleep(self.rng.randint(0, 50) / 1000)
+
+    async def place(self, key: str, buyer_id: str,
+                    lines: tuple[tuple[str, int], ...]) -> str | None:
+        slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
+        shard = self.order_table.shard_of_slot[slot]
+        window_s = self.rng.randint(1, 3)
+        placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", "")
+        answer = await self.until_answered(f"order-{shard}", "place", [placement])
+        if answer is DONE or isinstance(answer, DomainError):
+            return None
+        [(code, value)] = answer
+        if code not in (ResultCode.OK, ResultCode.REPLAYED):
+            self.refused[code.name] += 1
+            return None
+        order_id: str = value.order_id
+        if self.acked.setdefault(key, order_id) != order_id:
+            self.fail(f"key {key}: two orders, {self.acked[key]} and {order_id}")
+        if order_id not in self.world.store.orders:
+            self.fail(f"order {order_id} ({key}) acknowledged but not durable")
+        return order_id
+
+    async def act(self, op: str, order_id: str) -> None:
+        shard = self.order_table.shard_of_slot[int(order_id[:4], 16)]
+        await self.until_answered(f"order-{shard}", "act", [(op, MERCHANT, order_id, "", "")])
+
+    async def operator(self) -> None:
+        n = 0
+        while self.done_steps < self.steps:
+            await asyncio.sleep(self.rng.randint(50, 400) / 1000)
+            n += 1
+            sku_id = self.rng.choice(sorted(self.skus))
+            shard = self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]
+            if self.rng.random() < 0.5:
+                delta = self.rng.choice((-2, -1, 1, 2, 3))
+                await self.until_answered(f"stock-{shard}", "adjust", MERCHANT, sku_id, delta,
+                                          "sim", f"adjust-{n}")
+            else:
+                on_hand = self.world.store.on_hand(MERCHANT, sku_id) + self.rng.randint(-2, 3)
+                await self.until_answered(f"stock-{shard}", "upsert", [(
+                    MERCHANT, sku_id, sku_id, 100, max(0, on_hand), self.skus[sku_id])])
+
+    async def crasher(self) -> None:
+        low, high = self.world.faults.crash_every_ms
+        if low >= Faults.none().crash_every_ms[0]:
+            return  # no crashes in this run
+        while self.done_steps < self.steps:
+            await asyncio.sleep(self.rng.randint(low, high) / 1000)
+            self.world.crash(self.rng.choice(sorted(self.world.actors)))
+
+    async def checker(self) -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            self.check()
+
+    # --- invariants ------------------------------------------------------------------------------
+
+    def live_units(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Units of orders that hold stock, by SKU and by (buyer, SKU), as the database
+        says: paid or fulfilled, or reserved and not yet past deadline + grace."""
+        store = self.world.store
+        now_ms = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
+        by_sku: dict[str, int] = defaultdict(int)
+        by_buyer: dict[tuple[str, str], int] = defaultdict(int)
+        for order_id, row in store.orders.items():
+            if not store.transitions[order_id]:
+                continue
+            status = store.status(order_id)
+            holding = status in (OrderStatus.PAID, OrderStatus.FULFILLED) or (
+                status == OrderStatus.RESERVED
+                and now_ms < row["payment_deadline_ms"] + self.config.reservation_grace_ms)
+            if holding:
+                for _, sku_id, quantity, _, _ in store.lines[order_id]:
+                    by_sku[sku_id] += quantity
+                    by_buyer[(row["buyer_id"], sku_id)] += quantity
+        return by_sku, by_buyer
+
+    def check(self) -> None:
+        store = self.world.store
+        by_sku, by_buyer = self.live_units()
+        for sku_id, limit in self.skus.items():
+            on_hand = store.on_hand(MERCHANT, sku_id)
+            if by_sku[sku_id] > on_hand:
+                self.fail(f"oversold {sku_id}: {by_sku[sku_id]} units in live orders,"
+                          f" {on_hand} on hand")
+            for (buyer_id, sku), units in by_buyer.items():
+                if sku == sku_id and limit and units > limit:
+                    self.fail(f"{buyer_id} holds {units} of {sku_id}, limit {limit}")
+        for i in range(2):
+            shard = self.world.instance(f"stock-{i}")
+            if shard is None or not shard._ready.done() or shard._ready.exception():
+                continue
+            for (merchant_id, sku_id), sku in shard._ledger.skus.items():
+                durable = store.on_hand(merchant_id, sku_id)
+                if sku.on_hand > durable:
+                    self.fail(f"stock-{i} counts {sku.on_hand} of {sku_id} on hand, the"
+                              f" database {durable}")
+            try:
+                shard._ledger.check_invariants()
+            except AssertionError as error:
+                self.fail(f"stock-{i}: {error}")
+
+    async def settle_and_check(self) -> None:
+        """Faults stop; every deadline and grace time passes; then memory and database
+        agree on every held and sold unit."""
+        world = self.world
+        world.faults = Faults.none()
+        for name, actor in world.actors.items():
+            if actor.instance is None:
+                world.start(name)
+        await asyncio.sleep(3 + 2 * self.config.reservation_grace_ms / 1000 + 2)
+        store = world.store
+        sold = store.held((OrderStatus.PAID, OrderStatus.FULFILLED))
+        reserved = store.held((OrderStatus.RESERVED,))
+        if any(reserved.values()):
+            self.fail(f"orders still reserved after every deadline: {dict(reserved)}")
+        for i in range(2):
+            shard = world.instance(f"stock-{i}")
+            await shard._ready
+            for (merchant_id, sku_id), sku in shard._ledger.skus.items():
+                if sku.reserved:
+                    self.fail(f"stock-{i} still holds {sku.reserved} of {sku_id} after every"
+                              " deadline and grace time (leaked)")
+                if sku.sold != sold[(merchant_id, sku_id)]:
+                    self.fail(f"stock-{i} counts {sku.sold} of {sku_id} sold, the database"
+                              f" {sold[(merchant_id, sku_id)]}")
+        self.check()
+
+    async def main(self) -> None:
+        self.build()
+        world = self.world
+        world.faults = Faults.none()
+        await self.setup()
+        world.faults = self.faults_on
+        checker = asyncio.ensure_future(self.checker())
+        buyers = [self.buyer(b) for b in range(self.rng.randint(3, 12))]
+        await asyncio.gather(*buyers, self.operator(), self.crasher())
+        await self.settle_and_check()
+        checker.cancel()
+
+
+def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcome:
+    """One run; the same seed and steps give the same run, failures included."""
+    run = Run(seed, steps, faults or Faults())
+    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop.set_task_factory(run.world.task_factory)
+    try:
+        with installed(run.world):
+            loop.run_until_complete(asyncio.wait_for(run.main(), timeout=3600))
+            virtual_s = loop.time()
+    except Exception as error:  # the run itself broke: that is a finding too
+        run.world.failures.append(f"run failed: {type(error).__name__}: {error}")
+        virtual_s = loop.time()
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    return Outcome(seed, steps, run.world.failures, len(run.acked), dict(run.refused),
+                   sum(a.crashes for a in run.world.actors.values()), run.world.store.writes,
+                   virtual_s)
+
+
+def _retry(answer: Any) -> bool:
+    """Does this answer say "retry with the same key"?"""
+    if isinstance(answer, list):
+        return any((isinstance(item, tuple) and len(item) == 2
+                    and isinstance(item[0], ResultCode) and item[0] in RETRYABLE)
+                   or (isinstance(item, DomainError) and item.code in RETRYABLE)
+                   for item in answer)
+    return False

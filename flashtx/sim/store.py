@@ -1,0 +1,240 @@
+"""The simulator's database: the Store interface of adapters.postgres kept in memory, with
+the same constraints (one order per key, one transition per sequence, one adjustment per
+request id), and writes that fail on purpose: cleanly (nothing written), ambiguously
+(written, but the answer is lost), or slowly. Each write applies all of its rows at one
+instant, as a transaction commits, so a shard that crashes while waiting for it finds
+either all of them or none when it recovers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from engine.errors import IdempotencyConflict
+from engine.orders import OrderStatus
+from engine.sharding import RoutingTable
+
+if TYPE_CHECKING:
+    from flashtx.sim.world import World
+
+LIVE = (OrderStatus.RESERVED, OrderStatus.PAID, OrderStatus.FULFILLED)
+
+
+class StoreDown(ConnectionError):
+    """What the shards see when a write fails (asyncpg raises OSError subclasses too)."""
+
+
+class MemoryStore:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.skus: dict[tuple[str, str], dict[str, Any]] = {}
+        self.adjustments: list[tuple[str, str, int, int, str, int, str | None]] = []
+        self.request_ids: dict[tuple[str, str], tuple[str, int]] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+        self.lines: dict[str, list[tuple[int, str, int, int, str]]] = {}
+        self.transitions: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        self.carts: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.campaigns: list[dict[str, Any]] = []
+        self.routing: RoutingTable | None = None
+        self.settings: dict[str, str] = {}
+        self.outbox = 0
+        self.writes = 0
+
+    # --- what the simulator checks against ---------------------------------------------
+
+    def on_hand(self, merchant_id: str, sku_id: str) -> int:
+        return sum(a[3] for a in self.adjustments if a[0] == merchant_id and a[1] == sku_id)
+
+    def status(self, order_id: str) -> OrderStatus:
+        steps = self.transitions[order_id]
+        return OrderStatus(steps[max(steps)]["status"])
+
+    def held(self, statuses: Sequence[OrderStatus] = LIVE) -> dict[tuple[str, str], int]:
+        """Units per (merchant, SKU or bucket) in orders whose durable status is one of
+        `statuses`."""
+        units: dict[tuple[str, str], int] = defaultdict(int)
+        for order_id, row in self.orders.items():
+            if self.transitions[order_id] and self.status(order_id) in statuses:
+                for _, sku_id, quantity, _, stock_key in self.lines[order_id]:
+                    units[(row["merchant_id"], stock_key or sku_id)] += quantity
+        return units
+
+    # --- faults ---------------------------------------------------------------------------
+
+    async def _write(self, apply: Callable[[], Any]) -> Any:
+        world = self.world
+        await world.pause(world.faults.store_delay_ms)
+        draw = world.rng.random()
+        if draw < world.faults.store_fail:
+            raise StoreDown("sim: the write failed; nothing was written")
+        result = apply()
+        self.writes += 1
+        if draw < world.faults.store_fail + world.faults.store_ambiguous:
+            raise StoreDown("sim: the write committed, but its answer was lost")
+        return result
+
+    async def _read(self) -> None:
+        world = self.world
+        await world.pause(world.faults.store_delay_ms)
+        if world.rng.random() < world.faults.store_fail:
+            raise StoreDown("sim: the read failed")
+
+    # --- the Store interface ------------------------------------------------------------
+
+    async def close(self) -> None:
+        return None
+
+    async def commit_orders(self, orders: Sequence[tuple[Any, ...]],
+                            lines: Sequence[tuple[Any, ...]],
+                            transitions: Sequence[tuple[Any, ...]],
+                            outbox: Sequence[tuple[Any, ...]],
+                            carts: Sequence[tuple[Any, ...]] = (),
+                            carts_gone: Sequence[tuple[str, str, str]] = ()) -> None:
+        def apply() -> None:
+            for row in orders:  # constraints first: all or nothing
+                if row[0] in self.orders or (row[1], row[3]) in self.keys:
+                    raise asyncpg.UniqueViolationError(f"duplicate order {row[0]} / {row[3]}")
+            for row in transitions:
+                if row[1] in self.transitions[row[0]]:
+                    raise asyncpg.UniqueViolationError(f"duplicate transition {row[:2]}")
+            for key in carts_gone:
+                self.carts.pop(tuple(key), None)  # type: ignore[arg-type]
+            for row in carts:
+                self.carts[(row[0], row[1], row[2])] = dict(zip(
+                    ("merchant_id", "buyer_id", "campaign_id", "slot", "lines",
+                     "updated_at_ms", "expires_at_ms"), row, strict=True))
+            for row in orders:
+                self.orders[row[0]] = dict(zip(
+                    ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
+                     "total_minor", "created_at_ms", "payment_deadline_ms", "key_id",
+                     "campaign_id"), row, strict=True))
+                self.keys[(row[1], row[3])] = row[0]
+                self.lines[row[0]] = []
+            for row in lines:
+                order_id, line_no, _, sku_id, _, quantity, price, stock_key = row
+                self.lines[order_id].append((line_no, sku_id, quantity, price, stock_key))
+            for row in transitions:
+                order_id, sequence, _, _, status, _, refunded, at_ms = row
+                self.transitions[order_id][sequence] = {"status": status,
+                                                        "refunded": refunded, "at_ms": at_ms}
+            self.outbox += len(outbox)
+
+        await self._write(apply)
+
+    async def has_transition(self, order_id: str, sequence: int) -> bool:
+        await self._read()
+        return sequence in self.transitions.get(order_id, {})
+
+    def _upsert_skus(self, skus: Sequence[tuple[Any, ...]], overwrite: bool = True) -> None:
+        for merchant_id, sku_id, slot, name, price, limit, _ in skus:
+            if overwrite or (merchant_id, sku_id) not in self.skus:
+                self.skus[(merchant_id, sku_id)] = {"slot": slot, "name": name,
+                                                    "price_minor": price,
+                                                    "per_buyer_limit": limit}
+
+    async def save_skus(self, skus: Sequence[tuple[Any, ...]],
+                        adjustments: Sequence[tuple[Any, ...]],
+                        outbox: Sequence[tuple[Any, ...]]) -> None:
+        def apply() -> None:
+            self._upsert_skus(skus)
+            self.adjustments.extend((*a, None) for a in adjustments)
+            self.outbox += len(outbox)
+
+        await self._write(apply)
+
+    async def set_on_hand(self, skus: Sequence[tuple[Any, ...]],
+                          targets: Sequence[tuple[str, str, int, int, str, int]],
+                          event: Any) -> list[int]:
+        def apply() -> list[int]:
+            self._upsert_skus(skus)
+            deltas = []
+            for merchant_id, sku_id, slot, on_hand, reason, at_ms in targets:
+                delta = on_hand - self.on_hand(merchant_id, sku_id)
+                if delta:
+                    self.adjustments.append((merchant_id, sku_id, slot, delta, reason, at_ms,
+                                             None))
+                    self.outbox += 1
+                deltas.append(delta)
+            return deltas
+
+        result: list[int] = await self._write(apply)
+        return result
+
+    async def adjust_once(self, adjustment: tuple[str, str, int, int, str, int],
+                          request_id: str, event: Any) -> bool:
+        merchant_id, sku_id, slot, delta, reason, at_ms = adjustment
+
+        def apply() -> bool:
+            if request_id:
+                before = self.request_ids.get((merchant_id, request_id))
+                if before is not None:
+                    if before != (sku_id, delta):
+                        raise IdempotencyConflict(f"request_id {request_id} was used for"
+                                                  " another adjustment")
+                    return False
+                self.request_ids[(merchant_id, request_id)] = (sku_id, delta)
+            self.adjustments.append((*adjustment, request_id or None))
+            self.outbox += 1
+            return True
+
+        applied: bool = await self._write(apply)
+        return applied
+
+    async def transfer(self, adjustments: Sequence[tuple[Any, ...]],
+                       skus: Sequence[tuple[Any, ...]], campaign: tuple[Any, ...] | None) -> None:
+        def apply() -> None:
+            self._upsert_skus(skus, overwrite=False)
+            self.adjustments.extend((*a, None) for a in adjustments)
+
+        await self._write(apply)
+
+    async def load_campaigns(self) -> list[Any]:
+        await self._read()
+        return list(self.campaigns)
+
+    async def load_carts(self, slots: Iterable[int]) -> list[Any]:
+        await self._read()
+        wanted = set(slots)
+        return [dict(row) for row in self.carts.values() if row["slot"] in wanted]
+
+    async def load_skus(self, slots: Iterable[int]) -> list[Any]:
+        await self._read()
+        wanted = set(slots)
+        return [{"merchant_id": m, "sku_id": s, "name": row["name"],
+                 "price_minor": row["price_minor"], "per_buyer_limit": row["per_buyer_limit"],
+                 "on_hand": self.on_hand(m, s)}
+                for (m, s), row in self.skus.items() if row["slot"] in wanted]
+
+    async def load_orders(self, slots: Iterable[int]) -> list[tuple[Any, list[Any]]]:
+        await self._read()
+        wanted = set(slots)
+        loaded = []
+        for order_id, row in sorted(self.orders.items(),
+                                    key=lambda item: (item[1]["created_at_ms"], item[0])):
+            steps = self.transitions[order_id]
+            if row["slot"] not in wanted or not steps:
+                continue
+            sequence = max(steps)
+            latest = steps[sequence]
+            loaded.append(({**row, "sequence": sequence, "status": latest["status"],
+                            "refunded": latest["refunded"], "updated_at_ms": latest["at_ms"]},
+                           [(sku_id, quantity, price, stock_key) for _, sku_id, quantity,
+                            price, stock_key in sorted(self.lines[order_id])]))
+        return loaded
+
+    async def stock_routing(self) -> RoutingTable | None:
+        await self._read()
+        return self.routing
+
+    async def save_stock_routing(self, table: RoutingTable) -> None:
+        def apply() -> None:
+            self.routing = table
+
+        await self._write(apply)
+
+    async def setting(self, name: str, default: str) -> str:
+        return self.settings.setdefault(name, default)

@@ -1,0 +1,270 @@
+"""The real shard classes (actors.order_shard.OrderShard, actors.stock_shard.StockShard)
+in one event loop on virtual time (looptime), wired to each other through in-process
+handles that behave like Ray's: arguments and answers are copied, a call can be lost
+before or after it runs, and an actor can crash at any await, losing its memory and every
+task it had, and come back by running its constructor again (Ray's max_restarts) over the
+same database (flashtx.sim.store).
+
+Everything random comes from one seeded generator, so a seed replays exactly (within one
+process, or across processes with the same PYTHONHASHSEED: ``python -m flashtx.sim`` sets
+it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import pickle
+import random
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.exceptions
+
+from flashtx.sim.store import MemoryStore
+
+_CURRENT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "sim_actor", default=None)
+_WORLD: World | None = None
+
+
+class Lost(ray.exceptions.RayActorError):
+    """A call that did not come back: the actor died, or the network lost it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(error_msg=message)
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Lost, (self.message,))
+
+
+class SimCrash(Exception):
+    """An actor asked to end its process (os._exit): memory found wrong at commit."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    call_lost: float = 0.01  # a call lost before it runs
+    reply_lost: float = 0.01  # a call that ran, whose answer is lost
+    net_delay_ms: tuple[int, int] = (0, 3)
+    store_fail: float = 0.02  # a write that writes nothing
+    store_ambiguous: float = 0.02  # a write that commits, whose answer is lost
+    store_delay_ms: tuple[int, int] = (0, 20)
+    crash_every_ms: tuple[int, int] = (200, 1500)  # between two crashes of some shard
+    restart_ms: tuple[int, int] = (10, 400)
+
+    @classmethod
+    def none(cls) -> Faults:
+        return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2))
+
+
+class Handle:
+    """What shards hold instead of a Ray actor handle: ``handle.method.remote(*args)``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, method: str) -> _Method:
+        if method.startswith("__"):
+            raise AttributeError(method)
+        return _Method(self.name, method)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Handle) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Handle, (self.name,))
+
+    def __repr__(self) -> str:
+        return f"Handle({self.name})"
+
+
+class _Method:
+    def __init__(self, name: str, method: str) -> None:
+        self.name, self.method = name, method
+
+    def remote(self, *args: Any) -> asyncio.Task[Any]:
+        assert _WORLD is not None
+        return asyncio.get_running_loop().create_task(_WORLD.call(self.name, self.method, args))
+
+
+@dataclass
+class _Actor:
+    make: Callable[[], Any]
+    instance: Any = None
+    incarnation: int = 0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    crashes: int = 0
+
+
+def _copy(value: Any) -> Any:
+    """As Ray does: a copy, never a shared object."""
+    return pickle.loads(pickle.dumps(value))
+
+
+class World:
+    def __init__(self, seed: int, faults: Faults) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.store = MemoryStore(self)
+        self.actors: dict[str, _Actor] = {}
+        self.failures: list[str] = []
+        self.calls = 0
+
+    # --- time -----------------------------------------------------------------------------
+
+    async def pause(self, range_ms: tuple[int, int]) -> None:
+        low, high = range_ms
+        await asyncio.sleep(self.rng.randint(low, high) / 1000)
+
+    # --- actors -----------------------------------------------------------------------------
+
+    def add(self, name: str, make: Callable[[], Any]) -> Handle:
+        self.actors[name] = _Actor(make)
+        self.start(name)
+        return Handle(name)
+
+    def start(self, name: str) -> None:
+        actor = self.actors[name]
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, (name, actor.incarnation))
+        actor.instance = context.run(actor.make)
+
+    def crash(self, name: str) -> None:
+        """The actor's process dies: its memory and every task it had are gone; it comes
+        back after a while, from the database."""
+        actor = self.actors[name]
+        if actor.instance is None:
+            return
+        actor.instance = None
+        actor.incarnation += 1
+        actor.crashes += 1
+        for task in list(actor.tasks):
+            task.cancel()
+        actor.tasks.clear()
+        low, high = self.faults.restart_ms
+        asyncio.get_running_loop().call_later(self.rng.randint(low, high) / 1000,
+                                              self._restart, name, actor.incarnation)
+
+    def _restart(self, name: str, incarnation: int) -> None:
+        if self.actors[name].incarnation == incarnation and self.actors[name].instance is None:
+            self.start(name)
+
+    def task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any,
+                     context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        """Every task remembers the actor (incarnation) that made it, so a crash ends it."""
+        task = asyncio.Task(coro, loop=loop, context=context)
+        owner = (context or contextvars.copy_context()).get(_CURRENT)
+        if owner is not None:
+            actor = self.actors.get(owner[0])
+            if actor is not None and actor.incarnation == owner[1]:
+                actor.tasks.add(task)
+                task.add_done_callback(actor.tasks.discard)
+            else:  # made by an incarnation that is gone: it never runs
+                task.cancel()
+        return task
+
+    async def call(self, name: str, method: str, args: tuple[Any, ...]) -> Any:
+        self.calls += 1
+        faults = self.faults
+        await self.pause(faults.net_delay_ms)
+        if self.rng.random() < faults.call_lost:
+            raise Lost(f"sim: call {name}.{method} lost")
+        actor = self.actors[name]
+        if actor.instance is None:
+            raise Lost(f"sim: {name} is restarting")
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, (name, actor.incarnation))
+        bound = getattr(actor.instance, method)
+        arguments = _copy(args)
+        work = asyncio.get_running_loop().create_task(bound(*arguments), context=context)
+        try:
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if work.cancelled():  # the callee crashed under the call
+                raise Lost(f"sim: {name} died during {method}") from None
+            raise
+        await self.pause(faults.net_delay_ms)
+        if self.rng.random() < faults.reply_lost:
+            raise Lost(f"sim: the answer of {name}.{method} was lost")
+        return _copy(result)
+
+    def instance(self, name: str) -> Any:
+        return self.actors[name].instance
+
+
+@contextlib.contextmanager
+def installed(world: World) -> Iterator[None]:
+    """Points what the shards reach outside themselves (Ray, Postgres, the clock, metrics,
+    randomness, process exit) at the world, and puts it all back afterwards."""
+    import actors.clock
+    import actors.journal
+    import actors.metrics
+    import actors.order_shard
+    import actors.stock_shard
+
+    global _WORLD
+
+    async def open_store(dsn: str, pool_size: int) -> MemoryStore:
+        return world.store
+
+    async def find_actors(names: Any, timeout_s: float = 60.0) -> list[Handle]:
+        return [Handle(name) for name in names]
+
+    def now_ms() -> int:
+        return 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
+
+    def token_hex(n: int = 16) -> str:
+        return world.rng.getrandbits(8 * n).to_bytes(n, "big").hex()
+
+    class _Exit:
+        @staticmethod
+        def _exit(code: int) -> None:
+            """A shard found its memory wrong (the database refused its rows): in Ray
+            the process ends and restarts; here the actor crashes, and it is a finding."""
+            owner = _CURRENT.get()
+            world.failures.append(f"{owner and owner[0]} ended its process (code {code}):"
+                                  " the database refused its rows as inconsistent")
+            if owner is not None:
+                world.crash(owner[0])
+            raise SimCrash(f"exit {code}")
+
+    patches: list[tuple[Any, str, Any]] = [
+        (actors.order_shard, "open_store", open_store),
+        (actors.stock_shard, "open_store", open_store),
+        (actors.order_shard, "find_actors", find_actors),
+        (actors.stock_shard, "find_actors", find_actors),
+        (actors.clock, "now_ms", now_ms),
+        (actors.metrics, "record", lambda *args, **kwargs: None),
+        (actors.journal, "os", _Exit),
+        (secrets, "token_hex", token_hex),
+    ]
+    for name in dir(actors.metrics):  # metric objects are Ray's: not made here
+        value = getattr(actors.metrics, name)
+        if (callable(value) and not name.startswith("_") and name != "record"
+                and getattr(value, "__module__", "") == "actors.metrics"):
+            patches.append((actors.metrics, name, lambda *args, **kwargs: None))
+    saved = [(target, name, getattr(target, name)) for target, name, _ in patches]
+    for target, name, value in patches:
+        setattr(target, name, value)
+    _WORLD = world
+    quiet = [logging.getLogger(name) for name in ("actors", "asyncio")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # crashes and faults are the point here, not news
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+        _WORLD = None
+        for target, name, value in saved:
+            setattr(target, name, value)
