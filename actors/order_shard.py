@@ -179,12 +179,17 @@ class OrderShard(clock.ClockControl):
                     holds.append((hold_id(cart.key, line.sku_id), merchant_id, buyer_id,
                                   ((line.stock_key, line.quantity),), line.held_until_ms))
         for order in self._book.orders.values():
-            if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
-                continue
+            status = order.status
+            if status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+                if order.order_id not in self._not_durable:
+                    continue
+                # Its stock is freed only once that is durable (the release follows the
+                # commit): until then it still holds, or is still sold (a refund).
+                status = OrderStatus.PAID if order.refunded else OrderStatus.RESERVED
             part = self._parts(order.merchant_id, order.stock_lines).get(stock_shard)
             if not part:
                 continue
-            if order.status == OrderStatus.RESERVED:
+            if status == OrderStatus.RESERVED:
                 holds.append((order.order_id, order.merchant_id, order.buyer_id, tuple(part),
                               order.payment_deadline_ms + grace_ms))
             else:
