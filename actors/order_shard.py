@@ -88,7 +88,12 @@ class OrderShard(clock.ClockControl):
         self._place_calls = 0
         self._place_seconds = 0.0  # from a batch's arrival to its answer
         self._reserve_seconds = 0.0  # waiting for stock shards
-        self._releases_due: list[tuple[str, int, Any]] = []  # stock calls to retry
+        # Stock calls to retry: (method, stock shard, item, handover generation). When a
+        # stock shard takes this shard's state over (it restarted), the state it gets
+        # already says what those calls would have done: they are dropped, not repeated.
+        self._releases_due: list[tuple[str, int, Any, tuple[int, int]]] = []
+        self._handovers: dict[int, int] = {}  # stock shard -> generation
+        self._born_ms = clock.now_ms()  # generations of a later incarnation are greater
         self._campaigns: dict[tuple[str, str], Campaign] = {}
         self._units = BuyerUnits()  # campaign units per buyer: orders and carts
         self._carts = CartBook(config.cart_idle_s * 1000, config.cart_lines_max,
@@ -162,7 +167,7 @@ class OrderShard(clock.ClockControl):
         """Every stock shard learns the holds and sales this shard owns there (and drops
         any others it had from this shard: orders that never committed)."""
         await asyncio.gather(*(self._stock.call(shard, "replace_owned", self.index,
-                                                *self._stock_state(shard))
+                                                *self._handover(shard))
                                for shard in range(len(self._stock.handles))))
 
     def _stock_state(self, stock_shard: int) -> tuple[list[Any], list[Any]]:
@@ -197,10 +202,21 @@ class OrderShard(clock.ClockControl):
                             for sku_id, quantity in part)
         return holds, sold
 
-    async def stock_state_for(self, stock_shard: int) -> tuple[list[Any], list[Any]]:
+    async def stock_state_for(self, stock_shard: int) -> tuple[list[Any], list[Any],
+                                                                  tuple[int, int]]:
         """Asked by a stock shard when it starts or recovers."""
         await self._ready
-        return self._stock_state(stock_shard)
+        return self._handover(stock_shard)
+
+    def _handover(self, stock_shard: int) -> tuple[list[Any], list[Any], tuple[int, int]]:
+        """This shard's holds and sales on one stock shard, and the new generation: calls
+        sent before it are stale there, and queued retries to it are dropped."""
+        self._handovers[stock_shard] = self._handovers.get(stock_shard, 0) + 1
+        self._releases_due = [due for due in self._releases_due if due[1] != stock_shard]
+        return (*self._stock_state(stock_shard), self._generation(stock_shard))
+
+    def _generation(self, stock_shard: int) -> tuple[int, int]:
+        return (self._born_ms, self._handovers.get(stock_shard, 0))
 
     # --- placing (hot path) -----------------------------------------------------------------
 
@@ -589,8 +605,12 @@ class OrderShard(clock.ClockControl):
         """Commits, releases and returns on stock shards; returns {order_id: error} of failed
         commits. Failed releases and returns are queued and retried by the sweeper."""
         keys = list(calls)
-        answers = await asyncio.gather(*(self._stock.call(shard, method, calls[(method, shard)])
-                                         for method, shard in keys), return_exceptions=True)
+        handovers = {shard: self._generation(shard) for _, shard in keys}  # as they leave
+        answers = await asyncio.gather(*(
+            self._stock.call(shard, method, calls[(method, shard)], *(
+                () if method == "commit" else (self.index, handovers[shard])
+                if method == "release" else (handovers[shard],)))
+            for method, shard in keys), return_exceptions=True)
         failed: dict[str, Any] = {}
         for (method, shard), answer in zip(keys, answers, strict=True):
             items = calls[(method, shard)]
@@ -599,7 +619,9 @@ class OrderShard(clock.ClockControl):
                     failed.update((o, Unavailable("stock shard unavailable; retry"))
                                   for o in items)
                 else:
-                    self._releases_due.extend((method, shard, item) for item in items)
+                    generation = handovers.get(shard, 0)
+                    self._releases_due.extend((method, shard, item, generation)
+                                              for item in items)
                 continue
             if method == "commit":
                 for order_id, (code, message) in zip(items, answer, strict=True):
@@ -750,8 +772,9 @@ class OrderShard(clock.ClockControl):
             self._carts.remove(key)
             calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
             self._cart_gone(cart, calls)  # journals it gone; its holds return (sweeper)
-            self._releases_due.extend((method, shard, item) for (method, shard), items
-                                      in calls.items() for item in items)
+            self._releases_due.extend((method, shard, item, self._generation(shard))
+                                      for (method, shard), items in calls.items()
+                                      for item in items)
         return self._carts.empty(key, now)
 
     def _cart_gone(self, cart: Cart, calls: dict[tuple[str, int], list[Any]]) -> None:
@@ -869,11 +892,14 @@ class OrderShard(clock.ClockControl):
         for cart in self._carts.idle(now, budget - expired):
             self._cart_gone(cart, calls)
         self._journal_changes()
-        retries, self._releases_due = self._releases_due, []
-        for method, shard, item in retries:
-            calls[(method, shard)].append(item)
-        if calls:
+        if calls or self._releases_due:
             await self._durable()  # expiries and dropped carts first, then their stock
+        # Retries are picked after that wait: a handover meanwhile settles them instead.
+        retries, self._releases_due = self._releases_due, []
+        for method, shard, item, generation in retries:
+            if generation == self._generation(shard):
+                calls[(method, shard)].append(item)
+        if calls:
             await self._stock_calls(calls)
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # (order_id, merchant_id, buyer_id, lines, expires_at_ms, owner order shard)
 Reserve = tuple[str, str, str, tuple[tuple[str, int], ...], int, int]
 SkuUpsert = tuple[str, str, str, int, int, int]
+_FIRST = (0, 0)  # the generation before any handover
 
 
 class StockShard(clock.ClockControl):
@@ -44,6 +45,9 @@ class StockShard(clock.ClockControl):
         self._store: Store | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._catalogue = asyncio.Lock()  # one catalogue write (upsert, adjust, move) at a time
+        # Per order shard, the generation of the state it last handed over: releases and
+        # refunds it sent before that are stale (see OrderShard._handovers).
+        self._generations: dict[int, tuple[int, int]] = {}
         loop = asyncio.get_running_loop()
         # Loaded: catalogue and on_hand from Postgres. Ready: also the holds and sales of
         # every order shard; only then does this shard reserve.
@@ -62,8 +66,9 @@ class StockShard(clock.ClockControl):
         states = await asyncio.gather(*(shard.stock_state_for.remote(self.index)
                                         for shard in order_shards))
         now = clock.now_ms()
-        for owner, (holds, sold) in enumerate(states):
+        for owner, (holds, sold, generation) in enumerate(states):
             self._ledger.replace_owned(owner, holds, sold, now)
+            self._generations[owner] = max(generation, self._generations.get(owner, _FIRST))
         self._ledger.drain_changes()
         self._ledger.check_invariants()
 
@@ -228,27 +233,39 @@ class StockShard(clock.ClockControl):
         self._ledger.changes.clear()
         return results
 
-    async def release(self, order_ids: Sequence[str]) -> list[bool]:
+    def _stale(self, owner: int, generation: tuple[int, int]) -> bool:
+        """A call its order shard sent before this shard took its state over: the state
+        already says what the call would do."""
+        return generation < self._generations.get(owner, _FIRST)
+
+    async def release(self, order_ids: Sequence[str], owner: int = -1,
+                      generation: tuple[int, int] = (0, 0)) -> list[bool]:
         await self._ready
+        if owner >= 0 and self._stale(owner, generation):
+            return [False] * len(order_ids)
         now = clock.now_ms()
         results = [self._ledger.release(order_id, now) for order_id in order_ids]
         self._ledger.changes.clear()
         return results
 
-    async def return_sold(self, items: Sequence[tuple[str, str, str, Any, int]]) -> list[bool]:
+    async def return_sold(self, items: Sequence[tuple[str, str, str, Any, int]],
+                          generation: tuple[int, int] = (0, 0)) -> list[bool]:
         """Refunds: (order_id, merchant_id, buyer_id, lines, owner)."""
         await self._ready
         now = clock.now_ms()
         for order_id, merchant_id, buyer_id, lines, owner in items:
+            if self._stale(owner, generation):
+                continue
             self._ledger.return_sold(order_id, merchant_id, buyer_id, lines, now, owner)
         self._ledger.changes.clear()
         return [True] * len(items)
 
     async def replace_owned(self, owner: int, holds: Sequence[Any],
-                            sold: Sequence[Any]) -> int:
+                            sold: Sequence[Any], generation: tuple[int, int] = (0, 0)) -> int:
         """An order shard that restarted tells what it owns here (see StockLedger)."""
         await self._loaded
         dropped = self._ledger.replace_owned(owner, holds, sold, clock.now_ms())
+        self._generations[owner] = max(generation, self._generations.get(owner, _FIRST))
         self._ledger.changes.clear()
         if dropped:
             log.info("stock shard %d dropped %d holds of order shard %d", self.index,

@@ -73,6 +73,7 @@ class Run:
         self.refused: dict[str, int] = defaultdict(int)
         self.counter = itertools.count()
         self.done_steps = 0
+        self._seen: set[str] = set()
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -109,7 +110,10 @@ class Run:
         return DONE
 
     def fail(self, what: str) -> None:
-        self.world.failures.append(f"t={asyncio.get_running_loop().time():.3f}s {what}")
+        """Records a failure once (the first time it is seen)."""
+        if what not in self._seen:
+            self._seen.add(what)
+            self.world.failures.append(f"t={asyncio.get_running_loop().time():.3f}s {what}")
 
     # --- workload -------------------------------------------------------------------------------
 

@@ -92,7 +92,12 @@ class _Method:
 
     def remote(self, *args: Any) -> asyncio.Task[Any]:
         assert _WORLD is not None
-        return asyncio.get_running_loop().create_task(_WORLD.call(self.name, self.method, args))
+        # Addressed to the incarnation alive now: as with Ray, a call sent before a crash
+        # fails, it is never delivered to the restarted actor.
+        actor = _WORLD.actors[self.name]
+        incarnation = actor.incarnation if actor.instance is not None else -1
+        return asyncio.get_running_loop().create_task(
+            _WORLD.call(self.name, self.method, args, incarnation))
 
 
 @dataclass
@@ -172,15 +177,16 @@ class World:
                 task.cancel()
         return task
 
-    async def call(self, name: str, method: str, args: tuple[Any, ...]) -> Any:
+    async def call(self, name: str, method: str, args: tuple[Any, ...],
+                   incarnation: int) -> Any:
         self.calls += 1
         faults = self.faults
         await self.pause(faults.net_delay_ms)
         if self.rng.random() < faults.call_lost:
             raise Lost(f"sim: call {name}.{method} lost")
         actor = self.actors[name]
-        if actor.instance is None:
-            raise Lost(f"sim: {name} is restarting")
+        if actor.instance is None or actor.incarnation != incarnation:
+            raise Lost(f"sim: {name} died or is restarting")
         context = contextvars.copy_context()
         context.run(_CURRENT.set, (name, actor.incarnation))
         bound = getattr(actor.instance, method)

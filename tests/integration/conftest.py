@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
+
+# Ray exports metrics every second (not every ten) in tests: metric tests wait less.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 
 _merchants = itertools.count()
 # Merchant ids are unique per session: Redis (event streams) outlives a test database.

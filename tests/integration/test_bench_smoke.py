@@ -2,25 +2,20 @@
 
 Asserts what must hold on any machine: every invariant count is 0, every attempted order
 got an answer, and the JSON document has its documented shape. Never timings: figures
-belong in bench/RESULTS.md. The bench runs in its own process (it starts its own Ray).
-Postgres and Redis come from FLASHTX_POSTGRES_DSN / FLASHTX_REDIS_URL when set, else the
-embedded servers of adapters.embedded. The engine gets a database of its own, so that
-what other tests left in a shared one is not part of this test.
+belong in bench/RESULTS.md. The bench runs in its own process against the session's
+engine (`--target`, a merchant of its own per run; no Ray start of its own); the
+baselines use FLASHTX_POSTGRES_DSN / FLASHTX_REDIS_URL when set, else the embedded
+servers of adapters.embedded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -39,34 +34,6 @@ TOP_LEVEL_KEYS = {
     "invariants",
     "baselines",
 }
-
-
-async def _recreate_database(admin_dsn: str, name: str, create: bool) -> None:
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        if create:
-            await connection.execute(f"CREATE DATABASE {name}")
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-def engine_args() -> Iterator[list[str]]:
-    """With a Postgres from the environment, a fresh database for the engine in it;
-    without, nothing: the engine's embedded server lives in the test's FLASHTX_DATA_DIR."""
-    admin_dsn = os.environ.get("FLASHTX_POSTGRES_DSN")
-    if not admin_dsn:
-        yield []
-        return
-    # A name of its own: two sessions on one server must not drop each other's database.
-    name = f"flashtx_bench_{secrets.token_hex(4)}"
-    asyncio.run(_recreate_database(admin_dsn, name, create=True))
-    engine_dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
-    try:
-        yield ["--engine-config", f"postgres_dsn={engine_dsn}"]
-    finally:
-        asyncio.run(_recreate_database(admin_dsn, name, create=False))
 
 
 @pytest.fixture
@@ -122,10 +89,11 @@ def assert_shape_and_invariants(doc: dict) -> None:
     assert doc["verification_checked"]["postgres_orders_checked"] > 0
 
 
-def test_flash_sale_unary_with_all_baselines(tmp_path: Path, engine_args: list[str]) -> None:
+def test_flash_sale_unary_with_all_baselines(tmp_path: Path,
+                                            shared_engine_args: list[str]) -> None:
     doc, plot = run_bench(
         tmp_path,
-        *engine_args,
+        *shared_engine_args,
         "--scenario",
         "flash-sale",
         "--mode",

@@ -51,17 +51,8 @@ async def test_a_stalled_consumer_is_cut_off_with_its_resume_cursor(engine,
         # Once the stalled stream is cut off, the gateway's one stream slot is free again
         # and another consumer is served (refused with RESOURCE_EXHAUSTED until then).
         async with Client(address, saas.secret) as other:
-            deadline = time.monotonic() + 60
-            while True:
-                watcher = event_pb2_grpc.EventServiceStub(other.channel).WatchEvents(
-                    event_pb2.WatchEventsRequest(cursor="0"), metadata=metadata, timeout=20)
-                try:
-                    assert (await watcher.read()).event.event_id
-                    break
-                except grpc.aio.AioRpcError as error:
-                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
-                    assert time.monotonic() < deadline, "the stream slot was never freed"
-                    await asyncio.sleep(0.2)
+            watcher, first = await first_event_once_served(other.channel, "0", metadata)
+            assert first.event.event_id
             watcher.cancel()
         # What the stalled consumer had buffered, then the cut-off with where to resume.
         received: list[str] = []
@@ -73,9 +64,8 @@ async def test_a_stalled_consumer_is_cut_off_with_its_resume_cursor(engine,
         # At least once: the cursor is at or before the last event it got (the write that
         # timed out may still have arrived), so resuming skips nothing.
         assert len(received) < 6000 and cursor in received
-        resumed = event_pb2_grpc.EventServiceStub(channel).WatchEvents(
-            event_pb2.WatchEventsRequest(cursor=cursor), metadata=metadata, timeout=20)
-        after = await resumed.read()
+        # (once the other consumer's stream has left the gateway's one slot)
+        resumed, after = await first_event_once_served(channel, cursor, metadata)
         resumed.cancel()
         # Resuming starts right after the cursor: the next event the consumer had (again),
         # or, if it had none after it, a later one.
@@ -84,6 +74,22 @@ async def test_a_stalled_consumer_is_cut_off_with_its_resume_cursor(engine,
             assert after.cursor == following[0]
         else:
             assert _position(after.cursor) > _position(cursor)
+
+
+async def first_event_once_served(channel, cursor: str, metadata) -> tuple[object, object]:
+    """Opens WatchEvents from `cursor` until the gateway has a stream slot for it (it is
+    refused with RESOURCE_EXHAUSTED while another stream holds the slot); answers the
+    stream and its first response."""
+    deadline = time.monotonic() + 60
+    while True:
+        stream = event_pb2_grpc.EventServiceStub(channel).WatchEvents(
+            event_pb2.WatchEventsRequest(cursor=cursor), metadata=metadata, timeout=20)
+        try:
+            return stream, await stream.read()
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert time.monotonic() < deadline, "the stream slot was never freed"
+            await asyncio.sleep(0.1)
 
 
 def _position(cursor: str) -> tuple[int, int]:

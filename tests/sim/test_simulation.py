@@ -7,7 +7,7 @@ from __future__ import annotations
 from flashtx.sim import Faults, run_seed
 
 SEEDS = range(500)
-STEPS = 40
+STEPS = 30
 
 
 def test_seeds_hold_every_invariant() -> None:
@@ -22,7 +22,7 @@ def test_seeds_hold_every_invariant() -> None:
     assert not failing, (f"replay with: python -m flashtx.sim --seed SEED --steps {STEPS}"
                          f" --verbose; {failing}")
     # The runs did what they are for: orders were taken while shards crashed.
-    assert acked > 10 * len(SEEDS) and crashes > len(SEEDS) // 2
+    assert acked > 5 * len(SEEDS) and crashes > len(SEEDS) // 2
 
 
 def test_a_seed_replays_exactly() -> None:
