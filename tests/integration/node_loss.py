@@ -19,7 +19,7 @@ from ray.cluster_utils import Cluster
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
-from tests.integration.retrying import buy, one_unit
+from tests.integration.retrying import Channels, buy, one_unit
 
 UNITS, BUYERS = 1_000, 3_000
 def node_of(actor_name: str) -> str:
@@ -39,11 +39,13 @@ async def sale(engine: LocalEngine, cluster: Cluster, nodes: list) -> dict[str, 
             sku_id="drop", name="Drop", price_minor=1, on_hand=UNITS)]))
     acked: dict[str, str] = {}
     gate = asyncio.Semaphore(200)
+    channels = Channels(engine.address, token)
 
     async def gated(buyer: int) -> str:
         async with gate:
             return await buy(engine.address, token,
-                             one_unit(f"node-{buyer}", f"buyer-{buyer}", "drop"), acked)
+                             one_unit(f"node-{buyer}", f"buyer-{buyer}", "drop"), acked,
+                             channels)
 
     running = asyncio.gather(*(gated(b) for b in range(BUYERS)))
     while len(acked) < UNITS // 3:
@@ -53,6 +55,7 @@ async def sale(engine: LocalEngine, cluster: Cluster, nodes: list) -> dict[str, 
     moved = [a for a in ("stock-0", "stock-1", "order-0", "order-1") if node_of(a) == victim_id]
     cluster.remove_node(victim)
     outcomes = await running
+    await channels.close()
     async with Client(engine.address, token) as shop:
         level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
             sku_id="drop", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level

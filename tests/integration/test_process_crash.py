@@ -19,7 +19,7 @@ import pytest
 from flashtx.app import free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
-from tests.integration.retrying import buy, fresh_database, one_unit
+from tests.integration.retrying import Channels, buy, fresh_database, one_unit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -72,11 +72,13 @@ async def sigkill_and_restart(dsn: str) -> None:
                 sku_id="drop", name="Drop", price_minor=100, on_hand=UNITS)]))
         acked: dict[str, str] = {}
         gate = asyncio.Semaphore(300)
+        channels = Channels(address, token)
 
         async def gated(buyer: int) -> str:
             async with gate:
                 return await buy(address, token,
-                                 one_unit(f"crash-{buyer}", f"buyer-{buyer}", "drop"), acked)
+                                 one_unit(f"crash-{buyer}", f"buyer-{buyer}", "drop"), acked,
+                                 channels)
 
         sale = asyncio.gather(*(gated(b) for b in range(BUYERS)))
         while len(acked) < UNITS // 3:
@@ -85,6 +87,7 @@ async def sigkill_and_restart(dsn: str) -> None:
         server.wait()
         server = start_serve(port, env)
         outcomes = await sale
+        await channels.close()
         assert set(outcomes) <= {"OK", "FAILED_PRECONDITION"}, set(outcomes)
         assert len(acked) == outcomes.count("OK") == UNITS
 
