@@ -252,7 +252,8 @@ class Run:
         for name, actor in world.actors.items():
             if actor.instance is None:
                 world.start(name)
-        await asyncio.sleep(3 + 2 * self.config.reservation_grace_ms / 1000 + 2)
+        # The longest payment window (3 s), the stock shards' grace, and a sweep or two.
+        await asyncio.sleep(3 + self.config.reservation_grace_ms / 1000 + 1)
         store = world.store
         sold = store.held((OrderStatus.PAID, OrderStatus.FULFILLED))
         reserved = store.held((OrderStatus.RESERVED,))
@@ -279,8 +280,8 @@ class Run:
         checker = asyncio.ensure_future(self.checker())
         buyers = [self.buyer(b) for b in range(self.rng.randint(3, 12))]
         await asyncio.gather(*buyers, self.operator(), self.crasher())
+        checker.cancel()  # settle_and_check checks once more at its end
         await self.settle_and_check()
-        checker.cancel()
 
 
 def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcome:

@@ -41,6 +41,15 @@ async def _database(server_dsn: str, name: str, create: bool) -> None:
         await connection.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Ray clusters (or serve processes) of their own run before the
+    shared engine starts: they need not share the CPU with its idle actors."""
+    def uses_engine(item: pytest.Item) -> bool:
+        return "engine" in getattr(item, "fixturenames", ())
+
+    items.sort(key=lambda item: "/integration/" in str(item.fspath) and uses_engine(item))
+
+
 @pytest.fixture(scope="session")
 def database_dsn() -> Iterator[str]:
     """A fresh database on the configured (or embedded) server, dropped afterwards."""

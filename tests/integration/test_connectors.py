@@ -74,7 +74,7 @@ async def test_webhooks_retry_dead_letter_replay_and_stay_isolated(
     erp = ConnectorSpec(name=f"erp-{merchant_id}", kind="webhook", merchant_id=merchant_id,
                         max_attempts=2, backoff_ms_first=50,
                         options={"url": f"{base_url}/bad", "secret": "bad-secret",
-                                 "timeout_s": 0.3})
+                                 "timeout_s": 0.1})
     crm = ConnectorSpec(name=f"crm-{merchant_id}", kind="webhook", merchant_id=merchant_id,
                         types=("order.reserved",),
                         options={"url": f"{base_url}/good", "secret": "good-secret"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flashtx.sim import Faults, run_seed
 
 SEEDS = range(500)
-STEPS = 30
+STEPS = 20
 
 
 def test_seeds_hold_every_invariant() -> None:
