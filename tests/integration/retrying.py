@@ -36,7 +36,7 @@ async def until_answered(place: Callable[[], Awaitable[Any]], deadline_s: float 
             # Backing off (capped) keeps thousands of waiting clients from taking the CPU
             # a restarting server needs.
             await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, 1.0)
+            delay_s = min(delay_s * 2, 0.25)
     return "GAVE_UP", None
 
 
