@@ -21,7 +21,7 @@ from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.retrying import Channels, buy, one_unit
 
-UNITS, BUYERS = 1_000, 3_000
+UNITS, BUYERS = 1_000, 2_000
 def node_of(actor_name: str) -> str:
     from ray.util.state import list_actors
 
