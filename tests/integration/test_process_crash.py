@@ -18,8 +18,14 @@ import pytest
 
 from flashtx.app import free_port, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
-from tests.integration.retrying import Channels, buy, fresh_database, one_unit
+from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from tests.integration.retrying import (
+    Channels,
+    buy,
+    fresh_database,
+    one_unit,
+    until_answered,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -92,12 +98,12 @@ async def sigkill_and_restart(dsn: str) -> None:
         assert len(acked) == outcomes.count("OK") == UNITS
 
         async with Client(address, token) as shop:
-            replays = [await shop.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
-                idempotency_key=key, buyer_id=f"buyer-{key.split('-')[1]}",
-                lines=[order_pb2.OrderLine(sku_id="drop", quantity=1)]))
+            # Retried as any client retries UNAVAILABLE: with the same key.
+            replays = [(await until_answered(lambda key=key: shop.orders.PlaceOrder(
+                one_unit(key, f"buyer-{key.split('-')[1]}", "drop"))))[1]
                 for key in list(acked)[:50]]
-            level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
-                sku_id="drop", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level
+            level = (await until_answered(lambda: shop.stock.GetStock(stock_pb2.GetStockRequest(
+                sku_id="drop", consistency=common_pb2.READ_CONSISTENCY_STRONG))))[1].level
         assert all(r.replayed for r in replays)
         assert [r.order.order_id for r in replays] == [acked[k] for k in list(acked)[:50]]
 
