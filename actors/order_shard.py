@@ -77,7 +77,8 @@ class OrderShard(clock.ClockControl):
         self.index = index
         self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
-        self._book = OrderBook(secrets.token_hex(3), config.orders_per_shard_max)
+        self._book = OrderBook(secrets.token_hex(3), config.orders_per_shard_max,
+                               config.idempotency_keys_per_shard_max)
         self._stock = ShardGroup(stock_handles, stock_table, config.slots_total)
         self._slots = order_table.slots_of(index)
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
@@ -120,7 +121,8 @@ class OrderShard(clock.ClockControl):
         """Rebuilds memory from the database (from scratch on every try)."""
         store = self._store
         assert store is not None
-        self._book = OrderBook(self._book.epoch, self._config.orders_per_shard_max)
+        self._book = OrderBook(self._book.epoch, self._config.orders_per_shard_max,
+                               self._config.idempotency_keys_per_shard_max)
         self._campaigns.clear()
         self._units = BuyerUnits()
         self._carts = CartBook(self._config.cart_idle_s * 1000, self._config.cart_lines_max,
@@ -582,6 +584,8 @@ class OrderShard(clock.ClockControl):
         if order.order_id in self._busy:
             raise Unavailable("the order is changing; retry", order_id=order.order_id)
         parts = self._parts(order.merchant_id, order.stock_lines)
+        if action is not StockAction.COMMIT:
+            self._check_releases_room()
         if action is StockAction.COMMIT:  # stock first, then the state
             self._busy.add(order.order_id)
             commits.append((position, order, op))
@@ -600,6 +604,12 @@ class OrderShard(clock.ClockControl):
                     (order.order_id, order.merchant_id, order.buyer_id, tuple(part),
                      self.index))
         return snapshot
+
+    def _check_releases_room(self) -> None:
+        """Stock-freeing work waits while too many releases wait for an unreachable shard."""
+        if len(self._releases_due) >= self._config.releases_due_max:
+            raise Unavailable("a stock shard is unreachable and stock releases are waiting;"
+                              " retry")
 
     async def _stock_calls(self, calls: dict[tuple[str, int], list[Any]]) -> dict[str, Any]:
         """Commits, releases and returns on stock shards; returns {order_id: error} of failed
@@ -769,6 +779,7 @@ class OrderShard(clock.ClockControl):
         if cart is not None:
             if any((key, sku_id) in self._carts_busy for sku_id in cart.lines):
                 raise Unavailable("this cart is changing; retry")
+            self._check_releases_room()
             self._carts.remove(key)
             calls: dict[tuple[str, int], list[Any]] = defaultdict(list)
             self._cart_gone(cart, calls)  # journals it gone; its holds return (sweeper)
@@ -878,6 +889,8 @@ class OrderShard(clock.ClockControl):
         budget = self._config.expiry_sweep_items_max
         if self._journal is not None:
             budget = min(budget, self._journal.room(self._config.journal_background_share))
+        if len(self._releases_due) >= self._config.releases_due_max:
+            budget = 0  # a stock shard is unreachable: expire once releases drain
         expired = 0
         for order in self._book.due_for_expiry(now, budget):
             if order.order_id in self._busy:

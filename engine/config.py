@@ -172,6 +172,9 @@ class Config:
     skus_per_shard_max: int = 2_000_000
     orders_per_shard_max: int = 5_000_000
     idempotency_keys_per_shard_max: int = 5_000_000
+    # Stock releases and returns an order shard keeps for retry while a stock shard is
+    # unreachable; when full, cancels, refunds, cart clears and expiries wait (UNAVAILABLE).
+    releases_due_max: int = 100_000
 
     # --- carts ----------------------------------------------------------------------------
     # A cart unchanged this long is dropped and its holds return.

@@ -168,12 +168,14 @@ Fingerprint = tuple[str, tuple[Line, ...], str]  # (buyer_id, lines, campaign_id
 
 
 class OrderBook:
-    def __init__(self, epoch: str, orders_max: int = 5_000_000) -> None:
+    def __init__(self, epoch: str, orders_max: int = 5_000_000,
+                 keys_max: int = 5_000_000) -> None:
         self.orders: dict[str, Order] = {}
         self.changes: list[OrderChange] = []
         self._epoch = epoch
         self._counter = 0
         self._orders_max = orders_max
+        self._keys_max = keys_max
         self._by_key: dict[IdempotencyKey, str] = {}
         self._pending: dict[IdempotencyKey, tuple[str, Fingerprint]] = {}
         self._by_buyer: dict[tuple[str, str], list[str]] = {}
@@ -205,6 +207,9 @@ class OrderBook:
             return Begin(ResultCode.UNAVAILABLE, pending[0], None, "order is being placed")
         if len(self.orders) + len(self._pending) >= self._orders_max:
             return Begin(ResultCode.OVERLOADED, "", None, "order shard is full")
+        if len(self._by_key) + len(self._pending) >= self._keys_max:
+            return Begin(ResultCode.OVERLOADED, "", None,
+                         "order shard holds its maximum of idempotency keys")
         self._counter += 1
         order_id = f"{slot:04x}{self._epoch}{self._counter:09x}"
         self._pending[key] = (order_id, fingerprint)

@@ -9,7 +9,11 @@ __all__ = ["TokenBucket"]
 
 @dataclass(slots=True)
 class TokenBucket:
-    """`rate_per_s` tokens a second, at most `burst` saved up. One order is one token."""
+    """`rate_per_s` tokens a second, at most `burst` saved up. One order is one token.
+
+    A call that costs more than the burst (a batch bigger than the burst) passes when the
+    bucket is full and leaves it in debt: the next calls wait until the debt is paid back,
+    so the average rate holds and such a call is never refused forever."""
 
     rate_per_s: float
     burst: float
@@ -22,11 +26,12 @@ class TokenBucket:
 
     def take(self, count: int, now_ms: int) -> int:
         """Takes `count` tokens and returns 0, or takes nothing and returns how many
-        milliseconds until `count` tokens are there (never more than the burst allows)."""
+        milliseconds until the call would pass (`count` tokens, or a full bucket when
+        `count` is more than the burst)."""
         elapsed_s = max(0, now_ms - self.updated_ms) / 1000
         self.tokens = min(self.burst, self.tokens + elapsed_s * self.rate_per_s)
         self.updated_ms = now_ms
-        if count <= self.tokens:
+        if count <= self.tokens or self.tokens >= self.burst:
             self.tokens -= count
             return 0
         missing = min(count, self.burst) - self.tokens

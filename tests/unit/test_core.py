@@ -129,4 +129,11 @@ def test_token_bucket_limits_rate_and_says_when_to_retry() -> None:
     assert 1 <= retry_ms <= 11
     assert bucket.take(1, retry_ms) == 0  # as promised
     assert bucket.take(5, retry_ms) > 0 and bucket.take(5, retry_ms + 60) == 0
-    assert bucket.take(1000, 10_000) > 0  # more than the burst never passes at once
+    # More than the burst passes only from a full bucket, and leaves it in debt.
+    assert bucket.take(1000, 10_000) == 0
+    retry_ms = bucket.take(10, 10_000)
+    assert retry_ms == 10_001  # 1,000 tokens owed: 10 s to pay back, then 10 more ms
+    assert bucket.take(10, 10_000 + retry_ms - 2) > 0 and bucket.take(10, 10_000 + retry_ms) == 0
+    paid = 10_000 + retry_ms
+    assert bucket.take(1000, paid + 50) > 0  # 5 tokens: not full, so not yet
+    assert bucket.take(1000, paid + 100) == 0  # full again after 100 ms

@@ -135,3 +135,14 @@ def test_list_for_buyer_pages_newest_first() -> None:
     assert [o.order_id for o in page] == [ids[2], ids[1]]
     page, offset = book.list_for_buyer("m", "b", offset, 2)
     assert [o.order_id for o in page] == [ids[0]] and offset is None
+
+
+def test_the_idempotency_key_table_is_bounded_and_replays_still_answer() -> None:
+    book = OrderBook("e0", keys_max=2)
+    first = place(book, key="k1")
+    place(book, key="k2")
+    full = book.begin("m", "k3", "b", (("a", 1),), slot=7)
+    assert full.code is ResultCode.OVERLOADED and "idempotency keys" in full.message
+    assert len(book.orders) == 2
+    replay = book.begin("m", "k1", "b", (("a", 1),), slot=7)  # a known key still answers
+    assert replay.code is ResultCode.REPLAYED and replay.order == first
