@@ -1,14 +1,18 @@
 """Relay: moves committed outbox rows to Redis Streams, in commit order.
 
 Isolated from the order path: when Redis is down, orders keep committing (their outbox
-rows wait in Postgres) and the relay catches up when Redis returns. A restart relays no
-event twice (see adapters.events.StreamWriter).
+rows wait in Postgres) and the relay catches up when Redis returns. It reads the outbox
+by a cursor (Store.outbox_after) and adds a whole batch with one Redis script that moves
+the cursor kept in Redis in the same step, so a restart relays no event twice (see
+adapters.events.StreamWriter). The cursor is also saved in Postgres after each batch:
+with a Redis that lost its data, relaying goes on from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import redis.asyncio as redis
@@ -34,8 +38,9 @@ class Relay:
         config = self._config
         self._store = await Store.open(config.postgres_dsn, 2)
         self._redis = redis.Redis.from_url(config.redis_url)
-        writer = StreamWriter(self._redis, config.event_retention_events_max,
-                              config.relay_dedupe_ttl_s)
+        deployment_id = await self._store.setting("deployment_id", secrets.token_hex(8))
+        writer = StreamWriter(self._redis, config.event_retention_events_max, deployment_id)
+        self._cursor: tuple[int, int] | None = None
         delay_s = config.relay_interval_ms / 1000
         self._lag_task = asyncio.get_running_loop().create_task(
             every(1.0, self._report_lag, "outbox lag report"))
@@ -53,11 +58,15 @@ class Relay:
             await asyncio.sleep(delay_s)
 
     async def _relay_once(self, writer: StreamWriter) -> int:
-        rows = await self._store.unrelayed(self._config.relay_batch_max)
+        if self._cursor is None:  # Redis's cursor when it has one: it moves with the events
+            self._cursor = await writer.cursor() or await self._store.relay_cursor()
+        rows = await self._store.outbox_after(self._cursor, self._config.relay_batch_max)
         if not rows:
             return 0
-        await writer.relay([(r["event_id"], r["merchant_id"], event_payload(r)) for r in rows])
-        await self._store.mark_relayed([r["outbox_id"] for r in rows])
+        await writer.relay([(r["txid"], r["outbox_id"], r["event_id"], r["merchant_id"],
+                             event_payload(r)) for r in rows])
+        self._cursor = (rows[-1]["txid"], rows[-1]["outbox_id"])
+        await self._store.save_relay_cursor(self._cursor)
         if self.redis_failing:
             log.warning("relay resumed")
         self.redis_failing = False
@@ -65,13 +74,17 @@ class Relay:
         return len(rows)
 
     async def _report_lag(self) -> None:
-        waiting, oldest = await self._store.outbox_lag()
+        if self._cursor is None:
+            return
+        waiting, oldest = await self._store.outbox_lag(self._cursor)
         lag_s = 0.0 if oldest is None else (clock.now_ms() - oldest) / 1000
         metrics.record(metrics.lag_seconds(), lag_s, what="outbox")
         metrics.record(metrics.depth(), waiting, queue="outbox", actor="relay")
 
     async def stats(self) -> dict[str, Any]:
-        waiting, oldest = await self._store.outbox_lag() if hasattr(self, "_store") else (0, None)
+        cursor = getattr(self, "_cursor", None)
+        waiting, oldest = (await self._store.outbox_lag(cursor) if cursor is not None
+                           else (0, None))
         return {"relayed": self.relayed, "waiting": waiting,
                 "lag_ms": 0 if oldest is None else clock.now_ms() - oldest,
                 "redis_failing": self.redis_failing, "last_error": self.last_error}

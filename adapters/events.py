@@ -10,8 +10,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from engine.orders import OrderSnapshot
-from protos.flashtx.v1 import event_pb2
+from protos.flashtx.v1 import event_pb2, order_pb2
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +24,26 @@ def stream_key(merchant_id: str) -> str:
     return f"flashtx:events:{merchant_id}"
 
 
-def order_event(order: OrderSnapshot, event: str, sequence: int, at_ms: int) -> bytes:
-    from adapters.grpc_service import order_message
-
-    return event_pb2.Event(
-        event_id=f"{order.order_id}:{sequence}", merchant_id=order.merchant_id,
-        type=ORDER_EVENT_TYPES[event], order_id=order.order_id, sequence=sequence,
-        created_at_ms=at_ms, order=order_message(order)).SerializeToString()
-
-
 def event_payload(row: Any) -> bytes:
     """The serialized event of an outbox row: stored for stock events, built from the
     ledger (the order as it was after the change) for order events."""
     if row["payload"]:
         return bytes(row["payload"])
-    lines = tuple((sku_id, int(quantity), int(price))
-                  for sku_id, quantity, price in row["lines"] or ())
-    order = OrderSnapshot(row["order_id"], row["merchant_id"], row["buyer_id"],
-                          row["idempotency_key"], lines, row["status"], row["total_minor"],
-                          row["placed_at_ms"], row["payment_deadline_ms"], row["sequence"],
-                          row["refunded"], row["created_at_ms"])
-    event = next(e for e, t in ORDER_EVENT_TYPES.items() if t == row["event_type"])
-    return order_event(order, event, row["sequence"], row["created_at_ms"])
+    order_id, sequence, at_ms = row["order_id"], row["sequence"], row["created_at_ms"]
+    status = row["status"]
+    order = order_pb2.Order(
+        order_id=order_id, buyer_id=row["buyer_id"], idempotency_key=row["idempotency_key"],
+        lines=[order_pb2.OrderLine(sku_id=sku_id, quantity=int(quantity),
+                                   unit_price_minor=int(price))
+               for sku_id, quantity, price in row["lines"] or ()],
+        status=status if status is not None else 1, total_minor=row["total_minor"],
+        created_at_ms=row["placed_at_ms"], payment_deadline_ms=row["payment_deadline_ms"],
+        sequence=sequence, refunded=bool(row["refunded"]), updated_at_ms=at_ms,
+        campaign_id=row["campaign_id"] or "")
+    return event_pb2.Event(
+        event_id=f"{order_id}:{sequence}", merchant_id=row["merchant_id"],
+        type=row["event_type"], order_id=order_id, sequence=sequence, created_at_ms=at_ms,
+        order=order).SerializeToString()
 
 
 def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, delta: int,
@@ -57,34 +54,67 @@ def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, d
     ).SerializeToString()
 
 
-# Adds an event to its stream once: the marker key makes a second relay of the same
-# outbox row (after a relay restart) a no-op. Atomic because Redis runs scripts whole.
-_RELAY_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1],
-                    'event', ARGV[2])
+# Adds a batch of outbox rows to their streams, once: KEYS[1] holds the relay's cursor
+# (the last row added, "txid:outbox_id"), set in the same script, so rows at or before it
+# (a batch sent again after a relay restart) are skipped. Atomic because Redis runs
+# scripts whole. KEYS[2..] are the streams; ARGV[1] the retention, then five values per
+# row: stream index (in KEYS), txid, outbox_id, event id, event.
+_RELAY_BATCH = """
+local cursor = redis.call('GET', KEYS[1])
+local at_tx, at_id = -1, -1
+if cursor then
+  local sep = string.find(cursor, ':', 1, true)
+  at_tx = tonumber(string.sub(cursor, 1, sep - 1))
+  at_id = tonumber(string.sub(cursor, sep + 1))
 end
-return false
+local added, last = 0, nil
+for i = 2, #ARGV, 5 do
+  local tx, id = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if tx > at_tx or (tx == at_tx and id > at_id) then
+    redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', ARGV[1], '*',
+               'id', ARGV[i + 3], 'event', ARGV[i + 4])
+    added = added + 1
+    last = ARGV[i + 1] .. ':' .. ARGV[i + 2]
+  end
+end
+if last then
+  redis.call('SET', KEYS[1], last)
+end
+return added
 """
+
+
+def cursor_key(deployment_id: str) -> str:
+    """One per database (its deployment id): a Redis shared with another database, or
+    kept while the database was replaced, never skips this one's events."""
+    return f"flashtx:relay:cursor:{deployment_id}"
 
 
 class StreamWriter:
     def __init__(self, client: redis.Redis, retention_events_max: int,
-                 dedupe_ttl_s: int) -> None:
+                 deployment_id: str) -> None:
         self._client = client
-        self._script = client.register_script(_RELAY_ONCE)
+        self._script = client.register_script(_RELAY_BATCH)
         self._retention = retention_events_max
-        self._dedupe_ttl_s = dedupe_ttl_s
+        self._cursor_key = cursor_key(deployment_id)
 
-    async def relay(self, rows: Sequence[Any]) -> int:
-        """rows: (event_id, merchant_id, payload); returns how many were new."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for event_id, merchant_id, payload in rows:
-                await self._script(keys=[stream_key(merchant_id), f"flashtx:relayed:{event_id}"],
-                                   args=[event_id, payload, self._retention,
-                                         self._dedupe_ttl_s], client=pipe)
-            results = await pipe.execute()
-        return sum(1 for result in results if result)
+    async def cursor(self) -> tuple[int, int] | None:
+        """The last row added to the streams, if Redis knows it."""
+        value = await self._client.get(self._cursor_key)
+        if value is None:
+            return None
+        txid, outbox_id = value.decode().split(":")
+        return int(txid), int(outbox_id)
+
+    async def relay(self, rows: Sequence[tuple[int, int, str, str, bytes]]) -> int:
+        """rows: (txid, outbox_id, event_id, merchant_id, payload) in cursor order; one
+        script call for all of them. Returns how many were new."""
+        streams: dict[str, int] = {}
+        args: list[Any] = [self._retention]
+        for txid, outbox_id, event_id, merchant_id, payload in rows:
+            index = streams.setdefault(stream_key(merchant_id), len(streams) + 2)
+            args += (index, txid, outbox_id, event_id, payload)
+        return int(await self._script(keys=[self._cursor_key, *streams], args=args))
 
 
 def decode(fields: dict[bytes, bytes]) -> event_pb2.Event:

@@ -124,6 +124,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add("--catalog-skus", type=int, default=100_000, help="catalog/mixed: SKUs (Zipf demand)")
     add("--saas-clients", type=int, default=-1, help="slow readers per process (mixed: 2)")
+    add(
+        "--profile",
+        action="store_true",
+        help="also print the CPU µs per order of each stage (every process's CPU time "
+        "over the measured window; see bench/cpu.py)",
+    )
     add("--json", type=Path, help="write the results document here")
     add("--plot", type=Path, help="write a PNG of throughput and latency here")
     return parser.parse_args(argv)
@@ -303,7 +309,7 @@ def _run(
     if not args.no_engine:
         with targets_setup.engine(args, console) as (address, operator_key, dsn):
             info = asyncio.run(targets_setup.prepare_engine(address, operator_key, run_id, params))
-            merged = run_target("engine", info, shape, base, console)
+            merged = run_target("engine", info, shape, base, console, args.profile)
             console.print("verifying the engine's invariants …")
             verification = asyncio.run(targets_setup.verify(info, params, merged, args.seed, dsn))
         engine_summary = report.target_summary(merged)
@@ -311,7 +317,7 @@ def _run(
     summaries: dict[str, dict[str, Any]] = {}
     for name in baselines:
         with targets_setup.baseline(name, args, run_id, params, console) as (info, check):
-            merged = run_target(name, info, shape, base, console)
+            merged = run_target(name, info, shape, base, console, args.profile)
             summaries[name] = report.target_summary(merged)
             summaries[name]["oversold"] = check()
         histograms[name] = merged["histogram"]

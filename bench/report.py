@@ -39,6 +39,7 @@ def target_summary(merged: dict[str, Any]) -> dict[str, Any]:
         "rejected": rejected,
         "other_operations": dict(sorted(merged["other_operations"].items())),
         "timeline_per_s": merged["timeline"],
+        **({"cpu": merged["cpu"]} if "cpu" in merged else {}),
     }
 
 
@@ -138,8 +139,28 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
             "" if ratio is None else f"{ratio:.2f}",
         )
     console.print(table)
+    _print_cpu(console, rows)
     if doc.get("attempted"):
         _print_invariants(console, doc)
+
+
+def _print_cpu(console: Console, rows: dict[str, Any]) -> None:
+    """--profile: CPU µs per answered order of each stage, one column per target."""
+    profiled = {name: row["cpu"] for name, row in rows.items() if "cpu" in row}
+    if not profiled:
+        return
+    table = Table(title="CPU µs per answered order, by stage (measured window; bench.cpu)")
+    table.add_column("stage")
+    for name in profiled:
+        table.add_column(name, justify="right")
+    stages = next(iter(profiled.values()))["us_per_order"]
+    for stage in stages:
+        values = [cpu["us_per_order"][stage] for cpu in profiled.values()]
+        if any(values):
+            table.add_row(stage, *(f"{value:,.1f}" for value in values))
+    table.add_row("total (without other)",
+                  *(f"{cpu['us_per_order_total']:,.1f}" for cpu in profiled.values()))
+    console.print(table)
 
 
 def _print_invariants(console: Console, doc: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.cpu import WindowCpu
 from bench.loadgen import DRAIN_TIMEOUT_S, WorkerSpec, worker_main
 from bench.recorder import decode_histogram, new_histogram
 
@@ -38,9 +39,11 @@ class LoadShape:
 
 
 def run_target(
-    kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSpec, console: Console
+    kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSpec, console: Console,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """Runs the load against one prepared target and answers its merged result."""
+    """Runs the load against one prepared target and answers its merged result (with
+    `profile`, also the CPU time per order of each stage: bench.cpu)."""
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", [-1] * shape.processes, lock=False)
     start_at = context.Value("d", 0.0, lock=False)
@@ -59,6 +62,11 @@ def run_target(
     try:
         _wait_ready(progress, workers)
         start_at.value = time.time() + 0.2
+        window = None
+        if profile:
+            measure_at = start_at.value + shape.warmup_s
+            window = WindowCpu(measure_at, measure_at + shape.duration_s,
+                               {p.pid for p in workers if p.pid is not None}).start()
         _show_progress(kind, shape, progress, start_at.value, console)
         collected = _collect(results, shape)
     finally:
@@ -66,7 +74,10 @@ def run_target(
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
-    return merge(collected, shape)
+    merged = merge(collected, shape)
+    if window is not None:
+        merged["cpu"] = window.result(merged["completed"], shape.duration_s)
+    return merged
 
 
 def _worker_spec(

@@ -96,8 +96,6 @@ class Config:
     event_retention_events_max: int = 100_000
     relay_batch_max: int = 1000
     relay_interval_ms: int = 50
-    # How long the relay remembers an event it added, so a restart adds none twice.
-    relay_dedupe_ttl_s: int = 7 * 24 * 3600
     # A WatchEvents consumer that has not taken a message for this long is cut off.
     event_stream_stall_ms_max: int = 5_000
     # WatchEvents streams one gateway serves at once (SaaS traffic's own budget).

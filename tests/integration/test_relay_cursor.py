@@ -1,0 +1,79 @@
+"""The relay's cursor over the outbox, on the real Postgres and Redis: a row whose
+transaction commits late is never skipped, and a batch sent twice (a relay restart before
+its place was saved) adds each event once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from adapters import embedded
+from adapters.events import StreamWriter, cursor_key, stream_key
+from adapters.postgres import OUTBOX_COLUMNS, Store
+from tests.integration.conftest import _database, database_on, unique_merchant_id
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    """A database of its own: the shared engine's relay must not see these rows."""
+    server_dsn = embedded.postgres_dsn()
+    name = f"flashtx_relay_{secrets.token_hex(4)}"
+    await _database(server_dsn, name, create=True)
+    store = await Store.open(database_on(server_dsn, name), 4)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await _database(server_dsn, name, create=False)
+
+
+def _row(event_id: str, merchant_id: str) -> tuple[object, ...]:
+    return (event_id, merchant_id, "stock.adjusted", "", 0, b"payload-" + event_id.encode(), 1)
+
+
+async def test_a_row_committed_late_is_relayed_not_skipped(store: Store) -> None:
+    start = await store.relay_cursor()
+    async with store.pool.acquire() as slow, store.pool.acquire() as fast:
+        slow_tx = slow.transaction()
+        await slow_tx.start()
+        # Takes its outbox id (and transaction id) first, commits last.
+        await slow.copy_records_to_table("outbox", schema_name="flashtx",
+                                         records=[_row("slow", "m")], columns=OUTBOX_COLUMNS)
+        await fast.copy_records_to_table("outbox", schema_name="flashtx",
+                                         records=[_row("fast", "m")], columns=OUTBOX_COLUMNS)
+        # While the slow transaction runs, nothing after it may be read: its row would sort
+        # before what was read and be skipped for good.
+        assert await store.outbox_after(start, 100) == []
+        await slow_tx.commit()
+    rows = await store.outbox_after(start, 100)
+    assert [r["event_id"] for r in rows] == ["slow", "fast"]
+    after_first = (rows[0]["txid"], rows[0]["outbox_id"])
+    assert [r["event_id"] for r in await store.outbox_after(after_first, 100)] == ["fast"]
+    await store.save_relay_cursor(after_first)
+    assert await store.relay_cursor() == after_first
+
+
+async def test_a_batch_sent_again_adds_each_event_once() -> None:
+    client = redis.Redis.from_url(embedded.redis_url())
+    deployment = secrets.token_hex(6)
+    merchants = [unique_merchant_id("relay-a"), unique_merchant_id("relay-b")]
+    writer = StreamWriter(client, 1000, deployment)
+    rows = [(7, n, f"e{n}", merchants[n % 2], f"event {n}".encode()) for n in range(1, 9)]
+    try:
+        assert await writer.cursor() is None
+        assert await writer.relay(rows[:5]) == 5
+        assert await writer.cursor() == (7, 5)
+        assert await writer.relay(rows[2:]) == 3  # rows 3..5 were added already
+        assert await writer.relay(rows) == 0
+        assert await writer.relay([(8, 1, "e9", merchants[0], b"event 9")]) == 1  # next tx
+        seen = []
+        for merchant_id in merchants:
+            entries = await client.xrange(stream_key(merchant_id))
+            seen += [fields[b"id"].decode() for _, fields in entries]
+        assert sorted(seen) == sorted(f"e{n}" for n in range(1, 10))
+    finally:
+        await client.delete(cursor_key(deployment), *(stream_key(m) for m in merchants))
+        await client.aclose()
