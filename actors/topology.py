@@ -12,6 +12,7 @@ import ray
 from actors.connector import Connector
 from actors.controller import Controller
 from actors.gateway import Gateway
+from actors.gcpolicy import engine_process
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
 from actors.relay import Relay
@@ -41,9 +42,9 @@ def _placed(options: dict[str, Any], config: Config) -> dict[str, Any]:
 
 
 RemoteMerchantShard = ray.remote(MerchantShard)
-RemoteStockShard = ray.remote(StockShard)
-RemoteOrderShard = ray.remote(OrderShard)
-RemoteGateway = ray.remote(Gateway)
+RemoteStockShard = ray.remote(engine_process(StockShard))
+RemoteOrderShard = ray.remote(engine_process(OrderShard))
+RemoteGateway = ray.remote(engine_process(Gateway))
 RemoteRelay = ray.remote(Relay)
 RemoteController = ray.remote(Controller)
 

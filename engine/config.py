@@ -158,6 +158,12 @@ class Config:
     stock_snapshot_max_age_ms: int = 100
     stock_snapshot_entries_max: int = 200_000
 
+    # --- memory ---------------------------------------------------------------------------
+    # Engine processes freeze their long-lived objects out of the garbage collector's scans
+    # this often (0: never; actors.gcpolicy), and collect everything once this often.
+    gc_freeze_interval_ms: int = 1000
+    gc_full_interval_s: int = 3600
+
     # --- orders and stock -----------------------------------------------------------------
     payment_window_s_default: int = 900
     payment_window_s_max: int = 7 * 24 * 3600
