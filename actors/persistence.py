@@ -45,10 +45,11 @@ def order_rows(order: OrderSnapshot, slots_total: int) -> tuple[tuple[Any, ...],
 
 
 def transition_rows(change: OrderChange, order: Order,
-                    snapshot: OrderSnapshot) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+                    snapshot: OrderSnapshot) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
     """A transition and its outbox row (same transaction). The event's payload is built
-    by the relay from the ledger, off the order path."""
-    transition = (change.order_id, change.sequence, change.merchant_id,
+    by the relay from the ledger, off the order path. "placed" has no transition row: the
+    order's own row implies it (migration 0008)."""
+    transition = None if change.event == "placed" else (change.order_id, change.sequence, change.merchant_id,
                   int(change.order_id[:4], 16), change.status, change.event,
                   order.refunded if change.status == OrderStatus.CANCELLED else False,
                   change.at_ms)
@@ -62,7 +63,7 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
     """entries: ("order", row, lines), ("transition", row, event), ("cart", key, row or
     None: gone) tuples. A cart's latest entry wins. On a `retry`, entries whose earlier
     try committed (its answer lost) are not written again: one transaction wrote all of
-    them, so their first transition tells."""
+    them, so their first event tells."""
     orders, lines, transitions, outbox = [], [], [], []
     carts: dict[Any, Any] = {}
     for entry in entries:
@@ -72,10 +73,10 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
         elif entry[0] == "cart":
             carts[entry[1]] = entry[2]
         else:
-            transitions.append(entry[1])
+            if entry[1] is not None:
+                transitions.append(entry[1])
             outbox.append(entry[2])
-    if retry and transitions and await store.has_transition(transitions[0][0],
-                                                            transitions[0][1]):
+    if retry and outbox and await store.has_event(outbox[0][0]):
         return
     kept = [row for row in carts.values() if row is not None]
     gone = [key for key, row in carts.items() if row is None]

@@ -143,11 +143,11 @@ class Store:
 
     # --- catalogue and stock ------------------------------------------------------------------
 
-    async def has_transition(self, order_id: str, sequence: int) -> bool:
+    async def has_event(self, event_id: str) -> bool:
+        """Did a commit write this outbox event (a retried commit asks of its first)?"""
         async with self.pool.acquire() as connection:
             return bool(await connection.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM flashtx.order_transitions"
-                " WHERE order_id = $1 AND sequence = $2)", order_id, sequence))
+                "SELECT EXISTS (SELECT 1 FROM flashtx.outbox WHERE event_id = $1)", event_id))
 
     async def save_skus(self, skus: Sequence[tuple[Any, ...]],
                         adjustments: Sequence[tuple[Any, ...]],
@@ -296,9 +296,13 @@ class Store:
         slot_list = list(slots)
         async with self.pool.acquire() as connection:
             orders = await connection.fetch(
-                "SELECT o.*, t.sequence, t.status, t.refunded, t.at_ms AS updated_at_ms"
-                " FROM flashtx.orders o JOIN (SELECT DISTINCT ON (order_id) order_id, sequence,"
-                "   status, refunded, at_ms FROM flashtx.order_transitions"
+                # No transition: the implied "placed" (migration 0008).
+                "SELECT o.*, coalesce(t.sequence, 1) AS sequence,"
+                " coalesce(t.status, 1::smallint) AS status,"
+                " coalesce(t.refunded, false) AS refunded,"
+                " coalesce(t.at_ms, o.created_at_ms) AS updated_at_ms"
+                " FROM flashtx.orders o LEFT JOIN (SELECT DISTINCT ON (order_id) order_id,"
+                "   sequence, status, refunded, at_ms FROM flashtx.order_transitions"
                 "   WHERE slot = ANY($1::int[]) ORDER BY order_id, sequence DESC) t"
                 " USING (order_id) WHERE o.slot = ANY($1::int[])"
                 " ORDER BY o.created_at_ms, o.order_id", slot_list)

@@ -28,9 +28,13 @@ COLUMNS = {"orders": ORDER_COLUMNS, "order_lines": LINE_COLUMNS, "skus": SKU_COL
 _MIGRATE_LOCK = 0x0F1A5E
 # transitions the importer wrote, as opposed to ones flashtx made while serving
 IMPORTED_EVENTS_SQL = "(t.event = 'imported' OR t.event LIKE 'legacy-%')"
-LATEST_SQL = ("SELECT DISTINCT ON (t.order_id) t.order_id, t.status, t.event"
-              " FROM flashtx.order_transitions t WHERE t.merchant_id = ANY($1::text[])"
-              " ORDER BY t.order_id, t.sequence DESC")
+# Every order's latest (status, event); no transition is the implied "placed" (0008).
+LATEST_SQL = ("SELECT o.order_id, coalesce(t.status, 1::smallint) AS status,"
+              " coalesce(t.event, 'placed') AS event FROM flashtx.orders o"
+              " LEFT JOIN (SELECT DISTINCT ON (t.order_id) t.order_id, t.status, t.event"
+              "   FROM flashtx.order_transitions t WHERE t.merchant_id = ANY($1::text[])"
+              "   ORDER BY t.order_id, t.sequence DESC) t USING (order_id)"
+              " WHERE o.merchant_id = ANY($1::text[])")
 
 
 async def lock_migration(connection: asyncpg.Connection) -> bool:
@@ -106,7 +110,8 @@ async def existing_orders(connection: asyncpg.Connection,
     last wrote (legacy_status)."""
     rows = await connection.fetch(
         "SELECT o.order_id, o.buyer_id, o.total_minor, o.created_at_ms,"
-        " o.payment_deadline_ms, o.slot, last.sequence, last.status,"
+        " o.payment_deadline_ms, o.slot, coalesce(last.sequence, 1) AS sequence,"
+        " coalesce(last.status, 1::smallint) AS status,"
         " (SELECT t.status FROM flashtx.order_transitions t WHERE t.order_id = o.order_id"
         f"   AND {IMPORTED_EVENTS_SQL} ORDER BY t.sequence DESC LIMIT 1) AS legacy_status"
         " FROM flashtx.orders o LEFT JOIN LATERAL (SELECT t.sequence, t.status"
@@ -140,6 +145,5 @@ async def removed_orders(connection: asyncpg.Connection,
         "  AND NOT EXISTS (SELECT 1 FROM legacy_seen_orders s"
         "   WHERE s.idempotency_key = o.idempotency_key))"
         " SELECT gone.*, last.sequence, last.status FROM gone"
-        " JOIN LATERAL (SELECT t.sequence, t.status, t.event FROM flashtx.order_transitions t"
-        "  WHERE t.order_id = gone.order_id ORDER BY t.sequence DESC LIMIT 1) last ON true"
+        " JOIN flashtx.order_states last USING (order_id)"
         " WHERE last.event <> 'legacy-removed'", merchant_ids))

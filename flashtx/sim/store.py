@@ -42,6 +42,7 @@ class MemoryStore:
         self.routing: RoutingTable | None = None
         self.settings: dict[str, str] = {}
         self.outbox = 0
+        self.events: set[str] = set()  # outbox event ids (unique, as in Postgres)
         self.writes = 0
 
     # --- what the simulator checks against ---------------------------------------------
@@ -101,6 +102,9 @@ class MemoryStore:
             for row in transitions:
                 if row[1] in self.transitions[row[0]]:
                     raise asyncpg.UniqueViolationError(f"duplicate transition {row[:2]}")
+            for row in outbox:
+                if row[0] in self.events:
+                    raise asyncpg.UniqueViolationError(f"duplicate event {row[0]}")
             for key in carts_gone:
                 self.carts.pop(tuple(key), None)  # type: ignore[arg-type]
             for row in carts:
@@ -114,6 +118,9 @@ class MemoryStore:
                      "campaign_id"), row, strict=True))
                 self.keys[(row[1], row[3])] = row[0]
                 self.lines[row[0]] = []
+                # The order's row implies its "placed" transition (migration 0008).
+                self.transitions[row[0]][1] = {"status": 1, "refunded": False,
+                                               "at_ms": row[6]}
             for row in lines:
                 order_id, line_no, _, sku_id, _, quantity, price, stock_key = row
                 self.lines[order_id].append((line_no, sku_id, quantity, price, stock_key))
@@ -122,12 +129,13 @@ class MemoryStore:
                 self.transitions[order_id][sequence] = {"status": status,
                                                         "refunded": refunded, "at_ms": at_ms}
             self.outbox += len(outbox)
+            self.events.update(row[0] for row in outbox)
 
         await self._write(apply)
 
-    async def has_transition(self, order_id: str, sequence: int) -> bool:
+    async def has_event(self, event_id: str) -> bool:
         await self._read()
-        return sequence in self.transitions.get(order_id, {})
+        return event_id in self.events
 
     def _upsert_skus(self, skus: Sequence[tuple[Any, ...]], overwrite: bool = True) -> None:
         for merchant_id, sku_id, slot, name, price, limit, _ in skus:

@@ -33,8 +33,7 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
         assert report.reconciled
         expected = await connection.fetch(
             "SELECT l.merchant_id, l.sku_id, sum(l.quantity) AS held FROM flashtx.order_lines l"
-            " JOIN LATERAL (SELECT status FROM flashtx.order_transitions t"
-            "   WHERE t.order_id = l.order_id ORDER BY sequence DESC LIMIT 1) s ON true"
+            " JOIN flashtx.order_states s USING (order_id)"
             " WHERE s.status = 1 AND l.merchant_id LIKE $1 GROUP BY 1, 2", f"{prefix}-%")
         an_order = await connection.fetchrow(
             "SELECT order_id, merchant_id FROM flashtx.orders WHERE merchant_id LIKE $1"
