@@ -275,7 +275,7 @@ class MerchantShard(clock.ClockControl):
         orders = await find_actors(self._order_names[:1])
         table = await orders[0].stock_routing.remote()
         handles = await find_actors([f"stock-{i}" for i in range(table.shards)])
-        return ShardGroup(handles, table, self._config.slots_total)
+        return ShardGroup(handles, table, self._config.slots_total, by_sku=True)
 
     async def _levels(self, stock: ShardGroup, merchant_id: str,
                       sku_ids: Sequence[str]) -> list[Any]:

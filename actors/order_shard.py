@@ -79,7 +79,7 @@ class OrderShard(clock.ClockControl):
         self._config = config
         self._book = OrderBook(secrets.token_hex(3), config.orders_per_shard_max,
                                config.idempotency_keys_per_shard_max)
-        self._stock = ShardGroup(stock_handles, stock_table, config.slots_total)
+        self._stock = ShardGroup(stock_handles, stock_table, config.slots_total, by_sku=True)
         self._slots = order_table.slots_of(index)
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
         self._not_durable: dict[str, asyncio.Future[None]] = {}
@@ -486,13 +486,13 @@ class OrderShard(clock.ClockControl):
             return
         slots_total = self._config.slots_total
         entries: list[Any] = []
+        orders = self._book.orders
         for change in changes:
-            order = self._book.orders[change.order_id]
-            snapshot = order.snapshot()
+            order = orders[change.order_id]
             if change.event == "placed":
-                row, lines = order_rows(snapshot, slots_total)
+                row, lines = order_rows(order, slots_total)
                 entries.append(("order", row, lines))
-            transition, event = transition_rows(change, order, snapshot)
+            transition, event = transition_rows(change, order)
             entries.append(("transition", transition, event))
         future = self._journal.append(entries)
         order_ids = [change.order_id for change in changes]

@@ -18,7 +18,7 @@ from engine.campaigns import Campaign, CampaignSku
 from engine.carts import Cart, CartKey, CartLine
 from engine.errors import InvariantViolation
 from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
-from engine.sharding import slot_of
+from engine.sharding import sku_slot
 
 log = logging.getLogger(__name__)
 
@@ -31,31 +31,37 @@ async def open_store(dsn: str, pool_size: int) -> Store | None:
     return await Store.open(dsn, pool_size)
 
 
-def order_rows(order: OrderSnapshot, slots_total: int) -> tuple[tuple[Any, ...],
-                                                                 list[tuple[Any, ...]]]:
+def order_rows(order: Order | OrderSnapshot,
+               slots_total: int) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     row = (order.order_id, order.merchant_id, order.buyer_id, order.idempotency_key,
            int(order.order_id[:4], 16), order.total_minor, order.created_at_ms,
            order.payment_deadline_ms, order.key_id, order.campaign_id)
+    order_id, merchant_id = order.order_id, order.merchant_id
+    if len(order.lines) == 1 and not order.stock_keys:  # the common case, without loops
+        sku_id, quantity, price = order.lines[0]
+        return row, [(order_id, 0, merchant_id, sku_id, sku_slot(merchant_id, sku_id,
+                                                                  slots_total),
+                      quantity, price, "")]
     stock_keys = order.stock_keys or ("",) * len(order.lines)
-    lines = [(order.order_id, number, order.merchant_id, sku_id,
-              slot_of(order.merchant_id, sku_id, slots_total), quantity, price, stock_key)
+    lines = [(order_id, number, merchant_id, sku_id,
+              sku_slot(merchant_id, sku_id, slots_total), quantity, price, stock_key)
              for number, ((sku_id, quantity, price), stock_key) in enumerate(
                  zip(order.lines, stock_keys, strict=True))]
     return row, lines
 
 
-def transition_rows(change: OrderChange, order: Order,
-                    snapshot: OrderSnapshot) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
+def transition_rows(change: OrderChange,
+                    order: Order) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
     """A transition and its outbox row (same transaction). The event's payload is built
     by the relay from the ledger, off the order path. "placed" has no transition row: the
     order's own row implies it (migration 0008)."""
-    transition = None if change.event == "placed" else (change.order_id, change.sequence, change.merchant_id,
-                  int(change.order_id[:4], 16), change.status, change.event,
-                  order.refunded if change.status == OrderStatus.CANCELLED else False,
-                  change.at_ms)
-    event = (f"{change.order_id}:{change.sequence}", change.merchant_id,
-             ORDER_EVENT_TYPES[change.event], change.order_id, change.sequence, b"",
-             change.at_ms)
+    order_id, sequence = change.order_id, change.sequence
+    transition = None if change.event == "placed" else (
+        order_id, sequence, change.merchant_id, int(order_id[:4], 16), change.status,
+        change.event, order.refunded if change.status == OrderStatus.CANCELLED else False,
+        change.at_ms)
+    event = (f"{order_id}:{sequence}", change.merchant_id, ORDER_EVENT_TYPES[change.event],
+             order_id, sequence, b"", change.at_ms)
     return transition, event
 
 

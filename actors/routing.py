@@ -12,24 +12,27 @@ from typing import Any
 
 import ray
 
-from engine.sharding import RoutingTable, slot_of
+from engine.sharding import RoutingTable, sku_slot, slot_of
 
 NAMESPACE = "flashtx"
 
 
 class ShardGroup:
-    """Shards of one kind (stock or order) and the table that routes slots to them."""
+    """Shards of one kind (stock or order) and the table that routes slots to them.
+    `by_sku`: keys are SKUs (stock), whose slots are remembered (engine.sharding.sku_slot)."""
 
-    def __init__(self, handles: Sequence[Any], table: RoutingTable, slots_total: int) -> None:
+    def __init__(self, handles: Sequence[Any], table: RoutingTable, slots_total: int,
+                 by_sku: bool = False) -> None:
         self.handles = list(handles)
         self.table = table
         self.slots_total = slots_total
+        self.by_sku = by_sku
 
     def slot(self, merchant_id: str, key: str) -> int:
-        return slot_of(merchant_id, key, self.slots_total)
+        return (sku_slot if self.by_sku else slot_of)(merchant_id, key, self.slots_total)
 
     def shard_of(self, merchant_id: str, key: str) -> int:
-        return self.table.shard_of_slot[slot_of(merchant_id, key, self.slots_total)]
+        return self.table.shard_of_slot[self.slot(merchant_id, key)]
 
     def shard_of_slot(self, slot: int) -> int:
         return self.table.shard_of_slot[slot]

@@ -112,7 +112,7 @@ class Topology:
                   .remote(i, config, stock, stock_table, order_table)
                   for i, name in enumerate(order_names)]
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
-                       ShardGroup(stock, stock_table, slots),
+                       ShardGroup(stock, stock_table, slots, by_sku=True),
                        ShardGroup(orders, order_table, slots))
         ray.get([shard.check_invariants.remote() for shard in [*stock, *orders]])
         if "none" not in (config.redis_url, config.postgres_dsn):

@@ -236,9 +236,9 @@ class StockLedger:
         self.reservations[order_id] = Reservation(merchant_id, buyer_id, line_tuple,
                                                   expires_at_ms, owner)
         heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
-        for (sku_id, quantity), sku in zip(line_tuple, states, strict=True):
-            self.changes.append(StockChange("reserved", merchant_id, sku_id, quantity, "",
-                                            order_id, now_ms))
+        # A hold is derived from its order (nothing to journal here); only a sell-out is
+        # news, announced as an event.
+        for (sku_id, _), sku in zip(line_tuple, states, strict=True):
             if sku.on_hand - sku.reserved - sku.sold == 0 and not force and (
                     BUCKET_SEPARATOR not in sku_id):  # a bucket: the campaign tells
                 self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",

@@ -13,6 +13,7 @@ from engine.errors import InvalidArgument
 __all__ = ["check_id", "check_length", "check_order", "check_range", "check_sku"]
 
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
+_ID_MATCH = _ID.fullmatch
 
 
 def check_id(field: str, value: str, length_max: int) -> str:
@@ -41,7 +42,28 @@ def check_range(field: str, value: int, low: int, high: int) -> int:
 
 def check_order(config: Config, field: str, idempotency_key: str, buyer_id: str,
                 lines: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
-    """Returns the lines sorted by SKU (an order's canonical form, used for idempotency)."""
+    """Returns the lines sorted by SKU (an order's canonical form, used for idempotency).
+    A valid order takes one pass of cheap checks; an invalid one is checked again, field
+    by field, for the error that names the field."""
+    id_max = config.id_length_max
+    if (0 < len(idempotency_key) <= id_max and 0 < len(buyer_id) <= id_max
+            and 1 <= len(lines) <= config.lines_per_order_max
+            and _ID_MATCH(idempotency_key) and _ID_MATCH(buyer_id)):
+        quantity_max = config.quantity_per_line_max
+        if len(lines) == 1:
+            sku_id, quantity = lines[0]
+            if 0 < len(sku_id) <= id_max and 1 <= quantity <= quantity_max and _ID_MATCH(
+                    sku_id):
+                return ((sku_id, quantity),)
+        elif len({sku_id for sku_id, _ in lines}) == len(lines) and all(
+                0 < len(sku_id) <= id_max and 1 <= quantity <= quantity_max
+                and _ID_MATCH(sku_id) for sku_id, quantity in lines):
+            return tuple(sorted(lines))
+    return _check_order_fields(config, field, idempotency_key, buyer_id, lines)
+
+
+def _check_order_fields(config: Config, field: str, idempotency_key: str, buyer_id: str,
+                        lines: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
     check_id(f"{field}idempotency_key", idempotency_key, config.id_length_max)
     check_id(f"{field}buyer_id", buyer_id, config.id_length_max)
     if not 1 <= len(lines) <= config.lines_per_order_max:

@@ -7,6 +7,8 @@ import pickle
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.grpc_errors import SCOPES, status_code_of, to_status
 from engine import errors
@@ -137,3 +139,24 @@ def test_token_bucket_limits_rate_and_says_when_to_retry() -> None:
     paid = 10_000 + retry_ms
     assert bucket.take(1000, paid + 50) > 0  # 5 tokens: not full, so not yet
     assert bucket.take(1000, paid + 100) == 0  # full again after 100 ms
+
+
+_ids = st.text(alphabet="ab.-_:@Z9 é\x00", max_size=6)
+
+
+@given(key=_ids, buyer=_ids,
+       lines=st.lists(st.tuples(_ids, st.integers(-1, 12)), max_size=4))
+def test_the_fast_order_check_agrees_with_the_field_by_field_one(key, buyer, lines) -> None:
+    """check_order's one-pass path answers exactly what the field-by-field checks do."""
+    from engine.validation import _check_order_fields
+
+    config = load_config(environ={}, id_length_max=4, lines_per_order_max=3, cart_lines_max=3,
+                         quantity_per_line_max=10)
+    try:
+        expected = _check_order_fields(config, "o.", key, buyer, lines)
+    except errors.InvalidArgument as error:
+        with pytest.raises(errors.InvalidArgument) as raised:
+            check_order(config, "o.", key, buyer, lines)
+        assert (raised.value.reason, raised.value.message) == (error.reason, error.message)
+    else:
+        assert check_order(config, "o.", key, buyer, lines) == expected
