@@ -7,6 +7,7 @@ from the ledger tables (filtered by slot).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -87,11 +88,56 @@ async def connect_pool(dsn: str, size_max: int) -> asyncpg.Pool:
     return pool
 
 
+def _insert_from_arrays(table: str, columns: Sequence[str], types: Sequence[str],
+                        offset: int) -> str:
+    return (f"INSERT INTO flashtx.{table} ({', '.join(columns)}) SELECT * FROM unnest("
+            + ", ".join(f"${offset + i + 1}::{t}[]" for i, t in enumerate(types)) + ")")
+
+
+# A small group commit in one statement (one round trip, no BEGIN/COMMIT): the rows of
+# each table travel as arrays. Measured on this machine, 5 orders a commit: 50 µs of
+# client CPU per order instead of 146 with a transaction of COPYs; from ~50 orders on,
+# COPY is cheaper, and commits that big use it.
+_SMALL_COMMIT_SQL = (
+    "WITH o AS (" + _insert_from_arrays(
+        "orders", PLACED_ORDER_COLUMNS,
+        ("text", "text", "text", "text", "int", "bigint", "bigint", "bigint", "text", "text"),
+        0) + "), l AS (" + _insert_from_arrays(
+        "order_lines", PLACED_LINE_COLUMNS,
+        ("text", "int", "text", "text", "int", "int", "bigint", "text"), 10) + "), t AS ("
+    + _insert_from_arrays(
+        "order_transitions", TRANSITION_COLUMNS,
+        ("text", "int", "text", "int", "smallint", "text", "bool", "bigint"), 18) + ") "
+    + _insert_from_arrays(
+        "outbox", OUTBOX_COLUMNS,
+        ("text", "text", "text", "text", "int", "bytea", "bigint"), 26))
+SMALL_COMMIT_ROWS_MAX = 48
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    """A held connection whose link closed: the pool took it back (detaching it) then."""
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class Store:
     """Every SQL statement flashtx runs against its own tables."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Group commits come one at a time (one journal per shard): they keep a
+        # connection of their own instead of taking one from the pool (and resetting it)
+        # for every commit.
+        self._commit_connection: asyncpg.Connection | None = None
+        self._commit_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, dsn: str, size_max: int = 4) -> Store:
@@ -101,6 +147,9 @@ class Store:
         return cls(pool)
 
     async def close(self) -> None:
+        connection, self._commit_connection = self._commit_connection, None
+        if connection is not None and not _lost(connection):
+            await self.pool.release(connection)
         await self.pool.close()
 
     # --- group commit -------------------------------------------------------------------------
@@ -111,9 +160,43 @@ class Store:
                             outbox: Sequence[tuple[Any, ...]],
                             carts: Sequence[tuple[Any, ...]] = (),
                             carts_gone: Sequence[tuple[str, str, str]] = ()) -> None:
-        """One transaction, one COPY per table: all of it or none of it. Carts (written
-        behind) ride along: `carts` rows are upserted, `carts_gone` keys deleted."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        """All of it or none of it: one statement for a small commit, else one
+        transaction with one COPY per table. Carts (written behind) ride along: `carts`
+        rows are upserted, `carts_gone` keys deleted."""
+        async with self._commit_lock:
+            connection = self._commit_connection
+            if connection is None or _lost(connection):
+                connection = self._commit_connection = await self.pool.acquire()
+            try:
+                if not carts and not carts_gone and (
+                        len(orders) + len(transitions) <= SMALL_COMMIT_ROWS_MAX):
+                    await connection.execute(
+                        _SMALL_COMMIT_SQL, *_columns(orders, len(PLACED_ORDER_COLUMNS)),
+                        *_columns(lines, len(PLACED_LINE_COLUMNS)),
+                        *_columns(transitions, len(TRANSITION_COLUMNS)),
+                        *_columns(outbox, len(OUTBOX_COLUMNS)))
+                else:
+                    await self._commit_copying(connection, orders, lines, transitions,
+                                               outbox, carts, carts_gone)
+            except BaseException:
+                # Whatever state the connection is in (a lost answer, a cancelled call),
+                # it goes back to the pool, which resets or closes it; the next commit
+                # takes another.
+                self._commit_connection = None
+                try:
+                    await self.pool.release(connection)
+                except Exception as error:  # the commit's own error is the one to report
+                    log.warning("releasing a failed commit connection: %r", error)
+                raise
+
+    @staticmethod
+    async def _commit_copying(connection: asyncpg.Connection, orders: Sequence[tuple[Any, ...]],
+                              lines: Sequence[tuple[Any, ...]],
+                              transitions: Sequence[tuple[Any, ...]],
+                              outbox: Sequence[tuple[Any, ...]],
+                              carts: Sequence[tuple[Any, ...]],
+                              carts_gone: Sequence[tuple[str, str, str]]) -> None:
+        async with connection.transaction():
             if carts_gone:
                 await connection.executemany(
                     "DELETE FROM flashtx.carts WHERE merchant_id = $1 AND buyer_id = $2"
@@ -140,6 +223,7 @@ class Store:
             if outbox:
                 await connection.copy_records_to_table(
                     "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+
 
     # --- catalogue and stock ------------------------------------------------------------------
 
