@@ -47,7 +47,14 @@ from engine.errors import (
     ResultCode,
     Unavailable,
 )
-from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
+from engine.orders import (
+    Order,
+    OrderBook,
+    OrderSnapshot,
+    OrderStatus,
+    PlaceResults,
+    StockAction,
+)
 from engine.sharding import RoutingTable, slot_of
 
 log = logging.getLogger(__name__)
@@ -250,7 +257,7 @@ class OrderShard(clock.ClockControl):
                      " key")] * len(items)
         self._stock_calls_inflight += 1
         try:
-            return await self._place_measured(items)
+            return PlaceResults(await self._place_measured(items))
         finally:
             self._stock_calls_inflight -= 1
 
@@ -852,7 +859,7 @@ class OrderShard(clock.ClockControl):
                 self._save_cart(cart_key, self._carts.take_ordered(
                     cart_key, [(sku_id, quantity) for sku_id, quantity, _ in value.lines],
                     now), now)
-        return results
+        return PlaceResults(results)
 
     # --- housekeeping -----------------------------------------------------------------------
 

@@ -146,3 +146,20 @@ def test_the_idempotency_key_table_is_bounded_and_replays_still_answer() -> None
     assert len(book.orders) == 2
     replay = book.begin("m", "k1", "b", (("a", 1),), slot=7)  # a known key still answers
     assert replay.code is ResultCode.REPLAYED and replay.order == first
+
+
+def test_place_results_cross_a_process_boundary_unchanged() -> None:
+    import pickle
+
+    from engine.errors import OutOfStock
+    from engine.orders import PlaceResults
+
+    order = place(OrderBook("e0"))
+    results = PlaceResults([(ResultCode.OK, order), (ResultCode.REPLAYED, order),
+                            (ResultCode.OVERLOADED, "order shard is full"),
+                            (ResultCode.OUT_OF_STOCK, OutOfStock("sku a", sku_id="a"))])
+    copied = pickle.loads(pickle.dumps(results))
+    assert isinstance(copied, PlaceResults)
+    assert copied[:3] == results[:3] and type(copied[0][1]) is type(order)
+    assert all(type(code) is ResultCode for code, _ in copied)
+    assert (copied[3][0], copied[3][1].reason) == (ResultCode.OUT_OF_STOCK, results[3][1].reason)
