@@ -14,6 +14,7 @@ import asyncpg
 
 from adapters.events import ORDER_EVENT_TYPES
 from adapters.postgres import Store
+from adapters.wire import order_event
 from engine.campaigns import Campaign, CampaignSku
 from engine.carts import Cart, CartKey, CartLine
 from engine.errors import InvariantViolation
@@ -52,16 +53,18 @@ def order_rows(order: Order | OrderSnapshot,
 
 def transition_rows(change: OrderChange,
                     order: Order) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
-    """A transition and its outbox row (same transaction). The event's payload is built
-    by the relay from the ledger, off the order path. "placed" has no transition row: the
-    order's own row implies it (migration 0008)."""
+    """A transition and its outbox row with the serialized event (same transaction): the
+    relay then reads the outbox alone. "placed" has no transition row: the order's own
+    row implies it (migration 0008)."""
     order_id, sequence = change.order_id, change.sequence
+    refunded = order.refunded if change.status == OrderStatus.CANCELLED else False
     transition = None if change.event == "placed" else (
         order_id, sequence, change.merchant_id, int(order_id[:4], 16), change.status,
-        change.event, order.refunded if change.status == OrderStatus.CANCELLED else False,
-        change.at_ms)
-    event = (f"{order_id}:{sequence}", change.merchant_id, ORDER_EVENT_TYPES[change.event],
-             order_id, sequence, b"", change.at_ms)
+        change.event, refunded, change.at_ms)
+    event_type = ORDER_EVENT_TYPES[change.event]
+    event = (f"{order_id}:{sequence}", change.merchant_id, event_type, order_id, sequence,
+             order_event(order, event_type, sequence, change.status, refunded, change.at_ms),
+             change.at_ms)
     return transition, event
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from adapters.grpc_errors import current_principal
+from adapters.wire import fill_order
 from engine import errors
 from engine.carts import CartSnapshot
 from engine.config import Config
@@ -89,27 +90,6 @@ def order_message(order: OrderSnapshot) -> order_pb2.Order:
     message = order_pb2.Order()
     fill_order(message, order)
     return message
-
-
-def fill_order(message: order_pb2.Order, order: OrderSnapshot) -> None:
-    """Sets an empty Order message's fields in place (field by field: measured 2.4 times
-    faster than building the message from keyword arguments, on the hot path)."""
-    message.order_id = order.order_id
-    message.buyer_id = order.buyer_id
-    message.idempotency_key = order.idempotency_key
-    add_line = message.lines.add
-    for sku_id, quantity, price in order.lines:
-        add_line(sku_id=sku_id, quantity=quantity, unit_price_minor=price)
-    message.status = order.status  # type: ignore[assignment]
-    message.total_minor = order.total_minor
-    message.created_at_ms = order.created_at_ms
-    message.payment_deadline_ms = order.payment_deadline_ms
-    message.sequence = order.sequence
-    message.updated_at_ms = order.updated_at_ms
-    if order.refunded:
-        message.refunded = True
-    if order.campaign_id:
-        message.campaign_id = order.campaign_id
 
 
 def cart_message(cart: CartSnapshot) -> cart_pb2.Cart:

@@ -403,34 +403,48 @@ class Store:
 
     async def outbox_after(self, cursor: tuple[int, int], limit: int) -> list[Any]:
         """Outbox rows after `cursor` (txid, outbox_id), in commit order (per order: in
-        sequence order), with the order as it was after the change, for order events;
-        `lines`: [(sku_id, quantity, unit_price_minor)]. Only rows of transactions older
-        than every running one: a transaction still running may yet commit rows that sort
-        before the ones it would skip."""
+        sequence order). Only rows of transactions older than every running one: a
+        transaction still running may yet commit rows that sort before the ones it would
+        skip. Rows carry their serialized event, but order events written before the
+        engine stored them (an empty payload) come with the order as it was after the
+        change, from the ledger: `lines` [(sku_id, quantity, unit_price_minor)] and the
+        order's columns (event_payload builds those events)."""
         async with self.pool.acquire() as connection:
-            joined = await connection.fetch(
-                "SELECT b.txid::text::bigint AS txid, b.outbox_id, b.event_id, b.merchant_id,"
-                " b.event_type, b.order_id, b.sequence, b.payload, b.created_at_ms,"
-                " o.buyer_id, o.idempotency_key, o.total_minor, o.created_at_ms AS placed_at_ms,"
-                " o.payment_deadline_ms, o.campaign_id, t.status, t.refunded,"
-                " l.sku_id, l.quantity, l.unit_price_minor"
-                " FROM (SELECT * FROM flashtx.outbox"
-                "       WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint)"
-                "         AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-                "       ORDER BY txid, outbox_id LIMIT $3) b"
-                " LEFT JOIN flashtx.orders o ON o.order_id = b.order_id"
-                " LEFT JOIN flashtx.order_transitions t"
-                "   ON t.order_id = b.order_id AND t.sequence = b.sequence"
-                " LEFT JOIN flashtx.order_lines l ON l.order_id = b.order_id"
-                " ORDER BY b.txid, b.outbox_id, l.line_no", str(cursor[0]), cursor[1], limit)
-        rows: list[dict[str, Any]] = []
-        for row in joined:  # one row per order line: grouped back into one per event
-            if not rows or rows[-1]["outbox_id"] != row["outbox_id"]:
-                rows.append({**row, "lines": []})
-            if row["sku_id"] is not None:
-                rows[-1]["lines"].append((row["sku_id"], row["quantity"],
-                                          row["unit_price_minor"]))
+            rows = [dict(row) for row in await connection.fetch(
+                "SELECT txid::text::bigint AS txid, outbox_id, event_id, merchant_id,"
+                " event_type, order_id, sequence, payload, created_at_ms FROM flashtx.outbox"
+                " WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint)"
+                "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+                " ORDER BY txid, outbox_id LIMIT $3", str(cursor[0]), cursor[1], limit)]
+            older = [row for row in rows if not row["payload"] and row["order_id"]]
+            if older:
+                await self._with_ledger_orders(connection, older)
         return rows
+
+    @staticmethod
+    async def _with_ledger_orders(connection: asyncpg.Connection,
+                                  rows: list[dict[str, Any]]) -> None:
+        joined = await connection.fetch(
+            "SELECT e.n, o.buyer_id, o.idempotency_key, o.total_minor,"
+            " o.created_at_ms AS placed_at_ms, o.payment_deadline_ms, o.campaign_id,"
+            " s.status, s.refunded, l.sku_id, l.quantity, l.unit_price_minor"
+            " FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS e(order_id, sequence, n)"
+            " JOIN flashtx.orders o USING (order_id)"
+            " LEFT JOIN flashtx.order_transitions s"
+            "   ON s.order_id = e.order_id AND s.sequence = e.sequence"
+            " LEFT JOIN flashtx.order_lines l ON l.order_id = e.order_id"
+            " ORDER BY e.n, l.line_no",
+            [row["order_id"] for row in rows], [row["sequence"] for row in rows])
+        for row in rows:
+            row["lines"] = []
+        for found in joined:  # one row per order line
+            row = rows[found["n"] - 1]
+            row.update({key: found[key] for key in (
+                "buyer_id", "idempotency_key", "total_minor", "placed_at_ms",
+                "payment_deadline_ms", "campaign_id", "status", "refunded")})
+            if found["sku_id"] is not None:
+                row["lines"].append((found["sku_id"], found["quantity"],
+                                     found["unit_price_minor"]))
 
     async def relay_cursor(self) -> tuple[int, int]:
         """Where the relay stood when it last saved its place (migration 0007)."""

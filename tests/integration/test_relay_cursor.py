@@ -77,3 +77,39 @@ async def test_a_batch_sent_again_adds_each_event_once() -> None:
     finally:
         await client.delete(cursor_key(deployment), *(stream_key(m) for m in merchants))
         await client.aclose()
+
+
+async def test_order_events_written_without_their_event_are_built_from_the_ledger(
+        store: Store) -> None:
+    """Rows of an engine that stored no event bytes (before the outbox carried them)."""
+    from adapters.events import event_payload
+    from adapters.postgres import (
+        PLACED_LINE_COLUMNS,
+        PLACED_ORDER_COLUMNS,
+        TRANSITION_COLUMNS,
+    )
+    from protos.flashtx.v1 import event_pb2
+
+    start = await store.relay_cursor()
+    order_id = "0007ab12cd000000001"
+    async with store.pool.acquire() as connection, connection.transaction():
+        await connection.copy_records_to_table(
+            "orders", schema_name="flashtx", columns=PLACED_ORDER_COLUMNS,
+            records=[(order_id, "m", "buyer", "key", 7, 300, 1_000, 901_000, "k", "")])
+        await connection.copy_records_to_table(
+            "order_lines", schema_name="flashtx", columns=PLACED_LINE_COLUMNS,
+            records=[(order_id, 0, "m", "a", 3, 1, 100, ""),
+                     (order_id, 1, "m", "b", 4, 2, 100, "")])
+        await connection.copy_records_to_table(
+            "order_transitions", schema_name="flashtx", columns=TRANSITION_COLUMNS,
+            records=[(order_id, 2, "m", 7, 2, "pay", False, 2_000)])
+        await connection.copy_records_to_table(
+            "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
+            records=[(f"{order_id}:1", "m", "order.reserved", order_id, 1, b"", 1_000),
+                     (f"{order_id}:2", "m", "order.paid", order_id, 2, b"", 2_000)])
+    rows = await store.outbox_after(start, 10)
+    events = [event_pb2.Event.FromString(event_payload(row)) for row in rows]
+    assert [(e.type, e.sequence, e.order.status, e.order.updated_at_ms) for e in events] == [
+        ("order.reserved", 1, 1, 1_000), ("order.paid", 2, 2, 2_000)]
+    assert all([(line.sku_id, line.quantity) for line in e.order.lines] == [("a", 1), ("b", 2)]
+               and e.order.total_minor == 300 and e.order.buyer_id == "buyer" for e in events)
