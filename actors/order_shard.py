@@ -46,6 +46,7 @@ from engine.errors import (
     Overloaded,
     ResultCode,
     Unavailable,
+    invariant,
 )
 from engine.orders import (
     Order,
@@ -354,26 +355,38 @@ class OrderShard(clock.ClockControl):
         replacing: dict[int, list[list[str]]] | None = (
             defaultdict(list) if any(a.holds for a in attempts) else None)
         grace_ms = self._config.reservation_grace_ms
-        shards_of: dict[str, list[int]] = {}
+        index, shard_of = self.index, self._stock.shard_of
+        # Per attempt: (stock shard, position in its request) for each of its parts.
+        placed_at: list[tuple[tuple[int, int], ...]] = []
         for attempt in attempts:
             merchant_id, _, buyer_id = items[attempt.index][:3]
-            parts = self._parts(merchant_id, attempt.stock_lines)
-            shards_of[attempt.order_id] = list(parts)
-            for shard, part in parts.items():
+            stock_lines = attempt.stock_lines
+            if len(stock_lines) == 1 and replacing is None:  # most orders: one request
+                shard = shard_of(merchant_id, stock_lines[0][0])
+                request = requests[shard]
+                placed_at.append(((shard, len(request)),))
+                request.append((attempt.order_id, merchant_id, buyer_id, stock_lines,
+                                attempt.deadline_ms + grace_ms, index))
+                continue
+            where = []
+            for shard, part in self._parts(merchant_id, stock_lines).items():
+                where.append((shard, len(requests[shard])))
                 requests[shard].append((attempt.order_id, merchant_id, buyer_id, tuple(part),
-                                        attempt.deadline_ms + grace_ms, self.index))
+                                        attempt.deadline_ms + grace_ms, index))
                 if replacing is not None:
                     replacing[shard].append(attempt.holds.get(shard, []))
+            placed_at.append(tuple(where))
         reserving = time.perf_counter()
         replies = await self._reserve(requests, replacing)
         self._reserve_seconds += time.perf_counter() - reserving
         releases: dict[tuple[str, int], list[Any]] = defaultdict(list)
         again: list[_Attempt] = []
-        for attempt in attempts:
+        waiting = self._waiting
+        for attempt, where in zip(attempts, placed_at, strict=True):
             i, order_id = attempt.index, attempt.order_id
             merchant_id, key, buyer_id, lines, _, _, _, key_id, campaign_id = items[i]
-            shards = shards_of[order_id]
-            answers = [replies[(shard, order_id)] for shard in shards]
+            shards = [shard for shard, _ in where]
+            answers = [replies[shard][position] for shard, position in where]
             failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
             if failed is None:
                 prices = self._prices(merchant_id, attempt.stock_lines, shards, answers)
@@ -402,9 +415,10 @@ class OrderShard(clock.ClockControl):
                     failed = (ResultCode.UNAVAILABLE, "a campaign stock bucket is unavailable;"
                               " retry with the same key")
                 results[i] = failed
-            waiter = self._waiting.pop((merchant_id, key), None)
-            if waiter is not None:
-                waiter.set_result(results[i])
+            if waiting:
+                waiter = waiting.pop((merchant_id, key), None)
+                if waiter is not None:
+                    waiter.set_result(results[i])
         self._journal_changes()
         if releases:  # before the next try: it may go to the same shard
             await self._stock_calls(releases)
@@ -444,8 +458,9 @@ class OrderShard(clock.ClockControl):
 
     async def _reserve(self, requests: dict[int, list[Any]],
                        replacing: dict[int, list[list[str]]] | None
-                       ) -> dict[tuple[int, str], Any]:
-        """One call per stock shard; returns {(shard, order_id): (code, prices|message)}."""
+                       ) -> dict[int, list[Any]]:
+        """One call per stock shard; returns {shard: [(code, prices|message)]}, aligned
+        with that shard's requests."""
         shards = list(requests)
         for shard in shards:
             metrics.record(metrics.batch_items(), len(requests[shard]), hop="order_to_stock")
@@ -454,14 +469,14 @@ class OrderShard(clock.ClockControl):
                                replacing[shard] if replacing else ())
               for shard in shards),
             return_exceptions=True)
-        replies: dict[tuple[int, str], Any] = {}
+        replies: dict[int, list[Any]] = {}
         for shard, answer in zip(shards, answers, strict=True):
             if isinstance(answer, BaseException):
                 log.warning("stock shard %d failed: %r", shard, answer)
                 answer = [(ResultCode.UNAVAILABLE, "stock shard unavailable; retry")] * len(
                     requests[shard])
-            for request, reply in zip(requests[shard], answer, strict=True):
-                replies[(shard, request[0])] = reply
+            invariant(len(answer) == len(requests[shard]), "one answer per reserve request")
+            replies[shard] = answer
         return replies
 
     def _prices(self, merchant_id: str, lines: tuple[tuple[str, int], ...], shards: list[int],
