@@ -15,7 +15,7 @@ from rich.console import Console
 from bench import verify as verify_module
 from bench import verify_postgres
 from bench.scenarios import ScenarioParams
-from bench.targets import engine_setup, postgres, redis_lua
+from bench.targets import bare_copy, engine_setup, postgres, redis_lua
 
 ECHO_START_TIMEOUT_S = 30.0
 
@@ -120,6 +120,9 @@ def baseline(
         console.print("loading the naive Postgres baseline …")
         info = asyncio.run(postgres.prepare(dsn, params.skus()))
         yield info, lambda: asyncio.run(postgres.oversold_units(dsn))
+    elif name == "copy":
+        dsn = args.postgres_dsn or _embedded("postgres_dsn")
+        yield asyncio.run(bare_copy.prepare(dsn, params.skus())), lambda: 0
     elif name == "redis":
         url = args.redis_url or _embedded("redis_url")
         prefix = f"flashtx-bench:{run_id}"

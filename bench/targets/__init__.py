@@ -62,6 +62,10 @@ def connect(kind: str, info: dict[str, Any]) -> TargetClient:
         from bench.targets.postgres import PostgresClient
 
         return PostgresClient(info)
+    if kind == "copy":
+        from bench.targets.bare_copy import CopyClient
+
+        return CopyClient(info)
     if kind == "redis":
         from bench.targets.redis_lua import RedisClient
 
