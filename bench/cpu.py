@@ -11,6 +11,7 @@ the orders answered in it, is that stage's CPU cost per order, with no profiler 
     merchant shards  merchants, keys, campaigns (ray::MerchantShard)
     postgres         the group commits, the relay's reads, everything else of the database
     relay            outbox to Redis Streams (ray::Relay)
+    echo server      the echo baseline's gRPC server (bench.echo_server)
     redis            the streams (redis-server)
     ray              raylet, GCS, dashboard and other Ray processes
 
@@ -30,6 +31,7 @@ from typing import Any
 import psutil
 
 _ROLES = (
+    ("bench.echo_server", "echo server"),
     ("ray::Gateway", "gateway"),
     ("ray::OrderShard", "order shards"),
     ("ray::StockShard", "stock shards"),
@@ -43,8 +45,8 @@ _ROLES = (
     ("dashboard", "ray"),
     ("ray/", "ray"),
 )
-STAGES = ("load generator", "gateway", "order shards", "stock shards", "merchant shards",
-          "postgres", "relay", "redis", "ray", "other")
+STAGES = ("load generator", "echo server", "gateway", "order shards", "stock shards",
+          "merchant shards", "postgres", "relay", "redis", "ray", "other")
 
 
 def role_of(process: psutil.Process, load_pids: set[int]) -> str:
