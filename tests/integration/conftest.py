@@ -18,6 +18,7 @@ from adapters import embedded
 from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
+from tests.integration.retrying import until_answered
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 
 # Ray exports metrics every second (not every ten) in tests: metric tests wait less.
@@ -127,9 +128,14 @@ async def operator(engine: LocalEngine) -> AsyncIterator[Client]:
 
 @pytest.fixture
 async def shop(engine: LocalEngine, operator: Client) -> AsyncIterator[Client]:
-    """An admin client of a fresh merchant."""
-    created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
-        merchant_id=unique_merchant_id("shop"), name="Test shop"))
+    """An admin client of a fresh merchant. The call retries UNAVAILABLE as any client
+    does: a new channel can land on a gateway that a previous test's autoscaling is
+    stopping."""
+    request = merchant_pb2.CreateMerchantRequest(merchant_id=unique_merchant_id("shop"),
+                                                 name="Test shop")
+    outcome, created = await until_answered(
+        lambda: operator.merchants.CreateMerchant(request, timeout=30))
+    assert outcome == "OK", outcome
     async with Client(engine.address, created.admin_key_secret) as client:
         yield client
 
