@@ -281,7 +281,7 @@ def run(
     skus = params.skus()
     buckets = max(1, params.buckets)
     allowance_s = fill_allowance_s(len(carts), args.fill_allowance)
-    with targets_setup.engine(args, console) as (address, operator_key, dsn):
+    with targets_setup.engine(args, console) as (address, operator_key, dsn, _):
         info = asyncio.run(engine_setup.prepare(address, operator_key, run_id, skus))
         campaign_id = engine_setup.campaign_id_for(run_id)
         context = multiprocessing.get_context("spawn")

@@ -31,6 +31,7 @@ import grpc
 from rich.console import Console
 
 from bench import report
+from bench.events_lag import event_lag
 from bench.loadgen import WorkerSpec
 from bench.runner import LoadShape, run_target
 from bench.scenarios import HOT_SCENARIOS, SCENARIOS, ScenarioParams
@@ -314,9 +315,13 @@ def _run(
     histograms: dict[str, Any] = {}
     engine_summary = verification = None
     if not args.no_engine:
-        with targets_setup.engine(args, console) as (address, operator_key, dsn):
+        with targets_setup.engine(args, console) as (address, operator_key, dsn, redis_url):
             info = asyncio.run(targets_setup.prepare_engine(address, operator_key, run_id, params))
             merged = run_target("engine", info, shape, base, console, args.profile)
+            if redis_url is not None:
+                console.print("measuring how fast events reach Redis …")
+                merged["events"] = asyncio.run(event_lag(
+                    redis_url, info["merchant_id"], merged["outcomes"].get("ok", 0)))
             console.print("verifying the engine's invariants …")
             verification = asyncio.run(targets_setup.verify(info, params, merged, args.seed, dsn))
         engine_summary = report.target_summary(merged)

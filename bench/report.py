@@ -40,6 +40,7 @@ def target_summary(merged: dict[str, Any]) -> dict[str, Any]:
         "other_operations": dict(sorted(merged["other_operations"].items())),
         "timeline_per_s": merged["timeline"],
         **({"cpu": merged["cpu"]} if "cpu" in merged else {}),
+        **({"events": merged["events"]} if "events" in merged else {}),
     }
 
 
@@ -91,7 +92,14 @@ def goals(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
             judged["flash_sale_vs_redis_ratio"] = (ratios["engine_vs_redis"], 1.0)
     if doc["mode"] == "batch":
         judged["batch_orders_per_s"] = (doc["throughput_per_s"], 100_000.0)
-    return _met(judged)
+        if "engine_vs_copy" in ratios:  # the database's limit for the engine's rows
+            judged["batch_vs_bare_copy_ratio"] = (ratios["engine_vs_copy"], 0.25)
+    met = _met(judged)
+    events = doc.get("events")
+    if events and events["events"]:  # lower is better: judged apart
+        met["events_p99_ms"] = {"measured": events["p99_ms"], "goal": 250.0,
+                                "met": events["p99_ms"] <= 250.0}
+    return met
 
 
 def _met(judged: dict[str, tuple[float, float]]) -> dict[str, dict[str, Any]]:
@@ -140,6 +148,12 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
         )
     console.print(table)
     _print_cpu(console, rows)
+    events = rows.get("engine", {}).get("events")
+    if events:
+        console.print(
+            f"events: {events['events']:,} order.reserved events in the stream for "
+            f"{events['accepted']:,} accepted orders; placement → stream p50 "
+            f"{events['p50_ms']} ms, p99 {events['p99_ms']} ms, max {events['max_ms']} ms")
     if doc.get("attempted"):
         _print_invariants(console, doc)
 

@@ -21,13 +21,15 @@ ECHO_START_TIMEOUT_S = 30.0
 
 
 @contextlib.contextmanager
-def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, str, str | None]]:
-    """Address, operator key and Postgres DSN (None: keeps none) of the engine under test.
+def engine(args: argparse.Namespace,
+           console: Console) -> Iterator[tuple[str, str, str | None, str | None]]:
+    """Address, operator key, Postgres DSN and Redis URL (None: keeps none, or unknown for
+    ``--target``) of the engine under test.
 
     A local engine lives for the run; ``--target`` names a running one.
     """
     if args.target:
-        yield args.target, str(args.operator_key), args.engine_postgres_dsn
+        yield args.target, str(args.operator_key), args.engine_postgres_dsn, None
         return
     try:
         from flashtx.app import LocalEngine, new_operator_key
@@ -56,7 +58,8 @@ def engine(args: argparse.Namespace, console: Console) -> Iterator[tuple[str, st
             f"the local engine did not start: {type(error).__name__}: {error}"
         ) from error
     try:
-        yield local.address, overrides["operator_key"], _engine_dsn(local.config)
+        yield (local.address, overrides["operator_key"], _engine_dsn(local.config),
+               _engine_redis(local.config))
     finally:
         local.stop()
 
@@ -76,6 +79,14 @@ async def prepare_engine(
         info["campaign_id"] = campaign_id
         info["campaign"] = campaign
     return info
+
+
+def _engine_redis(config: Any) -> str | None:
+    """Where the local engine's relay writes events: its Redis, the embedded one, or none."""
+    url = getattr(config, "redis_url", "none")
+    if url == "none" or getattr(config, "postgres_dsn", "none") == "none":
+        return None
+    return url or _embedded("redis_url")
 
 
 def _engine_dsn(config: Any) -> str | None:
