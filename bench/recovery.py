@@ -47,10 +47,12 @@ async def fill(dsn: str, orders: int, batch: int = 20_000) -> None:
             sku = f"s{n % SKUS}"
             # A tenth still RESERVED (holds), the rest PAID (sales): both are rebuilt.
             status = 1 if n % 10 == 0 else 2
+            # The engine's row shapes (adapters.postgres: PLACED_ORDER_COLUMNS, …); "placed"
+            # is implied by the order's row (migration 0008).
             rows.append((order_id, MERCHANT, buyer, f"k{n}", slot, 100, now_ms,
-                         now_ms + 3_600_000))
-            lines.append((order_id, 0, MERCHANT, sku, slot_of(MERCHANT, sku, slots), 1, 100))
-            transitions.append((order_id, 1, MERCHANT, slot, 1, "placed", False, now_ms))
+                         now_ms + 3_600_000, "", ""))
+            lines.append((order_id, 0, MERCHANT, sku, slot_of(MERCHANT, sku, slots), 1, 100,
+                          ""))
             if status == 2:
                 transitions.append((order_id, 2, MERCHANT, slot, 2, "pay", False, now_ms))
         await store.commit_orders(rows, lines, transitions, outbox)
