@@ -1,0 +1,66 @@
+"""Bounded queues of the order shard, on the simulator's wiring (real shard classes,
+virtual time): stock releases waiting for an unreachable stock shard stop at
+`releases_due_max`, and what would add more waits (UNAVAILABLE) instead of growing it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import looptime
+
+from actors.order_shard import OrderShard
+from actors.stock_shard import StockShard
+from engine.errors import DomainError, ResultCode
+from engine.sharding import RoutingTable, slot_of
+from flashtx.sim.run import sim_config
+from flashtx.sim.world import Faults, Handle, World, installed
+
+MERCHANT = "bounds-shop"
+
+
+async def _releases_wait_at_their_bound(world: World) -> list[str]:
+    config = sim_config(stock_shards=1, order_shards=1, releases_due_max=2)
+    table = RoutingTable.uniform(config.slots_total, 1)
+    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
+    world.add("order-0", lambda: OrderShard(0, config, [Handle("stock-0")], table, table))
+    stock, order = Handle("stock-0"), Handle("order-0")
+    await stock.upsert.remote([(MERCHANT, "a", "A", 100, 10, 0)])
+    placed = await order.place.remote([
+        (MERCHANT, f"k{n}", f"b{n}", (("a", 1),), 900,
+         slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "") for n in range(4)])
+    assert [code for code, _ in placed] == [ResultCode.OK] * 4
+    order_ids = [snapshot.order_id for _, snapshot in placed]
+    world.crash("stock-0")  # and it stays down (restart_ms is far away)
+    seen = []
+    for order_id in order_ids:
+        [answer] = await order.act.remote([("cancel", MERCHANT, order_id, "", "")])
+        seen.append(answer.code.name if isinstance(answer, DomainError) else "OK")
+    stats = await order.stats.remote()
+    assert stats["releases_due"] == 2  # bounded: the later cancels did not add theirs
+    world.start("stock-0")  # back: it takes the order shard's state over, queue emptied
+    for _ in range(200):
+        if (await order.stats.remote())["releases_due"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    [answer] = await order.act.remote([("cancel", MERCHANT, order_ids[3], "", "")])
+    seen.append(answer.code.name if isinstance(answer, DomainError) else "OK")
+    return seen
+
+
+def test_stock_releases_waiting_for_an_unreachable_shard_are_bounded() -> None:
+    world = World(7, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
+    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop.set_task_factory(world.task_factory)
+    try:
+        with installed(world):
+            seen = loop.run_until_complete(asyncio.wait_for(
+                _releases_wait_at_their_bound(world), timeout=600))
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    # Two cancels queue their release; the next ones wait; once the stock shard is back
+    # (and has taken the state over) a cancel goes through again.
+    assert seen == ["OK", "OK", "UNAVAILABLE", "UNAVAILABLE", "OK"]
