@@ -105,30 +105,6 @@ class StockLedger:
 
     # --- catalogue --------------------------------------------------------------------------
 
-    def upsert_sku(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
-                   on_hand: int, per_buyer_limit: int, now_ms: int) -> StockLevel:
-        key = (merchant_id, sku_id)
-        sku = self.skus.get(key)
-        if sku is None:
-            if len(self.skus) >= self._skus_max:
-                raise FailedPrecondition("this stock shard holds its maximum number of SKUs")
-            sku = self.skus[key] = SkuState(name=name, price_minor=price_minor)
-        if on_hand < sku.reserved + sku.sold:
-            raise FailedPrecondition(
-                f"on_hand {on_hand} is below reserved + sold ({sku.reserved + sku.sold})",
-                sku_id=sku_id)
-        sku.name, sku.price_minor, sku.per_buyer_limit = name, price_minor, per_buyer_limit
-        if on_hand != sku.on_hand:
-            self._log("adjusted", key, on_hand - sku.on_hand, "upsert", "", now_ms)
-            sku.on_hand = on_hand
-        return self.level(merchant_id, sku_id, now_ms)
-
-    # --- catalogue writes that persist first ----------------------------------------------
-    # Memory may lag behind Postgres only on the safe side: a decrease is taken out of
-    # on-hand before it is written (`hold_back`), an increase is added once it is durable
-    # (`settle`). A write whose outcome is unknown leaves memory at or below Postgres
-    # (undersold until the next load, never oversold).
-
     def check_on_hand(self, merchant_id: str, sku_id: str, on_hand: int) -> int:
         """Checks that on-hand may become `on_hand`; answers the units to hold back from
         memory until the write is durable (0 for an increase or a new SKU)."""
@@ -173,17 +149,6 @@ class StockLedger:
         # Below reserved + sold only when memory already lagged (an earlier unknown
         # outcome): stay at the floor, which Postgres covers.
         sku.on_hand = max(sku.on_hand + delta + held_back, sku.reserved + sku.sold)
-        return self.level(merchant_id, sku_id, now_ms)
-
-    def adjust(self, merchant_id: str, sku_id: str, delta: int, reason: str,
-               now_ms: int) -> StockLevel:
-        sku = self._sku(merchant_id, sku_id)
-        if sku.on_hand + delta < sku.reserved + sku.sold:
-            raise FailedPrecondition(
-                f"on_hand would fall below reserved + sold ({sku.reserved + sku.sold})",
-                sku_id=sku_id)
-        sku.on_hand += delta
-        self._log("adjusted", (merchant_id, sku_id), delta, reason, "", now_ms)
         return self.level(merchant_id, sku_id, now_ms)
 
     def level(self, merchant_id: str, sku_id: str, now_ms: int) -> StockLevel:

@@ -20,6 +20,7 @@ from engine.campaigns import (
 from engine.carts import CartBook, hold_id
 from engine.errors import FailedPrecondition, InvalidArgument, LimitExceeded, ResultCode
 from engine.stock import StockLedger
+from tests.unit.stock_writes import upsert
 
 
 def campaign(buckets: int = 3, limit: int = 2) -> Campaign:
@@ -130,7 +131,7 @@ def test_cart_book_bounds_idle_expiry_and_ordered_lines() -> None:
 
 def test_cart_hold_resizes_and_only_the_difference_must_be_free() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 3, 0, 0)
+    upsert(ledger, "a", 3, 0, 0, merchant_id="m", name="A", price=100)
     hold = hold_id(("m", "x", ""), "a")
     assert ledger.hold(hold, "m", "x", "a", 2, 1_000, 0) == (ResultCode.OK, 100)
     assert ledger.hold(hold, "m", "x", "a", 3, 1_000, 0)[0] is ResultCode.OK
@@ -146,7 +147,7 @@ def test_cart_hold_resizes_and_only_the_difference_must_be_free() -> None:
 
 def test_checkout_takes_over_the_cart_hold() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 2, 0, 0)
+    upsert(ledger, "a", 2, 0, 0, merchant_id="m", name="A", price=100)
     hold = hold_id(("m", "x", ""), "a")
     ledger.hold(hold, "m", "x", "a", 2, 1_000, 0)
     assert ledger.reserve("o1", "m", "y", (("a", 1),), 5_000, 0)[0] is ResultCode.OUT_OF_STOCK
@@ -157,7 +158,7 @@ def test_checkout_takes_over_the_cart_hold() -> None:
 
 def test_withdraw_and_deposit_move_units_without_overselling() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 10, 0, 0)
+    upsert(ledger, "a", 10, 0, 0, merchant_id="m", name="A", price=100)
     ledger.reserve("o1", "m", "x", (("a", 4),), 5_000, 0)
     with pytest.raises(FailedPrecondition):
         ledger.withdraw("m", "a", 7)  # only 6 are available
@@ -174,7 +175,7 @@ def test_withdraw_and_deposit_move_units_without_overselling() -> None:
 
 def test_a_counter_expecting_units_says_retry_not_sold_out() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "b~c~0", "B", 5, 1, 0, 0)
+    upsert(ledger, "b~c~0", 1, 0, 0, merchant_id="m", name="B", price=5)
     ledger.reserve("o1", "m", "x", (("b~c~0", 1),), 9_000, 0)
     ledger.expect("m", "b~c~0", 10, until_ms=1_000)
     assert ledger.reserve("o2", "m", "y", (("b~c~0", 1),), 9_000, 500)[0] is (

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from engine.errors import InvalidTransition, NotFound, ResultCode
 from engine.orders import OrderBook, OrderStatus, StockAction, transition
 from engine.stock import StockLedger
+from tests.unit.stock_writes import upsert
 
 EVENTS = ["pay", "cancel", "expire", "fulfil"]
 TERMINAL = {OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
@@ -27,7 +28,7 @@ def test_transitions_keep_stock_consistent(events: list[str]) -> None:
     """Driving the state machine and a ledger together: stock is held exactly while an
     order is RESERVED, sold while PAID or FULFILLED, and free otherwise."""
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 1, 0, 0)
+    upsert(ledger, "a", 1, 0, 0, merchant_id="m", name="A", price=100)
     assert ledger.reserve("o", "m", "b", (("a", 1),), 10_000, 0)[0] is ResultCode.OK
     status = OrderStatus.RESERVED
     for event in events:

@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine.errors import FailedPrecondition, NotFound, ResultCode
 from engine.stock import StockLedger
+from tests.unit.stock_writes import adjust, upsert
 
 MERCHANT = "m"
 SKUS = ["a", "b", "c"]
@@ -30,7 +31,7 @@ class LedgerMachine(RuleBasedStateMachine):
         # Committed since the owner last handed its state over: the owner may not know.
         self.committed_unknown: set[str] = set()
         for sku in SKUS:
-            self.ledger.upsert_sku(MERCHANT, sku, sku, 100, 5, 0, 0)
+            upsert(self.ledger, sku, 5, 0, 0)
             self.model_on_hand[sku] = 5
             self.model_limit[sku] = 0
 
@@ -43,18 +44,18 @@ class LedgerMachine(RuleBasedStateMachine):
     def upsert(self, sku: str, on_hand: int, limit: int) -> None:
         if on_hand < self._held(sku):
             with pytest.raises(FailedPrecondition):
-                self.ledger.upsert_sku(MERCHANT, sku, sku, 100, on_hand, limit, self.now_ms)
+                upsert(self.ledger, sku, on_hand, limit, self.now_ms)
             return
-        self.ledger.upsert_sku(MERCHANT, sku, sku, 100, on_hand, limit, self.now_ms)
+        upsert(self.ledger, sku, on_hand, limit, self.now_ms)
         self.model_on_hand[sku], self.model_limit[sku] = on_hand, limit
 
     @rule(sku=st.sampled_from(SKUS), delta=st.integers(-5, 5))
     def adjust(self, sku: str, delta: int) -> None:
         if self.model_on_hand[sku] + delta < self._held(sku):
             with pytest.raises(FailedPrecondition):
-                self.ledger.adjust(MERCHANT, sku, delta, "count", self.now_ms)
+                adjust(self.ledger, sku, delta, self.now_ms)
             return
-        self.ledger.adjust(MERCHANT, sku, delta, "count", self.now_ms)
+        adjust(self.ledger, sku, delta, self.now_ms)
         self.model_on_hand[sku] += delta
 
     @rule(buyer=st.sampled_from(BUYERS),
@@ -166,8 +167,8 @@ TestLedger.settings = settings(max_examples=150, stateful_step_count=40, deadlin
 
 def test_reserve_is_all_or_nothing_across_lines() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 5, 0, 0)
-    ledger.upsert_sku("m", "b", "B", 200, 1, 0, 0)
+    upsert(ledger, "a", 5, 0, 0, merchant_id="m")
+    upsert(ledger, "b", 1, 0, 0, merchant_id="m", name="B", price=200)
     code, message = ledger.reserve("o1", "m", "x", (("a", 2), ("b", 2)), 10, 0)
     assert code is ResultCode.OUT_OF_STOCK and "b" in str(message)
     assert ledger.level("m", "a", 0).reserved == 0
@@ -176,7 +177,7 @@ def test_reserve_is_all_or_nothing_across_lines() -> None:
 
 def test_reserve_retry_of_the_same_order_is_idempotent() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 5, 0, 0)
+    upsert(ledger, "a", 5, 0, 0, merchant_id="m")
     first = ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0)
     again = ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0)
     assert first == again == (ResultCode.OK, (100,))
@@ -185,7 +186,7 @@ def test_reserve_retry_of_the_same_order_is_idempotent() -> None:
 
 def test_per_buyer_limit_counts_sales_and_frees_on_release() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 10, 1, 0)
+    upsert(ledger, "a", 10, 1, 0, merchant_id="m", name="A", price=100)
     assert ledger.reserve("o1", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.OK
     ledger.commit("o1", 0)
     assert ledger.reserve("o2", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.LIMIT_EXCEEDED
@@ -198,12 +199,12 @@ def test_unknown_sku_is_not_found() -> None:
     ledger = StockLedger()
     assert ledger.reserve("o1", "m", "x", (("nope", 1),), 10, 0)[0] is ResultCode.NOT_FOUND
     with pytest.raises(NotFound):
-        ledger.adjust("m", "nope", 1, "", 0)
+        adjust(ledger, "nope", 1, 0, merchant_id="m")
 
 
 def test_committed_reservations_never_expire() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 3, 0, 0)
+    upsert(ledger, "a", 3, 0, 0, merchant_id="m", name="A", price=100)
     ledger.reserve("o1", "m", "x", (("a", 1),), 10, 0)
     ledger.commit("o1", 5)
     assert ledger.expire(1_000, 100) == []
@@ -215,7 +216,7 @@ def test_a_restarted_owner_replaces_a_sale_it_never_made_durable() -> None:
     transition was committed: it comes back with the order RESERVED, and the stock shard
     must count a hold, not a hold and a sale."""
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 2, 0, 0)
+    upsert(ledger, "a", 2, 0, 0, merchant_id="m", name="A", price=100)
     ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0, owner=1)
     ledger.commit("o1", 0)
     ledger.replace_owned(1, [("o1", "m", "x", (("a", 2),), 10)], [], 0)
@@ -226,7 +227,7 @@ def test_a_restarted_owner_replaces_a_sale_it_never_made_durable() -> None:
 
 def test_replacing_an_owners_holds_drops_orphans_and_keeps_others() -> None:
     ledger = StockLedger()
-    ledger.upsert_sku("m", "a", "A", 100, 3, 0, 0)
+    upsert(ledger, "a", 3, 0, 0, merchant_id="m", name="A", price=100)
     ledger.reserve("kept", "m", "x", (("a", 1),), 10, 0, owner=1)
     ledger.reserve("orphan", "m", "y", (("a", 1),), 10, 0, owner=1)
     ledger.reserve("other", "m", "z", (("a", 1),), 10, 0, owner=2)
