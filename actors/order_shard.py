@@ -692,9 +692,47 @@ class OrderShard(clock.ClockControl):
                     results[i] = change
             except DomainError as error:
                 results[i] = error
+        freeing = [change for change in pending if change.hold_quantity < change.old]
+        if freeing:
+            await self._free_cart_holds(freeing, results, now)
+        pending = [change for change in pending if change.hold_quantity >= change.old]
         while pending:
             pending = await self._hold_cart_lines(pending, results, now)
         return results
+
+    async def _free_cart_holds(self, changes: list[_CartHold], results: list[Any],
+                               now: int) -> None:
+        """Lines that hold fewer units after the change (smaller, removed, or no longer
+        held): the cart's new state is committed first, then the holds shrink. A crash in
+        between must not bring back a cart whose units were sold again (the same order as
+        a cancel: commit, then release). A shrink that fails leaves the stock shard
+        holding too much until the hold expires or the shard takes this one's state over:
+        undersold for a while, never oversold."""
+        calls: dict[int, list[Any]] = defaultdict(list)
+        for change in changes:
+            merchant_id, buyer_id, campaign_id = change.key
+            if change.new < change.old:
+                self._count_units(merchant_id, campaign_id, buyer_id,
+                                  [(change.sku_id, change.old - change.new)], -1)
+            held = change.hold_quantity > 0
+            cart = self._carts.set_line(change.key, change.sku_id, change.new, now,
+                                        change.stock_key if held else "",
+                                        change.held_until_ms if held else 0)
+            results[change.index] = self._save_cart(change.key, cart, now)
+            calls[self._stock.shard_of(merchant_id, change.stock_key)].append(
+                (hold_id(change.key, change.sku_id), merchant_id, buyer_id, change.stock_key,
+                 change.hold_quantity, change.held_until_ms, self.index))
+        try:
+            await self._durable()
+            answers = await asyncio.gather(*(self._stock.call(shard, "hold", items)
+                                             for shard, items in calls.items()),
+                                           return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    log.warning("shrinking cart holds failed: %r", answer)
+        finally:
+            for change in changes:
+                self._carts_busy.discard((change.key, change.sku_id))
 
     def _cart_change(self, op: str, key: CartKey, sku_id: str, quantity: int, hold_s: int,
                      now: int) -> CartSnapshot | _CartHold:

@@ -64,3 +64,53 @@ def test_stock_releases_waiting_for_an_unreachable_shard_are_bounded() -> None:
     # Two cancels queue their release; the next ones wait; once the stock shard is back
     # (and has taken the state over) a cancel goes through again.
     assert seen == ["OK", "OK", "UNAVAILABLE", "UNAVAILABLE", "OK"]
+
+
+async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
+    config = sim_config(stock_shards=1, order_shards=2)
+    stock_table = RoutingTable.uniform(config.slots_total, 1)
+    order_table = RoutingTable.uniform(config.slots_total, 2)
+    names = ["order-0", "order-1"]
+    world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
+    for i in range(2):
+        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, [Handle("stock-0")],
+                                                        stock_table, order_table))
+    stock = Handle("stock-0")
+    await stock.upsert.remote([(MERCHANT, "a", "A", 100, 2, 0)])
+
+    def buyer_on(shard: int) -> str:
+        return next(f"b{n}" for n in range(1000) if order_table.shard_of_slot[
+            slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard)
+
+    holder, other = buyer_on(0), buyer_on(1)
+    cart = Handle("order-0").cart
+    await cart.remote([("add", MERCHANT, holder, "", "a", 2, 600)])  # holds both units
+    await asyncio.sleep(1)  # the cart with its hold is durable
+    await cart.remote([("set", MERCHANT, holder, "", "a", 0, 600)])  # gives them back
+    world.crash("order-0")  # right after the answer
+    slot = slot_of(MERCHANT, other, config.slots_total)
+    [(code, _)] = await Handle("order-1").place.remote(
+        [(MERCHANT, "k-other", other, (("a", 2),), 900, slot, 0, "key", "")])
+    world.start("order-0")  # recovers from the database and hands its holds over
+    await asyncio.sleep(2)
+    [level] = await stock.levels.remote([(MERCHANT, "a")])
+    return int(code), level.reserved + level.sold, level.on_hand
+
+
+def test_a_cart_gives_units_back_only_once_its_new_state_is_durable() -> None:
+    """A line made smaller frees its units after the cart's new state is committed: a
+    crash right after the answer must not bring the old hold back over a sale."""
+    world = World(11, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
+    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop.set_task_factory(world.task_factory)
+    try:
+        with installed(world):
+            code, taken, on_hand = loop.run_until_complete(asyncio.wait_for(
+                _cart_shrink_then_crash(world), timeout=600))
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    assert code == ResultCode.OK  # the other buyer got the freed units
+    assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
