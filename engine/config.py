@@ -159,10 +159,9 @@ class Config:
     stock_snapshot_entries_max: int = 200_000
 
     # --- memory ---------------------------------------------------------------------------
-    # Engine processes freeze their long-lived objects out of the garbage collector's scans
-    # this often (0: never; actors.gcpolicy), and collect everything once this often.
-    gc_freeze_interval_ms: int = 1000
-    gc_full_interval_s: int = 3600
+    # Engine processes run a young garbage collection every this many allocations
+    # (CPython's default is 700; 0 keeps it; actors.gcpolicy).
+    gc_young_objects: int = 50_000
 
     # --- orders and stock -----------------------------------------------------------------
     payment_window_s_default: int = 900
