@@ -710,18 +710,9 @@ class OrderShard(clock.ClockControl):
         undersold for a while, never oversold."""
         calls: dict[int, list[Any]] = defaultdict(list)
         for change in changes:
-            merchant_id, buyer_id, campaign_id = change.key
-            if change.new < change.old:
-                self._count_units(merchant_id, campaign_id, buyer_id,
-                                  [(change.sku_id, change.old - change.new)], -1)
-            held = change.hold_quantity > 0
-            cart = self._carts.set_line(change.key, change.sku_id, change.new, now,
-                                        change.stock_key if held else "",
-                                        change.held_until_ms if held else 0)
-            results[change.index] = self._save_cart(change.key, cart, now)
-            calls[self._stock.shard_of(merchant_id, change.stock_key)].append(
-                (hold_id(change.key, change.sku_id), merchant_id, buyer_id, change.stock_key,
-                 change.hold_quantity, change.held_until_ms, self.index))
+            results[change.index] = self._apply_cart_change(change, now)
+            calls[self._stock.shard_of(change.key[0], change.stock_key)].append(
+                self._hold_request(change))
         try:
             await self._durable()
             answers = await asyncio.gather(*(self._stock.call(shard, "hold", items)
@@ -778,10 +769,8 @@ class OrderShard(clock.ClockControl):
         buyer's next bucket."""
         calls: dict[int, list[Any]] = defaultdict(list)
         for change in pending:
-            merchant_id, buyer_id, _ = change.key
-            calls[self._stock.shard_of(merchant_id, change.stock_key)].append(
-                (hold_id(change.key, change.sku_id), merchant_id, buyer_id, change.stock_key,
-                 change.hold_quantity, change.held_until_ms, self.index))
+            calls[self._stock.shard_of(change.key[0], change.stock_key)].append(
+                self._hold_request(change))
         shards = list(calls)
         answers = await asyncio.gather(*(self._stock.call(shard, "hold", calls[shard])
                                          for shard in shards), return_exceptions=True)
@@ -800,14 +789,7 @@ class OrderShard(clock.ClockControl):
             campaign = change.campaign
             if code is ResultCode.OK:
                 self._carts_busy.discard((change.key, change.sku_id))
-                if change.new < change.old:
-                    self._count_units(merchant_id, campaign_id, buyer_id,
-                                      [(change.sku_id, change.old - change.new)], -1)
-                held = change.hold_quantity > 0
-                cart = self._carts.set_line(change.key, change.sku_id, change.new, now,
-                                            change.stock_key if held else "",
-                                            change.held_until_ms if held else 0)
-                results[change.index] = self._save_cart(change.key, cart, now)
+                results[change.index] = self._apply_cart_change(change, now)
                 continue
             first_try = code is ResultCode.OUT_OF_STOCK and campaign is not None and (
                 change.old == 0 and change.attempt + 1 < campaign.buckets)
@@ -822,6 +804,25 @@ class OrderShard(clock.ClockControl):
                                   [(change.sku_id, change.new - change.old)], -1)
             results[change.index] = errors.error_for(code, str(value))
         return again
+
+    def _hold_request(self, change: _CartHold) -> tuple[Any, ...]:
+        """The stock shard's `hold` item that takes, resizes or releases a line's hold."""
+        merchant_id, buyer_id, _ = change.key
+        return (hold_id(change.key, change.sku_id), merchant_id, buyer_id, change.stock_key,
+                change.hold_quantity, change.held_until_ms, self.index)
+
+    def _apply_cart_change(self, change: _CartHold, now: int) -> CartSnapshot:
+        """Sets a line to its new quantity and hold, gives back units a smaller line no
+        longer counts, and journals the cart."""
+        merchant_id, buyer_id, campaign_id = change.key
+        if change.new < change.old:
+            self._count_units(merchant_id, campaign_id, buyer_id,
+                              [(change.sku_id, change.old - change.new)], -1)
+        held = change.hold_quantity > 0
+        cart = self._carts.set_line(change.key, change.sku_id, change.new, now,
+                                    change.stock_key if held else "",
+                                    change.held_until_ms if held else 0)
+        return self._save_cart(change.key, cart, now)
 
     def _save_cart(self, key: CartKey, cart: Cart | None, now: int) -> CartSnapshot:
         """Journals the cart (written behind: the answer does not wait) and answers it."""

@@ -38,11 +38,6 @@ def order_rows(order: Order | OrderSnapshot,
            int(order.order_id[:4], 16), order.total_minor, order.created_at_ms,
            order.payment_deadline_ms, order.key_id, order.campaign_id)
     order_id, merchant_id = order.order_id, order.merchant_id
-    if len(order.lines) == 1 and not order.stock_keys:  # the common case, without loops
-        sku_id, quantity, price = order.lines[0]
-        return row, [(order_id, 0, merchant_id, sku_id, sku_slot(merchant_id, sku_id,
-                                                                  slots_total),
-                      quantity, price, "")]
     stock_keys = order.stock_keys or ("",) * len(order.lines)
     lines = [(order_id, number, merchant_id, sku_id,
               sku_slot(merchant_id, sku_id, slots_total), quantity, price, stock_key)

@@ -13,18 +13,15 @@ cannot. `--profile` writes a cProfile of the placing for `python -m pstats`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import time
-
-import looptime
 
 from actors import gcpolicy
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
-from flashtx.sim.world import Faults, Handle, World, installed
+from flashtx.sim.world import Faults, Handle, World, run_in
 
 MERCHANT = "cpu-shop"
 
@@ -81,17 +78,8 @@ def main() -> None:
         gcpolicy.install(sim_config())
     world = World(1, Faults.none())
     profiler = cProfile.Profile() if args.profile else None
-    loop = looptime.new_event_loop(start=0, noop_cycles=2)
-    loop.set_task_factory(world.task_factory)
-    try:
-        with installed(world):
-            cpu_s = loop.run_until_complete(_place_all(world, args.orders, args.batch,
-                                                       args.skus, profiler))
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
+    cpu_s = run_in(world, lambda: _place_all(world, args.orders, args.batch, args.skus,
+                                             profiler))
     print(f"{args.orders:,} orders in batches of {args.batch}: "
           f"{cpu_s / args.orders * 1e6:.1f} µs of CPU per order (order shard + stock shards"
           f" + copies of calls and answers + in-memory store)")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import looptime
 import ray.exceptions
 
 from flashtx.sim.store import MemoryStore
@@ -274,3 +275,18 @@ def installed(world: World) -> Iterator[None]:
         _WORLD = None
         for target, name, value in saved:
             setattr(target, name, value)
+
+
+def run_in(world: World, main: Callable[[], Any], timeout_s: float = 3600) -> Any:
+    """Runs the coroutine `main()` among `world`'s actors on virtual time (looptime), then
+    ends every task left; answers what `main` answers."""
+    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop.set_task_factory(world.task_factory)
+    try:
+        with installed(world):
+            return loop.run_until_complete(asyncio.wait_for(main(), timeout=timeout_s))
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()

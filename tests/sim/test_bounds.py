@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import looptime
-
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.errors import DomainError, ResultCode
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
-from flashtx.sim.world import Faults, Handle, World, installed
+from flashtx.sim.world import Faults, Handle, World, run_in
 
 MERCHANT = "bounds-shop"
 
@@ -50,17 +48,7 @@ async def _releases_wait_at_their_bound(world: World) -> list[str]:
 
 def test_stock_releases_waiting_for_an_unreachable_shard_are_bounded() -> None:
     world = World(7, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
-    loop = looptime.new_event_loop(start=0, noop_cycles=2)
-    loop.set_task_factory(world.task_factory)
-    try:
-        with installed(world):
-            seen = loop.run_until_complete(asyncio.wait_for(
-                _releases_wait_at_their_bound(world), timeout=600))
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
+    seen = run_in(world, lambda: _releases_wait_at_their_bound(world), timeout_s=600)
     # Two cancels queue their release; the next ones wait; once the stock shard is back
     # (and has taken the state over) a cancel goes through again.
     assert seen == ["OK", "OK", "UNAVAILABLE", "UNAVAILABLE", "OK"]
@@ -101,16 +89,7 @@ def test_a_cart_gives_units_back_only_once_its_new_state_is_durable() -> None:
     """A line made smaller frees its units after the cart's new state is committed: a
     crash right after the answer must not bring the old hold back over a sale."""
     world = World(11, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
-    loop = looptime.new_event_loop(start=0, noop_cycles=2)
-    loop.set_task_factory(world.task_factory)
-    try:
-        with installed(world):
-            code, taken, on_hand = loop.run_until_complete(asyncio.wait_for(
-                _cart_shrink_then_crash(world), timeout=600))
-    finally:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
+    code, taken, on_hand = run_in(world, lambda: _cart_shrink_then_crash(world),
+                                  timeout_s=600)
     assert code == ResultCode.OK  # the other buyer got the freed units
     assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
