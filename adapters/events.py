@@ -11,7 +11,9 @@ from typing import Any
 import msgpack
 import redis.asyncio as redis
 
-from protos.flashtx.v1 import event_pb2, order_pb2
+from adapters.wire import order_event
+from engine.orders import OrderSnapshot
+from protos.flashtx.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +28,20 @@ def stream_key(merchant_id: str) -> str:
 
 
 def event_payload(row: Any) -> bytes:
-    """The serialized event of an outbox row: stored for stock events, built from the
-    ledger (the order as it was after the change) for order events."""
+    """The serialized event of an outbox row: stored in the row, or (rows written before
+    the engine stored it) built from the ledger: the order as it was after the change."""
     if row["payload"]:
         return bytes(row["payload"])
-    order_id, sequence, at_ms = row["order_id"], row["sequence"], row["created_at_ms"]
-    status = row["status"]
-    order = order_pb2.Order(
-        order_id=order_id, buyer_id=row["buyer_id"], idempotency_key=row["idempotency_key"],
-        lines=[order_pb2.OrderLine(sku_id=sku_id, quantity=int(quantity),
-                                   unit_price_minor=int(price))
-               for sku_id, quantity, price in row["lines"] or ()],
-        status=status if status is not None else 1, total_minor=row["total_minor"],
-        created_at_ms=row["placed_at_ms"], payment_deadline_ms=row["payment_deadline_ms"],
-        sequence=sequence, refunded=bool(row["refunded"]), updated_at_ms=at_ms,
-        campaign_id=row["campaign_id"] or "")
-    return event_pb2.Event(
-        event_id=f"{order_id}:{sequence}", merchant_id=row["merchant_id"],
-        type=row["event_type"], order_id=order_id, sequence=sequence, created_at_ms=at_ms,
-        order=order).SerializeToString()
+    lines = tuple((sku_id, int(quantity), int(price))
+                  for sku_id, quantity, price in row["lines"] or ())
+    status = row["status"] if row["status"] is not None else 1  # "placed" is implied
+    order = OrderSnapshot(row["order_id"], row["merchant_id"], row["buyer_id"],
+                          row["idempotency_key"], lines, status, row["total_minor"],
+                          row["placed_at_ms"], row["payment_deadline_ms"], row["sequence"],
+                          bool(row["refunded"]), row["created_at_ms"],
+                          campaign_id=row["campaign_id"] or "")
+    return order_event(order, row["event_type"], row["sequence"], status, order.refunded,
+                       row["created_at_ms"])
 
 
 def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, delta: int,
