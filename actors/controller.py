@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from actors.loops import every
+from actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer
 from actors.routing import ShardGroup
 from engine.autoscale import Decision, Observation, ScalingPolicy
 from engine.config import Config
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
-    def __init__(self, config: Config, port: int, merchants: ShardGroup, stock: ShardGroup,
-                 orders: ShardGroup, gateways: list[tuple[int, Any]]) -> None:
+    def __init__(self, config: Config, port: int, merchants: ShardGroup[MerchantPeer],
+                 stock: ShardGroup[StockPeer], orders: ShardGroup[OrderPeer],
+                 gateways: list[tuple[int, Any]]) -> None:
         self._config, self._port = config, port
         self._groups = (merchants, stock, orders)
         self._gateways = list(gateways)  # (index, handle), oldest first
@@ -38,7 +40,7 @@ class Controller:
             every(config.autoscale_interval_s, self._round, "autoscaling round"))
 
     async def _round(self) -> None:
-        stats = await asyncio.gather(*(g.stats.remote() for _, g in self._gateways))
+        stats = await asyncio.gather(*(RayPeer(g).stats() for _, g in self._gateways))
         now = time.monotonic()
         count = sum(s["rpc_count"] for s in stats)
         rate = 0.0 if self._last is None else (count - self._last[1]) / (now - self._last[0])
@@ -59,12 +61,12 @@ class Controller:
             index = max(i for i, _ in self._gateways) + 1
             gateway = start_gateway(index, self._config, self._port, *self._groups,
                                     detached=True)  # outlives this controller
-            await gateway.ready.remote()
+            await RayPeer(gateway).ready()
             self._gateways.append((index, gateway))
             log.info("autoscaler added gateway-%d", index)
         while len(self._gateways) > wanted:
             index, gateway = self._gateways.pop()
-            await gateway.drain.remote(5.0)  # in-flight calls finish; new ones go elsewhere
+            await RayPeer(gateway).drain(5.0)  # in-flight calls finish; new ones go elsewhere
             ray.kill(gateway)
             log.info("autoscaler drained gateway-%d", index)
 

@@ -9,10 +9,10 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import redis.asyncio as redis
@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha import reflection
 from actors import clock, metrics
 from actors.batcher import MicroBatcher
 from actors.loops import until_done
-from actors.routing import ShardGroup, find_actors
+from actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
+from actors.routing import ShardGroup
 from adapters.grpc_errors import FlashtxInterceptor, current_principal
 from adapters.grpc_service import Placement, add_servicers
 from engine.config import Config
@@ -35,15 +36,20 @@ from engine.errors import (
     Unavailable,
 )
 from engine.merchants import Principal, hash_secret, operator_principal, parse_token
+from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
+from engine.orders import order_slot
 from engine.ratelimit import TokenBucket
+from engine.sharding import RoutingTable
 from engine.stock import StockLevel
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 
 
 class Gateway(clock.ClockControl):
-    def __init__(self, index: int, config: Config, port: int, merchants: ShardGroup,
-                 stock: ShardGroup, orders: ShardGroup) -> None:
+    def __init__(self, index: int, config: Config, port: int,
+                 merchants: ShardGroup[MerchantPeer], stock: ShardGroup[StockPeer],
+                 orders: ShardGroup[OrderPeer]) -> None:
         self.index = index
         self.config = config
         self.port = port
@@ -66,21 +72,23 @@ class Gateway(clock.ClockControl):
                      inflight_batches_max=config.batch_inflight_max,
                      queue_delay_s_max=config.queue_delay_ms_max / 1000)
         self._batch_options = batch
-        self._place = [MicroBatcher(self._sender(orders, i, "place"), _unavailable_place,
+        # Items queue as rows; each batch crosses to its shard as columns (engine.messages).
+        self._place = [MicroBatcher(self._sender(orders, i, _send_place), _unavailable_place,
                                     **batch, observe=self._observer("gateway_to_order_place"))
-                       for i in range(len(orders.handles))]
-        self._act = [MicroBatcher(self._sender(orders, i, "act"), _unavailable_error,
+                       for i in range(len(orders))]
+        self._act = [MicroBatcher(self._sender(orders, i, _send_act), _unavailable_error,
                                   **batch, observe=self._observer("gateway_to_order_act"))
-                     for i in range(len(orders.handles))]
-        self._cart = [MicroBatcher(self._sender(orders, i, "cart"), _unavailable_error,
+                     for i in range(len(orders))]
+        self._cart = [MicroBatcher(self._sender(orders, i, _send_cart), _unavailable_error,
                                    **batch, observe=self._observer("gateway_to_order_cart"))
-                      for i in range(len(orders.handles))]
-        self._checkout = [MicroBatcher(self._sender(orders, i, "checkout"), _unavailable_place,
-                                       **batch, observe=self._observer("gateway_to_order_checkout"))
-                          for i in range(len(orders.handles))]
-        self._read = [MicroBatcher(self._sender(stock, i, "levels"), _unavailable_error,
+                      for i in range(len(orders))]
+        self._checkout = [MicroBatcher(self._sender(orders, i, _send_checkout),
+                                       _unavailable_place, **batch,
+                                       observe=self._observer("gateway_to_order_checkout"))
+                          for i in range(len(orders))]
+        self._read = [MicroBatcher(self._sender(stock, i, _send_levels), _unavailable_error,
                                    **batch, observe=self._observer("gateway_to_stock_read"))
-                      for i in range(len(stock.handles))]
+                      for i in range(len(stock))]
         self._gauges = asyncio.get_running_loop().create_task(self._report_forever())
         self.events_redis = (None if config.redis_url == "none"
                              else redis.Redis.from_url(config.redis_url))
@@ -152,8 +160,7 @@ class Gateway(clock.ClockControl):
             return operator_principal()
         merchant_id, _, _ = parse_token(token)
         try:
-            principal = await self._merchants.call(self._merchants.shard_of(merchant_id, ""),
-                                                   "authenticate", token)
+            principal = await self._merchant(merchant_id).authenticate(token)
         except DomainError:
             raise
         except Exception as error:
@@ -232,23 +239,23 @@ class Gateway(clock.ClockControl):
             self.inflight -= 1
 
     async def create_campaign(self, merchant_id: str, *args: Any) -> Any:
-        return await self._merchant_call(merchant_id, "create_campaign", merchant_id, *args)
+        return await self._merchant(merchant_id).create_campaign(merchant_id, *args)
 
     async def get_campaign(self, merchant_id: str, campaign_id: str) -> Any:
         with self._read_slot():
-            return await self._merchant_call(merchant_id, "get_campaign", merchant_id,
+            return await self._merchant(merchant_id).get_campaign(merchant_id,
                                              campaign_id)
 
     async def list_campaigns(self, merchant_id: str) -> Any:
         with self._read_slot():
-            return await self._merchant_call(merchant_id, "list_campaigns", merchant_id)
+            return await self._merchant(merchant_id).list_campaigns(merchant_id)
 
     async def end_campaign(self, merchant_id: str, campaign_id: str) -> Any:
-        return await self._merchant_call(merchant_id, "end_campaign", merchant_id, campaign_id)
+        return await self._merchant(merchant_id).end_campaign(merchant_id, campaign_id)
 
     async def update_merchant(self, merchant_id: str, payment_window_s: int,
                               cart_hold_s: int) -> Any:
-        result = await self._merchant_call(merchant_id, "update", merchant_id,
+        result = await self._merchant(merchant_id).update(merchant_id,
                                            payment_window_s, cart_hold_s)
         # This gateway sees the new settings now; others within auth_cache_ttl_ms.
         for token in [t for t in self._auth_cache if t.startswith(f"ftx1.{merchant_id}.")]:
@@ -281,7 +288,7 @@ class Gateway(clock.ClockControl):
         if op == "list":
             shard = self._orders.shard_of(merchant_id, target)
         else:
-            slot = int(target[:4], 16)
+            slot = order_slot(target)
             if slot >= self.config.slots_total:
                 raise NotFound(f"no order {target}", order_id=target)
             shard = self._orders.shard_of_slot(slot)
@@ -367,7 +374,8 @@ class Gateway(clock.ClockControl):
             groups.setdefault(self._stock.shard_of(merchant_id, item[0]), []).append(i)
         results: list[Any] = [None] * len(items)
         answers = await asyncio.gather(*(
-            self._stock.call(shard, "upsert", [(merchant_id, *items[i]) for i in positions])
+            self._stock.peer(shard).upsert(SkuBatch.of((merchant_id, *items[i])
+                                                       for i in positions))
             for shard, positions in groups.items()))
         for positions, answer in zip(groups.values(), answers, strict=True):
             for i, result in zip(positions, answer, strict=True):
@@ -376,58 +384,57 @@ class Gateway(clock.ClockControl):
 
     async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int, reason: str,
                            request_id: str = "") -> tuple[StockLevel, bool]:
-        shard = self._stock.shard_of(merchant_id, sku_id)
-        answer: tuple[StockLevel, bool] = await self._stock.call(
-            shard, "adjust", merchant_id, sku_id, delta, reason, request_id)
-        return answer
+        return await self._stock.of(merchant_id, sku_id).adjust(merchant_id, sku_id, delta,
+                                                                reason, request_id)
 
     async def create_merchant(self, merchant_id: str, name: str,
                               payment_window_s: int, cart_hold_s: int = 0) -> Any:
         merchant_id = merchant_id or f"m-{secrets.token_hex(6)}"
-        return await self._merchant_call(merchant_id, "create", merchant_id, name,
+        return await self._merchant(merchant_id).create(merchant_id, name,
                                          payment_window_s, cart_hold_s)
 
     async def get_merchant(self, merchant_id: str) -> Any:
-        return await self._merchant_call(merchant_id, "get", merchant_id)
+        return await self._merchant(merchant_id).get(merchant_id)
 
     async def create_api_key(self, merchant_id: str, scopes: list[int], label: str) -> Any:
-        return await self._merchant_call(merchant_id, "create_key", merchant_id, scopes, label)
+        return await self._merchant(merchant_id).create_key(merchant_id, scopes, label)
 
     async def revoke_api_key(self, merchant_id: str, key_id: str) -> Any:
-        result = await self._merchant_call(merchant_id, "revoke_key", merchant_id, key_id)
+        result = await self._merchant(merchant_id).revoke_key(merchant_id, key_id)
         # This gateway forgets the key now; others within auth_cache_ttl_ms.
         for token in [t for t in self._auth_cache if f".{key_id}." in t]:
             del self._auth_cache[token]
         return result
 
-    async def _merchant_call(self, merchant_id: str, method: str, *args: Any) -> Any:
-        return await self._merchants.call(self._merchants.shard_of(merchant_id, ""), method,
-                                          *args)
+    def _merchant(self, merchant_id: str) -> MerchantPeer:
+        return self._merchants.of(merchant_id, "")
 
     async def _follow_resharding(self) -> None:
         """A gateway (re)started after a resharding routes by the table the shards use."""
-        table = await until_done(lambda: self._orders.call(0, "stock_routing"),
+        table = await until_done(self._orders.peer(0).stock_routing,
                                  f"gateway {self.index} routing")
         if table.version > self._stock.table.version:
-            handles = await find_actors([f"stock-{i}" for i in range(table.shards)])
-            await self.reroute_stock(handles, table)
+            peers = await find_peers([f"stock-{i}" for i in range(table.shards)])
+            await self.reroute_stock(peers, table)
 
-    async def reroute_stock(self, handles: Sequence[Any], table: Any) -> None:
+    async def reroute_stock(self, peers: Sequence[StockPeer], table: RoutingTable) -> None:
         """Resharding: reads and catalogue writes go by the new table."""
-        self._stock.update(handles, table)
-        while len(self._read) < len(handles):
+        self._stock.update(peers, table)
+        while len(self._read) < len(peers):
             self._read.append(MicroBatcher(
-                self._sender(self._stock, len(self._read), "levels"), _unavailable_error,
+                self._sender(self._stock, len(self._read), _send_levels), _unavailable_error,
                 **self._batch_options, observe=self._observer("gateway_to_stock_read")))
         self._snapshots.clear()
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _sender(self, group: ShardGroup, shard: int, method: str) -> Any:
-        async def send(items: list[Any]) -> Any:
-            return await group.call(shard, method, items)
+    @staticmethod
+    def _sender(group: ShardGroup[P], shard: int,
+                send: Callable[[P, list[Any]], Awaitable[Any]]) -> Any:
+        async def sent(items: list[Any]) -> Any:
+            return await send(group.peer(shard), items)  # the peer of now (resharding)
 
-        return send
+        return sent
 
     def _observer(self, hop: str) -> Any:
         def observe(items: int) -> None:
@@ -455,9 +462,9 @@ class Gateway(clock.ClockControl):
                                                  *self._cart, *self._checkout))
             metrics.record(metrics.depth(), queued, queue="gateway_batches", actor=actor)
             for kind, count in (("gateway", self.config.gateways),
-                                ("stock_shard", len(self._stock.handles)),
-                                ("order_shard", len(self._orders.handles)),
-                                ("merchant_shard", len(self._merchants.handles))):
+                                ("stock_shard", len(self._stock)),
+                                ("order_shard", len(self._orders)),
+                                ("merchant_shard", len(self._merchants))):
                 metrics.record(metrics.actors(), count, kind=kind)
 
 
@@ -479,3 +486,23 @@ def _unavailable_place(error: BaseException) -> tuple[ResultCode, str]:
 def _unavailable_error(error: BaseException) -> DomainError:
     log.warning("shard call failed: %r", error)
     return Unavailable("shard unavailable; retry")
+
+
+def _send_place(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:
+    return peer.place(PlaceBatch.of(rows))
+
+
+def _send_act(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:
+    return peer.act(ActionBatch.of(rows))
+
+
+def _send_cart(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:
+    return peer.cart(CartBatch.of(rows))
+
+
+def _send_checkout(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:
+    return peer.checkout(CheckoutBatch.of(rows))
+
+
+def _send_levels(peer: StockPeer, rows: list[Any]) -> Awaitable[Any]:
+    return peer.levels(SkuKeys.of(rows))

@@ -44,7 +44,7 @@ def engine_process(cls: type[T]) -> type[T]:
         config = next((a for a in (*args, *kwargs.values()) if isinstance(a, Config)), None)
         if config is not None:
             install(config)
-        cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
+        cls.__init__(self, *args, **kwargs)
 
     return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from engine.errors import InvariantViolation
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,8 @@ async def every(interval_s: float, step: Callable[[], Awaitable[None]], name: st
             log.exception("%s failed", name)
 
 
-async def until_done(step: Callable[[], Awaitable[object]], name: str,
-                     delay_s_max: float = 2.0) -> object:
+async def until_done(step: Callable[[], Awaitable[T]], name: str,
+                     delay_s_max: float = 2.0) -> T:
     """Runs `step` until it succeeds: recovery talks to actors that may be restarting
     themselves (a node lost takes several at once), and must not give up on them."""
     delay_s = 0.1

@@ -19,7 +19,8 @@ from typing import Any
 from actors import clock, metrics
 from actors.loops import every, until_done
 from actors.persistence import campaign_from_row, campaign_row, open_store
-from actors.routing import ShardGroup, find_actors
+from actors.ports import OrderPeer, StockPeer, find_peers
+from actors.routing import ShardGroup
 from adapters.events import stock_event
 from adapters.postgres import Store
 from engine.campaigns import (
@@ -40,6 +41,7 @@ from engine.merchants import (
     Principal,
     Scope,
 )
+from engine.messages import Expected, Shares, SkuKeys
 from engine.sharding import slot_of
 
 log = logging.getLogger(__name__)
@@ -178,7 +180,7 @@ class MerchantShard(clock.ClockControl):
                         f"sku {sku_id} has {level.available} units available", sku_id=sku_id)
                 base = stock.shard_of(merchant_id, sku_id)
                 keys = tuple(self._bucket_name(stock, merchant_id, sku_id, campaign_id, k,
-                                               (base + k) % len(stock.handles))
+                                               (base + k) % len(stock))
                              for k in range(buckets))
                 planned[sku_id] = CampaignSku(sku_id, price, allotment, limit, units, keys)
             campaign = Campaign(merchant_id, campaign_id, name, starts_at_ms, ends_at_ms,
@@ -193,7 +195,7 @@ class MerchantShard(clock.ClockControl):
             await self._tell_order_shards(campaign)
             return await self._describe(stock, campaign)
 
-    async def _fill_buckets(self, stock: ShardGroup, campaign: Campaign,
+    async def _fill_buckets(self, stock: ShardGroup[StockPeer], campaign: Campaign,
                             levels: dict[str, Any]) -> None:
         """Moves each SKU's units into its buckets. The campaign's row is written with the
         first SKU's move; from then on it exists (and is ended if a later move fails)."""
@@ -204,20 +206,20 @@ class MerchantShard(clock.ClockControl):
             shares = split_units(sku.units, campaign.buckets)
             receivers = [(key, stock.shard_of(campaign.merchant_id, key))
                          for key in sku.bucket_keys]
-            instances = [await stock.call(shard, "instance") for _, shard in receivers]
+            instances = [await stock.peer(shard).instance() for _, shard in receivers]
             rows = [(campaign.merchant_id, key, stock.slot(campaign.merchant_id, key),
                      level.name, sku.sale_price_minor, 0, now) for key, _ in receivers]
-            await stock.call(stock.shard_of(campaign.merchant_id, sku.sku_id), "transfer_out",
-                             campaign.merchant_id, sku.sku_id, sku.units,
-                             list(zip(sku.bucket_keys, shares, strict=True)), rows,
-                             campaign_row(campaign) if first else None)
+            await stock.of(campaign.merchant_id, sku.sku_id).transfer_out(
+                campaign.merchant_id, sku.sku_id, sku.units,
+                Shares(list(sku.bucket_keys), shares), rows,
+                campaign_row(campaign) if first else None)
             if first:
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
                 first = False
             for (key, shard), share, instance in zip(receivers, shares, instances,
                                                      strict=True):
-                await stock.call(shard, "deposit", campaign.merchant_id, key, level.name,
-                                 sku.sale_price_minor, share, instance)
+                await stock.peer(shard).deposit(campaign.merchant_id, key, level.name,
+                                                sku.sale_price_minor, share, instance)
             metrics.record(metrics.units_moved(), sku.units, why="campaign")
 
     async def get_campaign(self, merchant_id: str, campaign_id: str) -> dict[str, Any]:
@@ -251,12 +253,13 @@ class MerchantShard(clock.ClockControl):
         await self._settle(await self._stock(), campaign)
 
     async def _tell_order_shards(self, campaign: Campaign) -> None:
-        orders = await find_actors(self._order_names)
-        await until_done(lambda: asyncio.gather(*(o.campaign_changed.remote(campaign)
+        orders: list[OrderPeer] = await find_peers(self._order_names)
+        await until_done(lambda: asyncio.gather(*(o.campaign_changed(campaign)
                                                   for o in orders)),
                          f"campaign {campaign.campaign_id} to order shards")
 
-    async def _describe(self, stock: ShardGroup, campaign: Campaign) -> dict[str, Any]:
+    async def _describe(self, stock: ShardGroup[StockPeer],
+                        campaign: Campaign) -> dict[str, Any]:
         keys = [key for sku in campaign.skus.values() for key in sku.bucket_keys]
         levels = dict(zip(keys, await self._levels(stock, campaign.merchant_id, keys),
                           strict=True))
@@ -270,20 +273,21 @@ class MerchantShard(clock.ClockControl):
                          "sold_out": len(mine) == len(sku.bucket_keys) and available == 0})
         return {"campaign": campaign, "skus": skus}
 
-    async def _stock(self) -> ShardGroup:
+    async def _stock(self) -> ShardGroup[StockPeer]:
         """The stock shards as the order shards route to them now (resharding moves)."""
-        orders = await find_actors(self._order_names[:1])
-        table = await orders[0].stock_routing.remote()
-        handles = await find_actors([f"stock-{i}" for i in range(table.shards)])
-        return ShardGroup(handles, table, self._config.slots_total, by_sku=True)
+        orders: list[OrderPeer] = await find_peers(self._order_names[:1])
+        table = await orders[0].stock_routing()
+        peers: list[StockPeer] = await find_peers([f"stock-{i}" for i in range(table.shards)])
+        return ShardGroup(peers, table, self._config.slots_total, by_sku=True)
 
-    async def _levels(self, stock: ShardGroup, merchant_id: str,
+    async def _levels(self, stock: ShardGroup[StockPeer], merchant_id: str,
                       sku_ids: Sequence[str]) -> list[Any]:
         groups: dict[int, list[int]] = {}
         for i, sku_id in enumerate(sku_ids):
             groups.setdefault(stock.shard_of(merchant_id, sku_id), []).append(i)
         answers = await asyncio.gather(*(
-            stock.call(shard, "levels", [(merchant_id, sku_ids[i]) for i in positions])
+            stock.peer(shard).levels(SkuKeys([merchant_id] * len(positions),
+                                             [sku_ids[i] for i in positions]))
             for shard, positions in groups.items()))
         levels: list[Any] = [None] * len(sku_ids)
         for positions, answer in zip(groups.values(), answers, strict=True):
@@ -292,7 +296,7 @@ class MerchantShard(clock.ClockControl):
         return levels
 
     @staticmethod
-    def _bucket_name(stock: ShardGroup, merchant_id: str, sku_id: str, campaign_id: str,
+    def _bucket_name(stock: ShardGroup[StockPeer], merchant_id: str, sku_id: str, campaign_id: str,
                      bucket: int, shard: int) -> str:
         """A bucket id that routes to `shard` (so K buckets sit on K shards)."""
         for salt in range(100_000):
@@ -301,24 +305,23 @@ class MerchantShard(clock.ClockControl):
                 return key
         return bucket_key(sku_id, campaign_id, bucket)
 
-    async def _move(self, stock: ShardGroup, merchant_id: str, source: str, target: str,
+    async def _move(self, stock: ShardGroup[StockPeer], merchant_id: str, source: str,
+                    target: str,
                     units: int, name: str, price_minor: int, why: str) -> int:
         """Moves up to `units` available units from one counter to another."""
-        target_shard = stock.shard_of(merchant_id, target)
-        instance = await stock.call(target_shard, "instance", (merchant_id, target, units))
+        receiver = stock.of(merchant_id, target)
+        instance = await receiver.instance(Expected(merchant_id, target, units))
         try:
-            moved: int = await stock.call(stock.shard_of(merchant_id, source), "transfer_out",
-                                          merchant_id, source, units, [(target, units)], (),
-                                          None, True)
+            moved = await stock.of(merchant_id, source).transfer_out(
+                merchant_id, source, units, Shares([target], [units]), (), None, True)
         except BaseException:
-            await stock.call(target_shard, "cancel_expected", merchant_id, target)
+            await receiver.cancel_expected(merchant_id, target)
             raise
         if moved:
-            await stock.call(target_shard, "deposit", merchant_id, target, name, price_minor,
-                             moved, instance)
+            await receiver.deposit(merchant_id, target, name, price_minor, moved, instance)
             metrics.record(metrics.units_moved(), moved, why=why)
         else:
-            await stock.call(target_shard, "cancel_expected", merchant_id, target)
+            await receiver.cancel_expected(merchant_id, target)
         return moved
 
     async def _balance_once(self) -> None:
@@ -335,7 +338,7 @@ class MerchantShard(clock.ClockControl):
                 else:
                     await self._rebalance(stock, campaign)
 
-    async def _rebalance(self, stock: ShardGroup, campaign: Campaign) -> None:
+    async def _rebalance(self, stock: ShardGroup[StockPeer], campaign: Campaign) -> None:
         merchant_id = campaign.merchant_id
         for sku in campaign.skus.values():
             levels = await self._levels(stock, merchant_id, sku.bucket_keys)
@@ -351,7 +354,7 @@ class MerchantShard(clock.ClockControl):
                                  sku.bucket_keys[target], units, levels[target].name,
                                  sku.sale_price_minor, "rebalance")
 
-    async def _settle(self, stock: ShardGroup, campaign: Campaign) -> None:
+    async def _settle(self, stock: ShardGroup[StockPeer], campaign: Campaign) -> None:
         """Returns every unsold, unheld unit of an over campaign to its SKU (holds still
         live return later, when released)."""
         merchant_id = campaign.merchant_id

@@ -18,7 +18,7 @@ from adapters.wire import order_event
 from engine.campaigns import Campaign, CampaignSku
 from engine.carts import Cart, CartKey, CartLine
 from engine.errors import InvariantViolation
-from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
+from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus, order_slot
 from engine.sharding import sku_slot
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ async def open_store(dsn: str, pool_size: int) -> Store | None:
 def order_rows(order: Order | OrderSnapshot,
                slots_total: int) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     row = (order.order_id, order.merchant_id, order.buyer_id, order.idempotency_key,
-           int(order.order_id[:4], 16), order.total_minor, order.created_at_ms,
+           order_slot(order.order_id), order.total_minor, order.created_at_ms,
            order.payment_deadline_ms, order.key_id, order.campaign_id)
     order_id, merchant_id = order.order_id, order.merchant_id
     stock_keys = order.stock_keys or ("",) * len(order.lines)
@@ -54,7 +54,7 @@ def transition_rows(change: OrderChange,
     order_id, sequence = change.order_id, change.sequence
     refunded = order.refunded if change.status == OrderStatus.CANCELLED else False
     transition = None if change.event == "placed" else (
-        order_id, sequence, change.merchant_id, int(order_id[:4], 16), change.status,
+        order_id, sequence, change.merchant_id, order_slot(order_id), change.status,
         change.event, refunded, change.at_ms)
     event_type = ORDER_EVENT_TYPES[change.event]
     event = (f"{order_id}:{sequence}", change.merchant_id, event_type, order_id, sequence,

@@ -1,29 +1,29 @@
-"""The one place that turns keys into actor handles and makes Ray calls to shards.
+"""Routing: which shard owns a key, and the peers (actors.ports) to reach each shard.
 
-Logic around it (batching, splitting, merging) is tested without Ray by handing it
-objects with the same methods.
+Logic around it (batching, splitting, merging) is tested without Ray by handing it peers
+of the in-process implementation.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-import ray
-
+from actors.ports import NAMESPACE as NAMESPACE  # where operators' tools look it up
+from actors.ports import handle_of
 from engine.sharding import RoutingTable, sku_slot, slot_of
 
-NAMESPACE = "flashtx"
+P = TypeVar("P")
 
 
-class ShardGroup:
-    """Shards of one kind (stock or order) and the table that routes slots to them.
-    `by_sku`: keys are SKUs (stock), whose slots are remembered (engine.sharding.sku_slot)."""
+class ShardGroup(Generic[P]):
+    """Shards of one kind (stock, order or merchant) and the table that routes slots to
+    them. `by_sku`: keys are SKUs (stock), whose slots are remembered
+    (engine.sharding.sku_slot)."""
 
-    def __init__(self, handles: Sequence[Any], table: RoutingTable, slots_total: int,
+    def __init__(self, peers: Sequence[P], table: RoutingTable, slots_total: int,
                  by_sku: bool = False) -> None:
-        self.handles = list(handles)
+        self.peers = list(peers)
         self.table = table
         self.slots_total = slots_total
         self.by_sku = by_sku
@@ -37,25 +37,21 @@ class ShardGroup:
     def shard_of_slot(self, slot: int) -> int:
         return self.table.shard_of_slot[slot]
 
-    async def call(self, shard: int, method: str, *args: Any) -> Any:
-        return await getattr(self.handles[shard], method).remote(*args)
+    def peer(self, shard: int) -> P:
+        return self.peers[shard]
 
-    def update(self, handles: Sequence[Any], table: RoutingTable) -> None:
+    def of(self, merchant_id: str, key: str) -> P:
+        """The peer of the shard that owns `key`."""
+        return self.peers[self.table.shard_of_slot[self.slot(merchant_id, key)]]
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    @property
+    def handles(self) -> list[Any]:
+        """The Ray actors behind the peers (to kill them, or in tests)."""
+        return [handle_of(peer) for peer in self.peers]
+
+    def update(self, peers: Sequence[P], table: RoutingTable) -> None:
         if table.version >= self.table.version:
-            self.handles, self.table = list(handles), table
-
-
-async def find_actors(names: Sequence[str], timeout_s: float = 60.0) -> list[Any]:
-    """Handles of named actors, waiting for those not created yet (start-up order)."""
-    found: list[Any] = []
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    for name in names:
-        while True:
-            try:
-                found.append(ray.get_actor(name, namespace=NAMESPACE))
-                break
-            except ValueError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-    return found
+            self.peers, self.table = list(peers), table

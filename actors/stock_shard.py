@@ -17,20 +17,29 @@ from typing import Any
 from actors import clock
 from actors.loops import every, until_done
 from actors.persistence import open_store
-from actors.routing import find_actors
+from actors.ports import OrderPeer, find_peers
 from adapters.events import stock_event
 from adapters.postgres import Store
 from engine.config import Config
-from engine.errors import DomainError, ResultCode, Unavailable
+from engine.errors import DomainError, Unavailable
+from engine.messages import (
+    FIRST_GENERATION,
+    Answers,
+    Expected,
+    Generation,
+    Handover,
+    HoldBatch,
+    ReserveBatch,
+    ReturnBatch,
+    Shares,
+    SkuBatch,
+    SkuKeys,
+)
 from engine.sharding import slot_of
 from engine.stock import StockChange, StockLedger, StockLevel
 
 log = logging.getLogger(__name__)
 
-# (order_id, merchant_id, buyer_id, lines, expires_at_ms, owner order shard)
-Reserve = tuple[str, str, str, tuple[tuple[str, int], ...], int, int]
-SkuUpsert = tuple[str, str, str, int, int, int]
-_FIRST = (0, 0)  # the generation before any handover
 
 
 class StockShard(clock.ClockControl):
@@ -47,7 +56,7 @@ class StockShard(clock.ClockControl):
         self._catalogue = asyncio.Lock()  # one catalogue write (upsert, adjust, move) at a time
         # Per order shard, the generation of the state it last handed over: releases and
         # refunds it sent before that are stale (see OrderShard._handovers).
-        self._generations: dict[int, tuple[int, int]] = {}
+        self._generations: dict[int, Generation] = {}
         loop = asyncio.get_running_loop()
         # Loaded: catalogue and on_hand from Postgres. Ready: also the holds and sales of
         # every order shard; only then does this shard reserve.
@@ -62,13 +71,12 @@ class StockShard(clock.ClockControl):
         await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
 
     async def _take_owned_state(self) -> None:
-        order_shards = await find_actors(self._order_shard_names)
-        states = await asyncio.gather(*(shard.stock_state_for.remote(self.index)
+        order_shards: list[OrderPeer] = await find_peers(self._order_shard_names)
+        states = await asyncio.gather(*(shard.stock_state_for(self.index)
                                         for shard in order_shards))
         now = clock.now_ms()
-        for owner, (holds, sold, generation) in enumerate(states):
-            self._ledger.replace_owned(owner, holds, sold, now)
-            self._generations[owner] = max(generation, self._generations.get(owner, _FIRST))
+        for state in states:
+            self._take(state, now)
         self._ledger.drain_changes()
         self._ledger.check_invariants()
 
@@ -106,28 +114,32 @@ class StockShard(clock.ClockControl):
 
     # --- hot path ---------------------------------------------------------------------------
 
-    async def reserve(self, items: Sequence[Reserve],
-                      replacing: Sequence[Sequence[str]] = ()) -> list[tuple[ResultCode, object]]:
-        """All-or-nothing per order on this shard. `replacing[i]`: holds (cart lines) that
-        item i takes over: released just before it reserves, in the same step, so the
-        order gets the units they held."""
+    async def reserve(self, batch: ReserveBatch) -> Answers:
+        """All-or-nothing per order on this shard. `batch.replacing[i]`: holds (cart
+        lines) that item i takes over: released just before it reserves, in the same step,
+        so the order gets the units they held."""
         await self._ready
         now = clock.now_ms()
         ledger = self._ledger
-        results = []
-        for i, (order_id, merchant_id, buyer_id, lines, expires_at_ms, owner) in enumerate(
-                items):
-            for hold in replacing[i] if replacing else ():
-                ledger.release(hold, now)
-            results.append(ledger.reserve(order_id, merchant_id, buyer_id, lines,
-                                          expires_at_ms, now, owner))
+        reserve, owner, replacing = ledger.reserve, batch.owner, batch.replacing
+        codes = bytearray(len(batch))
+        values: list[object] = []
+        for i, (order_id, merchant_id, buyer_id, lines, expires_at_ms) in enumerate(
+                batch.rows()):
+            if replacing is not None:
+                for hold in replacing[i]:
+                    ledger.release(hold, now)
+            code, value = reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now,
+                                  owner)
+            codes[i] = code
+            values.append(value)
         # Holds are derived from orders: nothing to persist, but a sell-out is an event.
         sold_out = [c for c in self._ledger.drain_changes() if c.kind == "sold_out"]
         if sold_out and self._store is not None:
             task = asyncio.get_running_loop().create_task(self._announce(sold_out))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return results
+        return Answers(bytes(codes), values)
 
     async def _announce(self, sold_out: list[StockChange]) -> None:
         """stock.sold_out events, off the order path (best effort: a lost one is no harm
@@ -145,30 +157,27 @@ class StockShard(clock.ClockControl):
             log.warning("stock shard %d could not record sold-out events", self.index,
                         exc_info=True)
 
-    async def hold(self, items: Sequence[tuple[str, str, str, str, int, int, int]]
-                   ) -> list[tuple[ResultCode, object]]:
-        """Cart holds: (hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms,
-        owner); quantity 0 releases."""
+    async def hold(self, batch: HoldBatch) -> Answers:
+        """Cart line holds; quantity 0 releases."""
         await self._ready
         now = clock.now_ms()
-        hold = self._ledger.hold
-        results = [hold(hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms, now,
-                        owner)
-                   for hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms, owner
-                   in items]
+        hold, owner = self._ledger.hold, batch.owner
+        results = Answers.of(hold(hold_id, merchant_id, buyer_id, sku_id, quantity,
+                                  expires_at_ms, now, owner)
+                             for hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms
+                             in batch.rows())
         self._ledger.changes.clear()
         return results
 
     # --- moving units (campaign buckets) ------------------------------------------------
 
-    async def instance(self, expect: tuple[str, str, int] | None = None) -> str:
+    async def instance(self, expect: Expected | None = None) -> str:
         """Changes whenever this shard reloads its state from Postgres. `expect`:
         (merchant_id, sku_id, units) about to move here: until they arrive (or
         `move_timeout_ms` passes), refusals for stock of that counter say "retry"."""
         await self._ready
         if expect is not None:
-            merchant_id, sku_id, units = expect
-            self._ledger.expect(merchant_id, sku_id, units,
+            self._ledger.expect(expect.merchant_id, expect.sku_id, expect.units,
                                 clock.now_ms() + self._config.move_timeout_ms)
         return self._instance
 
@@ -177,7 +186,7 @@ class StockShard(clock.ClockControl):
         self._ledger.incoming.pop((merchant_id, sku_id), None)
 
     async def transfer_out(self, merchant_id: str, sku_id: str, units: int,
-                           to: Sequence[tuple[str, int]], new_skus: Sequence[Any] = (),
+                           to: Shares, new_skus: Sequence[Any] = (),
                            campaign: Any = None, at_most: bool = False) -> int:
         """Moves units of `sku_id` to other counters: takes them out of on-hand here, then
         records -units here and +share on each of `to` ((sku_id, share); shares add up to
@@ -186,11 +195,11 @@ class StockShard(clock.ClockControl):
         fails. The receivers add their share with ``deposit``."""
         await self._ready
         async with self._catalogue:
-            return await self._transfer_out(merchant_id, sku_id, units, to, new_skus, campaign,
-                                            at_most)
+            return await self._transfer_out(merchant_id, sku_id, units, list(to.rows()),
+                                            new_skus, campaign, at_most)
 
     async def _transfer_out(self, merchant_id: str, sku_id: str, units: int,
-                            to: Sequence[tuple[str, int]], new_skus: Sequence[Any],
+                            to: Sequence[tuple[Any, ...]], new_skus: Sequence[Any],
                             campaign: Any, at_most: bool) -> int:
         ledger = self._ledger
         if at_most:
@@ -226,69 +235,75 @@ class StockShard(clock.ClockControl):
         self._ledger.deposit(merchant_id, sku_id, name, price_minor, units)
         return True
 
-    async def commit(self, order_ids: Sequence[str]) -> list[tuple[ResultCode, str]]:
+    async def commit(self, order_ids: list[str]) -> Answers:
         await self._ready
         now = clock.now_ms()
-        results = [self._ledger.commit(order_id, now) for order_id in order_ids]
+        results = Answers.of(self._ledger.commit(order_id, now) for order_id in order_ids)
         self._ledger.changes.clear()
         return results
 
-    def _stale(self, owner: int, generation: tuple[int, int]) -> bool:
+    def _stale(self, owner: int, generation: Generation) -> bool:
         """A call its order shard sent before this shard took its state over: the state
         already says what the call would do."""
-        return generation < self._generations.get(owner, _FIRST)
+        return generation < self._generations.get(owner, FIRST_GENERATION)
 
-    async def release(self, order_ids: Sequence[str], owner: int = -1,
-                      generation: tuple[int, int] = (0, 0)) -> list[bool]:
+    async def release(self, order_ids: list[str], owner: int,
+                      generation: Generation) -> list[bool]:
         await self._ready
-        if owner >= 0 and self._stale(owner, generation):
+        if self._stale(owner, generation):
             return [False] * len(order_ids)
         now = clock.now_ms()
         results = [self._ledger.release(order_id, now) for order_id in order_ids]
         self._ledger.changes.clear()
         return results
 
-    async def return_sold(self, items: Sequence[tuple[str, str, str, Any, int]],
-                          generation: tuple[int, int] = (0, 0)) -> list[bool]:
-        """Refunds: (order_id, merchant_id, buyer_id, lines, owner)."""
+    async def return_sold(self, batch: ReturnBatch) -> list[bool]:
+        """Refunds: sold units go back on sale."""
         await self._ready
+        if self._stale(batch.owner, batch.generation):
+            return [False] * len(batch)
         now = clock.now_ms()
-        for order_id, merchant_id, buyer_id, lines, owner in items:
-            if self._stale(owner, generation):
-                continue
-            self._ledger.return_sold(order_id, merchant_id, buyer_id, lines, now, owner)
+        for order_id, merchant_id, buyer_id, lines in batch.rows():
+            self._ledger.return_sold(order_id, merchant_id, buyer_id, lines, now, batch.owner)
         self._ledger.changes.clear()
-        return [True] * len(items)
+        return [True] * len(batch)
 
-    async def replace_owned(self, owner: int, holds: Sequence[Any],
-                            sold: Sequence[Any], generation: tuple[int, int] = (0, 0)) -> int:
+    async def replace_owned(self, handover: Handover) -> int:
         """An order shard that restarted tells what it owns here (see StockLedger)."""
         await self._loaded
-        dropped = self._ledger.replace_owned(owner, holds, sold, clock.now_ms())
-        self._generations[owner] = max(generation, self._generations.get(owner, _FIRST))
-        self._ledger.changes.clear()
+        dropped = self._take(handover, clock.now_ms())
         if dropped:
             log.info("stock shard %d dropped %d holds of order shard %d", self.index,
-                     dropped, owner)
+                     dropped, handover.owner)
         return dropped
 
-    async def levels(self, keys: Sequence[tuple[str, str]]) -> list[StockLevel | None]:
-        """keys: (merchant_id, sku_id); None for an unknown SKU."""
+    def _take(self, handover: Handover, now: int) -> int:
+        owner = handover.owner
+        dropped = self._ledger.replace_owned(owner, handover.holds.rows(),
+                                             handover.sales.rows(), now)
+        self._generations[owner] = max(handover.generation,
+                                       self._generations.get(owner, FIRST_GENERATION))
+        self._ledger.changes.clear()
+        return dropped
+
+    async def levels(self, keys: SkuKeys) -> list[StockLevel | None]:
+        """None for an unknown SKU."""
         await self._ready
         now = clock.now_ms()
         skus = self._ledger.skus
         level = self._ledger.level
-        return [level(m, s, now) if (m, s) in skus else None for m, s in keys]
+        return [level(m, s, now) if (m, s) in skus else None for m, s in keys.rows()]
 
     # --- catalogue (persisted before the answer) -------------------------------------------
     # Persist, then apply: a decrease leaves memory before it is written, an increase
     # enters memory once it is durable (engine.stock: check_on_hand / settle). One
     # catalogue write at a time per shard, so memory and Postgres agree between writes.
 
-    async def upsert(self, items: Sequence[SkuUpsert]) -> list[StockLevel | DomainError]:
-        """items: (merchant_id, sku_id, name, price_minor, on_hand, per_buyer_limit).
-        Setting on-hand is idempotent: a retry after an unknown outcome writes nothing more."""
+    async def upsert(self, batch: SkuBatch) -> list[StockLevel | DomainError]:
+        """Setting on-hand is idempotent: a retry after an unknown outcome writes nothing
+        more."""
         await self._ready
+        items = list(batch.rows())
         async with self._catalogue:
             now = clock.now_ms()
             ledger = self._ledger

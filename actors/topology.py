@@ -15,8 +15,18 @@ from actors.gateway import Gateway
 from actors.gcpolicy import engine_process
 from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
+from actors.ports import (
+    NAMESPACE,
+    MerchantPeer,
+    OrderPeer,
+    RayPeer,
+    StockPeer,
+    handle_of,
+    ray_peers,
+    wait_all,
+)
 from actors.relay import Relay
-from actors.routing import NAMESPACE, ShardGroup
+from actors.routing import ShardGroup
 from actors.stock_shard import StockShard
 from adapters.connectors import ConnectorSpec, load_specs
 from engine.config import Config
@@ -52,8 +62,9 @@ RemoteController = ray.remote(Controller)
 RemoteConnector = ray.remote(Connector)
 
 
-def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup,
-                  stock: ShardGroup, orders: ShardGroup, detached: bool = False) -> Any:
+def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup[MerchantPeer],
+                  stock: ShardGroup[StockPeer], orders: ShardGroup[OrderPeer],
+                  detached: bool = False) -> Any:
     """A gateway actor. `detached`: it outlives the actor that created it (the controller
     creates gateways the topology takes back when the controller stops); whoever holds
     the deployment kills it in `Topology.stop`."""
@@ -68,7 +79,7 @@ def _alive(handles: list[Any], method: str, *args: Any,
            timeout_s: float | None = None) -> tuple[list[Any], list[Any]]:
     """Calls `method` on every handle; answers (live handles, their results), skipping
     actors that have died (their handles are dropped by the caller)."""
-    refs = [getattr(h, method).remote(*args) for h in handles]
+    refs = [getattr(RayPeer(h), method)(*args) for h in handles]
     live, results = [], []
     for handle, ref in zip(handles, refs, strict=True):
         try:
@@ -84,9 +95,9 @@ def _alive(handles: list[Any], method: str, *args: Any,
 class Topology:
     config: Config
     port: int
-    merchants: ShardGroup
-    stock: ShardGroup
-    orders: ShardGroup
+    merchants: ShardGroup[MerchantPeer]
+    stock: ShardGroup[StockPeer]
+    orders: ShardGroup[OrderPeer]
     gateways: list[Any] = field(default_factory=list)
     relay: Any = None
     connectors: dict[str, Any] = field(default_factory=dict)
@@ -102,26 +113,30 @@ class Topology:
         order_table = RoutingTable.uniform(slots, config.order_shards)
         shard_options = _placed(_SHARD_OPTIONS, config)
         order_names = [f"order-{i}" for i in range(config.order_shards)]
-        merchants = [RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
-                     .remote(i, config, merchant_table.slots_of(i), order_names)
-                     for i in range(config.merchant_shards)]
-        stock = [RemoteStockShard.options(name=f"stock-{i}", **shard_options)
-                 .remote(i, config, stock_table.slots_of(i), order_names)
-                 for i in range(config.stock_shards)]
-        orders = [RemoteOrderShard.options(name=name, **shard_options)
-                  .remote(i, config, stock, stock_table, order_table)
-                  for i, name in enumerate(order_names)]
+        merchants: list[MerchantPeer] = ray_peers(
+            RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
+            .remote(i, config, merchant_table.slots_of(i), order_names)
+            for i in range(config.merchant_shards))
+        stock: list[StockPeer] = ray_peers(
+            RemoteStockShard.options(name=f"stock-{i}", **shard_options)
+            .remote(i, config, stock_table.slots_of(i), order_names)
+            for i in range(config.stock_shards))
+        orders: list[OrderPeer] = ray_peers(
+            RemoteOrderShard.options(name=name, **shard_options)
+            .remote(i, config, stock, stock_table, order_table)
+            for i, name in enumerate(order_names))
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
                        ShardGroup(stock, stock_table, slots, by_sku=True),
                        ShardGroup(orders, order_table, slots))
-        ray.get([shard.check_invariants.remote() for shard in [*stock, *orders]])
+        wait_all([*(shard.check_invariants() for shard in stock),
+                  *(shard.check_invariants() for shard in orders)])
         if "none" not in (config.redis_url, config.postgres_dsn):
             topology.relay = RemoteRelay.options(name="relay", **_SHARD_OPTIONS).remote(config)
             for spec in load_specs(config.connectors_file):
                 topology.add_connector(spec)
         for i in range(config.gateways):
             topology.add_gateway(i)
-        ray.get([gateway.ready.remote() for gateway in topology.gateways])
+        wait_all(RayPeer(gateway).ready() for gateway in topology.gateways)
         if config.autoscale:
             topology.start_controller()
         return topology
@@ -138,7 +153,7 @@ class Topology:
         """Drains one gateway (in-flight calls finish) and stops it."""
         self.gateways = [g for g in self.gateways if g != gateway]
         try:
-            ray.get(gateway.drain.remote(grace_s), timeout=grace_s + 5)
+            wait_all([RayPeer(gateway).drain(grace_s)], timeout_s=grace_s + 5)
         except (ray.exceptions.RayError, TimeoutError):
             log.warning("a gateway did not drain cleanly", exc_info=True)
         ray.kill(gateway)
@@ -181,46 +196,46 @@ class Topology:
         too, stock-changing work stays paused (UNAVAILABLE) and this raises, for an
         operator to run it again. Gateways switch last (they only read stock); one that
         died is skipped."""
-        old, old_handles = self.stock.table, list(self.stock.handles)
+        old, old_peers = self.stock.table, list(self.stock.peers)
         table = RoutingTable(old.version + 1,
                              tuple(slot % shards_total for slot in range(len(old.shard_of_slot))))
-        order_names = [f"order-{i}" for i in range(len(self.orders.handles))]
-        added = [RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS,
-                                                                          self.config))
-                 .remote(i, self.config, table.slots_of(i), order_names)
-                 for i in range(len(old_handles), shards_total)]
-        ray.get([shard.check_invariants.remote() for shard in added])
-        handles = [*old_handles, *added]
-        self._switch_stock(handles, table)
+        order_names = [f"order-{i}" for i in range(len(self.orders))]
+        added: list[StockPeer] = ray_peers(
+            RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS, self.config))
+            .remote(i, self.config, table.slots_of(i), order_names)
+            for i in range(len(old_peers), shards_total))
+        wait_all(shard.check_invariants() for shard in added)
+        peers = [*old_peers, *added]
+        self._switch_stock(peers, table)
         try:
-            ray.get([s.rebuild.remote(table.slots_of(i)) for i, s in enumerate(handles)])
+            wait_all(s.rebuild(table.slots_of(i)) for i, s in enumerate(peers))
         except Exception:
             log.exception("stock reshard to %d shards failed; rolling back", shards_total)
             back = RoutingTable(table.version + 1, old.shard_of_slot)
-            self._switch_stock(old_handles, back)  # raises: stays paused
-            ray.get([s.rebuild.remote(back.slots_of(i)) for i, s in enumerate(old_handles)])
-            ray.get([o.resume.remote() for o in self.orders.handles])
+            self._switch_stock(old_peers, back)  # raises: stays paused
+            wait_all(s.rebuild(back.slots_of(i)) for i, s in enumerate(old_peers))
+            wait_all(o.resume() for o in self.orders.peers)
             for shard in added:
-                ray.kill(shard)
-            self.stock.update(old_handles, back)
-            self._call_gateways("reroute_stock", old_handles, back)
+                ray.kill(handle_of(shard))
+            self.stock.update(old_peers, back)
+            self._call_gateways("reroute_stock", old_peers, back)
             raise
-        ray.get([o.resume.remote() for o in self.orders.handles])
-        self.stock.update(handles, table)
-        self._call_gateways("reroute_stock", handles, table)
+        wait_all(o.resume() for o in self.orders.peers)
+        self.stock.update(peers, table)
+        self._call_gateways("reroute_stock", peers, table)
         return table
 
-    def _switch_stock(self, handles: list[Any], table: RoutingTable) -> None:
+    def _switch_stock(self, peers: list[StockPeer], table: RoutingTable) -> None:
         """Makes `table` durable, then pauses the order shards' stock-changing work and
         routes it by `table` (until `resume`)."""
         if self.config.postgres_dsn != "none":
-            ray.get(self.orders.handles[0].save_stock_routing.remote(table))
-        ray.get([o.reroute_stock.remote(handles, table) for o in self.orders.handles])
+            wait_all([self.orders.peer(0).save_stock_routing(table)])
+        wait_all(o.reroute_stock(peers, table) for o in self.orders.peers)
 
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""
         if self.controller is not None:
-            handles = ray.get(self.controller.gateway_handles.remote())
+            handles = wait_all([RayPeer(self.controller).gateway_handles()])[0]
             self.gateways, _ = _alive(handles, "ready")
             ray.kill(self.controller)
             self.controller = None
@@ -228,20 +243,20 @@ class Topology:
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return {
             "gateways": self._call_gateways("stats"),
-            "stock_shards": ray.get([s.stats.remote() for s in self.stock.handles]),
-            "order_shards": ray.get([s.stats.remote() for s in self.orders.handles]),
+            "stock_shards": wait_all(s.stats() for s in self.stock.peers),
+            "order_shards": wait_all(s.stats() for s in self.orders.peers),
         }
 
     def shift_clock(self, offset_ms: int) -> None:
         """Moves every actor's clock by `offset_ms` from real time (tests and drills)."""
         self.clock_offset_ms = offset_ms
         self._call_gateways("shift_clock", offset_ms)
-        ray.get([actor.shift_clock.remote(offset_ms) for actor in [
-            *self.orders.handles, *self.stock.handles, *self.merchants.handles]])
+        wait_all(actor.shift_clock(offset_ms) for actor in [
+            *self.orders.peers, *self.stock.peers, *self.merchants.peers])
 
     def check_invariants(self) -> None:
-        ray.get([s.check_invariants.remote() for s in self.stock.handles])
-        ray.get([s.check_invariants.remote() for s in self.orders.handles])
+        wait_all(s.check_invariants() for s in self.stock.peers)
+        wait_all(s.check_invariants() for s in self.orders.peers)
 
     def stop(self, grace_s: float = 5.0) -> None:
         self.stop_controller()

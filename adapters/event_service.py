@@ -6,12 +6,12 @@ the previous one is written, and a consumer that stops taking messages for
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import redis.asyncio as redis
 
-from adapters.events import EVENT_TYPES, decode, stream_key
+from adapters.events import EVENT_TYPES, StreamEntry, StreamsRead, decode, stream_key
 from adapters.grpc_errors import current_principal
 from engine.config import Config
 from engine.errors import InvalidArgument, Overloaded, Unavailable
@@ -53,7 +53,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         """The id of the newest event in the stream now ("0-0" when it is empty)."""
         assert self._client is not None
         try:
-            newest = await self._client.xrevrange(key, count=1)
+            newest = cast(list[StreamEntry], await self._client.xrevrange(key, count=1))
         except redis.RedisError as error:
             raise Unavailable("the event stream is unavailable; retry") from error
         return newest[0][0].decode() if newest else "0-0"
@@ -64,8 +64,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         stall_s = self._config.event_stream_stall_ms_max / 1000
         while True:
             try:
-                batches = await self._client.xread({key: cursor}, block=1000,
-                                                   count=self._config.event_read_batch_max)
+                batches = cast(StreamsRead, await self._client.xread(
+                    {key: cursor}, block=1000, count=self._config.event_read_batch_max))
             except redis.RedisError as error:
                 raise Unavailable("the event stream is unavailable; resume later",
                                   cursor=cursor) from error

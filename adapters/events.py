@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import msgpack
 import redis.asyncio as redis
@@ -21,6 +21,15 @@ ORDER_EVENT_TYPES = {"placed": "order.reserved", "pay": "order.paid",
                      "cancel": "order.cancelled", "expire": "order.expired",
                      "fulfil": "order.fulfilled"}
 EVENT_TYPES = frozenset([*ORDER_EVENT_TYPES.values(), "stock.adjusted", "stock.sold_out"])
+
+# Stream replies as flashtx's Redis clients (default options) return them: ids and fields
+# as bytes, XREAD and XREADGROUP as [stream, entries] pairs. redis-py annotates replies
+# for every protocol and decode_responses setting (bytes | str, dict or list shapes), so
+# the readers cast to these.
+StreamEntry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
+StreamsRead: TypeAlias = list[tuple[bytes, list[StreamEntry]]]
+# XREADGROUP also answers pending entries whose message was deleted: their fields are None.
+GroupRead: TypeAlias = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]]
 
 
 def stream_key(merchant_id: str) -> str:
@@ -46,10 +55,11 @@ def event_payload(row: Any) -> bytes:
 
 def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, delta: int,
                 reason: str, at_ms: int) -> bytes:
-    return event_pb2.Event(
+    data: bytes = event_pb2.Event(
         event_id=event_id, merchant_id=merchant_id, type=event_type, created_at_ms=at_ms,
         stock=event_pb2.StockChange(sku_id=sku_id, delta=delta, reason=reason),
     ).SerializeToString()
+    return data
 
 
 # Adds a batch of outbox rows to their streams, once: KEYS[1] holds the relay's cursor
@@ -99,7 +109,7 @@ class StreamWriter:
 
     async def cursor(self) -> tuple[int, int] | None:
         """The last row added to the streams, if Redis knows it."""
-        value = await self._client.get(self._cursor_key)
+        value = cast(bytes | None, await self._client.get(self._cursor_key))
         if value is None:
             return None
         txid, outbox_id = value.decode().split(":")
@@ -120,4 +130,5 @@ class StreamWriter:
 
 
 def decode(fields: dict[bytes, bytes]) -> event_pb2.Event:
-    return event_pb2.Event.FromString(fields[b"event"])
+    event: event_pb2.Event = event_pb2.Event.FromString(fields[b"event"])
+    return event

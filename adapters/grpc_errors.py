@@ -125,7 +125,8 @@ def bearer_token(metadata: Any) -> str:
         if key == "authorization":
             if isinstance(value, bytes) or not value.startswith("Bearer "):
                 raise errors.Unauthenticated("authorization must be 'Bearer <api key>'")
-            return value[7:].strip()
+            token: str = value[7:].strip()
+            return token
     raise errors.Unauthenticated("missing authorization metadata")
 
 

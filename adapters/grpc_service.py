@@ -20,7 +20,7 @@ from engine.carts import CartSnapshot
 from engine.config import Config
 from engine.errors import REASON_BY_CODE, DomainError, InvalidArgument, ResultCode
 from engine.merchants import Principal, Scope
-from engine.orders import OrderSnapshot
+from engine.orders import OrderSnapshot, order_slot
 from engine.stock import StockLevel
 from engine.validation import check_id, check_length, check_order, check_range, check_sku
 from protos.flashtx.v1 import (
@@ -47,9 +47,9 @@ class Backend(Protocol):
     config: Config
     events_redis: Any  # redis.asyncio.Redis, or None when events are off
 
-    async def create_merchant(self, merchant_id: str, name: str,
-                              payment_window_s: int) -> tuple[dict[str, Any], dict[str, Any],
-                                                              str]: ...
+    async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
+                              cart_hold_s: int = 0) -> tuple[dict[str, Any], dict[str, Any],
+                                                             str]: ...
     async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
                                                             list[dict[str, Any]]]: ...
     async def create_api_key(self, merchant_id: str, scopes: list[int],
@@ -229,10 +229,13 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
             items.append((sku.sku_id, sku.name, sku.price_minor, sku.on_hand,
                           sku.per_buyer_limit))
         results = await self._backend.upsert_skus(current_principal().merchant_id, items)
+        # ignore: the generated stub types `code` as ResultCode, an int subclass that exists
+        # only in the stub (enum values are plain ints at run time).
         return stock_pb2.UpsertSkusResponse(results=[
             stock_pb2.SkuResult(code=common_pb2.RESULT_CODE_OK, level=level_message(r))
             if isinstance(r, StockLevel) else
-            stock_pb2.SkuResult(code=int(r.code), message=r.message) for r in results])
+            stock_pb2.SkuResult(code=int(r.code),  # type: ignore[arg-type]
+                                message=r.message) for r in results])
 
     async def AdjustStock(self, request: Any, context: Any) -> Any:
         config = self._backend.config
@@ -350,8 +353,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def _act(self, op: str, order_id: str) -> order_pb2.Order:
         check_id("order_id", order_id, self._backend.config.id_length_max)
-        if len(order_id) < 4 or any(c not in "0123456789abcdef" for c in order_id[:4]):
-            raise errors.NotFound(f"no order {order_id}", order_id=order_id)
+        order_slot(order_id)  # NotFound unless it names a slot
         principal = current_principal()
         return order_message(await self._backend.order_action(
             principal.merchant_id, op, order_id, None, _only_key(principal)))

@@ -48,4 +48,5 @@ def order_event(order: Any, event_type: str, sequence: int, status: int, refunde
     message.sequence = sequence
     message.updated_at_ms = at_ms
     message.refunded = refunded
-    return event.SerializeToString()
+    data: bytes = event.SerializeToString()
+    return data

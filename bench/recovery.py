@@ -14,6 +14,7 @@ import time
 
 from adapters.postgres import Store
 from engine.config import load_config
+from engine.orders import new_order_id
 from engine.sharding import slot_of
 
 MERCHANT = "recovery-shop"
@@ -43,7 +44,7 @@ async def fill(dsn: str, orders: int, batch: int = 20_000) -> None:
         for n in range(start, min(orders, start + batch)):
             buyer = f"b{n}"
             slot = slot_of(MERCHANT, buyer, slots)
-            order_id = f"{slot:04x}{epoch}{n:09x}"
+            order_id = new_order_id(slot, epoch, n)
             sku = f"s{n % SKUS}"
             # A tenth still RESERVED (holds), the rest PAID (sales): both are rebuilt.
             status = 1 if n % 10 == 0 else 2

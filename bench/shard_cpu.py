@@ -19,9 +19,10 @@ import time
 from actors import gcpolicy
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
+from engine.messages import PlaceBatch, SkuBatch
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
-from flashtx.sim.world import Faults, Handle, World, run_in
+from flashtx.sim.world import Faults, SimPeer, World, run_in
 
 MERCHANT = "cpu-shop"
 
@@ -33,7 +34,7 @@ async def _place_all(world: World, orders: int, batch: int, skus: int,
                         place_orders_batch_max=max(batch, 1000))
     stock_table = RoutingTable.uniform(config.slots_total, 2)
     order_table = RoutingTable.uniform(config.slots_total, 1)
-    stock = [Handle(f"stock-{i}") for i in range(2)]
+    stock = [SimPeer(f"stock-{i}") for i in range(2)]
     for i in range(2):
         world.add(f"stock-{i}", lambda i=i: StockShard(i, config, stock_table.slots_of(i),
                                                        ["order-0"]))
@@ -41,19 +42,19 @@ async def _place_all(world: World, orders: int, batch: int, skus: int,
     for n in range(skus):
         sku_id = f"sku{n}"
         shard = stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, config.slots_total)]
-        await Handle(f"stock-{shard}").upsert.remote([(MERCHANT, sku_id, sku_id, 100,
-                                                       10 * orders, 0)])
-    order = Handle("order-0")
+        await SimPeer(f"stock-{shard}").upsert(SkuBatch.of([(MERCHANT, sku_id, sku_id, 100,
+                                                             10 * orders, 0)]))
+    order = SimPeer("order-0")
     placed = 0
     cpu_s = 0.0
     for start in range(0, orders, batch):
-        items = [(MERCHANT, f"k{i}", f"b{i}", ((f"sku{i % skus}", 1),), 900,
+        items = PlaceBatch.of([(MERCHANT, f"k{i}", f"b{i}", ((f"sku{i % skus}", 1),), 900,
                   slot_of(MERCHANT, f"b{i}", config.slots_total), 0, "key", "")
-                 for i in range(start, min(orders, start + batch))]
+                 for i in range(start, min(orders, start + batch))])
         began = time.process_time()
         if profiler is not None:
             profiler.enable()
-        answers = await order.place.remote(items)
+        answers = await order.place(items)
         if profiler is not None:
             profiler.disable()
         cpu_s += time.process_time() - began

@@ -30,6 +30,8 @@ __all__ = [
     "OrderStatus",
     "PlaceResults",
     "StockAction",
+    "new_order_id",
+    "order_slot",
     "transition",
 ]
 
@@ -122,6 +124,20 @@ def _rebuild_place_results(codes: list[int], rows: list[Any]) -> PlaceResults:
     make = OrderSnapshot._make
     return PlaceResults((_CODES[code], make(row) if type(row) is tuple else row)
                         for code, row in zip(codes, rows, strict=True))
+
+
+def new_order_id(slot: int, epoch: str, counter: int) -> str:
+    """An order id: its slot (4 hex digits: every order of a buyer sits on the same order
+    shard, found from the id alone), the shard incarnation's epoch, a counter."""
+    return f"{slot:04x}{epoch}{counter:09x}"
+
+
+def order_slot(order_id: str) -> int:
+    """The slot an order id names; NotFound when it names none."""
+    head = order_id[:4]
+    if len(head) < 4 or any(c not in "0123456789abcdef" for c in head):
+        raise NotFound(f"no order {order_id}", order_id=order_id)
+    return int(head, 16)
 
 
 class OrderChange(NamedTuple):
@@ -236,7 +252,7 @@ class OrderBook:
             return Begin(ResultCode.OVERLOADED, "", None,
                          "order shard holds its maximum of idempotency keys")
         self._counter += 1
-        order_id = f"{slot:04x}{self._epoch}{self._counter:09x}"
+        order_id = new_order_id(slot, self._epoch, self._counter)
         self._pending[key] = (order_id, fingerprint)
         return Begin(ResultCode.OK, order_id, None, "")
 

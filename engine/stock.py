@@ -372,9 +372,9 @@ class StockLedger:
         self.skus[(merchant_id, sku_id)] = SkuState(name, price_minor, on_hand, 0, 0,
                                                     per_buyer_limit)
 
-    def replace_owned(self, owner: int, holds: Sequence[tuple[str, str, str,
+    def replace_owned(self, owner: int, holds: Iterable[tuple[str, str, str,
                                                                tuple[Line, ...], int]],
-                      sold: Sequence[tuple[str, str, str, int]] | None,
+                      sold: Iterable[tuple[str, str, str, int]] | None,
                       now_ms: int) -> int:
         """Replaces every hold (and, when `sold` is given, every sale) of order shard
         `owner` with what that shard knows: holds (order_id, merchant_id, buyer_id, lines,

@@ -11,7 +11,8 @@ from typing import Any
 
 import ray
 
-from actors.topology import NAMESPACE, Topology
+from actors.routing import NAMESPACE
+from actors.topology import Topology
 from adapters import embedded
 from adapters.postgres import Store
 from engine.config import Config, load_config
@@ -61,7 +62,7 @@ class LocalEngine:
             # Ray lowers its workers' priority (nice 15) by default; here the workers are
             # the engine, and must not starve behind its own clients or Postgres.
             os.environ.setdefault("RAY_worker_niceness", "0")
-            local = {"num_cpus": os.cpu_count() or 2}
+            local: dict[str, Any] = {"num_cpus": os.cpu_count() or 2}
             if config.metrics_export_port:
                 local["_metrics_export_port"] = config.metrics_export_port
             # Without an address, always a new local cluster: never a stray `ray start`

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from rich.console import Console
 
@@ -113,7 +114,10 @@ def replay_command(options: argparse.Namespace) -> int:
     from actors.routing import NAMESPACE
 
     ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
-    connector = ray.get_actor(f"connector-{options.connector}", namespace=NAMESPACE)
+    # Any: Ray types an ActorHandle's methods (looked up by name) as Never.
+    connector: Any = ray.get_actor(f"connector-{options.connector}", namespace=NAMESPACE)
+    delivered: int
+    still_dead: int
     delivered, still_dead = ray.get(connector.replay_dead_letters.remote())
     console.print(f"{options.connector}: {delivered} delivered, {still_dead} still dead")
     return 0 if still_dead == 0 else 1

@@ -45,6 +45,7 @@ def run_demo(buyers: int, units: int) -> int:
 
 
 async def _flash_sale(engine: LocalEngine, buyers: int, units: int) -> dict[str, object]:
+    assert engine.operator_key is not None  # run_demo chose it
     async with Client(engine.address, engine.operator_key) as operator:
         created = await operator.merchants.CreateMerchant(
             merchant_pb2.CreateMerchantRequest(merchant_id=f"demo-{int(time.time())}",
@@ -139,8 +140,10 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
         for detail in status_pb2.Status.FromString(raw).details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
-                return info.reason
-    return error.code().name
+                reason: str = info.reason
+                return reason
+    name: str = error.code().name
+    return name
 
 
 async def _buy(shop: Client, buyer: int, gate: asyncio.Semaphore) -> str:
@@ -151,7 +154,8 @@ async def _buy(shop: Client, buyer: int, gate: asyncio.Semaphore) -> str:
         async with gate:
             response = await shop.orders.PlaceOrder(request)
     except grpc.aio.AioRpcError as error:
-        return error.code().name
+        name: str = error.code().name
+        return name
     return "replayed" if response.replayed else "accepted"
 
 

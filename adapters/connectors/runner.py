@@ -8,12 +8,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as redis
 
 from adapters.connectors.sinks import SINKS, Sink
-from adapters.events import decode, stream_key
+from adapters.events import GroupRead, StreamEntry, decode, stream_key
 from protos.flashtx.v1 import event_pb2
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,14 @@ class ConnectorRunner:
             except redis.RedisError:
                 await asyncio.sleep(1.0)
 
-    async def _read(self, cursor: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        answer = await self._client.xreadgroup(self.spec.name, self.spec.name,
-                                               {self._stream: cursor},
-                                               count=self._sink.batch_max, block=1000)
-        return [entry for _, entries in answer for entry in entries if entry[1]]
+    async def _read(self, cursor: str) -> list[StreamEntry]:
+        answer = cast(GroupRead, await self._client.xreadgroup(
+            self.spec.name, self.spec.name, {self._stream: cursor},
+            count=self._sink.batch_max, block=1000))
+        return [(entry_id, fields) for _, entries in answer for entry_id, fields in entries
+                if fields]
 
-    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _handle(self, entries: list[StreamEntry]) -> None:
         events = [decode(fields) for _, fields in entries]
         wanted = [e for e in events if not self.spec.types or e.type in self.spec.types]
         error = await self._deliver_with_retries(wanted) if wanted else None
@@ -121,8 +122,7 @@ class ConnectorRunner:
                 delay_s = min(delay_s * 2, self.spec.backoff_ms_max / 1000)
         return "unreachable"
 
-    async def _dead_letter(self, entries: list[tuple[bytes, dict[bytes, bytes]]],
-                           error: str) -> None:
+    async def _dead_letter(self, entries: list[StreamEntry], error: str) -> None:
         for _, fields in entries:
             await self._client.xadd(self.spec.dead_letter_key,
                                     {"event": fields[b"event"], "error": error[:500]})
@@ -132,7 +132,7 @@ class ConnectorRunner:
 
     async def replay_dead_letters(self) -> tuple[int, int]:
         """Delivers dead letters again (one attempt each); returns (delivered, still dead)."""
-        entries = await self._client.xrange(self.spec.dead_letter_key)
+        entries = cast(list[StreamEntry], await self._client.xrange(self.spec.dead_letter_key))
         delivered = 0
         for entry_id, fields in entries:
             try:

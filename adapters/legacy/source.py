@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -22,7 +22,7 @@ from adapters.legacy.mapping import Entity, Mapping
 
 __all__ = ["LegacySource", "open_source"]
 
-Row = asyncpg.Record
+Row: TypeAlias = asyncpg.Record
 
 
 class LegacySource:

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
             results = list(pool.imap_unordered(_one, jobs, chunksize=50))
     else:
-        results = map(_one, jobs)
+        results = [_one(job) for job in jobs]
     for seed, failures, seed_acked, seed_crashes in results:
         acked += seed_acked
         crashes += seed_crashes

@@ -15,6 +15,7 @@ database says happened (an independent account, not the shards' memory):
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.config import Config, load_config
 from engine.errors import DomainError, ResultCode
-from engine.orders import OrderStatus
+from engine.messages import ActionBatch, PlaceBatch, SkuBatch
+from engine.orders import OrderStatus, order_slot
 from engine.sharding import RoutingTable, slot_of
-from flashtx.sim.world import Faults, Handle, Lost, World, installed
+from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
 
 MERCHANT = "sim-shop"
 RETRYABLE = (ResultCode.UNAVAILABLE, ResultCode.OVERLOADED)
@@ -80,20 +82,20 @@ class Run:
     def build(self) -> None:
         config, world = self.config, self.world
         order_names = [f"order-{i}" for i in range(2)]
-        stock = [Handle(f"stock-{i}") for i in range(2)]
+        stock = [SimPeer(f"stock-{i}") for i in range(2)]
         for i in range(2):
-            world.add(f"stock-{i}", lambda i=i: StockShard(
-                i, config, self.stock_table.slots_of(i), order_names))
+            world.add(f"stock-{i}", functools.partial(
+                StockShard, i, config, self.stock_table.slots_of(i), order_names))
         for i in range(2):
-            world.add(f"order-{i}", lambda i=i: OrderShard(
-                i, config, stock, self.stock_table, self.order_table))
+            world.add(f"order-{i}", functools.partial(
+                OrderShard, i, config, stock, self.stock_table, self.order_table))
 
     async def until_answered(self, name: str, method: str, *args: Any) -> Any:
         """Calls until an answer that is not "retry": a client with idempotent retries."""
         delay_s = 0.01
         for _ in range(200):
             try:
-                answer = await getattr(Handle(name), method).remote(*args)
+                answer = await getattr(SimPeer(name), method)(*args)
             except Lost:
                 answer = None
             except DomainError as error:
@@ -122,8 +124,8 @@ class Run:
             sku_id, limit = f"s{n}", self.rng.choice((0, 0, 2))
             self.skus[sku_id] = limit
             shard = self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]
-            answer = await self.until_answered(f"stock-{shard}", "upsert", [(
-                MERCHANT, sku_id, sku_id, 100, self.rng.randint(2, 12), limit)])
+            answer = await self.until_answered(f"stock-{shard}", "upsert", SkuBatch.of([(
+                MERCHANT, sku_id, sku_id, 100, self.rng.randint(2, 12), limit)]))
             if not isinstance(answer, list) or isinstance(answer[0], DomainError):
                 self.fail(f"setting up {sku_id}: {answer!r}")
 
@@ -150,7 +152,7 @@ class Run:
         shard = self.order_table.shard_of_slot[slot]
         window_s = self.rng.randint(1, 3)
         placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", "")
-        answer = await self.until_answered(f"order-{shard}", "place", [placement])
+        answer = await self.until_answered(f"order-{shard}", "place", PlaceBatch.of([placement]))
         if answer is DONE or isinstance(answer, DomainError):
             return None
         [(code, value)] = answer
@@ -165,8 +167,9 @@ class Run:
         return order_id
 
     async def act(self, op: str, order_id: str) -> None:
-        shard = self.order_table.shard_of_slot[int(order_id[:4], 16)]
-        await self.until_answered(f"order-{shard}", "act", [(op, MERCHANT, order_id, "", "")])
+        shard = self.order_table.shard_of_slot[order_slot(order_id)]
+        await self.until_answered(f"order-{shard}", "act",
+                                  ActionBatch.of([(op, MERCHANT, order_id, "", "")]))
 
     async def operator(self) -> None:
         n = 0
@@ -181,8 +184,8 @@ class Run:
                                           "sim", f"adjust-{n}")
             else:
                 on_hand = self.world.store.on_hand(MERCHANT, sku_id) + self.rng.randint(-2, 3)
-                await self.until_answered(f"stock-{shard}", "upsert", [(
-                    MERCHANT, sku_id, sku_id, 100, max(0, on_hand), self.skus[sku_id])])
+                await self.until_answered(f"stock-{shard}", "upsert", SkuBatch.of([(
+                    MERCHANT, sku_id, sku_id, 100, max(0, on_hand), self.skus[sku_id])]))
 
     async def crasher(self) -> None:
         low, high = self.world.faults.crash_every_ms

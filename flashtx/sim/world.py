@@ -1,9 +1,9 @@
 """The real shard classes (actors.order_shard.OrderShard, actors.stock_shard.StockShard)
-in one event loop on virtual time (looptime), wired to each other through in-process
-handles that behave like Ray's: arguments and answers are copied, a call can be lost
-before or after it runs, and an actor can crash at any await, losing its memory and every
-task it had, and come back by running its constructor again (Ray's max_restarts) over the
-same database (flashtx.sim.store).
+in one event loop on virtual time (looptime), wired to each other through SimPeer, the
+in-process implementation of the ports (actors.ports), which behaves like Ray: arguments
+and answers are copied, a call can be lost before or after it runs, and an actor can crash
+at any await, losing its memory and every task it had, and come back by running its
+constructor again (Ray's max_restarts) over the same database (flashtx.sim.store).
 
 Everything random comes from one seeded generator, so a seed replays exactly (within one
 process, or across processes with the same PYTHONHASHSEED: ``python -m flashtx.sim`` sets
@@ -63,42 +63,42 @@ class Faults:
         return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2))
 
 
-class Handle:
-    """What shards hold instead of a Ray actor handle: ``handle.method.remote(*args)``."""
+class SimPeer:
+    """The in-process implementation of the ports (actors.ports): ``peer.method(*args)``
+    answers an awaitable task, as a Ray call does, with Ray's failures."""
+
+    __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __getattr__(self, method: str) -> _Method:
-        if method.startswith("__"):
+    def __getattr__(self, method: str) -> Callable[..., asyncio.Task[Any]]:
+        if method.startswith("_"):
             raise AttributeError(method)
-        return _Method(self.name, method)
+        name = self.name
+
+        def call(*args: Any) -> asyncio.Task[Any]:
+            assert _WORLD is not None
+            # Addressed to the incarnation alive now: as with Ray, a call sent before a
+            # crash fails, it is never delivered to the restarted actor.
+            actor = _WORLD.actors[name]
+            incarnation = actor.incarnation if actor.instance is not None else -1
+            return asyncio.get_running_loop().create_task(
+                _WORLD.call(name, method, args, incarnation))
+
+        return call
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Handle) and other.name == self.name
+        return isinstance(other, SimPeer) and other.name == self.name
 
     def __hash__(self) -> int:
         return hash(self.name)
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (Handle, (self.name,))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SimPeer, (self.name,))
 
     def __repr__(self) -> str:
-        return f"Handle({self.name})"
-
-
-class _Method:
-    def __init__(self, name: str, method: str) -> None:
-        self.name, self.method = name, method
-
-    def remote(self, *args: Any) -> asyncio.Task[Any]:
-        assert _WORLD is not None
-        # Addressed to the incarnation alive now: as with Ray, a call sent before a crash
-        # fails, it is never delivered to the restarted actor.
-        actor = _WORLD.actors[self.name]
-        incarnation = actor.incarnation if actor.instance is not None else -1
-        return asyncio.get_running_loop().create_task(
-            _WORLD.call(self.name, self.method, args, incarnation))
+        return f"SimPeer({self.name})"
 
 
 @dataclass
@@ -133,10 +133,10 @@ class World:
 
     # --- actors -----------------------------------------------------------------------------
 
-    def add(self, name: str, make: Callable[[], Any]) -> Handle:
+    def add(self, name: str, make: Callable[[], Any]) -> SimPeer:
         self.actors[name] = _Actor(make)
         self.start(name)
-        return Handle(name)
+        return SimPeer(name)
 
     def start(self, name: str) -> None:
         actor = self.actors[name]
@@ -223,8 +223,8 @@ def installed(world: World) -> Iterator[None]:
     async def open_store(dsn: str, pool_size: int) -> MemoryStore:
         return world.store
 
-    async def find_actors(names: Any, timeout_s: float = 60.0) -> list[Handle]:
-        return [Handle(name) for name in names]
+    async def find_peers(names: Any, timeout_s: float = 60.0) -> list[SimPeer]:
+        return [SimPeer(name) for name in names]
 
     def now_ms() -> int:
         return 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
@@ -247,8 +247,8 @@ def installed(world: World) -> Iterator[None]:
     patches: list[tuple[Any, str, Any]] = [
         (actors.order_shard, "open_store", open_store),
         (actors.stock_shard, "open_store", open_store),
-        (actors.order_shard, "find_actors", find_actors),
-        (actors.stock_shard, "find_actors", find_actors),
+        (actors.order_shard, "find_peers", find_peers),
+        (actors.stock_shard, "find_peers", find_peers),
         (actors.clock, "now_ms", now_ms),
         (actors.metrics, "record", lambda *args, **kwargs: None),
         (actors.journal, "os", _Exit),

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from actors.ports import wait_all
+from engine.messages import SkuKeys
 from flashtx.app import LocalEngine
 from flashtx.client import Client
 from protos.flashtx.v1 import (
@@ -462,8 +464,8 @@ async def test_emptying_bucket_is_refilled_and_sold_out_is_said_once_at_the_end(
     stock = engine.topology.stock
 
     def available() -> list[int]:
-        levels = [ray.get(stock.handles[stock.shard_of(merchant_id, key)].levels.remote(
-            [(merchant_id, key)]))[0] for key in keys]
+        levels = [wait_all([stock.of(merchant_id, key).levels(
+            SkuKeys([merchant_id], [key]))])[0][0] for key in keys]
         return [level.available for level in levels]
 
     assert available() == [50, 50]

@@ -16,6 +16,8 @@ import ray
 from adapters.legacy.mapping import parse_mapping
 from adapters.legacy.sample import SIZES, create_sample, sample_mapping
 from adapters.legacy.sync import SyncOptions, run_sync
+from engine.messages import ActionBatch, SkuKeys
+from engine.orders import order_slot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -62,14 +64,14 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
     stock = engine.topology.stock
     for row in expected:
         shard = stock.shard_of(row["merchant_id"], row["sku_id"])
-        [level] = await stock.handles[shard].levels.remote([(row["merchant_id"],
-                                                             row["sku_id"])])
+        [level] = await stock.peer(shard).levels(SkuKeys([row["merchant_id"]],
+                                                         [row["sku_id"]]))
         assert level is not None and level.reserved == row["held"], (row, level)
         assert level.available >= 0
     orders = engine.topology.orders
-    shard = orders.shard_of_slot(int(an_order["order_id"][:4], 16))
-    [found] = await orders.handles[shard].act.remote(
-        [("get", an_order["merchant_id"], an_order["order_id"], None, "")])
+    shard = orders.shard_of_slot(order_slot(an_order["order_id"]))
+    [found] = await orders.peer(shard).act(
+        ActionBatch.of([("get", an_order["merchant_id"], an_order["order_id"], None, "")]))
     assert found.order_id == an_order["order_id"]
 
     # A campaign on an imported SKU moves units into buckets; a re-sync from the
@@ -78,8 +80,8 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
     chosen = None
     for row in expected:
         shard = stock.shard_of(row["merchant_id"], row["sku_id"])
-        [level] = await stock.handles[shard].levels.remote([(row["merchant_id"],
-                                                             row["sku_id"])])
+        [level] = await stock.peer(shard).levels(SkuKeys([row["merchant_id"]],
+                                                         [row["sku_id"]]))
         if level.available >= 4:
             chosen = (row["merchant_id"], row["sku_id"], level)
             break
@@ -99,8 +101,7 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
         except ray.exceptions.RayError:  # restarting, or not yet restarted (NOT_FOUND)
             assert time.monotonic() < deadline
             await asyncio.sleep(0.5)
-    [moved] = await stock.handles[stock.shard_of(merchant_id, sku_id)].levels.remote(
-        [(merchant_id, sku_id)])
+    [moved] = await stock.of(merchant_id, sku_id).levels(SkuKeys([merchant_id], [sku_id]))
     assert moved.on_hand == level.on_hand - 4
     again = await run_sync(mapping, SyncOptions(target_dsn=database_dsn, quiet=True,
                                                 reject_path=tmp_path / "rejects2.jsonl"))

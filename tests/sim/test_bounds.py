@@ -10,9 +10,10 @@ import dataclasses
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.errors import DomainError, ResultCode
+from engine.messages import ActionBatch, CartBatch, PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
-from flashtx.sim.world import Faults, Handle, World, run_in
+from flashtx.sim.world import Faults, SimPeer, World, run_in
 
 MERCHANT = "bounds-shop"
 
@@ -21,27 +22,27 @@ async def _releases_wait_at_their_bound(world: World) -> list[str]:
     config = sim_config(stock_shards=1, order_shards=1, releases_due_max=2)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, [Handle("stock-0")], table, table))
-    stock, order = Handle("stock-0"), Handle("order-0")
-    await stock.upsert.remote([(MERCHANT, "a", "A", 100, 10, 0)])
-    placed = await order.place.remote([
+    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    stock, order = SimPeer("stock-0"), SimPeer("order-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 10, 0)]))
+    placed = await order.place(PlaceBatch.of([
         (MERCHANT, f"k{n}", f"b{n}", (("a", 1),), 900,
-         slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "") for n in range(4)])
+         slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "") for n in range(4)]))
     assert [code for code, _ in placed] == [ResultCode.OK] * 4
     order_ids = [snapshot.order_id for _, snapshot in placed]
     world.crash("stock-0")  # and it stays down (restart_ms is far away)
     seen = []
     for order_id in order_ids:
-        [answer] = await order.act.remote([("cancel", MERCHANT, order_id, "", "")])
+        [answer] = await order.act(ActionBatch.of([("cancel", MERCHANT, order_id, "", "")]))
         seen.append(answer.code.name if isinstance(answer, DomainError) else "OK")
-    stats = await order.stats.remote()
+    stats = await order.stats()
     assert stats["releases_due"] == 2  # bounded: the later cancels did not add theirs
     world.start("stock-0")  # back: it takes the order shard's state over, queue emptied
     for _ in range(200):
-        if (await order.stats.remote())["releases_due"] == 0:
+        if (await order.stats())["releases_due"] == 0:
             break
         await asyncio.sleep(0.05)
-    [answer] = await order.act.remote([("cancel", MERCHANT, order_ids[3], "", "")])
+    [answer] = await order.act(ActionBatch.of([("cancel", MERCHANT, order_ids[3], "", "")]))
     seen.append(answer.code.name if isinstance(answer, DomainError) else "OK")
     return seen
 
@@ -61,27 +62,27 @@ async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
     names = ["order-0", "order-1"]
     world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
     for i in range(2):
-        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, [Handle("stock-0")],
+        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, [SimPeer("stock-0")],
                                                         stock_table, order_table))
-    stock = Handle("stock-0")
-    await stock.upsert.remote([(MERCHANT, "a", "A", 100, 2, 0)])
+    stock = SimPeer("stock-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
 
     def buyer_on(shard: int) -> str:
         return next(f"b{n}" for n in range(1000) if order_table.shard_of_slot[
             slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard)
 
     holder, other = buyer_on(0), buyer_on(1)
-    cart = Handle("order-0").cart
-    await cart.remote([("add", MERCHANT, holder, "", "a", 2, 600)])  # holds both units
+    cart = SimPeer("order-0").cart
+    await cart(CartBatch.of([("add", MERCHANT, holder, "", "a", 2, 600)]))  # holds both units
     await asyncio.sleep(1)  # the cart with its hold is durable
-    await cart.remote([("set", MERCHANT, holder, "", "a", 0, 600)])  # gives them back
+    await cart(CartBatch.of([("set", MERCHANT, holder, "", "a", 0, 600)]))  # gives them back
     world.crash("order-0")  # right after the answer
     slot = slot_of(MERCHANT, other, config.slots_total)
-    [(code, _)] = await Handle("order-1").place.remote(
-        [(MERCHANT, "k-other", other, (("a", 2),), 900, slot, 0, "key", "")])
+    [(code, _)] = await SimPeer("order-1").place(
+        PlaceBatch.of([(MERCHANT, "k-other", other, (("a", 2),), 900, slot, 0, "key", "")]))
     world.start("order-0")  # recovers from the database and hands its holds over
     await asyncio.sleep(2)
-    [level] = await stock.levels.remote([(MERCHANT, "a")])
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
     return int(code), level.reserved + level.sold, level.on_hand
 
 

@@ -1,0 +1,193 @@
+"""Typed ports between actors, and their Ray implementation: the one place that makes Ray
+calls to shards and gateways.
+
+A shard holds peers (``StockPeer``, ``OrderPeer``, ``MerchantPeer``), never actor handles,
+and calls them like objects: ``await peer.reserve(batch)``. Each port method takes and
+answers the named batches of ``engine.messages``. Two implementations exist: ``RayPeer``
+here (a Ray actor handle), and ``flashtx.sim.world.SimPeer`` (in-process, on virtual time,
+with the failures Ray can have). The shard classes are checked against the ports by mypy
+(``_conformance`` below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+import ray
+
+from engine.campaigns import Campaign
+from engine.errors import DomainError
+from engine.merchants import Principal
+from engine.messages import (
+    ActionBatch,
+    Answers,
+    CartBatch,
+    CheckoutBatch,
+    Expected,
+    Generation,
+    Handover,
+    HoldBatch,
+    PlaceBatch,
+    ReserveBatch,
+    ReturnBatch,
+    Shares,
+    SkuBatch,
+    SkuKeys,
+)
+from engine.sharding import RoutingTable
+from engine.stock import StockLevel
+
+NAMESPACE = "flashtx"
+T = TypeVar("T")
+
+
+class Admin(Protocol):
+    """What every shard answers to operators and tests."""
+
+    def stats(self) -> Awaitable[dict[str, Any]]: ...
+    def shift_clock(self, offset_ms: int) -> Awaitable[None]: ...
+
+
+class StockPeer(Admin, Protocol):
+    # hot path (from order shards)
+    def reserve(self, batch: ReserveBatch) -> Awaitable[Answers]: ...
+    def hold(self, batch: HoldBatch) -> Awaitable[Answers]: ...
+    def commit(self, order_ids: list[str]) -> Awaitable[Answers]: ...
+    def release(self, order_ids: list[str], owner: int,
+                generation: Generation) -> Awaitable[list[bool]]: ...
+    def return_sold(self, batch: ReturnBatch) -> Awaitable[list[bool]]: ...
+    def replace_owned(self, handover: Handover) -> Awaitable[int]: ...
+    # reads and catalogue (from gateways and merchant shards)
+    def levels(self, keys: SkuKeys) -> Awaitable[list[StockLevel | None]]: ...
+    def upsert(self, batch: SkuBatch) -> Awaitable[list[StockLevel | DomainError]]: ...
+    def adjust(self, merchant_id: str, sku_id: str, delta: int, reason: str,
+               request_id: str = "") -> Awaitable[tuple[StockLevel, bool]]: ...
+    # moving units between counters (campaign buckets)
+    def instance(self, expect: Expected | None = None) -> Awaitable[str]: ...
+    def cancel_expected(self, merchant_id: str, sku_id: str) -> Awaitable[None]: ...
+    def transfer_out(self, merchant_id: str, sku_id: str, units: int, to: Shares,
+                     new_skus: Sequence[Any] = (), campaign: Any = None,
+                     at_most: bool = False) -> Awaitable[int]: ...
+    def deposit(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
+                units: int, expected_instance: str) -> Awaitable[bool]: ...
+    # resharding and checks
+    def rebuild(self, slots: Sequence[int]) -> Awaitable[int]: ...
+    def check_invariants(self) -> Awaitable[bool]: ...
+
+
+class OrderPeer(Admin, Protocol):
+    # from gateways
+    def place(self, batch: PlaceBatch) -> Awaitable[list[Any]]: ...
+    def act(self, batch: ActionBatch) -> Awaitable[list[Any]]: ...
+    def cart(self, batch: CartBatch) -> Awaitable[list[Any]]: ...
+    def checkout(self, batch: CheckoutBatch) -> Awaitable[list[Any]]: ...
+    # from stock shards (recovery) and merchant shards (campaigns)
+    def stock_state_for(self, stock_shard: int) -> Awaitable[Handover]: ...
+    def campaign_changed(self, campaign: Campaign) -> Awaitable[None]: ...
+    # resharding
+    def stock_routing(self) -> Awaitable[RoutingTable]: ...
+    def save_stock_routing(self, table: RoutingTable) -> Awaitable[None]: ...
+    def reroute_stock(self, peers: Sequence[StockPeer],
+                      table: RoutingTable) -> Awaitable[None]: ...
+    def resume(self) -> Awaitable[None]: ...
+    def check_invariants(self) -> Awaitable[bool]: ...
+
+
+class MerchantPeer(Admin, Protocol):
+    def authenticate(self, token: str) -> Awaitable[Principal]: ...
+    def create(self, merchant_id: str, name: str, payment_window_s: int,
+               cart_hold_s: int = 0) -> Awaitable[tuple[dict[str, Any], dict[str, Any], str]]: ...
+    def update(self, merchant_id: str, payment_window_s: int,
+               cart_hold_s: int) -> Awaitable[dict[str, Any]]: ...
+    def get(self, merchant_id: str) -> Awaitable[tuple[dict[str, Any],
+                                                      list[dict[str, Any]]]]: ...
+    def create_key(self, merchant_id: str, scopes: list[int],
+                   label: str) -> Awaitable[tuple[dict[str, Any], str]]: ...
+    def revoke_key(self, merchant_id: str, key_id: str) -> Awaitable[dict[str, Any]]: ...
+    def campaigns_of(self, merchant_ids: Sequence[str] | None = None
+                     ) -> Awaitable[list[Campaign]]: ...
+    def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
+                        starts_at_ms: int, ends_at_ms: int, buckets: int,
+                        skus: Sequence[tuple[str, int, int, int]]
+                        ) -> Awaitable[dict[str, Any]]: ...
+    def get_campaign(self, merchant_id: str, campaign_id: str) -> Awaitable[dict[str, Any]]: ...
+    def list_campaigns(self, merchant_id: str) -> Awaitable[list[dict[str, Any]]]: ...
+    def end_campaign(self, merchant_id: str, campaign_id: str) -> Awaitable[dict[str, Any]]: ...
+
+
+class GatewayPeer(Admin, Protocol):
+    def ready(self) -> Awaitable[int]: ...
+    def drain(self, grace_s: float = 5.0) -> Awaitable[None]: ...
+    def reroute_stock(self, peers: Sequence[StockPeer],
+                      table: RoutingTable) -> Awaitable[None]: ...
+
+
+class RayPeer:
+    """A port over a Ray actor handle: ``peer.method(*args)`` is
+    ``handle.method.remote(*args)``, an awaitable ObjectRef. Pickles as its handle."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return getattr(self.handle, method).remote
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RayPeer, (self.handle,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RayPeer) and other.handle == self.handle
+
+    def __hash__(self) -> int:
+        return hash(self.handle)
+
+
+def ray_peers(handles: Iterable[Any]) -> list[Any]:
+    """Ports over actor handles; the caller names the port type it gets."""
+    return [RayPeer(handle) for handle in handles]
+
+
+def handle_of(peer: Any) -> Any:
+    """The Ray actor behind a peer (to kill it, or in tests)."""
+    return peer.handle if isinstance(peer, RayPeer) else peer
+
+
+async def find_peers(names: Sequence[str], timeout_s: float = 60.0) -> list[Any]:
+    """Ports over named actors, waiting for those not created yet (start-up order)."""
+    found: list[Any] = []
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    for name in names:
+        while True:
+            try:
+                found.append(RayPeer(ray.get_actor(name, namespace=NAMESPACE)))
+                break
+            except ValueError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    return found
+
+
+def wait_all(calls: Iterable[Awaitable[T]], timeout_s: float | None = None) -> list[T]:
+    """Blocks until Ray port calls (ObjectRefs) answer; for code outside an event loop
+    (the deployment, operators' tools)."""
+    refs: list[Any] = list(calls)
+    return cast(list[T], ray.get(refs, timeout=timeout_s))
+
+
+if TYPE_CHECKING:  # mypy checks that each shard class implements its port
+    from actors.gateway import Gateway
+    from actors.merchant_shard import MerchantShard
+    from actors.order_shard import OrderShard
+    from actors.stock_shard import StockShard
+
+    def _conformance(stock: StockShard, order: OrderShard, merchant: MerchantShard,
+                     gateway: Gateway) -> tuple[StockPeer, OrderPeer, MerchantPeer,
+                                                GatewayPeer]:
+        return stock, order, merchant, gateway

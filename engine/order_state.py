@@ -1,0 +1,203 @@
+"""What an order shard holds in memory, and the decisions made on it that are not about
+placing (engine.placing) or cart holds (engine.cart_plans): transitions and their stock
+calls, expiry, and the handover of its holds and sales to a stock shard.
+
+Pure: no I/O, no clock; the shard (actors.order_shard) awaits, persists and calls peers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.campaigns import BuyerUnits, Campaign, not_found
+from engine.carts import Cart, CartBook, CartKey, hold_id
+from engine.config import Config
+from engine.errors import Unavailable
+from engine.messages import Holds, Line, Lines, Sales
+from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
+
+RELEASES_WAITING = "a stock shard is unreachable and stock releases are waiting; retry"
+Page = tuple[list[OrderSnapshot], int | None]  # orders, next offset (None: the last page)
+ShardOf = Callable[[str, str], int]  # (merchant_id, stock key) -> stock shard
+
+
+def split_lines(shard_of: ShardOf, merchant_id: str,
+                lines: Sequence[Line]) -> dict[int, list[Line]]:
+    """An order's lines grouped by the stock shard that owns each."""
+    parts: dict[int, list[Line]] = defaultdict(list)
+    for line in lines:
+        parts[shard_of(merchant_id, line[0])].append(line)
+    return parts
+
+
+@dataclass(slots=True)
+class StockCalls:
+    """Stock calls a batch of transitions needs, per stock shard: commits (payments,
+    made before the state changes), releases (cancel, expiry, dropped carts) and returns
+    (refunds), both made after the state that frees them is durable."""
+
+    commits: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    releases: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    returns: dict[int, list[tuple[str, str, str, Lines]]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    def freeing(self) -> bool:
+        return bool(self.releases or self.returns)
+
+
+@dataclass(slots=True)
+class OrderState:
+    book: OrderBook
+    carts: CartBook
+    campaigns: dict[tuple[str, str], Campaign] = field(default_factory=dict)
+    units: BuyerUnits = field(default_factory=BuyerUnits)  # per buyer: orders and carts
+
+    @classmethod
+    def empty(cls, config: Config, epoch: str) -> OrderState:
+        return cls(OrderBook(epoch, config.orders_per_shard_max,
+                             config.idempotency_keys_per_shard_max),
+                   CartBook(config.cart_idle_s * 1000, config.cart_lines_max,
+                            config.carts_per_shard_max))
+
+    # --- restoring ----------------------------------------------------------------------
+
+    def add_campaign(self, campaign: Campaign) -> None:
+        self.campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
+
+    def restore_order(self, order: Order) -> None:
+        self.book.restore(order)
+        if order.campaign_id and order.live:
+            self.count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                             order.unpriced_lines, 1)
+
+    # --- campaigns ------------------------------------------------------------------------
+
+    def campaign(self, merchant_id: str, campaign_id: str) -> Campaign:
+        campaign = self.campaigns.get((merchant_id, campaign_id))
+        if campaign is None:
+            raise not_found(campaign_id)
+        return campaign
+
+    def count_units(self, merchant_id: str, campaign_id: str, buyer_id: str,
+                    lines: Sequence[Line], sign: int) -> None:
+        """Adds (sign 1) or gives back (-1) a buyer's units of limited campaign SKUs."""
+        campaign = self.campaigns.get((merchant_id, campaign_id)) if campaign_id else None
+        if campaign is None:
+            return
+        limited = [(sku_id, quantity) for sku_id, quantity in lines
+                   if sku_id in campaign.skus and campaign.skus[sku_id].per_buyer_limit]
+        if sign > 0:
+            self.units.add(merchant_id, campaign_id, buyer_id, limited)
+        else:
+            self.units.give_back(merchant_id, campaign_id, buyer_id, limited)
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def act(self, op: str, merchant_id: str, target: str, argument: Any, only_key: str,
+            now: int, busy: set[str], calls: StockCalls, shard_of: ShardOf,
+            releases_full: bool) -> OrderSnapshot | Order | Page:
+        """One read or transition. A payment answers its Order (to apply once its stock
+        commit succeeds; it is marked busy meanwhile); anything else answers what the
+        client gets. Stock calls go into `calls`. `releases_full`: too many releases wait
+        for an unreachable stock shard, so stock-freeing work waits too."""
+        book = self.book
+        if op == "get":
+            return book.get(merchant_id, target, only_key).snapshot()
+        if op == "list":
+            offset, limit = argument
+            return book.list_for_buyer(merchant_id, target, offset, limit, only_key)
+        order, action = book.check(merchant_id, target, op, now, only_key)
+        if action is None:
+            return order.snapshot()
+        if order.order_id in busy:
+            raise Unavailable("the order is changing; retry", order_id=order.order_id)
+        parts = split_lines(shard_of, order.merchant_id, order.stock_lines)
+        if action is not StockAction.COMMIT and releases_full:
+            raise Unavailable(RELEASES_WAITING)
+        if action is StockAction.COMMIT:  # stock first, then the state
+            busy.add(order.order_id)
+            for shard in parts:
+                calls.commits[shard].append(order.order_id)
+            return order
+        snapshot = book.apply(order, op, now)  # state first, then the stock
+        self._freed(order, parts, action, calls)
+        return snapshot
+
+    def expire_due(self, now: int, budget: int, busy: Container[str], calls: StockCalls,
+                   shard_of: ShardOf) -> int:
+        """Expires unpaid orders past their deadline (at most `budget`); an order being
+        paid right now is looked at again later. Answers how many expired."""
+        expired = 0
+        for order in self.book.due_for_expiry(now, budget):
+            if order.order_id in busy:
+                self.book.remind(order)
+                continue
+            self.book.apply(order, "expire", now)
+            expired += 1
+            self._freed(order, split_lines(shard_of, order.merchant_id, order.stock_lines),
+                        StockAction.RELEASE, calls)
+        return expired
+
+    def _freed(self, order: Order, parts: dict[int, list[Line]], action: StockAction,
+               calls: StockCalls) -> None:
+        if order.campaign_id and not order.live:
+            self.count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                             order.unpriced_lines, -1)
+        for shard, part in parts.items():
+            if action is StockAction.RELEASE:
+                calls.releases[shard].append(order.order_id)
+            elif action is StockAction.RETURN:
+                calls.returns[shard].append((order.order_id, order.merchant_id,
+                                             order.buyer_id, tuple(part)))
+
+    def drop_idle_carts(self, now: int, budget: int, calls: StockCalls,
+                        shard_of: ShardOf) -> list[CartKey]:
+        """Idle carts dropped: their holds return, their units no longer count. Answers
+        their keys (to journal them gone)."""
+        return [self.cart_gone(cart, calls, shard_of) for cart in self.carts.idle(now, budget)]
+
+    def cart_gone(self, cart: Cart, calls: StockCalls, shard_of: ShardOf) -> CartKey:
+        """A cart removed (cleared or idle): its holds return, its units no longer count."""
+        key = cart.key
+        merchant_id, buyer_id, campaign_id = key
+        self.count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), -1)
+        for line in cart.lines.values():
+            if line.stock_key:
+                calls.releases[shard_of(merchant_id, line.stock_key)].append(
+                    hold_id(key, line.sku_id))
+        return key
+
+    # --- handover ---------------------------------------------------------------------------
+
+    def stock_state(self, stock_shard: int, shard_of: ShardOf, not_durable: Container[str],
+                    grace_ms: int, now: int) -> tuple[Holds, Sales]:
+        """The holds and sales of this shard's orders and carts on one stock shard. An
+        order cancelled or expired whose change is not durable yet still holds (or, for
+        a refund, is still sold): its stock is freed only once that is durable."""
+        holds: list[tuple[str, str, str, Lines, int]] = []
+        sold: list[tuple[str, str, str, int]] = []
+        for cart in self.carts.carts.values():
+            merchant_id, buyer_id, _ = cart.key
+            for line in cart.lines.values():
+                if line.held(now) and shard_of(merchant_id, line.stock_key) == stock_shard:
+                    holds.append((hold_id(cart.key, line.sku_id), merchant_id, buyer_id,
+                                  ((line.stock_key, line.quantity),), line.held_until_ms))
+        for order in self.book.orders.values():
+            status = order.status
+            if status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+                if order.order_id not in not_durable:
+                    continue
+                status = OrderStatus.PAID if order.refunded else OrderStatus.RESERVED
+            part = split_lines(shard_of, order.merchant_id, order.stock_lines).get(stock_shard)
+            if not part:
+                continue
+            if status == OrderStatus.RESERVED:
+                holds.append((order.order_id, order.merchant_id, order.buyer_id, tuple(part),
+                              order.payment_deadline_ms + grace_ms))
+            else:
+                sold.extend((order.merchant_id, sku_id, order.buyer_id, quantity)
+                            for sku_id, quantity in part)
+        return Holds.of(holds), Sales.of(sold)
