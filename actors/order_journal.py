@@ -1,0 +1,107 @@
+"""An order shard's journal: its changes go to Postgres by group commit (actors.journal),
+and it knows which orders' changes are not durable yet (a durable-mode answer waits for
+them; a handover counts a cancel that is not durable as still holding)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.journal import GroupCommitter
+from actors.persistence import cart_entry, commit_order_entries, order_rows, transition_rows
+from adapters.postgres import Store
+from engine.carts import Cart, CartKey
+from engine.config import Config
+from engine.orders import OrderBook, OrderSnapshot
+from engine.sharding import slot_of
+
+
+class OrderJournal:
+    def __init__(self, config: Config, name: str) -> None:
+        self._config = config
+        self._name = name
+        self.committer: GroupCommitter | None = None  # None: nothing durable (no database)
+        self.not_durable: dict[str, asyncio.Future[None]] = {}
+
+    def open(self, store: Store) -> None:
+        config = self._config
+        self.committer = self.committer or GroupCommitter(
+            lambda entries, retry: commit_order_entries(store, entries, retry),
+            batch_max=config.commit_orders_max, delay_s=config.commit_delay_ms_max / 1000,
+            entries_max=config.journal_entries_max,
+            retry_delay_s_max=config.commit_retry_delay_ms_max / 1000, name=self._name)
+
+    def has_room(self, items: int) -> bool:
+        return self.committer is None or self.committer.has_room(items)
+
+    def room(self, share: float) -> int | None:
+        return None if self.committer is None else self.committer.room(share)
+
+    def full_message(self) -> str:
+        if self.committer is not None and self.committer.failing:
+            return "the database is unavailable; retry with the same key"
+        return "the commit journal is full; retry with the same key"
+
+    def orders(self, book: OrderBook) -> None:
+        """Moves the book's new changes into the journal."""
+        changes = book.drain_changes()
+        if self.committer is None or not changes:
+            return
+        slots_total = self._config.slots_total
+        entries: list[Any] = []
+        orders = book.orders
+        for change in changes:
+            order = orders[change.order_id]
+            if change.event == "placed":
+                row, lines = order_rows(order, slots_total)
+                entries.append(("order", row, lines))
+            transition, event = transition_rows(change, order)
+            entries.append(("transition", transition, event))
+        future = self.committer.append(entries)
+        order_ids = [change.order_id for change in changes]
+        for order_id in order_ids:
+            self.not_durable[order_id] = future
+        future.add_done_callback(lambda _: self._forget(order_ids, future))
+
+    def _forget(self, order_ids: list[str], future: asyncio.Future[None]) -> None:
+        not_durable = self.not_durable
+        for order_id in order_ids:
+            if not_durable.get(order_id) is future:
+                del not_durable[order_id]
+
+    def cart(self, key: CartKey, cart: Cart | None) -> None:
+        """A cart's new state (None or empty: gone), written behind: no answer waits."""
+        if self.committer is not None:
+            slot = slot_of(key[0], key[1], self._config.slots_total)
+            self.committer.append([cart_entry(key, cart if cart and cart.lines else None,
+                                              slot)])
+
+    def carts_gone(self, keys: list[CartKey]) -> None:
+        if self.committer is not None and keys:
+            self.committer.append([cart_entry(key, None, 0) for key in keys])
+
+    async def settle(self, results: list[Any]) -> list[Any]:
+        """In durable mode, waits for the commits of the orders `results` report."""
+        if self._config.ack_mode != "durable" or not self.not_durable:
+            return results
+        pending = {self.not_durable[o.order_id] for o in _orders_in(results)
+                   if o.order_id in self.not_durable}
+        if pending:
+            await asyncio.gather(*(asyncio.shield(f) for f in pending))
+        return results
+
+    async def durable(self) -> None:
+        """Waits until every change journaled so far is committed."""
+        if self.committer is not None:
+            await asyncio.shield(self.committer.durable())
+
+
+def _orders_in(results: list[Any]) -> list[OrderSnapshot]:
+    found = []
+    for result in results:
+        if isinstance(result, OrderSnapshot):
+            found.append(result)
+        elif isinstance(result, tuple) and len(result) == 2 and isinstance(result[1],
+                                                                             OrderSnapshot):
+            found.append(result[1])
+    return found
