@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.order_journal import OrderJournal
+from actors.persistence import cart_entry
 from actors.stock_link import StockLink
 from engine.cart_plans import (
     CartHold,
@@ -22,8 +23,9 @@ from engine.cart_plans import (
 from engine.carts import Cart, CartKey, CartSnapshot, hold_id
 from engine.config import Config
 from engine.errors import DomainError, Overloaded, ResultCode, Unavailable
-from engine.messages import CartBatch
+from engine.messages import CartBatch, PlaceBatch
 from engine.order_state import RELEASES_WAITING, OrderState, StockCalls
+from engine.orders import OrderSnapshot
 
 
 class CartDesk:
@@ -111,6 +113,14 @@ class CartDesk:
 
     def _apply(self, change: CartHold, now: int) -> CartSnapshot:
         return self.save(change.key, apply_change(self._state, change, now), now)
+
+    def take_ordered(self, batch: PlaceBatch, i: int, order: OrderSnapshot) -> Any:
+        """Empties checkout i's cart of what its order took; answers the cart's journal
+        entry (to commit with the order)."""
+        key = (batch.merchant_ids[i], batch.buyer_ids[i], batch.campaign_ids[i])
+        cart = self._state.carts.take_ordered(
+            key, [(sku_id, quantity) for sku_id, quantity, _ in order.lines], order.created_at_ms)
+        return cart_entry(key, cart, self._journal.slot(key))
 
     def save(self, key: CartKey, cart: Cart | None, now: int) -> CartSnapshot:
         """Journals the cart (written behind: the answer does not wait) and answers it."""

@@ -5,6 +5,7 @@ them; a handover counts a cancel that is not durable as still holding)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from actors.journal import GroupCommitter
@@ -42,13 +43,14 @@ class OrderJournal:
             return "the database is unavailable; retry with the same key"
         return "the commit journal is full; retry with the same key"
 
-    def orders(self, book: OrderBook) -> None:
-        """Moves the book's new changes into the journal."""
+    def orders(self, book: OrderBook, carts: Sequence[Any] = ()) -> None:
+        """Moves the book's new changes into the journal, with `carts` entries in the same
+        commit."""
         changes = book.drain_changes()
         if self.committer is None or not changes:
             return
         slots_total = self._config.slots_total
-        entries: list[Any] = []
+        entries: list[Any] = list(carts)
         orders = book.orders
         for change in changes:
             order = orders[change.order_id]
@@ -69,12 +71,13 @@ class OrderJournal:
             if not_durable.get(order_id) is future:
                 del not_durable[order_id]
 
+    def slot(self, key: CartKey) -> int:
+        return slot_of(key[0], key[1], self._config.slots_total)
+
     def cart(self, key: CartKey, cart: Cart | None) -> None:
         """A cart's new state (None or empty: gone), written behind: no answer waits."""
         if self.committer is not None:
-            slot = slot_of(key[0], key[1], self._config.slots_total)
-            self.committer.append([cart_entry(key, cart if cart and cart.lines else None,
-                                              slot)])
+            self.committer.append([cart_entry(key, cart, self.slot(key))])
 
     def carts_gone(self, keys: list[CartKey]) -> None:
         if self.committer is not None and keys:

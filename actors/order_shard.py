@@ -214,7 +214,11 @@ class OrderShard(clock.ClockControl):
                     waiter = self._waiting.pop((batch.merchant_ids[i], batch.keys[i]), None)
                     if waiter is not None:
                         waiter.set_result(results[i])
-            journal.orders(self._state.book)
+            # A checkout's order and its emptied cart commit together: after a crash,
+            # never an order whose cart still holds the same units.
+            journal.orders(self._state.book, [
+                self._carts.take_ordered(batch, i, results[i][1]) for i in done
+                if from_carts and results[i][0] is ResultCode.OK])
             if releases:  # before the next try: it may go to the same shard
                 await self._stock.send(StockCalls(releases=releases))
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
@@ -285,9 +289,9 @@ class OrderShard(clock.ClockControl):
         return await self._carts.cart(batch, clock.now_ms())
 
     async def checkout(self, batch: CheckoutBatch) -> list[PlaceResult]:
-        """Carts become orders through the placing path. A key that placed an order
-        answers it (REPLAYED) even once the cart is empty; a cart is emptied of what its
-        order took only when the order exists (durable, in durable mode)."""
+        """Carts become orders through the placing path (which empties each cart of what
+        its order took, in the same commit). A key that placed an order answers it
+        (REPLAYED) even once the cart is empty."""
         if self._moving:
             return [(ResultCode.UNAVAILABLE, RESHARDING)] * len(batch)
         await self._ready
@@ -312,14 +316,8 @@ class OrderShard(clock.ClockControl):
                        if rows else [])
         finally:
             self._stock_calls_inflight -= 1
-        now = clock.now_ms()
-        for i, row, (code, value) in zip(positions, rows, answers, strict=True):
-            results[i] = (code, value)
-            if code is ResultCode.OK:
-                cart_key = (row[0], row[2], row[8])
-                self._carts.save(cart_key, self._state.carts.take_ordered(
-                    cart_key, [(sku_id, quantity) for sku_id, quantity, _ in value.lines],
-                    now), now)
+        for i, answer in zip(positions, answers, strict=True):
+            results[i] = answer
         return PlaceResults(results)
 
     # --- housekeeping -------------------------------------------------------------------------

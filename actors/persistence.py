@@ -120,8 +120,8 @@ def campaign_from_row(row: Any) -> Campaign:
 
 
 def cart_entry(key: CartKey, cart: Cart | None, slot: int) -> tuple[str, CartKey, Any]:
-    """A journal entry saving a cart (None: the cart is gone)."""
-    if cart is None:
+    """A journal entry saving a cart (None or empty: the cart is gone)."""
+    if cart is None or not cart.lines:
         return ("cart", key, None)
     lines = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms]
              for line in cart.lines.values()]

@@ -27,7 +27,7 @@ from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.config import Config, load_config
 from engine.errors import DomainError, ResultCode
-from engine.messages import ActionBatch, PlaceBatch, SkuBatch
+from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch
 from engine.orders import OrderStatus, order_slot
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
@@ -35,6 +35,7 @@ from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
 MERCHANT = "sim-shop"
 RETRYABLE = (ResultCode.UNAVAILABLE, ResultCode.OVERLOADED)
 DONE = object()  # a final refusal
+CART_HOLD_S = 2  # cart lines hold their stock this long (shorter than the settle wait)
 
 
 @dataclass
@@ -135,7 +136,10 @@ class Run:
             n = next(self.counter)
             chosen = self.rng.sample(sorted(self.skus), self.rng.randint(1, len(self.skus)))
             lines = tuple(sorted((sku_id, self.rng.randint(1, 2)) for sku_id in chosen))
-            order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
+            if self.rng.random() < 0.3:  # through a cart whose lines hold stock
+                order_id = await self.shop(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
+            else:
+                order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
             if order_id is not None:
                 roll = self.rng.random()
                 if roll < 0.35:
@@ -153,6 +157,10 @@ class Run:
         window_s = self.rng.randint(1, 3)
         placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", "")
         answer = await self.until_answered(f"order-{shard}", "place", PlaceBatch.of([placement]))
+        return self.acknowledged(key, answer)
+
+    def acknowledged(self, key: str, answer: Any) -> str | None:
+        """Checks an order's acknowledgement: one order per key, durable when answered."""
         if answer is DONE or isinstance(answer, DomainError):
             return None
         [(code, value)] = answer
@@ -165,6 +173,30 @@ class Run:
         if order_id not in self.world.store.orders:
             self.fail(f"order {order_id} ({key}) acknowledged but not durable")
         return order_id
+
+    async def shop(self, key: str, buyer_id: str,
+                   lines: tuple[tuple[str, int], ...]) -> str | None:
+        """Fills a cart (each line holds its stock), changes a line, then checks out, or
+        clears the cart and leaves."""
+        for sku_id, quantity in lines:
+            await self.cart(buyer_id, "add", sku_id, quantity)
+        if self.rng.random() < 0.4:  # a smaller line, or none: units go back
+            sku_id, quantity = self.rng.choice(lines)
+            await self.cart(buyer_id, "set", sku_id, self.rng.randint(0, quantity - 1))
+        if self.rng.random() < 0.15:
+            await self.cart(buyer_id, "clear", "", 0)
+            return None
+        slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
+        shard = self.order_table.shard_of_slot[slot]
+        answer = await self.until_answered(f"order-{shard}", "checkout", CheckoutBatch.of(
+            [(MERCHANT, buyer_id, "", key, self.rng.randint(1, 3), slot, 0, "key")]))
+        return self.acknowledged(key, answer)
+
+    async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int) -> None:
+        shard = self.order_table.shard_of_slot[slot_of(MERCHANT, buyer_id,
+                                                       self.config.slots_total)]
+        await self.until_answered(f"order-{shard}", "cart", CartBatch.of(
+            [(op, MERCHANT, buyer_id, "", sku_id, quantity, CART_HOLD_S)]))
 
     async def act(self, op: str, order_id: str) -> None:
         shard = self.order_table.shard_of_slot[order_slot(order_id)]

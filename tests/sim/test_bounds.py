@@ -10,7 +10,7 @@ import dataclasses
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
 from engine.errors import DomainError, ResultCode
-from engine.messages import ActionBatch, CartBatch, PlaceBatch, SkuBatch, SkuKeys
+from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, SimPeer, World, run_in
@@ -94,3 +94,32 @@ def test_a_cart_gives_units_back_only_once_its_new_state_is_durable() -> None:
                                   timeout_s=600)
     assert code == ResultCode.OK  # the other buyer got the freed units
     assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
+
+
+async def _checkout_then_crash(world: World) -> tuple[int, int, int, int]:
+    config = sim_config(stock_shards=1, order_shards=1, commit_delay_ms_max=50.0)
+    table = RoutingTable.uniform(config.slots_total, 1)
+    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
+    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    stock, order = SimPeer("stock-0"), SimPeer("order-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))  # holds both
+    await asyncio.sleep(1)  # the cart with its hold is durable
+    slot = slot_of(MERCHANT, "b", config.slots_total)
+    [(code, _)] = await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot,
+                                                          0, "key")]))
+    world.crash("order-0")  # right after the answer: anything written behind is lost
+    world.start("order-0")  # recovers and hands its holds over
+    await asyncio.sleep(1)
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
+    return int(code), level.reserved, level.sold, level.on_hand
+
+
+def test_a_checkout_and_its_emptied_cart_commit_together() -> None:
+    """The order a checkout places and the cart it empties are one commit: a crash after
+    the answer must not bring back a cart still holding the units its order holds."""
+    world = World(13, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
+    code, reserved, sold, on_hand = run_in(world, lambda: _checkout_then_crash(world),
+                                           timeout_s=600)
+    assert code == ResultCode.OK
+    assert (reserved, sold, on_hand) == (2, 0, 2), "the units are held once, by the order"
