@@ -20,7 +20,7 @@ from engine.cart_plans import (
     plan_change,
     snapshot_of,
 )
-from engine.carts import Cart, CartKey, CartSnapshot, hold_id
+from engine.carts import Cart, CartKey, CartSnapshot
 from engine.config import Config
 from engine.errors import DomainError, Overloaded, ResultCode, Unavailable
 from engine.messages import CartBatch, PlaceBatch
@@ -101,7 +101,7 @@ class CartDesk:
         again: list[CartHold] = []
         for change in pending:
             shard = self._stock.shard_of(change.key[0], change.stock_key)
-            code, value = replies[(shard, hold_id(change.key, change.sku_id))]
+            code, value = replies[(shard, change.hold_id)]
             outcome = after_hold(self._state, change, code, value)
             if isinstance(outcome, CartHold):
                 again.append(outcome)

@@ -208,7 +208,7 @@ class OrderShard(clock.ClockControl):
             reserving = time.perf_counter()
             replies = await self._stock.reserve(round_.batches)
             self._reserve_seconds += time.perf_counter() - reserving
-            attempts, releases, done = placing.settle(attempts, round_, replies)
+            attempts, abandons, done = placing.settle(attempts, round_, replies)
             if self._waiting:
                 for i in done:
                     waiter = self._waiting.pop((batch.merchant_ids[i], batch.keys[i]), None)
@@ -219,8 +219,10 @@ class OrderShard(clock.ClockControl):
             journal.orders(self._state.book, [
                 self._carts.take_ordered(batch, i, results[i][1]) for i in done
                 if from_carts and results[i][0] is ResultCode.OK])
-            if releases:  # before the next try: it may go to the same shard
-                await self._stock.send(StockCalls(releases=releases))
+            if abandons:  # before the next try: it may go to the same shard
+                await self._stock.send(StockCalls(abandons=abandons))
+        if placing.leftover_holds:  # released by the sweeper once the orders are durable
+            self._stock.queue(StockCalls(releases=placing.leftover_holds))
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
             code, value = await waiter
             results[i] = (ResultCode.REPLAYED if code is ResultCode.OK else code, value)

@@ -123,7 +123,7 @@ def cart_entry(key: CartKey, cart: Cart | None, slot: int) -> tuple[str, CartKey
     """A journal entry saving a cart (None or empty: the cart is gone)."""
     if cart is None or not cart.lines:
         return ("cart", key, None)
-    lines = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms]
+    lines = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms, line.hold_id]
              for line in cart.lines.values()]
     return ("cart", key, (*key, slot, json.dumps(lines), cart.updated_at_ms,
                           cart.expires_at_ms))
@@ -131,6 +131,6 @@ def cart_entry(key: CartKey, cart: Cart | None, slot: int) -> tuple[str, CartKey
 
 def cart_from_row(row: Any) -> Cart:
     key = (row["merchant_id"], row["buyer_id"], row["campaign_id"])
-    lines = {sku_id: CartLine(sku_id, quantity, stock_key, held_until_ms)
-             for sku_id, quantity, stock_key, held_until_ms in json.loads(row["lines"])}
+    # Lines saved before hold nonces have four fields (their hold: the plain id).
+    lines = {fields[0]: CartLine(*fields) for fields in json.loads(row["lines"])}
     return Cart(key, lines, row["updated_at_ms"], row["expires_at_ms"])

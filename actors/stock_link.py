@@ -38,7 +38,7 @@ STOCK_UNAVAILABLE = "stock shard unavailable; retry"
 class _Due(NamedTuple):
     """A release or refund to retry (its stock shard did not answer)."""
 
-    kind: str  # release | return
+    kind: str  # release | abandon | return
     shard: int
     item: Any  # order or hold id; (order_id, merchant_id, buyer_id, lines) for a return
     generation: Generation
@@ -113,11 +113,13 @@ class StockLink:
         commits = list(calls.commits.items())
         frees: list[tuple[str, int, list[Any]]] = [
             *(("release", shard, items) for shard, items in calls.releases.items()),
+            *(("abandon", shard, items) for shard, items in calls.abandons.items()),
             *(("return", shard, items) for shard, items in calls.returns.items())]
         generations = {shard: self.generation(shard) for _, shard, _ in frees}  # as sent
         answers = await asyncio.gather(
             *(peer(shard).commit(order_ids) for shard, order_ids in commits),
             *(peer(shard).release(items, owner, generations[shard]) if kind == "release"
+              else peer(shard).abandon(items, owner, generations[shard]) if kind == "abandon"
               else peer(shard).return_sold(ReturnBatch.of(items, owner, generations[shard]))
               for kind, shard, items in frees), return_exceptions=True)
         failed: dict[str, DomainError] = {}
@@ -149,5 +151,7 @@ class StockLink:
         due, self.due = self.due, []
         for item in due:
             if item.generation == self.generation(item.shard):
-                target = calls.releases if item.kind == "release" else calls.returns
+                target: dict[int, list[Any]] = (
+                    calls.releases if item.kind == "release" else calls.abandons
+                    if item.kind == "abandon" else calls.returns)
                 target[item.shard].append(item.item)

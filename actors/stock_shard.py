@@ -126,11 +126,12 @@ class StockShard(clock.ClockControl):
         values: list[object] = []
         for i, (order_id, merchant_id, buyer_id, lines, expires_at_ms) in enumerate(
                 batch.rows()):
-            if replacing is not None:
-                for hold in replacing[i]:
-                    ledger.release(hold, now)
-            code, value = reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms, now,
-                                  owner)
+            if replacing is not None and replacing[i]:
+                code, value = ledger.check_out(order_id, merchant_id, buyer_id, lines,
+                                               expires_at_ms, now, owner, replacing[i])
+            else:
+                code, value = reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms,
+                                      now, owner)
             codes[i] = code
             values.append(value)
         # Holds are derived from orders: nothing to persist, but a sell-out is an event.
@@ -254,6 +255,17 @@ class StockShard(clock.ClockControl):
             return [False] * len(order_ids)
         now = clock.now_ms()
         results = [self._ledger.release(order_id, now) for order_id in order_ids]
+        self._ledger.changes.clear()
+        return results
+
+    async def abandon(self, order_ids: list[str], owner: int,
+                      generation: Generation) -> list[bool]:
+        """Orders never placed: their holds go; cart holds they took over come back."""
+        await self._ready
+        if self._stale(owner, generation):
+            return [False] * len(order_ids)
+        now = clock.now_ms()
+        results = [self._ledger.abandon(order_id, now) for order_id in order_ids]
         self._ledger.changes.clear()
         return results
 

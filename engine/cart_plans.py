@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from engine.campaigns import Campaign
-from engine.carts import Cart, CartKey, CartSnapshot, hold_id
+from engine.carts import Cart, CartKey, CartSnapshot, line_hold_id
 from engine.errors import DomainError, InvalidArgument, ResultCode, Unavailable, error_for
 from engine.messages import HoldBatch, Lines
 from engine.order_state import OrderState, ShardOf
@@ -33,6 +33,7 @@ class CartHold(NamedTuple):
     held_until_ms: int
     campaign: Campaign | None
     attempt: int  # campaign bucket tried (a new hold refused for stock tries the next)
+    hold_id: str = ""  # the line's hold (kept while it resizes; new when it starts)
 
     @property
     def hold_quantity(self) -> int:
@@ -75,11 +76,15 @@ def plan_change(state: OrderState, position: int, op: str, key: CartKey, sku_id:
         campaign.starts_at_ms <= now < campaign.ends_at_ms and not campaign.ended))
     if not holding and (line is None or not line.stock_key):
         return CartHold(position, key, sku_id, old, new, "", 0, campaign, 0)
-    stock_key = line.stock_key if line is not None and line.stock_key else (
-        campaign.stock_lines(buyer_id, [(sku_id, new)], 0)[0][0] if campaign else sku_id)
+    if line is not None and line.stock_key:  # held: resized (or released) in place
+        stock_key, hold = line.stock_key, line_hold_id(key, line)
+    else:
+        stock_key = (campaign.stock_lines(buyer_id, [(sku_id, new)], 0)[0][0] if campaign
+                     else sku_id)
+        hold = state.new_hold_id(key, sku_id)
     busy.add((key, sku_id))
     return CartHold(position, key, sku_id, old, new if holding else 0, stock_key,
-                    now + hold_s * 1000 if holding else 0, campaign, 0)
+                    now + hold_s * 1000 if holding else 0, campaign, 0, hold)
 
 
 def apply_change(state: OrderState, change: CartHold, now: int) -> Cart:
@@ -92,7 +97,8 @@ def apply_change(state: OrderState, change: CartHold, now: int) -> Cart:
     held = change.hold_quantity > 0
     return state.carts.set_line(change.key, change.sku_id, change.new, now,
                                 change.stock_key if held else "",
-                                change.held_until_ms if held else 0)
+                                change.held_until_ms if held else 0,
+                                change.hold_id if held else "")
 
 
 def hold_batches(changes: Iterable[CartHold], owner: int,
@@ -105,7 +111,7 @@ def hold_batches(changes: Iterable[CartHold], owner: int,
         batch = batches.get(shard)
         if batch is None:
             batch = batches[shard] = HoldBatch([], [], [], [], [], [], owner)
-        batch.hold_ids.append(hold_id(change.key, change.sku_id))
+        batch.hold_ids.append(change.hold_id)
         batch.merchant_ids.append(merchant_id)
         batch.buyer_ids.append(buyer_id)
         batch.stock_keys.append(change.stock_key)
@@ -163,7 +169,7 @@ def checkout_of(state: OrderState, merchant_id: str, buyer_id: str, campaign_id:
     holds: dict[int, list[str]] = defaultdict(list)
     for line in cart.lines.values():
         if line.stock_key:
-            holds[shard_of(merchant_id, line.stock_key)].append(hold_id(cart_key, line.sku_id))
+            holds[shard_of(merchant_id, line.stock_key)].append(line_hold_id(cart_key, line))
     return CheckoutPlan(lines, FromCart(tuple(cart.lines[sku_id].stock_key
                                               for sku_id, _ in lines), dict(holds)))
 

@@ -16,15 +16,22 @@ from typing import NamedTuple
 
 from engine.errors import FailedPrecondition, InvalidArgument
 
-__all__ = ["Cart", "CartBook", "CartKey", "CartLine", "CartSnapshot", "hold_id"]
+__all__ = ["Cart", "CartBook", "CartKey", "CartLine", "CartSnapshot", "hold_id", "line_hold_id"]
 
 CartKey = tuple[str, str, str]  # (merchant_id, buyer_id, campaign_id)
 
 
-def hold_id(key: CartKey, sku_id: str) -> str:
-    """The stock hold of one cart line (stable: changing the line resizes the hold)."""
+def hold_id(key: CartKey, sku_id: str, nonce: str = "") -> str:
+    """The stock hold of one cart line. Resizing the line keeps its hold; a line that
+    starts holding again (after a release, a clear, a checkout) gets a new `nonce`, so a
+    late release of its old hold never frees the new one."""
     merchant_id, buyer_id, campaign_id = key
-    return f"cart:{merchant_id}:{buyer_id}:{campaign_id}:{sku_id}"
+    return f"cart:{merchant_id}:{buyer_id}:{campaign_id}:{sku_id}{':' if nonce else ''}{nonce}"
+
+
+def line_hold_id(key: CartKey, line: CartLine) -> str:
+    """The hold of a held line (lines saved before nonces existed: the plain id)."""
+    return line.hold_id or hold_id(key, line.sku_id)
 
 
 @dataclass(slots=True)
@@ -33,6 +40,7 @@ class CartLine:
     quantity: int
     stock_key: str = ""  # where its hold is (set while held)
     held_until_ms: int = 0
+    hold_id: str = ""  # set while held
 
     def held(self, now_ms: int) -> bool:
         return self.held_until_ms > now_ms
@@ -95,7 +103,7 @@ class CartBook:
             raise InvalidArgument("sku_id", f"a cart holds at most {self._lines_max} lines")
 
     def set_line(self, key: CartKey, sku_id: str, quantity: int, now_ms: int,
-                 stock_key: str = "", held_until_ms: int = 0) -> Cart:
+                 stock_key: str = "", held_until_ms: int = 0, hold: str = "") -> Cart:
         """Sets a line (0 removes it); the cart's idle clock restarts."""
         self.check_room(key, sku_id)
         cart = self.carts.get(key)
@@ -104,7 +112,7 @@ class CartBook:
         if quantity <= 0:
             cart.lines.pop(sku_id, None)
         else:
-            cart.lines[sku_id] = CartLine(sku_id, quantity, stock_key, held_until_ms)
+            cart.lines[sku_id] = CartLine(sku_id, quantity, stock_key, held_until_ms, hold)
         self.touch(cart, now_ms)
         return cart
 
@@ -131,7 +139,7 @@ class CartBook:
                 del cart.lines[sku_id]
             else:
                 line.quantity -= quantity
-                line.stock_key, line.held_until_ms = "", 0
+                line.stock_key, line.held_until_ms, line.hold_id = "", 0, ""
         if not cart.lines:
             del self.carts[key]
             return None

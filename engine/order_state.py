@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.campaigns import BuyerUnits, Campaign, not_found
-from engine.carts import Cart, CartBook, CartKey, hold_id
+from engine.carts import Cart, CartBook, CartKey, hold_id, line_hold_id
 from engine.config import Config
 from engine.errors import Unavailable
 from engine.messages import Holds, Line, Lines, Sales
@@ -35,17 +35,18 @@ def split_lines(shard_of: ShardOf, merchant_id: str,
 
 @dataclass(slots=True)
 class StockCalls:
-    """Stock calls a batch of transitions needs, per stock shard: commits (payments,
-    made before the state changes), releases (cancel, expiry, dropped carts) and returns
-    (refunds), both made after the state that frees them is durable."""
+    """Stock calls, per stock shard: commits (payments, made before the state changes),
+    releases (cancel, expiry, dropped carts) and returns (refunds), both made after the
+    state that frees them is durable, and abandons (orders never placed)."""
 
     commits: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    abandons: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     releases: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     returns: dict[int, list[tuple[str, str, str, Lines]]] = field(
         default_factory=lambda: defaultdict(list))
 
     def freeing(self) -> bool:
-        return bool(self.releases or self.returns)
+        return bool(self.releases or self.returns or self.abandons)
 
 
 @dataclass(slots=True)
@@ -54,6 +55,7 @@ class OrderState:
     carts: CartBook
     campaigns: dict[tuple[str, str], Campaign] = field(default_factory=dict)
     units: BuyerUnits = field(default_factory=BuyerUnits)  # per buyer: orders and carts
+    holds_made: int = 0  # cart holds started by this incarnation (their nonces)
 
     @classmethod
     def empty(cls, config: Config, epoch: str) -> OrderState:
@@ -72,6 +74,11 @@ class OrderState:
         if order.campaign_id and order.live:
             self.count_units(order.merchant_id, order.campaign_id, order.buyer_id,
                              order.unpriced_lines, 1)
+
+    def new_hold_id(self, key: CartKey, sku_id: str) -> str:
+        """A cart line's new hold: unique to this shard incarnation (epoch + count)."""
+        self.holds_made += 1
+        return hold_id(key, sku_id, f"{self.book.epoch}{self.holds_made:x}")
 
     # --- campaigns ------------------------------------------------------------------------
 
@@ -167,7 +174,7 @@ class OrderState:
         for line in cart.lines.values():
             if line.stock_key:
                 calls.releases[shard_of(merchant_id, line.stock_key)].append(
-                    hold_id(key, line.sku_id))
+                    line_hold_id(key, line))
         return key
 
     # --- handover ---------------------------------------------------------------------------
@@ -183,7 +190,7 @@ class OrderState:
             merchant_id, buyer_id, _ = cart.key
             for line in cart.lines.values():
                 if line.held(now) and shard_of(merchant_id, line.stock_key) == stock_shard:
-                    holds.append((hold_id(cart.key, line.sku_id), merchant_id, buyer_id,
+                    holds.append((line_hold_id(cart.key, line), merchant_id, buyer_id,
                                   ((line.stock_key, line.quantity),), line.held_until_ms))
         for order in self.book.orders.values():
             status = order.status

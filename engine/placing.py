@@ -75,6 +75,7 @@ class Placing:
         self.from_carts = from_carts
         self.results: list[Any] = [None] * len(batch)  # (code, snapshot or reason)
         self.waits: list[int] = []  # positions waiting for a concurrent try of their key
+        self.leftover_holds: dict[int, list[str]] = {}  # see settle
 
     def begin(self, room: bool, full_message: str) -> list[Attempt]:
         """Settles what needs no stock; answers the first tries. `room`: the journal can
@@ -174,12 +175,13 @@ class Placing:
 
     def settle(self, attempts: Sequence[Attempt], round_: Round, replies: dict[int, Answers]
                ) -> tuple[list[Attempt], dict[int, list[str]], list[int]]:
-        """Answers (next tries, partial holds to release per stock shard, positions
-        answered now)."""
+        """Answers (next tries, partial holds to abandon per stock shard, positions
+        answered now). A checkout placed on another bucket than its cart's holds leaves
+        those holds in ``leftover_holds``, to release once the order is durable."""
         for shard, request in round_.batches.items():
             invariant(len(replies[shard]) == len(request), "one answer per reserve request")
         b, state, results = self.batch, self.state, self.results
-        releases: dict[int, list[str]] = {}
+        abandons: dict[int, list[str]] = {}
         again: list[Attempt] = []
         done: list[int] = []
         for attempt, where in zip(attempts, round_.placed_at, strict=True):
@@ -196,10 +198,14 @@ class Placing:
                     order_id, merchant_id, key, buyer_id, lines, prices, self.now,
                     attempt.deadline_ms, b.key_ids[i], campaign_id, stock_keys))
                 done.append(i)
+                from_cart = self.from_carts[i] if self.from_carts else None
+                if from_cart is not None and attempt.number:
+                    for shard, ids in from_cart.holds.items():
+                        self.leftover_holds.setdefault(shard, []).extend(ids)
                 continue
             for (shard, _), answer in zip(where, answers, strict=True):
                 if answer[0] is ResultCode.OK or answer[0] is ResultCode.UNAVAILABLE:
-                    releases.setdefault(shard, []).append(order_id)
+                    abandons.setdefault(shard, []).append(order_id)
             campaign = attempt.campaign
             uncertain = attempt.uncertain or failed[0] in BUCKET_UNSURE
             if campaign is not None and failed[0] in NEXT_BUCKET and (
@@ -216,7 +222,7 @@ class Placing:
                 failed = (ResultCode.UNAVAILABLE, BUCKET_UNAVAILABLE)
             results[i] = failed
             done.append(i)
-        return again, releases, done
+        return again, abandons, done
 
     def _prices(self, merchant_id: str, lines: Lines, where: tuple[tuple[int, int], ...],
                 answers: list[tuple[ResultCode, Any]]) -> list[int]:

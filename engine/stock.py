@@ -82,6 +82,8 @@ class Reservation:
     lines: tuple[Line, ...]
     expires_at_ms: int
     owner: int = 0  # index of the order shard that placed the order
+    # Cart holds a checkout's order took over: (hold_id, sku_id, quantity, expires_at_ms).
+    replaced: tuple[tuple[str, str, int, int], ...] = ()
 
 
 class StockLedger:
@@ -209,6 +211,47 @@ class StockLedger:
                 self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",
                                                 order_id, now_ms))
         return ResultCode.OK, tuple(sku.price_minor for sku in states)
+
+    def check_out(self, order_id: str, merchant_id: str, buyer_id: str, lines: Sequence[Line],
+                  expires_at_ms: int, now_ms: int, owner: int,
+                  holds: Sequence[str]) -> tuple[ResultCode, tuple[int, ...] | str]:
+        """Reserves an order made from a cart in one step with releasing the cart's holds
+        (`holds`), so the order gets the units they held. If the order is not reserved the
+        holds are taken again as they were; if it is, its reservation remembers them, and
+        abandoning it (``abandon``) or its expiry gives them back to the cart: the cart
+        never loses its holds to an order that does not exist."""
+        replaced = []
+        for hold_id in holds:
+            held = self.reservations.get(hold_id)
+            if held is not None:
+                replaced.append((hold_id, held.lines[0][0], held.lines[0][1],
+                                 held.expires_at_ms))
+                self.release(hold_id, now_ms)
+        code, value = self.reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms,
+                                   now_ms, owner)
+        reservation = self.reservations.get(order_id)
+        if code is ResultCode.OK and reservation is not None:
+            reservation.replaced += tuple(replaced)
+        else:
+            self._give_holds_back(merchant_id, buyer_id, owner, replaced, now_ms)
+        return code, value
+
+    def abandon(self, order_id: str, now_ms: int) -> bool:
+        """Releases an order that was never placed (its reserve failed elsewhere, or its
+        answer was lost); cart holds it took over go back to the cart."""
+        reservation = self.reservations.get(order_id)
+        released = self.release(order_id, now_ms, kind="abandoned")
+        if reservation is not None:
+            self._give_holds_back(reservation.merchant_id, reservation.buyer_id,
+                                  reservation.owner, reservation.replaced, now_ms)
+        return released
+
+    def _give_holds_back(self, merchant_id: str, buyer_id: str, owner: int,
+                         replaced: Sequence[tuple[str, str, int, int]], now_ms: int) -> None:
+        for hold_id, sku_id, quantity, expires_at_ms in replaced:
+            if expires_at_ms > now_ms:  # the units were just freed: no check needed
+                self.hold(hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms,
+                          now_ms, owner, force=True)
 
     def hold(self, hold_id: str, merchant_id: str, buyer_id: str, sku_id: str, quantity: int,
              expires_at_ms: int, now_ms: int, owner: int = 0,
@@ -363,6 +406,10 @@ class StockLedger:
             if reservation is not None and reservation.expires_at_ms == expires_at_ms:
                 self.release(order_id, now_ms, kind="expired")
                 expired.append(order_id)
+                # An order never confirmed to its shard (a checkout whose answer was lost
+                # and whose abandon did not arrive): its cart still counts on the holds.
+                self._give_holds_back(reservation.merchant_id, reservation.buyer_id,
+                                      reservation.owner, reservation.replaced, now_ms)
         return expired
 
     # --- recovery -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import looptime
 
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
+from engine.carts import CartSnapshot
 from engine.config import Config, load_config
 from engine.errors import DomainError, ResultCode
 from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch
@@ -186,16 +187,19 @@ class Run:
         if self.rng.random() < 0.15:
             await self.cart(buyer_id, "clear", "", 0)
             return None
+        cart = await self.cart(buyer_id, "get", "", 0)
+        if not (isinstance(cart, list) and isinstance(cart[0], CartSnapshot) and cart[0].lines):
+            return None  # every line was refused or removed: nothing to check out
         slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
         shard = self.order_table.shard_of_slot[slot]
         answer = await self.until_answered(f"order-{shard}", "checkout", CheckoutBatch.of(
             [(MERCHANT, buyer_id, "", key, self.rng.randint(1, 3), slot, 0, "key")]))
         return self.acknowledged(key, answer)
 
-    async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int) -> None:
+    async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int) -> Any:
         shard = self.order_table.shard_of_slot[slot_of(MERCHANT, buyer_id,
                                                        self.config.slots_total)]
-        await self.until_answered(f"order-{shard}", "cart", CartBatch.of(
+        return await self.until_answered(f"order-{shard}", "cart", CartBatch.of(
             [(op, MERCHANT, buyer_id, "", sku_id, quantity, CART_HOLD_S)]))
 
     async def act(self, op: str, order_id: str) -> None:

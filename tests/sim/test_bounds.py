@@ -123,3 +123,35 @@ def test_a_checkout_and_its_emptied_cart_commit_together() -> None:
                                            timeout_s=600)
     assert code == ResultCode.OK
     assert (reserved, sold, on_hand) == (2, 0, 2), "the units are held once, by the order"
+
+
+async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
+    config = sim_config(stock_shards=1, order_shards=1)
+    table = RoutingTable.uniform(config.slots_total, 1)
+    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
+    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    stock, order = SimPeer("stock-0"), SimPeer("order-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 1, 0)]))
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600)]))
+    await asyncio.sleep(1)
+    # Cleared (its hold's release waits for the clear to be durable), then the same line
+    # holds again at once: the late release must not free the new hold.
+    await order.cart(CartBatch.of([("clear", MERCHANT, "b", "", "", 0, 600),
+                                   ("add", MERCHANT, "b", "", "a", 1, 600)]))
+    await asyncio.sleep(1)
+    slot = slot_of(MERCHANT, "o", config.slots_total)
+    [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k", "o", (("a", 1),), 900,
+                                                    slot, 0, "key", "")]))
+    world.crash("stock-0")
+    world.start("stock-0")  # takes the order shard's holds over
+    await asyncio.sleep(1)
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
+    return int(code), level.reserved + level.sold, level.on_hand
+
+
+def test_a_late_release_of_a_cleared_line_never_frees_its_next_hold() -> None:
+    world = World(17, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
+    code, taken, on_hand = run_in(world, lambda: _clear_then_hold_again(world),
+                                  timeout_s=600)
+    assert code == ResultCode.OUT_OF_STOCK  # the cart holds the only unit
+    assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
