@@ -5,6 +5,7 @@ virtual time): stock releases waiting for an unreachable stock shard stop at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 
 from actors.order_shard import OrderShard
@@ -13,7 +14,7 @@ from engine.errors import DomainError, ResultCode
 from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
-from flashtx.sim.world import Faults, SimPeer, World, run_in
+from flashtx.sim.world import Faults, Lost, SimPeer, World, run_in
 
 MERCHANT = "bounds-shop"
 
@@ -131,7 +132,7 @@ async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
     world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 1, 0)]))
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600)]))
     await asyncio.sleep(1)
     # Cleared (its hold's release waits for the clear to be durable), then the same line
@@ -140,7 +141,7 @@ async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
                                    ("add", MERCHANT, "b", "", "a", 1, 600)]))
     await asyncio.sleep(1)
     slot = slot_of(MERCHANT, "o", config.slots_total)
-    [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k", "o", (("a", 1),), 900,
+    [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k", "o", (("a", 2),), 900,
                                                     slot, 0, "key", "")]))
     world.crash("stock-0")
     world.start("stock-0")  # takes the order shard's holds over
@@ -153,5 +154,41 @@ def test_a_late_release_of_a_cleared_line_never_frees_its_next_hold() -> None:
     world = World(17, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
     code, taken, on_hand = run_in(world, lambda: _clear_then_hold_again(world),
                                   timeout_s=600)
-    assert code == ResultCode.OUT_OF_STOCK  # the cart holds the only unit
+    assert code == ResultCode.OUT_OF_STOCK  # the cart's new hold keeps one of the two
+    assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
+
+
+async def _checkout_answer_lost(world: World) -> tuple[int, int, int]:
+    config = sim_config(stock_shards=1, order_shards=1)
+    table = RoutingTable.uniform(config.slots_total, 1)
+    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
+    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    stock, order = SimPeer("stock-0"), SimPeer("order-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))
+    await asyncio.sleep(1)
+    calm = world.faults
+    world.faults = dataclasses.replace(calm, reply_lost=1.0)  # every answer is lost
+    slot = slot_of(MERCHANT, "b", config.slots_total)
+    with contextlib.suppress(Lost):  # the reserve ran; the order shard gives up on it
+        await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot, 0, "key")]))
+    await asyncio.sleep(0.5)
+    world.faults = calm
+    other = slot_of(MERCHANT, "o", config.slots_total)
+    [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k2", "o", (("a", 2),), 900,
+                                                    other, 0, "key", "")]))
+    world.crash("stock-0")
+    world.start("stock-0")  # takes the order shard's holds over: the cart's, held
+    await asyncio.sleep(1)
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
+    return int(code), level.reserved + level.sold, level.on_hand
+
+
+def test_a_checkout_given_up_gives_the_carts_holds_back() -> None:
+    """A checkout's reserve took over the cart's holds, but its answer was lost: the
+    order shard abandons the order, and the holds go back to the cart it still has."""
+    world = World(19, dataclasses.replace(Faults.none(), restart_ms=(10**9, 10**9)))
+    code, taken, on_hand = run_in(world, lambda: _checkout_answer_lost(world),
+                                  timeout_s=600)
+    assert code == ResultCode.OUT_OF_STOCK  # the cart still holds both units
     assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
