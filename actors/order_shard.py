@@ -17,10 +17,11 @@ never committed are dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from actors import clock, metrics
@@ -42,7 +43,7 @@ from engine.cart_plans import (
     checkout_of,
 )
 from engine.config import Config
-from engine.errors import DomainError, ResultCode, Unavailable
+from engine.errors import DomainError, FailedPrecondition, ResultCode, Unavailable
 from engine.messages import (
     ActionBatch,
     CartBatch,
@@ -110,6 +111,8 @@ class OrderShard(clock.ClockControl):
         if stored is not None and stored.version > self._stock.group.table.version:
             peers = await find_peers([f"stock-{i}" for i in range(stored.shards)])
             self._stock.group.update(peers, stored)  # resharded since this actor was made
+        if stored is not None and not stored.settled:
+            self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
         for row in await store.load_campaigns():
             state.add_campaign(campaign_from_row(row))
@@ -144,6 +147,10 @@ class OrderShard(clock.ClockControl):
     async def reroute_stock(self, peers: Sequence[StockPeer], table: RoutingTable) -> None:
         """Stops taking stock-changing work, lets what is in flight finish, then routes by
         the new table. Work refused meanwhile gets UNAVAILABLE."""
+        await self._ready
+        if table.version < self._stock.group.table.version:
+            raise FailedPrecondition(f"stock table {table.version} is older than the one in"
+                                     f" place ({self._stock.group.table.version})")
         self._moving = True
         while self._stock_calls_inflight:
             await asyncio.sleep(0.005)
@@ -172,11 +179,8 @@ class OrderShard(clock.ClockControl):
     async def place(self, batch: PlaceBatch) -> list[PlaceResult]:
         if self._moving:
             return [(ResultCode.UNAVAILABLE, RESHARDING)] * len(batch)
-        self._stock_calls_inflight += 1
-        try:
+        with self._changing_stock():
             return PlaceResults(await self._place_measured(batch))
-        finally:
-            self._stock_calls_inflight -= 1
 
     async def _place_measured(self, batch: PlaceBatch,
                               from_carts: Sequence[FromCart | None] = ()) -> list[PlaceResult]:
@@ -241,11 +245,8 @@ class OrderShard(clock.ClockControl):
         snapshot, a (page, next offset) pair, or a DomainError."""
         if self._moving and any(op not in ("get", "list") for op in batch.ops):
             return [Unavailable("stock is being resharded; retry")] * len(batch)
-        self._stock_calls_inflight += 1
-        try:
+        with self._changing_stock():
             return await self._act(batch)
-        finally:
-            self._stock_calls_inflight -= 1
 
     async def _act(self, batch: ActionBatch) -> list[Any]:
         await self._ready
@@ -287,8 +288,11 @@ class OrderShard(clock.ClockControl):
 
     async def cart(self, batch: CartBatch) -> list[Any]:
         """A batch of cart operations; each answer is a CartSnapshot or a DomainError."""
+        if self._moving and any(op != "get" for op in batch.ops):
+            return [Unavailable("stock is being resharded; retry")] * len(batch)
         await self._ready
-        return await self._carts.cart(batch, clock.now_ms())
+        with self._changing_stock():
+            return await self._carts.cart(batch, clock.now_ms())
 
     async def checkout(self, batch: CheckoutBatch) -> list[PlaceResult]:
         """Carts become orders through the placing path (which empties each cart of what
@@ -312,12 +316,9 @@ class OrderShard(clock.ClockControl):
                          key_id, campaign_id))
             from_carts.append(plan.from_cart)
             positions.append(i)
-        self._stock_calls_inflight += 1
-        try:
+        with self._changing_stock():
             answers = (await self._place_measured(PlaceBatch.of(rows), from_carts)
                        if rows else [])
-        finally:
-            self._stock_calls_inflight -= 1
         for i, answer in zip(positions, answers, strict=True):
             results[i] = answer
         return PlaceResults(results)
@@ -343,9 +344,22 @@ class OrderShard(clock.ClockControl):
         self._state.book.check_invariants()
         return True
 
+    @contextlib.contextmanager
+    def _changing_stock(self) -> Iterator[None]:
+        """Work that calls stock shards: a reroute waits until none is in flight."""
+        self._stock_calls_inflight += 1
+        try:
+            yield
+        finally:
+            self._stock_calls_inflight -= 1
+
     async def _sweep_once(self) -> None:
         if self._moving:
             return
+        with self._changing_stock():
+            await self._sweep()
+
+    async def _sweep(self) -> None:
         name, committer = f"order-{self.index}", self._journal.committer
         if committer is not None:
             metrics.record(metrics.depth(), committer.depth, queue="journal", actor=name)

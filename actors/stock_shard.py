@@ -49,6 +49,7 @@ class StockShard(clock.ClockControl):
         self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
         self._slots = list(slots)
+        self._owned = set(self._slots)  # catalogue writes land only on these slots
         self._order_shard_names = list(order_shard_names)
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
@@ -83,15 +84,31 @@ class StockShard(clock.ClockControl):
     async def rebuild(self, slots: Sequence[int]) -> int:
         """Resharding: owns `slots` from now on. State is rebuilt the way recovery does it
         (catalogue and on-hand from Postgres, holds and sales from the order shards, which
-        route by the new table already), so no order is lost or counted twice."""
-        await self._ready
-        self._slots = list(slots)
-        self._instance = secrets.token_hex(4)  # a reload: moves in flight are not applied
-        self._ledger = StockLedger(self._config.skus_per_shard_max)
-        self._loaded = asyncio.get_running_loop().create_task(self._load())
-        self._ready = asyncio.get_running_loop().create_task(self._start())
-        await self._ready
-        return len(self._ledger.skus)
+        route by the new table already), so no order is lost or counted twice. Catalogue
+        writes wait meanwhile, and none is in flight when the database is read. A rebuild
+        that failed (the order shards' routing moved under it) is simply run again."""
+        await _settled(self._ready)
+        async with self._catalogue:
+            self._slots = list(slots)
+            self._owned = set(self._slots)
+            self._instance = secrets.token_hex(4)  # a reload: moves in flight not applied
+            self._ledger = StockLedger(self._config.skus_per_shard_max)
+            self._loaded = asyncio.get_running_loop().create_task(self._load())
+            self._ready = asyncio.get_running_loop().create_task(self._start())
+            await self._ready
+            return len(self._ledger.skus)
+
+    async def narrow(self, slots: Sequence[int]) -> None:
+        """Resharding, before any shard rebuilds: from now on only catalogue writes to
+        slots this shard keeps (`slots`: those it owns in the new table) land here; the
+        writes in flight finish first."""
+        await _settled(self._ready)
+        async with self._catalogue:
+            self._owned &= set(slots)
+
+    def _check_owned(self, merchant_id: str, sku_id: str) -> None:
+        if self._slot(merchant_id, sku_id) not in self._owned:
+            raise Unavailable("this SKU's stock shard is changing; retry", sku_id=sku_id)
 
     async def _load(self) -> None:
         if self._store is None:
@@ -105,6 +122,7 @@ class StockShard(clock.ClockControl):
         stored = await self._store.stock_routing()
         if stored is not None and self.index < stored.shards:
             self._slots = stored.slots_of(self.index)  # resharded since this actor was made
+            self._owned = set(self._slots)
         skus = await self._store.load_skus(self._slots)
         for row in skus:
             self._ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],
@@ -196,6 +214,7 @@ class StockShard(clock.ClockControl):
         fails. The receivers add their share with ``deposit``."""
         await self._ready
         async with self._catalogue:
+            self._check_owned(merchant_id, sku_id)
             return await self._transfer_out(merchant_id, sku_id, units, list(to.rows()),
                                             new_skus, campaign, at_most)
 
@@ -323,6 +342,7 @@ class StockShard(clock.ClockControl):
             valid: list[tuple[int, int]] = []  # (position, units held back)
             for i, (merchant_id, sku_id, _, _, on_hand, _) in enumerate(items):
                 try:
+                    self._check_owned(merchant_id, sku_id)
                     valid.append((i, ledger.check_on_hand(merchant_id, sku_id, on_hand)))
                 except DomainError as error:
                     results[i] = error
@@ -352,6 +372,7 @@ class StockShard(clock.ClockControl):
         whether this call applied it (False: a retry of an adjustment applied before)."""
         await self._ready
         async with self._catalogue:
+            self._check_owned(merchant_id, sku_id)
             now = clock.now_ms()
             held_back = self._ledger.check_adjust(merchant_id, sku_id, delta)
             self._ledger.hold_back(merchant_id, sku_id, held_back)
@@ -395,6 +416,11 @@ class StockShard(clock.ClockControl):
         self._ledger.changes.clear()
         if expired:
             log.info("stock shard %d freed %d expired holds", self.index, len(expired))
+
+
+async def _settled(task: asyncio.Task[None]) -> None:
+    """Waits for `task` to end, whether or not it failed."""
+    await asyncio.wait([task])
 
 
 def _stock_event_row(merchant_id: str, sku_id: str, delta: int, reason: str,

@@ -3,6 +3,7 @@ in one place (as Ray Serve's controller does), and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from actors.ports import (
     wait_all,
 )
 from actors.relay import Relay
+from actors.resharding import ReshardFailed, reshard_stock, spread
 from actors.routing import ShardGroup
 from actors.stock_shard import StockShard
 from adapters.connectors import ConnectorSpec, load_specs
@@ -185,52 +187,36 @@ class Topology:
             ray.kill(connector)
 
     def reshard_stock(self, shards_total: int) -> RoutingTable:
-        """Adds stock shards and moves slots to them while traffic flows: order shards
-        pause stock-changing work (callers get UNAVAILABLE and retry), switch to the new
-        table, every stock shard rebuilds its slots from Postgres and the order shards,
-        and work resumes. Holds and sales are facts about orders, so nothing is lost or
-        counted twice.
+        """Adds stock shards and moves slots to them while traffic flows
+        (actors.resharding: order shards pause stock-changing work, every stock shard
+        rebuilds its slots, work resumes). Gateways switch last (they only read stock and
+        write the catalogue, which shards refuse for slots they do not own); one that died
+        is skipped. Blocks: from inside an event loop, call it in a thread.
 
-        Work resumes only on stock shards that have rebuilt: if the rebuild fails, the
-        reshard rolls back (the old table, rebuilt) and raises; if the rollback fails
-        too, stock-changing work stays paused (UNAVAILABLE) and this raises, for an
-        operator to run it again. Gateways switch last (they only read stock); one that
-        died is skipped."""
+        If the reshard fails it rolls back and raises ReshardFailed (the added shards are
+        stopped); if the rollback fails too, stock-changing work stays paused and this
+        raises, for an operator to run it again."""
         old, old_peers = self.stock.table, list(self.stock.peers)
-        table = RoutingTable(old.version + 1,
-                             tuple(slot % shards_total for slot in range(len(old.shard_of_slot))))
+        table = spread(old, shards_total)
         order_names = [f"order-{i}" for i in range(len(self.orders))]
         added: list[StockPeer] = ray_peers(
             RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS, self.config))
             .remote(i, self.config, table.slots_of(i), order_names)
             for i in range(len(old_peers), shards_total))
         wait_all(shard.check_invariants() for shard in added)
-        peers = [*old_peers, *added]
-        self._switch_stock(peers, table)
         try:
-            wait_all(s.rebuild(table.slots_of(i)) for i, s in enumerate(peers))
-        except Exception:
-            log.exception("stock reshard to %d shards failed; rolling back", shards_total)
-            back = RoutingTable(table.version + 1, old.shard_of_slot)
-            self._switch_stock(old_peers, back)  # raises: stays paused
-            wait_all(s.rebuild(back.slots_of(i)) for i, s in enumerate(old_peers))
-            wait_all(o.resume() for o in self.orders.peers)
+            settled = asyncio.run(reshard_stock(self.orders.peers, old_peers, added, old, table,
+                                                durable=self.config.postgres_dsn != "none"))
+        except ReshardFailed as failed:
             for shard in added:
                 ray.kill(handle_of(shard))
-            self.stock.update(old_peers, back)
-            self._call_gateways("reroute_stock", old_peers, back)
+            self.stock.update(old_peers, failed.table)
+            self._call_gateways("reroute_stock", old_peers, failed.table)
             raise
-        wait_all(o.resume() for o in self.orders.peers)
-        self.stock.update(peers, table)
-        self._call_gateways("reroute_stock", peers, table)
-        return table
-
-    def _switch_stock(self, peers: list[StockPeer], table: RoutingTable) -> None:
-        """Makes `table` durable, then pauses the order shards' stock-changing work and
-        routes it by `table` (until `resume`)."""
-        if self.config.postgres_dsn != "none":
-            wait_all([self.orders.peer(0).save_stock_routing(table)])
-        wait_all(o.reroute_stock(peers, table) for o in self.orders.peers)
+        peers = [*old_peers, *added]
+        self.stock.update(peers, settled)
+        self._call_gateways("reroute_stock", peers, settled)
+        return settled
 
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""

@@ -495,10 +495,12 @@ class Store:
         if value is None:
             return None
         stored = json.loads(value)
-        return RoutingTable(int(stored["version"]), tuple(stored["shard_of_slot"]))
+        return RoutingTable(int(stored["version"]), tuple(stored["shard_of_slot"]),
+                            bool(stored.get("settled", True)))
 
     async def save_stock_routing(self, table: RoutingTable) -> None:
-        value = json.dumps({"version": table.version, "shard_of_slot": table.shard_of_slot})
+        value = json.dumps({"version": table.version, "shard_of_slot": table.shard_of_slot,
+                            "settled": table.settled})
         async with self.pool.acquire() as connection:
             await connection.execute(
                 "INSERT INTO flashtx.settings (name, value) VALUES ('stock_routing', $1)"

@@ -27,6 +27,9 @@ sku_slot = lru_cache(maxsize=1 << 16)(slot_of)
 class RoutingTable:
     version: int
     shard_of_slot: tuple[int, ...]
+    # False: a reshard to this table has not completed (actors.resharding); an order shard
+    # that starts with it waits (stock-changing work answers UNAVAILABLE) until it has.
+    settled: bool = True
 
     @classmethod
     def uniform(cls, slots_total: int, shards: int) -> RoutingTable:

@@ -14,15 +14,16 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 
 DEFAULT_STEPS = 60
 
 
-def _one(job: tuple[int, int]) -> tuple[int, list[str], int, int]:
+def _one(job: tuple[int, int]) -> tuple[int, list[str], int, int, dict[str, int]]:
     from flashtx.sim.run import run_seed
 
     outcome = run_seed(*job)
-    return outcome.seed, outcome.failures, outcome.acked, outcome.crashes
+    return outcome.seed, outcome.failures, outcome.acked, outcome.crashes, outcome.reshards
 
 
 def main(argv: list[str]) -> int:
@@ -46,14 +47,16 @@ def main(argv: list[str]) -> int:
     jobs = [(seed, args.steps) for seed in range(first, end)]
     started = time.monotonic()
     failing, acked, crashes = [], 0, 0
+    reshards: Counter[str] = Counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
             results = list(pool.imap_unordered(_one, jobs, chunksize=50))
     else:
         results = [_one(job) for job in jobs]
-    for seed, failures, seed_acked, seed_crashes in results:
+    for seed, failures, seed_acked, seed_crashes, seed_reshards in results:
         acked += seed_acked
         crashes += seed_crashes
+        reshards.update(seed_reshards)
         if failures:
             failing.append(seed)
             shown = failures if args.verbose else failures[:1]
@@ -62,7 +65,8 @@ def main(argv: list[str]) -> int:
                   " --verbose")
     elapsed_s = time.monotonic() - started
     print(f"{len(jobs)} seeds ({first}..{end - 1}), {args.steps} steps each, in {elapsed_s:.1f} s:"
-          f" {len(failing)} failed; {acked} orders acknowledged, {crashes} shard crashes")
+          f" {len(failing)} failed; {acked} orders acknowledged, {crashes} shard crashes;"
+          f" stock reshards: {reshards['done']} done, {reshards['rolled back']} rolled back")
     return 1 if failing else 0
 
 

@@ -18,12 +18,14 @@ import asyncio
 import functools
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import looptime
 
 from actors.order_shard import OrderShard
+from actors.resharding import ReshardFailed, reshard_stock, spread
 from actors.stock_shard import StockShard
 from engine.carts import CartSnapshot
 from engine.config import Config, load_config
@@ -36,6 +38,7 @@ from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
 MERCHANT = "sim-shop"
 RETRYABLE = (ResultCode.UNAVAILABLE, ResultCode.OVERLOADED)
 DONE = object()  # a final refusal
+RESHARD_SHARE = 0.3  # of runs that reshard the stock shards once
 CART_HOLD_S = 2  # cart lines hold their stock this long (shorter than the settle wait)
 
 
@@ -49,6 +52,7 @@ class Outcome:
     crashes: int = 0
     writes: int = 0
     virtual_s: float = 0.0
+    reshards: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +81,8 @@ class Run:
         self.refused: dict[str, int] = defaultdict(int)
         self.counter = itertools.count()
         self.done_steps = 0
+        self.resharding = False
+        self.reshards: dict[str, int] = defaultdict(int)
         self._seen: set[str] = set()
 
     # --- wiring -------------------------------------------------------------------------------
@@ -92,12 +98,16 @@ class Run:
             world.add(f"order-{i}", functools.partial(
                 OrderShard, i, config, stock, self.stock_table, self.order_table))
 
-    async def until_answered(self, name: str, method: str, *args: Any) -> Any:
-        """Calls until an answer that is not "retry": a client with idempotent retries."""
+    async def until_answered(self, name: str | Callable[[], str], method: str,
+                             *args: Any) -> Any:
+        """Calls until an answer that is not "retry": a client with idempotent retries.
+        `name` may be a function: the actor is looked up again on every try (a stock
+        shard, as routing says now)."""
         delay_s = 0.01
         for _ in range(200):
             try:
-                answer = await getattr(SimPeer(name), method)(*args)
+                target = name() if callable(name) else name
+                answer = await getattr(SimPeer(target), method)(*args)
             except Lost:
                 answer = None
             except DomainError as error:
@@ -213,15 +223,50 @@ class Run:
             await asyncio.sleep(self.rng.randint(50, 400) / 1000)
             n += 1
             sku_id = self.rng.choice(sorted(self.skus))
-            shard = self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]
+            shard = functools.partial(self.stock_shard_of, sku_id)
             if self.rng.random() < 0.5:
                 delta = self.rng.choice((-2, -1, 1, 2, 3))
-                await self.until_answered(f"stock-{shard}", "adjust", MERCHANT, sku_id, delta,
-                                          "sim", f"adjust-{n}")
+                await self.until_answered(shard, "adjust", MERCHANT, sku_id, delta, "sim",
+                                          f"adjust-{n}")
             else:
                 on_hand = self.world.store.on_hand(MERCHANT, sku_id) + self.rng.randint(-2, 3)
-                await self.until_answered(f"stock-{shard}", "upsert", SkuBatch.of([(
+                await self.until_answered(shard, "upsert", SkuBatch.of([(
                     MERCHANT, sku_id, sku_id, 100, max(0, on_hand), self.skus[sku_id])]))
+
+    def stock_shard_of(self, sku_id: str) -> str:
+        return f"stock-{self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]}"
+
+    async def resharder(self) -> None:
+        """Once in some runs: more stock shards, while buyers buy and shards crash. Some
+        reshards are made to fail (a step tried once), so they roll back."""
+        if self.rng.random() >= RESHARD_SHARE:
+            return
+        await asyncio.sleep(self.rng.randint(50, 1500) / 1000)
+        old, old_names = self.stock_table, self.stock_names()
+        table = spread(old, len(old_names) + self.rng.randint(1, 2))
+        tries = 1 if self.rng.random() < 0.3 else 5
+        order_names = [f"order-{i}" for i in range(2)]
+        added = []
+        for i in range(len(old_names), table.shards):
+            added.append(self.world.add(f"stock-{i}", functools.partial(
+                StockShard, i, self.config, table.slots_of(i), order_names)))
+        self.resharding = True
+        try:
+            self.stock_table = await reshard_stock(
+                [SimPeer(name) for name in order_names], [SimPeer(n) for n in old_names],
+                added, old, table, tries=tries)
+            self.reshards["done"] += 1
+        except ReshardFailed as failed:
+            self.stock_table = failed.table
+            self.reshards["rolled back"] += 1
+        except Exception as error:  # the rollback failed too: paused, never unsafe
+            self.reshards["left paused"] += 1
+            self.fail(f"reshard and its rollback failed: {error!r}")
+        finally:
+            self.resharding = False
+
+    def stock_names(self) -> list[str]:
+        return [f"stock-{i}" for i in range(self.stock_table.shards)]
 
     async def crasher(self) -> None:
         low, high = self.world.faults.crash_every_ms
@@ -269,19 +314,32 @@ class Run:
             for (buyer_id, sku), units in by_buyer.items():
                 if sku == sku_id and limit and units > limit:
                     self.fail(f"{buyer_id} holds {units} of {sku_id}, limit {limit}")
-        for i in range(2):
-            shard = self.world.instance(f"stock-{i}")
-            if shard is None or not shard._ready.done() or shard._ready.exception():
+        if self.resharding:  # stock shards rebuild; order shards sell nothing meanwhile
+            return
+        for name, shard, owned in self.stock_ledgers():
+            if not shard._ready.done() or shard._ready.exception():
                 continue
-            for (merchant_id, sku_id), sku in shard._ledger.skus.items():
+            for (merchant_id, sku_id), sku in owned:
                 durable = store.on_hand(merchant_id, sku_id)
                 if sku.on_hand > durable:
-                    self.fail(f"stock-{i} counts {sku.on_hand} of {sku_id} on hand, the"
+                    self.fail(f"{name} counts {sku.on_hand} of {sku_id} on hand, the"
                               f" database {durable}")
             try:
                 shard._ledger.check_invariants()
             except AssertionError as error:
-                self.fail(f"stock-{i}: {error}")
+                self.fail(f"{name}: {error}")
+
+    def stock_ledgers(self) -> list[tuple[str, Any, list[tuple[Any, Any]]]]:
+        """(name, shard, its SKUs it owns by the routing table now), of live shards."""
+        found = []
+        for i, name in enumerate(self.stock_names()):
+            shard = self.world.instance(name)
+            if shard is None:
+                continue
+            owned = [(key, sku) for key, sku in shard._ledger.skus.items()
+                     if self.stock_table.shard_of_slot[slot_of(key[0], key[1], 64)] == i]
+            found.append((name, shard, owned))
+        return found
 
     async def settle_and_check(self) -> None:
         """Faults stop; every deadline and grace time passes; then memory and database
@@ -298,15 +356,14 @@ class Run:
         reserved = store.held((OrderStatus.RESERVED,))
         if any(reserved.values()):
             self.fail(f"orders still reserved after every deadline: {dict(reserved)}")
-        for i in range(2):
-            shard = world.instance(f"stock-{i}")
+        for name, shard, owned in self.stock_ledgers():
             await shard._ready
-            for (merchant_id, sku_id), sku in shard._ledger.skus.items():
+            for (merchant_id, sku_id), sku in owned:
                 if sku.reserved:
-                    self.fail(f"stock-{i} still holds {sku.reserved} of {sku_id} after every"
+                    self.fail(f"{name} still holds {sku.reserved} of {sku_id} after every"
                               " deadline and grace time (leaked)")
                 if sku.sold != sold[(merchant_id, sku_id)]:
-                    self.fail(f"stock-{i} counts {sku.sold} of {sku_id} sold, the database"
+                    self.fail(f"{name} counts {sku.sold} of {sku_id} sold, the database"
                               f" {sold[(merchant_id, sku_id)]}")
         self.check()
 
@@ -318,7 +375,7 @@ class Run:
         world.faults = self.faults_on
         checker = asyncio.ensure_future(self.checker())
         buyers = [self.buyer(b) for b in range(self.rng.randint(3, 12))]
-        await asyncio.gather(*buyers, self.operator(), self.crasher())
+        await asyncio.gather(*buyers, self.operator(), self.crasher(), self.resharder())
         checker.cancel()  # settle_and_check checks once more at its end
         await self.settle_and_check()
 
@@ -342,7 +399,7 @@ def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcom
         loop.close()
     return Outcome(seed, steps, run.world.failures, len(run.acked), dict(run.refused),
                    sum(a.crashes for a in run.world.actors.values()), run.world.store.writes,
-                   virtual_s)
+                   virtual_s, dict(run.reshards))
 
 
 def _retry(answer: Any) -> bool:

@@ -1,0 +1,105 @@
+"""Resharding the stock shards (actors.resharding) on the simulator's wiring: the real
+shard classes and the same procedure the deployment runs, with a shard kept down so a
+step fails on purpose."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import pytest
+
+from actors.order_shard import OrderShard
+from actors.resharding import ReshardFailed, reshard_stock, spread
+from actors.stock_shard import StockShard
+from engine.errors import ResultCode
+from engine.messages import PlaceBatch, SkuBatch, SkuKeys
+from engine.sharding import RoutingTable, slot_of
+from flashtx.sim.run import sim_config
+from flashtx.sim.world import Faults, SimPeer, World, run_in
+
+MERCHANT = "reshard-shop"
+NEVER = (10**9, 10**9)
+
+
+def _world(seed: int) -> World:
+    return World(seed, dataclasses.replace(Faults.none(), restart_ms=NEVER))
+
+
+async def _two_stock_shards(world: World) -> tuple[RoutingTable, list[SimPeer], SimPeer]:
+    config = sim_config(stock_shards=2, order_shards=1)
+    table = RoutingTable.uniform(config.slots_total, 2)
+    order_table = RoutingTable.uniform(config.slots_total, 1)
+    stock = [world.add(f"stock-{i}", functools.partial(StockShard, i, config,
+                                                       table.slots_of(i), ["order-0"]))
+             for i in range(2)]
+    order = world.add("order-0", functools.partial(OrderShard, 0, config, stock, table,
+                                                   order_table))
+    for sku_id in ("a", "b", "c"):
+        shard = table.shard_of_slot[slot_of(MERCHANT, sku_id, config.slots_total)]
+        await stock[shard].upsert(SkuBatch.of([(MERCHANT, sku_id, sku_id, 100, 5, 0)]))
+    placed = await _place(order, "first", (("a", 2), ("b", 1)))
+    assert placed == ResultCode.OK
+    return table, stock, order
+
+
+async def _place(order: SimPeer, key: str, lines: tuple[tuple[str, int], ...]) -> ResultCode:
+    slot = slot_of(MERCHANT, key, 64)
+    [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, key, key, lines, 900, slot, 0,
+                                                    "key", "")]))
+    return ResultCode(code)
+
+
+async def _levels(stock: list[SimPeer], table: RoutingTable) -> dict[str, tuple[int, int]]:
+    found = {}
+    for sku_id in ("a", "b", "c"):
+        owner = stock[table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]]
+        [level] = await owner.levels(SkuKeys([MERCHANT], [sku_id]))
+        found[sku_id] = (level.on_hand, level.reserved)
+    return found
+
+
+def test_a_reshard_that_fails_rolls_back_and_work_resumes() -> None:
+    world = _world(23)
+
+    async def scenario() -> tuple[str, dict[str, tuple[int, int]], ResultCode]:
+        old, stock, order = await _two_stock_shards(world)
+        table = spread(old, 3)
+        added = world.add("stock-2", functools.partial(StockShard, 2, sim_config(),
+                                                       table.slots_of(2), ["order-0"]))
+        world.crash("stock-2")  # and it stays down: its narrow never answers
+        with pytest.raises(ReshardFailed) as failed:
+            await reshard_stock([order], stock, [added], old, table, tries=2)
+        back = failed.value.table
+        assert back.shard_of_slot == old.shard_of_slot and back.settled
+        return "rolled back", await _levels(stock, back), await _place(order, "after",
+                                                                       (("c", 1),))
+
+    outcome, levels, code = run_in(world, scenario, timeout_s=600)
+    assert outcome == "rolled back"
+    assert levels == {"a": (5, 2), "b": (5, 1), "c": (5, 0)}  # rebuilt: nothing lost
+    assert code == ResultCode.OK  # work resumed
+
+
+def test_when_the_rollback_fails_too_stock_work_stays_paused() -> None:
+    world = _world(29)
+
+    async def scenario() -> tuple[ResultCode, ResultCode]:
+        old, stock, order = await _two_stock_shards(world)
+        table = spread(old, 3)
+        added = world.add("stock-2", functools.partial(StockShard, 2, sim_config(),
+                                                       table.slots_of(2), ["order-0"]))
+        world.crash("stock-1")  # an old shard down: neither way can rebuild
+        with pytest.raises(Exception) as failed:
+            await reshard_stock([order], stock, [added], old, table, tries=2,
+                                rollback_tries=2)
+        assert not isinstance(failed.value, ReshardFailed)
+        refused = await _place(order, "meanwhile", (("c", 1),))
+        world.start("stock-1")  # back: the operator runs the reshard again
+        settled = await reshard_stock([order], stock, [added], old, table)
+        assert settled.settled
+        return refused, await _place(order, "after", (("c", 1),))
+
+    refused, code = run_in(world, scenario, timeout_s=600)
+    assert refused == ResultCode.UNAVAILABLE  # paused, never unsafe
+    assert code == ResultCode.OK
