@@ -36,7 +36,16 @@ from engine.errors import (
     Unavailable,
 )
 from engine.merchants import Principal, hash_secret, operator_principal, parse_token
-from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
+from engine.messages import (
+    ActionBatch,
+    Adjusted,
+    CampaignSkus,
+    CartBatch,
+    CheckoutBatch,
+    PlaceBatch,
+    SkuBatch,
+    SkuKeys,
+)
 from engine.orders import order_slot
 from engine.ratelimit import TokenBucket
 from engine.sharding import RoutingTable
@@ -238,8 +247,12 @@ class Gateway(clock.ClockControl):
         finally:
             self.inflight -= 1
 
-    async def create_campaign(self, merchant_id: str, *args: Any) -> Any:
-        return await self._merchant(merchant_id).create_campaign(merchant_id, *args)
+    async def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
+                              starts_at_ms: int, ends_at_ms: int, buckets: int,
+                              skus: list[tuple[str, int, int, int]]) -> Any:
+        return await self._merchant(merchant_id).create_campaign(
+            merchant_id, campaign_id, name, starts_at_ms, ends_at_ms, buckets,
+            CampaignSkus.of(skus))
 
     async def get_campaign(self, merchant_id: str, campaign_id: str) -> Any:
         with self._read_slot():
@@ -383,7 +396,7 @@ class Gateway(clock.ClockControl):
         return results
 
     async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int, reason: str,
-                           request_id: str = "") -> tuple[StockLevel, bool]:
+                           request_id: str = "") -> Adjusted:
         return await self._stock.of(merchant_id, sku_id).adjust(merchant_id, sku_id, delta,
                                                                 reason, request_id)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from actors import clock, metrics
 from actors.loops import every, until_done
-from actors.persistence import campaign_from_row, campaign_row, open_store
+from actors.persistence import campaign_from_row, open_store
 from actors.ports import OrderPeer, StockPeer, find_peers
 from actors.routing import ShardGroup
 from adapters.events import stock_event
@@ -41,7 +41,16 @@ from engine.merchants import (
     Principal,
     Scope,
 )
-from engine.messages import Expected, Shares, SkuKeys
+from engine.messages import (
+    CampaignSkus,
+    Expected,
+    KeyCreated,
+    MerchantCreated,
+    MerchantView,
+    Shares,
+    SkuBatch,
+    SkuKeys,
+)
 from engine.sharding import slot_of
 
 log = logging.getLogger(__name__)
@@ -87,7 +96,7 @@ class MerchantShard(clock.ClockControl):
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
 
     async def create(self, merchant_id: str, name: str, payment_window_s: int,
-                     cart_hold_s: int = 0) -> tuple[dict[str, Any], dict[str, Any], str]:
+                     cart_hold_s: int = 0) -> MerchantCreated:
         await self._ready
         window_s = payment_window_s or self._config.payment_window_s_default
         merchant, key, token = self._directory.create(merchant_id, name, window_s,
@@ -101,7 +110,7 @@ class MerchantShard(clock.ClockControl):
             except Exception:
                 del self._directory.merchants[merchant_id]  # not durable: not created
                 raise
-        return _merchant(merchant), _key(key), token
+        return MerchantCreated(_merchant(merchant), _key(key), token)
 
     async def update(self, merchant_id: str, payment_window_s: int,
                      cart_hold_s: int) -> dict[str, Any]:
@@ -113,13 +122,13 @@ class MerchantShard(clock.ClockControl):
         merchant.payment_window_s, merchant.cart_hold_s = window_s, cart_hold_s
         return _merchant(merchant)
 
-    async def get(self, merchant_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def get(self, merchant_id: str) -> MerchantView:
         await self._ready
         merchant = self._directory.get(merchant_id)
-        return _merchant(merchant), [_key(k) for k in merchant.keys.values()]
+        return MerchantView(_merchant(merchant), [_key(k) for k in merchant.keys.values()])
 
     async def create_key(self, merchant_id: str, scopes: list[int],
-                         label: str) -> tuple[dict[str, Any], str]:
+                         label: str) -> KeyCreated:
         await self._ready
         key, token = self._directory.create_key(
             merchant_id, frozenset(Scope(s) for s in scopes), label, clock.now_ms())
@@ -129,7 +138,7 @@ class MerchantShard(clock.ClockControl):
             except Exception:
                 del self._directory.merchants[merchant_id].keys[key.key_id]
                 raise
-        return _key(key), token
+        return KeyCreated(_key(key), token)
 
     async def revoke_key(self, merchant_id: str, key_id: str) -> dict[str, Any]:
         await self._ready
@@ -152,9 +161,9 @@ class MerchantShard(clock.ClockControl):
 
     async def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
                               starts_at_ms: int, ends_at_ms: int, buckets: int,
-                              skus: Sequence[tuple[str, int, int, int]]) -> dict[str, Any]:
-        """skus: (sku_id, sale_price_minor, allotment, per_buyer_limit)."""
+                              campaign_skus: CampaignSkus) -> dict[str, Any]:
         await self._ready
+        skus = list(campaign_skus.rows())
         config = self._config
         self._directory.get(merchant_id)
         now = clock.now_ms()
@@ -199,7 +208,6 @@ class MerchantShard(clock.ClockControl):
                             levels: dict[str, Any]) -> None:
         """Moves each SKU's units into its buckets. The campaign's row is written with the
         first SKU's move; from then on it exists (and is ended if a later move fails)."""
-        now = clock.now_ms()
         first = True
         for sku in campaign.skus.values():
             level = levels[sku.sku_id]
@@ -207,12 +215,11 @@ class MerchantShard(clock.ClockControl):
             receivers = [(key, stock.shard_of(campaign.merchant_id, key))
                          for key in sku.bucket_keys]
             instances = [await stock.peer(shard).instance() for _, shard in receivers]
-            rows = [(campaign.merchant_id, key, stock.slot(campaign.merchant_id, key),
-                     level.name, sku.sale_price_minor, 0, now) for key, _ in receivers]
+            buckets = SkuBatch.of((campaign.merchant_id, key, level.name,
+                                   sku.sale_price_minor, 0, 0) for key, _ in receivers)
             await stock.of(campaign.merchant_id, sku.sku_id).transfer_out(
                 campaign.merchant_id, sku.sku_id, sku.units,
-                Shares(list(sku.bucket_keys), shares), rows,
-                campaign_row(campaign) if first else None)
+                Shares(list(sku.bucket_keys), shares), buckets, campaign if first else None)
             if first:
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
                 first = False
@@ -313,7 +320,7 @@ class MerchantShard(clock.ClockControl):
         instance = await receiver.instance(Expected(merchant_id, target, units))
         try:
             moved = await stock.of(merchant_id, source).transfer_out(
-                merchant_id, source, units, Shares([target], [units]), (), None, True)
+                merchant_id, source, units, Shares([target], [units]), None, None, True)
         except BaseException:
             await receiver.cancel_expected(merchant_id, target)
             raise

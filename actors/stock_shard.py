@@ -16,14 +16,16 @@ from typing import Any
 
 from actors import clock
 from actors.loops import every, until_done
-from actors.persistence import open_store
+from actors.persistence import campaign_row, open_store
 from actors.ports import OrderPeer, find_peers
 from adapters.events import stock_event
 from adapters.postgres import Store
+from engine.campaigns import Campaign
 from engine.config import Config
 from engine.errors import DomainError, Unavailable
 from engine.messages import (
     FIRST_GENERATION,
+    Adjusted,
     Answers,
     Expected,
     Generation,
@@ -205,18 +207,22 @@ class StockShard(clock.ClockControl):
         self._ledger.incoming.pop((merchant_id, sku_id), None)
 
     async def transfer_out(self, merchant_id: str, sku_id: str, units: int,
-                           to: Shares, new_skus: Sequence[Any] = (),
-                           campaign: Any = None, at_most: bool = False) -> int:
+                           to: Shares, new_skus: SkuBatch | None = None,
+                           campaign: Campaign | None = None, at_most: bool = False) -> int:
         """Moves units of `sku_id` to other counters: takes them out of on-hand here, then
         records -units here and +share on each of `to` ((sku_id, share); shares add up to
         units, or to what was taken when `at_most`) in one transaction, with `new_skus`
         rows and the `campaign` row. Durable before it returns; restored here if the write
         fails. The receivers add their share with ``deposit``."""
+        now = clock.now_ms()
+        rows = [(m, s, self._slot(m, s), name, price, limit, now)
+                for m, s, name, price, _, limit in (new_skus.rows() if new_skus else ())]
         await self._ready
         async with self._catalogue:
             self._check_owned(merchant_id, sku_id)
             return await self._transfer_out(merchant_id, sku_id, units, list(to.rows()),
-                                            new_skus, campaign, at_most)
+                                            rows, campaign_row(campaign) if campaign else None,
+                                            at_most)
 
     async def _transfer_out(self, merchant_id: str, sku_id: str, units: int,
                             to: Sequence[tuple[Any, ...]], new_skus: Sequence[Any],
@@ -367,7 +373,7 @@ class StockShard(clock.ClockControl):
             return results
 
     async def adjust(self, merchant_id: str, sku_id: str, delta: int, reason: str,
-                     request_id: str = "") -> tuple[StockLevel, bool]:
+                     request_id: str = "") -> Adjusted:
         """Adds `delta` to on-hand; with a `request_id`, once. Answers the level and
         whether this call applied it (False: a retry of an adjustment applied before)."""
         await self._ready
@@ -390,8 +396,8 @@ class StockShard(clock.ClockControl):
                                       " request_id") from error
             if not applied:  # written before: its decrease is out already, or was
                 self._ledger.hold_back(merchant_id, sku_id, -held_back)
-                return self._ledger.level(merchant_id, sku_id, now), False
-            return self._ledger.settle(merchant_id, sku_id, delta, held_back, now), True
+                return Adjusted(self._ledger.level(merchant_id, sku_id, now), False)
+            return Adjusted(self._ledger.settle(merchant_id, sku_id, delta, held_back, now), True)
 
     def _on_hand(self, merchant_id: str, sku_id: str) -> int:
         sku = self._ledger.skus.get((merchant_id, sku_id))

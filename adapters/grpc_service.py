@@ -20,6 +20,7 @@ from engine.carts import CartSnapshot
 from engine.config import Config
 from engine.errors import REASON_BY_CODE, DomainError, InvalidArgument, ResultCode
 from engine.merchants import Principal, Scope
+from engine.messages import PageRequest
 from engine.orders import OrderSnapshot, order_slot
 from engine.stock import StockLevel
 from engine.validation import check_id, check_length, check_order, check_range, check_sku
@@ -345,7 +346,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             offset = int(request.page_token)
         principal = current_principal()
         page, next_offset = await self._backend.order_action(
-            principal.merchant_id, "list", request.buyer_id, (offset, limit),
+            principal.merchant_id, "list", request.buyer_id, PageRequest(offset, limit),
             _only_key(principal))
         return order_pb2.ListOrdersResponse(
             orders=[order_message(o) for o in page],

@@ -116,6 +116,13 @@ class ActionBatch(_Columns):
     only_keys: list[str]
 
 
+class PageRequest(NamedTuple):
+    """The argument of a "list" action."""
+
+    offset: int
+    limit: int
+
+
 # --- order shard -> stock shard -----------------------------------------------------------
 
 
@@ -228,6 +235,37 @@ class Expected:
     merchant_id: str
     sku_id: str
     units: int
+
+
+@dataclass(slots=True)
+class CampaignSkus(_Columns):
+    """A campaign's SKUs as its creator asks for them (gateway -> merchant shard)."""
+
+    sku_ids: list[str]
+    sale_prices_minor: list[int]
+    allotments: list[int]  # 0: every unit available
+    per_buyer_limits: list[int]
+
+
+class Adjusted(NamedTuple):
+    level: Any  # engine.stock.StockLevel
+    applied: bool  # False: a retry of a request_id applied before
+
+
+class MerchantCreated(NamedTuple):
+    merchant: dict[str, Any]
+    key: dict[str, Any]
+    token: str  # the new key's secret, shown once
+
+
+class MerchantView(NamedTuple):
+    merchant: dict[str, Any]
+    keys: list[dict[str, Any]]
+
+
+class KeyCreated(NamedTuple):
+    key: dict[str, Any]
+    token: str
 
 
 # --- answers --------------------------------------------------------------------------------

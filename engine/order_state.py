@@ -114,7 +114,7 @@ class OrderState:
         if op == "get":
             return book.get(merchant_id, target, only_key).snapshot()
         if op == "list":
-            offset, limit = argument
+            offset, limit = argument  # a PageRequest
             return book.list_for_buyer(merchant_id, target, offset, limit, only_key)
         order, action = book.check(merchant_id, target, op, now, only_key)
         if action is None:
