@@ -16,7 +16,7 @@ import ray
 from adapters.legacy.mapping import parse_mapping
 from adapters.legacy.sample import SIZES, create_sample, sample_mapping
 from adapters.legacy.sync import SyncOptions, run_sync
-from engine.messages import ActionBatch, SkuKeys
+from engine.messages import ActionBatch, CampaignSkus, SkuKeys
 from engine.orders import order_slot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -96,7 +96,7 @@ async def test_imported_orders_hold_stock_once_shards_rebuild(engine, database_d
         try:
             await merchant_shard.create_campaign.remote(
                 merchant_id, "resync", "Resync", now_ms - 1000, now_ms + 3_600_000, 2,
-                [(sku_id, 1, 4, 0)])
+                CampaignSkus.of([(sku_id, 1, 4, 0)]))
             break
         except ray.exceptions.RayError:  # restarting, or not yet restarted (NOT_FOUND)
             assert time.monotonic() < deadline
