@@ -135,9 +135,12 @@ def new_order_id(slot: int, epoch: str, counter: int) -> str:
 def order_slot(order_id: str) -> int:
     """The slot an order id names; NotFound when it names none."""
     head = order_id[:4]
-    if len(head) < 4 or any(c not in "0123456789abcdef" for c in head):
-        raise NotFound(f"no order {order_id}", order_id=order_id)
-    return int(head, 16)
+    if len(head) == 4 and head.isascii() and head.isalnum():  # no sign, space or "_"
+        try:
+            return int(head, 16)
+        except ValueError:
+            pass
+    raise NotFound(f"no order {order_id}", order_id=order_id)
 
 
 class OrderChange(NamedTuple):

@@ -188,8 +188,13 @@ class Placing:
             i, order_id = attempt.position, attempt.order_id
             merchant_id, key, buyer_id = b.merchant_ids[i], b.keys[i], b.buyer_ids[i]
             lines, campaign_id = b.lines[i], b.campaign_ids[i]
-            answers = [replies[shard][position] for shard, position in where]
-            failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
+            if len(where) == 1:  # most orders: one stock shard
+                answer = replies[where[0][0]][where[0][1]]
+                answers = [answer]
+                failed = None if answer[0] is ResultCode.OK else answer
+            else:
+                answers = [replies[shard][position] for shard, position in where]
+                failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
             if failed is None:
                 prices = self._prices(merchant_id, attempt.stock_lines, where, answers)
                 stock_keys = (tuple(k for k, _ in attempt.stock_lines)

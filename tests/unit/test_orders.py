@@ -164,3 +164,15 @@ def test_place_results_cross_a_process_boundary_unchanged() -> None:
     assert copied[:3] == results[:3] and type(copied[0][1]) is type(order)
     assert all(type(code) is ResultCode for code, _ in copied)
     assert (copied[3][0], copied[3][1].reason) == (ResultCode.OUT_OF_STOCK, results[3][1].reason)
+
+
+def test_an_order_id_names_its_slot_and_anything_else_is_not_found() -> None:
+    from engine.errors import NotFound
+    from engine.orders import new_order_id, order_slot
+
+    assert order_slot(new_order_id(4095, "abc123", 7)) == 4095
+    assert order_slot(new_order_id(0, "abc123", 7)) == 0
+    arabic_digits = "\u0663" * 4  # int() reads them, an order id never has them
+    for bad in ("", "ab", "+abc0000", " abc0000", "a_bc0000", "zz120000", arabic_digits):
+        with pytest.raises(NotFound):
+            order_slot(bad)
