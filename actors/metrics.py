@@ -50,6 +50,12 @@ def commit_seconds() -> metrics.Histogram:
 
 
 @cache
+def outbox_pruned() -> metrics.Counter:
+    return metrics.Counter("flashtx_outbox_pruned", "Outbox rows deleted once relayed and past"
+                           " the retention.")
+
+
+@cache
 def lag_seconds() -> metrics.Gauge:
     return metrics.Gauge("flashtx_lag_seconds", "Age of the oldest item not yet moved on.",
                          tag_keys=("what",))

@@ -30,6 +30,7 @@ class Relay:
     def __init__(self, config: Config) -> None:
         self._config = config
         self.relayed = 0
+        self.pruned = 0
         self.redis_failing = False
         self.last_error = ""
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -44,6 +45,9 @@ class Relay:
         delay_s = config.relay_interval_ms / 1000
         self._lag_task = asyncio.get_running_loop().create_task(
             every(1.0, self._report_lag, "outbox lag report"))
+        if config.outbox_retention_s > 0:
+            self._prune_task = asyncio.get_running_loop().create_task(
+                every(config.outbox_prune_interval_s, self._prune_once, "outbox pruning"))
         while True:
             try:
                 moved = await self._relay_once(writer)
@@ -73,6 +77,23 @@ class Relay:
         self.relayed += len(rows)
         return len(rows)
 
+    async def _prune_once(self) -> None:
+        """Deletes relayed rows past the retention, behind the cursor saved in Postgres
+        (never behind Redis's alone), a bounded number per round."""
+        config = self._config
+        cursor = await self._store.relay_cursor()
+        before_ms = clock.now_ms() - config.outbox_retention_s * 1000
+        pruned = 0
+        for _ in range(10):
+            deleted = await self._store.prune_outbox(cursor, before_ms,
+                                                     config.outbox_prune_batch_max)
+            pruned += deleted
+            if deleted < config.outbox_prune_batch_max:
+                break
+        if pruned:
+            metrics.record(metrics.outbox_pruned(), pruned)
+        self.pruned += pruned
+
     async def _report_lag(self) -> None:
         if self._cursor is None:
             return
@@ -85,6 +106,6 @@ class Relay:
         cursor = getattr(self, "_cursor", None)
         waiting, oldest = (await self._store.outbox_lag(cursor) if cursor is not None
                            else (0, None))
-        return {"relayed": self.relayed, "waiting": waiting,
+        return {"relayed": self.relayed, "pruned": self.pruned, "waiting": waiting,
                 "lag_ms": 0 if oldest is None else clock.now_ms() - oldest,
                 "redis_failing": self.redis_failing, "last_error": self.last_error}

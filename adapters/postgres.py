@@ -458,6 +458,18 @@ class Store:
                 "UPDATE flashtx.settings SET value = $1 WHERE name = 'relay_cursor'",
                 f"{cursor[0]}:{cursor[1]}")
 
+    async def prune_outbox(self, cursor: tuple[int, int], before_ms: int, limit: int) -> int:
+        """Deletes up to `limit` outbox rows at or before the relay's `cursor` (relayed)
+        and created before `before_ms`, oldest first; answers how many."""
+        async with self.pool.acquire() as connection:
+            status = await connection.execute(
+                "DELETE FROM flashtx.outbox WHERE outbox_id = ANY(ARRAY("
+                " SELECT outbox_id FROM flashtx.outbox"
+                " WHERE (txid, outbox_id) <= ($1::text::xid8, $2::bigint)"
+                "   AND created_at_ms < $3 ORDER BY txid, outbox_id LIMIT $4))",
+                str(cursor[0]), cursor[1], before_ms, limit)
+        return int(status.split()[-1])
+
     async def outbox_lag(self, cursor: tuple[int, int]) -> tuple[int, int | None]:
         """(rows after `cursor`, created_at_ms of the oldest)."""
         async with self.pool.acquire() as connection:

@@ -96,6 +96,11 @@ class Config:
     event_retention_events_max: int = 100_000
     relay_batch_max: int = 1000
     relay_interval_ms: int = 50
+    # Outbox rows are deleted once relayed and older than this (the events stay in their
+    # Redis streams, up to event_retention_events_max per merchant); 0 keeps them forever.
+    outbox_retention_s: int = 86_400
+    outbox_prune_interval_s: float = 60.0
+    outbox_prune_batch_max: int = 10_000  # rows per DELETE; a round stops after 10 batches
     # A WatchEvents consumer that has not taken a message for this long is cut off.
     event_stream_stall_ms_max: int = 5_000
     # WatchEvents streams one gateway serves at once (SaaS traffic's own budget).

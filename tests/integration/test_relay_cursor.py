@@ -113,3 +113,23 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
         ("order.reserved", 1, 1, 1_000), ("order.paid", 2, 2, 2_000)]
     assert all([(line.sku_id, line.quantity) for line in e.order.lines] == [("a", 1), ("b", 2)]
                and e.order.total_minor == 300 and e.order.buyer_id == "buyer" for e in events)
+
+
+async def test_relayed_rows_past_the_retention_are_pruned_and_nothing_else(
+        store: Store) -> None:
+    start = await store.relay_cursor()
+    rows = [("old-relayed", 1_000), ("new-relayed", 9_000), ("old-waiting", 1_000)]
+    async with store.pool.acquire() as connection:
+        await connection.copy_records_to_table(
+            "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
+            records=[(event_id, "m", "stock.adjusted", "", 0, b"x", at_ms)
+                     for event_id, at_ms in rows])
+    written = await store.outbox_after(start, 100)
+    assert [r["event_id"] for r in written] == [event_id for event_id, _ in rows]
+    relayed = (written[1]["txid"], written[1]["outbox_id"])  # the first two are relayed
+    await store.save_relay_cursor(relayed)
+    # Retention: rows created before 5,000 ms may go, once relayed.
+    assert await store.prune_outbox(await store.relay_cursor(), 5_000, 100) == 1
+    assert await store.prune_outbox(await store.relay_cursor(), 5_000, 100) == 0
+    left = await store.outbox_after(start, 100)
+    assert [r["event_id"] for r in left] == ["new-relayed", "old-waiting"]
