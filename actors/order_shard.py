@@ -63,13 +63,16 @@ RESHARDING = "stock is being resharded; retry with the same key"
 
 
 class OrderShard(clock.ClockControl):
-    def __init__(self, index: int, config: Config, stock: Sequence[StockPeer],
-                 stock_table: RoutingTable, order_table: RoutingTable) -> None:
+    def __init__(self, index: int, config: Config, stock_table: RoutingTable,
+                 order_table: RoutingTable) -> None:
+        # Stock shards are found by name when it starts (no actor handle among the
+        # constructor's arguments: Ray keeps those in the object store, where a lost
+        # node can take them and, with them, this actor's restart).
         self.index = index
         self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
         self._state = OrderState.empty(config, secrets.token_hex(3))
-        self._stock = StockLink(index, stock, stock_table, config.slots_total,
+        self._stock = StockLink(index, [], stock_table, config.slots_total,
                                 config.releases_due_max)
         self._journal = OrderJournal(config, f"order-{index}")
         self._carts = CartDesk(self._state, self._stock, self._journal, config)
@@ -90,6 +93,9 @@ class OrderShard(clock.ClockControl):
     # --- start and recovery -------------------------------------------------------------------
 
     async def _start(self) -> None:
+        table = self._stock.group.table
+        self._stock.group.update(await find_peers([f"stock-{i}" for i in range(table.shards)]),
+                                 table)
         self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
         if self._store is not None:
             # A read that fails (the database restarting too) is tried again, never left

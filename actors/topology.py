@@ -125,7 +125,7 @@ class Topology:
             for i in range(config.stock_shards))
         orders: list[OrderPeer] = ray_peers(
             RemoteOrderShard.options(name=name, **shard_options)
-            .remote(i, config, stock, stock_table, order_table)
+            .remote(i, config, stock_table, order_table)
             for i, name in enumerate(order_names))
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
                        ShardGroup(stock, stock_table, slots, by_sku=True),

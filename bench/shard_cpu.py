@@ -34,11 +34,10 @@ async def _place_all(world: World, orders: int, batch: int, skus: int,
                         place_orders_batch_max=max(batch, 1000))
     stock_table = RoutingTable.uniform(config.slots_total, 2)
     order_table = RoutingTable.uniform(config.slots_total, 1)
-    stock = [SimPeer(f"stock-{i}") for i in range(2)]
     for i in range(2):
         world.add(f"stock-{i}", lambda i=i: StockShard(i, config, stock_table.slots_of(i),
                                                        ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, stock, stock_table, order_table))
+    world.add("order-0", lambda: OrderShard(0, config, stock_table, order_table))
     for n in range(skus):
         sku_id = f"sku{n}"
         shard = stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, config.slots_total)]

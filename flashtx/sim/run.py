@@ -90,13 +90,12 @@ class Run:
     def build(self) -> None:
         config, world = self.config, self.world
         order_names = [f"order-{i}" for i in range(2)]
-        stock = [SimPeer(f"stock-{i}") for i in range(2)]
         for i in range(2):
             world.add(f"stock-{i}", functools.partial(
                 StockShard, i, config, self.stock_table.slots_of(i), order_names))
         for i in range(2):
             world.add(f"order-{i}", functools.partial(
-                OrderShard, i, config, stock, self.stock_table, self.order_table))
+                OrderShard, i, config, self.stock_table, self.order_table))
 
     async def until_answered(self, name: str | Callable[[], str], method: str,
                              *args: Any) -> Any:

@@ -23,7 +23,7 @@ async def _releases_wait_at_their_bound(world: World) -> list[str]:
     config = sim_config(stock_shards=1, order_shards=1, releases_due_max=2)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    world.add("order-0", lambda: OrderShard(0, config, table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
     await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 10, 0)]))
     placed = await order.place(PlaceBatch.of([
@@ -63,8 +63,7 @@ async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
     names = ["order-0", "order-1"]
     world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
     for i in range(2):
-        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, [SimPeer("stock-0")],
-                                                        stock_table, order_table))
+        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, stock_table, order_table))
     stock = SimPeer("stock-0")
     await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
 
@@ -101,7 +100,7 @@ async def _checkout_then_crash(world: World) -> tuple[int, int, int, int]:
     config = sim_config(stock_shards=1, order_shards=1, commit_delay_ms_max=50.0)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    world.add("order-0", lambda: OrderShard(0, config, table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
     await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))  # holds both
@@ -130,7 +129,7 @@ async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
     config = sim_config(stock_shards=1, order_shards=1)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    world.add("order-0", lambda: OrderShard(0, config, table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
     await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600)]))
@@ -162,7 +161,7 @@ async def _checkout_answer_lost(world: World) -> tuple[int, int, int]:
     config = sim_config(stock_shards=1, order_shards=1)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, [SimPeer("stock-0")], table, table))
+    world.add("order-0", lambda: OrderShard(0, config, table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
     await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))

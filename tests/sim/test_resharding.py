@@ -33,7 +33,7 @@ async def _two_stock_shards(world: World) -> tuple[RoutingTable, list[SimPeer], 
     stock = [world.add(f"stock-{i}", functools.partial(StockShard, i, config,
                                                        table.slots_of(i), ["order-0"]))
              for i in range(2)]
-    order = world.add("order-0", functools.partial(OrderShard, 0, config, stock, table,
+    order = world.add("order-0", functools.partial(OrderShard, 0, config, table,
                                                    order_table))
     for sku_id in ("a", "b", "c"):
         shard = table.shard_of_slot[slot_of(MERCHANT, sku_id, config.slots_total)]
