@@ -103,6 +103,8 @@ class OrderShard(clock.ClockControl):
             await until_done(self._recover, f"order shard {self.index} recovery")
         else:  # nothing durable: the merchant shards hold the campaigns
             await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
+        if self._moving:  # a reshard is under way: its rebuild takes this shard's state
+            return
         await until_done(lambda: self._stock.push_state(self._state, self._journal.not_durable,
                                                         self._config.reservation_grace_ms),
                          f"order shard {self.index} recovery")

@@ -131,13 +131,22 @@ class GatewayPeer(Admin, Protocol):
 
 
 class RayPeer:
-    """A port over a Ray actor handle: ``peer.method(*args)`` is
-    ``handle.method.remote(*args)``, an awaitable ObjectRef. Pickles as its handle."""
+    """A port over a Ray actor: ``peer.method(*args)`` is ``handle.method.remote(*args)``,
+    an awaitable ObjectRef. A peer of a named actor pickles as the name and looks the
+    handle up at its first call: a peer among an actor's constructor arguments is a
+    string, not a handle Ray must keep in its object store (where a lost node takes it,
+    and the actor's restart with it)."""
 
-    __slots__ = ("handle",)
+    __slots__ = ("_handle", "name")
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    def __init__(self, handle: Any = None, name: str = "") -> None:
+        self._handle, self.name = handle, name
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            self._handle = ray.get_actor(self.name, namespace=NAMESPACE)
+        return self._handle
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
@@ -145,18 +154,22 @@ class RayPeer:
         return getattr(self.handle, method).remote
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RayPeer, (self.handle,))
+        return (RayPeer, (None, self.name) if self.name else (self._handle, ""))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RayPeer) and other.handle == self.handle
+        if not isinstance(other, RayPeer):
+            return False
+        if self.name or other.name:
+            return self.name == other.name
+        return bool(self._handle == other._handle)
 
     def __hash__(self) -> int:
-        return hash(self.handle)
+        return hash(self.name or self._handle)
 
 
-def ray_peers(handles: Iterable[Any]) -> list[Any]:
-    """Ports over actor handles; the caller names the port type it gets."""
-    return [RayPeer(handle) for handle in handles]
+def ray_peers(named: Iterable[tuple[str, Any]]) -> list[Any]:
+    """Ports over named actors ((name, handle) pairs); the caller names the port type."""
+    return [RayPeer(handle, name) for name, handle in named]
 
 
 def handle_of(peer: Any) -> Any:
@@ -171,7 +184,7 @@ async def find_peers(names: Sequence[str], timeout_s: float = 60.0) -> list[Any]
     for name in names:
         while True:
             try:
-                found.append(RayPeer(ray.get_actor(name, namespace=NAMESPACE)))
+                found.append(RayPeer(ray.get_actor(name, namespace=NAMESPACE), name))
                 break
             except ValueError:
                 if asyncio.get_running_loop().time() > deadline:

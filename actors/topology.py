@@ -116,16 +116,16 @@ class Topology:
         shard_options = _placed(_SHARD_OPTIONS, config)
         order_names = [f"order-{i}" for i in range(config.order_shards)]
         merchants: list[MerchantPeer] = ray_peers(
-            RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
-            .remote(i, config, merchant_table.slots_of(i), order_names)
+            (f"merchant-{i}", RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
+             .remote(i, config, merchant_table.slots_of(i), order_names))
             for i in range(config.merchant_shards))
         stock: list[StockPeer] = ray_peers(
-            RemoteStockShard.options(name=f"stock-{i}", **shard_options)
-            .remote(i, config, stock_table.slots_of(i), order_names)
+            (f"stock-{i}", RemoteStockShard.options(name=f"stock-{i}", **shard_options)
+             .remote(i, config, stock_table.slots_of(i), order_names))
             for i in range(config.stock_shards))
         orders: list[OrderPeer] = ray_peers(
-            RemoteOrderShard.options(name=name, **shard_options)
-            .remote(i, config, stock_table, order_table)
+            (name, RemoteOrderShard.options(name=name, **shard_options)
+             .remote(i, config, stock_table, order_table))
             for i, name in enumerate(order_names))
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
                        ShardGroup(stock, stock_table, slots, by_sku=True),
@@ -167,9 +167,13 @@ class Topology:
 
     def start_controller(self, config: Config | None = None) -> Any:
         """Hands the gateways to a controller that scales them with load."""
+        # Gateways by name (no actor handle among a restartable actor's arguments).
+        self.gateways, stats = _alive(self.gateways, "stats")
+        gateways = [(s["index"], RayPeer(g, f"gateway-{s['index']}"))
+                    for g, s in zip(self.gateways, stats, strict=True)]
         self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
             config or self.config, self.port, self.merchants, self.stock, self.orders,
-            list(enumerate(self.gateways)))
+            gateways)
         return self.controller
 
     def add_connector(self, spec: ConnectorSpec) -> Any:
@@ -199,9 +203,10 @@ class Topology:
         old, old_peers = self.stock.table, list(self.stock.peers)
         table = spread(old, shards_total)
         order_names = [f"order-{i}" for i in range(len(self.orders))]
+        options = _placed(_SHARD_OPTIONS, self.config)
         added: list[StockPeer] = ray_peers(
-            RemoteStockShard.options(name=f"stock-{i}", **_placed(_SHARD_OPTIONS, self.config))
-            .remote(i, self.config, table.slots_of(i), order_names)
+            (f"stock-{i}", RemoteStockShard.options(name=f"stock-{i}", **options)
+             .remote(i, self.config, table.slots_of(i), order_names))
             for i in range(len(old_peers), shards_total))
         wait_all(shard.check_invariants() for shard in added)
         try:
