@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from actors.loops import every
-from actors.ports import GatewayPeer, MerchantPeer, OrderPeer, RayPeer, StockPeer, handle_of
+from actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer
 from actors.routing import ShardGroup
 from engine.autoscale import Decision, Observation, ScalingPolicy
 from engine.config import Config
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 class Controller:
     def __init__(self, config: Config, port: int, merchants: ShardGroup[MerchantPeer],
                  stock: ShardGroup[StockPeer], orders: ShardGroup[OrderPeer],
-                 gateways: list[tuple[int, GatewayPeer]]) -> None:
+                 gateways: list[tuple[int, Any]]) -> None:
         self._config, self._port = config, port
         self._groups = (merchants, stock, orders)
-        self._gateways = list(gateways)  # (index, gateway), oldest first
+        self._gateways = list(gateways)  # (index, handle), oldest first
         self._policy = ScalingPolicy(config.gateways_min, config.gateways_max,
                                      config.autoscale_requests_per_s_per_gateway,
                                      config.autoscale_inflight_per_gateway,
@@ -40,7 +40,7 @@ class Controller:
             every(config.autoscale_interval_s, self._round, "autoscaling round"))
 
     async def _round(self) -> None:
-        stats = await asyncio.gather(*(g.stats() for _, g in self._gateways))
+        stats = await asyncio.gather(*(RayPeer(g).stats() for _, g in self._gateways))
         now = time.monotonic()
         count = sum(s["rpc_count"] for s in stats)
         rate = 0.0 if self._last is None else (count - self._last[1]) / (now - self._last[0])
@@ -59,16 +59,15 @@ class Controller:
         self._request_resources(wanted)
         while len(self._gateways) < wanted:
             index = max(i for i, _ in self._gateways) + 1
-            added: GatewayPeer = RayPeer(start_gateway(index, self._config, self._port,
-                                                       *self._groups, detached=True),
-                                         f"gateway-{index}")  # outlives this controller
-            await added.ready()
-            self._gateways.append((index, added))
+            gateway = start_gateway(index, self._config, self._port, *self._groups,
+                                    detached=True)  # outlives this controller
+            await RayPeer(gateway).ready()
+            self._gateways.append((index, gateway))
             log.info("autoscaler added gateway-%d", index)
         while len(self._gateways) > wanted:
             index, gateway = self._gateways.pop()
-            await gateway.drain(5.0)  # in-flight calls finish; new ones go elsewhere
-            ray.kill(handle_of(gateway))
+            await RayPeer(gateway).drain(5.0)  # in-flight calls finish; new ones go elsewhere
+            ray.kill(gateway)
             log.info("autoscaler drained gateway-%d", index)
 
     def _request_resources(self, gateways: int) -> None:
@@ -83,4 +82,4 @@ class Controller:
                 "below_for": self._below_for}
 
     async def gateway_handles(self) -> list[Any]:
-        return [handle_of(g) for _, g in self._gateways]
+        return [g for _, g in self._gateways]

@@ -167,13 +167,9 @@ class Topology:
 
     def start_controller(self, config: Config | None = None) -> Any:
         """Hands the gateways to a controller that scales them with load."""
-        # Gateways by name (no actor handle among a restartable actor's arguments).
-        self.gateways, stats = _alive(self.gateways, "stats")
-        gateways = [(s["index"], RayPeer(g, f"gateway-{s['index']}"))
-                    for g, s in zip(self.gateways, stats, strict=True)]
         self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
             config or self.config, self.port, self.merchants, self.stock, self.orders,
-            gateways)
+            list(enumerate(self.gateways)))
         return self.controller
 
     def add_connector(self, spec: ConnectorSpec) -> Any:
