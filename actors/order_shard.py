@@ -387,10 +387,11 @@ class OrderShard(clock.ClockControl):
         self._journal.carts_gone(self._state.drop_idle_carts(now, budget - expired, calls,
                                                              shard_of))
         self._journal.orders(self._state.book)
-        if calls.freeing() or self._stock.due:
+        covered = list(self._stock.due)  # queued before the wait: durable after it
+        if calls.freeing() or covered:
             await self._journal.durable()  # expiries and dropped carts first, then stock
         # Retries are picked after that wait: a handover meanwhile settles them instead.
-        self._stock.take_due(calls)
+        self._stock.take_due(calls, covered)
         if calls.freeing():
             await self._stock.send(calls)
 

@@ -146,9 +146,13 @@ class StockLink:
         self.due.extend(_Due("release", shard, item, self.generation(shard))
                         for shard, items in calls.releases.items() for item in items)
 
-    def take_due(self, calls: StockCalls) -> None:
-        """Moves the retries still current into `calls` (a handover settled the others)."""
-        due, self.due = self.due, []
+    def take_due(self, calls: StockCalls, covered: list[Any]) -> None:
+        """Moves the retries of `covered` (the queue as it was before the caller waited
+        for the journal: what frees them is durable) into `calls`; a handover meanwhile
+        settled those of another generation. Retries queued since stay queued."""
+        taken = {id(item) for item in covered}
+        due, self.due = ([item for item in self.due if id(item) in taken],
+                         [item for item in self.due if id(item) not in taken])
         for item in due:
             if item.generation == self.generation(item.shard):
                 target: dict[int, list[Any]] = (

@@ -191,3 +191,51 @@ def test_a_checkout_given_up_gives_the_carts_holds_back() -> None:
                                   timeout_s=600)
     assert code == ResultCode.OUT_OF_STOCK  # the cart still holds both units
     assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
+
+
+async def _clear_while_the_sweeper_waits(world: World) -> tuple[int, int, int]:
+    config = sim_config(stock_shards=1, order_shards=2, expiry_sweep_interval_ms=20)
+    stock_table = RoutingTable.uniform(config.slots_total, 1)
+    order_table = RoutingTable.uniform(config.slots_total, 2)
+    names = ["order-0", "order-1"]
+    world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
+    for i in range(2):
+        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, stock_table, order_table))
+    stock = SimPeer("stock-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0), (MERCHANT, "z", "Z",
+                                                                       100, 9, 0)]))
+
+    def buyers_on(shard: int) -> list[str]:
+        return [f"b{n}" for n in range(1000) if order_table.shard_of_slot[
+            slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard]
+
+    first, holder = buyers_on(0)[:2]
+    other = buyers_on(1)[0]
+    order0 = SimPeer("order-0")
+    await order0.cart(CartBatch.of([("add", MERCHANT, first, "", "z", 1, 600),
+                                    ("add", MERCHANT, holder, "", "a", 2, 600)]))
+    await asyncio.sleep(1)  # both carts and their holds are durable
+    await order0.cart(CartBatch.of([("clear", MERCHANT, first, "", "", 0, 600)]))
+    await asyncio.sleep(0.05)  # the sweeper waits for that clear's (slow) commit
+    await order0.cart(CartBatch.of([("clear", MERCHANT, holder, "", "", 0, 600)]))
+    await asyncio.sleep(0.1)  # the first clear is durable; the second is not yet
+    slot = slot_of(MERCHANT, other, config.slots_total)
+    [(code, _)] = await SimPeer("order-1").place(
+        PlaceBatch.of([(MERCHANT, "k", other, (("a", 2),), 900, slot, 0, "key", "")]))
+    world.crash("order-0")  # before the second clear commits: its cart comes back
+    world.start("order-0")
+    await asyncio.sleep(2)
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
+    return int(code), level.reserved + level.sold, level.on_hand
+
+
+def test_a_release_queued_while_the_sweeper_waits_waits_for_its_own_commit() -> None:
+    """The sweeper sends queued releases once what frees them is durable: one queued
+    while it waited for the journal (a cart cleared meanwhile) waits for the next round."""
+    faults = dataclasses.replace(Faults.none(), store_delay_ms=(100, 100),
+                                 restart_ms=(10**9, 10**9))
+    world = World(31, faults)
+    code, taken, on_hand = run_in(world, lambda: _clear_while_the_sweeper_waits(world),
+                                  timeout_s=600)
+    assert taken <= on_hand, f"oversold: {taken} units held or sold of {on_hand}"
+    assert code == ResultCode.OUT_OF_STOCK  # the cleared cart's hold was not yet freed
