@@ -6,9 +6,11 @@ import asyncio
 import os
 import secrets
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import ray
 
 from actors.routing import NAMESPACE
@@ -91,20 +93,41 @@ class LocalEngine:
         self.stop()
 
 
+class EngineStartError(RuntimeError):
+    """The engine cannot start as configured (the message says why)."""
+
+
+def _without_password(config: Config) -> str:
+    parts = urllib.parse.urlsplit(config.postgres_dsn)
+    if parts.password is None:
+        return config.postgres_dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 async def _operator_key(config: Config) -> tuple[Config, str | None]:
     """A configured key wins. Else the first start generates one and stores its hash;
-    later starts use the stored hash (the key itself was shown once)."""
-    if config.operator_key:
-        return config.replace(operator_key_sha256=hash_secret(config.operator_key)), (
-            config.operator_key)
-    candidate = new_operator_key()
-    if config.postgres_dsn == "none":
-        return config.replace(operator_key=candidate,
-                              operator_key_sha256=hash_secret(candidate)), candidate
-    store = await Store.open(config.postgres_dsn, 1)
+    later starts use the stored hash (the key itself was shown once). The database is
+    opened (and migrated) here first either way: one clear error before any actor starts,
+    rather than every shard failing its start."""
+    store = None
+    if config.postgres_dsn != "none":
+        try:
+            store = await Store.open(config.postgres_dsn, 1)
+        except (OSError, asyncpg.PostgresError) as error:
+            raise EngineStartError(f"cannot use the database {_without_password(config)}:"
+                                   f" {error}") from error
     try:
+        if config.operator_key:
+            return config.replace(operator_key_sha256=hash_secret(config.operator_key)), (
+                config.operator_key)
+        candidate = new_operator_key()
+        if store is None:
+            return config.replace(operator_key=candidate,
+                                  operator_key_sha256=hash_secret(candidate)), candidate
         stored = await store.setting("operator_key_sha256", hash_secret(candidate))
     finally:
-        await store.close()
+        if store is not None:
+            await store.close()
     chosen = candidate if stored == hash_secret(candidate) else None
     return config.replace(operator_key_sha256=stored), chosen

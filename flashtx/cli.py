@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve_command(options: argparse.Namespace) -> int:
     from engine.config import load_config
-    from flashtx.app import LocalEngine
+    from flashtx.app import EngineStartError, LocalEngine
 
     overrides = {name: value for name, value in (
         ("gateways", options.gateways), ("stock_shards", options.stock_shards),
@@ -72,8 +72,12 @@ def serve_command(options: argparse.Namespace) -> int:
         overrides["connectors_file"] = options.connectors
     config = load_config(**overrides)
     port = options.port or config.grpc_port
-    engine = LocalEngine.start(port=port, ray_address=options.address,
-                               dashboard=options.dashboard, config=config)
+    try:
+        engine = LocalEngine.start(port=port, ray_address=options.address,
+                                   dashboard=options.dashboard, config=config)
+    except EngineStartError as error:
+        console.print(f"[bold red]flashtx cannot start:[/] {error}")
+        return 2
     console.print(f"[bold green]flashtx serving[/] on port {port} "
                   f"({config.gateways} gateways, {config.stock_shards} stock shards, "
                   f"{config.order_shards} order shards)")
