@@ -230,7 +230,7 @@ class OrderShard(clock.ClockControl):
             # never an order whose cart still holds the same units.
             journal.orders(self._state.book, [
                 self._carts.take_ordered(batch, i, results[i][1]) for i in done
-                if from_carts and results[i][0] is ResultCode.OK])
+                if results[i][0] is ResultCode.OK] if from_carts else ())
             if abandons:  # before the next try: it may go to the same shard
                 await self._stock.send(StockCalls(abandons=abandons))
         if placing.leftover_holds:  # released by the sweeper once the orders are durable

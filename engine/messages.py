@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, ClassVar, NamedTuple, Self
 
 from engine.errors import ResultCode
@@ -38,9 +39,16 @@ class _Columns:
     __slots__ = ()
 
     @classmethod
+    @cache
+    def columns(cls) -> tuple[str, ...]:
+        """The names of the column fields, in order."""
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        return tuple(names[:len(names) - cls.SCALARS])
+
+    @classmethod
     def of(cls, rows: Iterable[Sequence[Any]], *scalars: Any) -> Self:
         """From rows (tuples in column order), plus the scalars."""
-        width = len(fields(cls)) - cls.SCALARS  # type: ignore[arg-type]
+        width = len(cls.columns())
         rows = list(rows)
         columns = [list(column) for column in zip(*rows, strict=True)] if rows else [
             [] for _ in range(width)]
@@ -49,11 +57,10 @@ class _Columns:
         return cls(*columns, *scalars)
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        names = [f.name for f in fields(self)][:len(fields(self)) - self.SCALARS]  # type: ignore[arg-type]
-        return zip(*(getattr(self, name) for name in names), strict=True)
+        return zip(*(getattr(self, name) for name in self.columns()), strict=True)
 
     def __len__(self) -> int:
-        return len(getattr(self, fields(self)[0].name))  # type: ignore[arg-type]
+        return len(getattr(self, self.columns()[0]))
 
 
 # --- gateway -> order shard ---------------------------------------------------------------

@@ -14,13 +14,13 @@ A ``Placing`` takes a PlaceBatch through its steps; the order shard does the awa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engine.campaigns import Campaign
 from engine.errors import DomainError, ResultCode, invariant
-from engine.messages import Answers, Lines, PlaceBatch, ReserveBatch
+from engine.messages import Answers, Line, Lines, PlaceBatch, ReserveBatch
 from engine.order_state import OrderState, ShardOf, split_lines
 
 DEADLINE_PASSED = ("the call's deadline passed before the order was placed; nothing was"
@@ -155,12 +155,13 @@ class Placing:
         for attempt in attempts:
             merchant_id, buyer_id = b.merchant_ids[attempt.position], b.buyer_ids[attempt.position]
             stock_lines = attempt.stock_lines
+            parts: Iterable[tuple[int, Sequence[Line]]]
             if len(stock_lines) == 1 and not replacing:  # most orders: one request
-                parts: dict[int, Any] = {shard_of(merchant_id, stock_lines[0][0]): stock_lines}
+                parts = ((shard_of(merchant_id, stock_lines[0][0]), stock_lines),)
             else:
-                parts = split_lines(shard_of, merchant_id, stock_lines)
+                parts = split_lines(shard_of, merchant_id, stock_lines).items()
             where = []
-            for shard, part in parts.items():
+            for shard, part in parts:
                 request = batch_of(shard)
                 where.append((shard, len(request.order_ids)))
                 request.order_ids.append(attempt.order_id)

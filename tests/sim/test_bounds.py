@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from typing import Any
 
 from actors.order_shard import OrderShard
 from actors.stock_shard import StockShard
+from engine.config import Config
 from engine.errors import DomainError, ResultCode
 from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
@@ -19,13 +21,20 @@ from flashtx.sim.world import Faults, Lost, SimPeer, World, run_in
 MERCHANT = "bounds-shop"
 
 
-async def _releases_wait_at_their_bound(world: World) -> list[str]:
-    config = sim_config(stock_shards=1, order_shards=1, releases_due_max=2)
+async def _one_of_each(world: World, on_hand: int,
+                       **config_changes: Any) -> tuple[Config, SimPeer, SimPeer]:
+    """One stock shard and one order shard, and SKU "a" with `on_hand` units."""
+    config = sim_config(stock_shards=1, order_shards=1, **config_changes)
     table = RoutingTable.uniform(config.slots_total, 1)
     world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
     world.add("order-0", lambda: OrderShard(0, config, table, table))
     stock, order = SimPeer("stock-0"), SimPeer("order-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 10, 0)]))
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, on_hand, 0)]))
+    return config, stock, order
+
+
+async def _releases_wait_at_their_bound(world: World) -> list[str]:
+    config, stock, order = await _one_of_each(world, 10, releases_due_max=2)
     placed = await order.place(PlaceBatch.of([
         (MERCHANT, f"k{n}", f"b{n}", (("a", 1),), 900,
          slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "") for n in range(4)]))
@@ -97,12 +106,7 @@ def test_a_cart_gives_units_back_only_once_its_new_state_is_durable() -> None:
 
 
 async def _checkout_then_crash(world: World) -> tuple[int, int, int, int]:
-    config = sim_config(stock_shards=1, order_shards=1, commit_delay_ms_max=50.0)
-    table = RoutingTable.uniform(config.slots_total, 1)
-    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, table, table))
-    stock, order = SimPeer("stock-0"), SimPeer("order-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
+    config, stock, order = await _one_of_each(world, 2, commit_delay_ms_max=50.0)
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))  # holds both
     await asyncio.sleep(1)  # the cart with its hold is durable
     slot = slot_of(MERCHANT, "b", config.slots_total)
@@ -126,12 +130,7 @@ def test_a_checkout_and_its_emptied_cart_commit_together() -> None:
 
 
 async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
-    config = sim_config(stock_shards=1, order_shards=1)
-    table = RoutingTable.uniform(config.slots_total, 1)
-    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, table, table))
-    stock, order = SimPeer("stock-0"), SimPeer("order-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
+    config, stock, order = await _one_of_each(world, 2)
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600)]))
     await asyncio.sleep(1)
     # Cleared (its hold's release waits for the clear to be durable), then the same line
@@ -158,12 +157,7 @@ def test_a_late_release_of_a_cleared_line_never_frees_its_next_hold() -> None:
 
 
 async def _checkout_answer_lost(world: World) -> tuple[int, int, int]:
-    config = sim_config(stock_shards=1, order_shards=1)
-    table = RoutingTable.uniform(config.slots_total, 1)
-    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), ["order-0"]))
-    world.add("order-0", lambda: OrderShard(0, config, table, table))
-    stock, order = SimPeer("stock-0"), SimPeer("order-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
+    config, stock, order = await _one_of_each(world, 2)
     await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))
     await asyncio.sleep(1)
     calm = world.faults
