@@ -11,10 +11,8 @@ import logging
 import time
 from typing import Any
 
-import ray
-
 from actors.loops import every
-from actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer
+from actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer, stop
 from actors.routing import ShardGroup
 from engine.autoscale import Decision, Observation, ScalingPolicy
 from engine.config import Config
@@ -67,7 +65,7 @@ class Controller:
         while len(self._gateways) > wanted:
             index, gateway = self._gateways.pop()
             await RayPeer(gateway).drain(5.0)  # in-flight calls finish; new ones go elsewhere
-            ray.kill(gateway)
+            stop(gateway)
             log.info("autoscaler drained gateway-%d", index)
 
     def _request_resources(self, gateways: int) -> None:

@@ -200,6 +200,24 @@ def wait_all(calls: Iterable[Awaitable[T]], timeout_s: float | None = None) -> l
     return cast(list[T], ray.get(refs, timeout=timeout_s))
 
 
+def wait_each(calls: Iterable[Awaitable[T]], timeout_s: float | None = None
+              ) -> list[T | ray.exceptions.RayActorError]:
+    """As ``wait_all``, but a call to an actor that died answers its RayActorError
+    instead of raising (the caller drops that actor)."""
+    answers: list[T | ray.exceptions.RayActorError] = []
+    for ref in list(calls):
+        try:
+            answers.append(cast(T, ray.get(ref, timeout=timeout_s)))  # type: ignore[call-overload]
+        except ray.exceptions.RayActorError as error:
+            answers.append(error)
+    return answers
+
+
+def stop(actor: Any) -> None:
+    """Stops the actor behind a peer or handle at once (no restart)."""
+    ray.kill(handle_of(actor))
+
+
 if TYPE_CHECKING:  # mypy checks that each shard class implements its port
     from actors.gateway import Gateway
     from actors.merchant_shard import MerchantShard

@@ -22,9 +22,10 @@ from actors.ports import (
     OrderPeer,
     RayPeer,
     StockPeer,
-    handle_of,
     ray_peers,
+    stop,
     wait_all,
+    wait_each,
 )
 from actors.relay import Relay
 from actors.resharding import ReshardFailed, reshard_stock, spread
@@ -81,15 +82,14 @@ def _alive(handles: list[Any], method: str, *args: Any,
            timeout_s: float | None = None) -> tuple[list[Any], list[Any]]:
     """Calls `method` on every handle; answers (live handles, their results), skipping
     actors that have died (their handles are dropped by the caller)."""
-    refs = [getattr(RayPeer(h), method)(*args) for h in handles]
+    answers = wait_each((getattr(RayPeer(h), method)(*args) for h in handles), timeout_s)
     live, results = [], []
-    for handle, ref in zip(handles, refs, strict=True):
-        try:
-            results.append(ray.get(ref, timeout=timeout_s))
-        except ray.exceptions.RayActorError:
+    for handle, answer in zip(handles, answers, strict=True):
+        if isinstance(answer, ray.exceptions.RayActorError):
             log.warning("skipping a dead actor on %s", method)
             continue
         live.append(handle)
+        results.append(answer)
     return live, results
 
 
@@ -158,7 +158,7 @@ class Topology:
             wait_all([RayPeer(gateway).drain(grace_s)], timeout_s=grace_s + 5)
         except (ray.exceptions.RayError, TimeoutError):
             log.warning("a gateway did not drain cleanly", exc_info=True)
-        ray.kill(gateway)
+        stop(gateway)
 
     def _call_gateways(self, method: str, *args: Any) -> list[Any]:
         """Calls every live gateway; dead ones leave the list."""
@@ -184,7 +184,7 @@ class Topology:
         """Stops a connector; what it has not delivered stays in its stream for the next."""
         connector = self.connectors.pop(name, None)
         if connector is not None:
-            ray.kill(connector)
+            stop(connector)
 
     def reshard_stock(self, shards_total: int) -> RoutingTable:
         """Adds stock shards and moves slots to them while traffic flows
@@ -210,7 +210,7 @@ class Topology:
                                                 durable=self.config.postgres_dsn != "none"))
         except ReshardFailed as failed:
             for shard in added:
-                ray.kill(handle_of(shard))
+                stop(shard)
             self.stock.update(old_peers, failed.table)
             self._call_gateways("reroute_stock", old_peers, failed.table)
             raise
@@ -224,7 +224,7 @@ class Topology:
         if self.controller is not None:
             handles = wait_all([RayPeer(self.controller).gateway_handles()])[0]
             self.gateways, _ = _alive(handles, "ready")
-            ray.kill(self.controller)
+            stop(self.controller)
             self.controller = None
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
@@ -254,5 +254,5 @@ class Topology:
         for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,
                       *self.merchants.handles, *([self.relay] if self.relay else []),
                       *self.connectors.values()]:
-            ray.kill(actor)
+            stop(actor)
         self.gateways.clear()

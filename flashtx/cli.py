@@ -115,14 +115,13 @@ def status_command(options: argparse.Namespace) -> int:
 def replay_command(options: argparse.Namespace) -> int:
     import ray
 
-    from actors.routing import NAMESPACE
+    from actors.ports import NAMESPACE, RayPeer, wait_all
 
     ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
-    # Any: Ray types an ActorHandle's methods (looked up by name) as Never.
-    connector: Any = ray.get_actor(f"connector-{options.connector}", namespace=NAMESPACE)
+    connector: Any = RayPeer(name=f"connector-{options.connector}")
     delivered: int
     still_dead: int
-    delivered, still_dead = ray.get(connector.replay_dead_letters.remote())
+    [(delivered, still_dead)] = wait_all([connector.replay_dead_letters()])
     console.print(f"{options.connector}: {delivered} delivered, {still_dead} still dead")
     return 0 if still_dead == 0 else 1
 

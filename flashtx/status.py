@@ -10,24 +10,24 @@ import ray
 from rich.console import Group
 from rich.table import Table
 
-from actors.routing import NAMESPACE
+from actors.ports import NAMESPACE, Admin, RayPeer, wait_all
 
 KINDS = ("gateway", "merchant", "stock", "order", "relay", "connector")
 
 
-def _actors() -> dict[str, Any]:
+def _actors() -> dict[str, Admin]:
     names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
              if entry.get("namespace") == NAMESPACE]
-    return {name: ray.get_actor(name, namespace=NAMESPACE) for name in sorted(names)
+    return {name: RayPeer(name=name) for name in sorted(names)
             if name.split("-")[0] in KINDS}
 
 
-def _stats(actors: dict[str, Any]) -> dict[str, Any]:
-    refs = {name: handle.stats.remote() for name, handle in actors.items()}
+def _stats(actors: dict[str, Admin]) -> dict[str, Any]:
+    calls = {name: peer.stats() for name, peer in actors.items()}
     found: dict[str, Any] = {}
-    for name, ref in refs.items():
+    for name, call in calls.items():
         try:
-            found[name] = ray.get(ref, timeout=5)
+            [found[name]] = wait_all([call], timeout_s=5)
         except Exception as error:  # a dead or busy actor is shown as such
             found[name] = {"error": type(error).__name__}
     return found
