@@ -78,6 +78,16 @@ class MerchantShard(clock.ClockControl):
         self._store = await open_store(self._config.postgres_dsn, 2)
         if self._store is None:
             return
+        # A read that fails (the database restarting too) is tried again, never left as
+        # a shard that cannot serve.
+        await until_done(self._load, f"merchant shard {self.index} start")
+
+    async def _load(self) -> None:
+        """Loads this shard's merchants, keys and campaigns (from scratch on every try)."""
+        assert self._store is not None
+        self._directory = MerchantDirectory(self._config.merchants_max,
+                                            self._config.api_keys_per_merchant_max)
+        self._campaigns.clear()
         merchants, keys = await self._store.load_merchants()
         for row in merchants:
             if slot_of(row["merchant_id"], "", self._config.slots_total) in self._slots:

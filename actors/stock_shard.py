@@ -245,10 +245,29 @@ class StockShard(clock.ClockControl):
                         for key, share in to if share]
         try:
             await self._store.transfer(adjustments, list(new_skus), campaign)
-        except BaseException:
-            ledger.deposit(merchant_id, sku_id, "", 0, taken)  # never left
+        except Exception:
+            written = await self._written(adjustments[0])
+            if written:  # committed; only its answer was lost
+                return taken
+            if written is not None:
+                ledger.deposit(merchant_id, sku_id, "", 0, taken)  # never left
+            # Unknown: the units stay out of memory (never counted twice); Postgres has
+            # them wherever they are, and the next reload counts them.
             raise
         return taken
+
+    async def _written(self, adjustment: tuple[Any, ...], tries: int = 5) -> bool | None:
+        """Whether a write whose answer was lost recorded `adjustment` (None: unknown,
+        the database did not answer)."""
+        assert self._store is not None
+        merchant_id, sku_id, slot, _, reason, _ = adjustment
+        for attempt in range(tries):
+            try:
+                return await self._store.has_adjustment(slot, merchant_id, sku_id, reason)
+            except Exception:
+                await asyncio.sleep(0.05 * 2 ** attempt)
+        log.warning("could not learn whether a move of %s/%s was written", merchant_id, sku_id)
+        return None
 
     async def deposit(self, merchant_id: str, sku_id: str, name: str, price_minor: int,
                       units: int, expected_instance: str) -> bool:

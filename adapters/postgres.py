@@ -233,6 +233,15 @@ class Store:
             return bool(await connection.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM flashtx.outbox WHERE event_id = $1)", event_id))
 
+    async def has_adjustment(self, slot: int, merchant_id: str, sku_id: str,
+                             reason: str) -> bool:
+        """Did a write record this adjustment (a move whose commit answer was lost)?"""
+        async with self.pool.acquire() as connection:
+            return bool(await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM flashtx.stock_adjustments WHERE slot = $1"
+                " AND merchant_id = $2 AND sku_id = $3 AND reason = $4)",
+                slot, merchant_id, sku_id, reason))
+
     async def save_skus(self, skus: Sequence[tuple[Any, ...]],
                         adjustments: Sequence[tuple[Any, ...]],
                         outbox: Sequence[tuple[Any, ...]]) -> None:

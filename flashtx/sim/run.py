@@ -24,13 +24,21 @@ from typing import Any
 
 import looptime
 
+from actors.merchant_shard import MerchantShard
 from actors.order_shard import OrderShard
 from actors.resharding import ReshardFailed, reshard_stock, spread
 from actors.stock_shard import StockShard
 from engine.carts import CartSnapshot
 from engine.config import Config, load_config
 from engine.errors import DomainError, ResultCode
-from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch
+from engine.messages import (
+    ActionBatch,
+    CampaignSkus,
+    CartBatch,
+    CheckoutBatch,
+    PlaceBatch,
+    SkuBatch,
+)
 from engine.orders import OrderStatus, order_slot
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
@@ -39,6 +47,7 @@ MERCHANT = "sim-shop"
 RETRYABLE = (ResultCode.UNAVAILABLE, ResultCode.OVERLOADED)
 DONE = object()  # a final refusal
 RESHARD_SHARE = 0.3  # of runs that reshard the stock shards once
+CAMPAIGN_SHARE = 0.4  # of runs with a flash-sale campaign (buckets on the stock shards)
 CART_HOLD_S = 2  # cart lines hold their stock this long (shorter than the settle wait)
 
 
@@ -77,6 +86,8 @@ class Run:
         self.stock_table = RoutingTable.uniform(self.config.slots_total, 2)
         self.order_table = RoutingTable.uniform(self.config.slots_total, 2)
         self.skus: dict[str, int] = {}  # sku_id -> per-buyer limit (0: none)
+        # campaign_id -> {sku_id: per-buyer limit (0: none)}, as asked for at creation
+        self.campaigns: dict[str, dict[str, int]] = {}
         self.acked: dict[str, str] = {}  # idempotency key -> order id
         self.refused: dict[str, int] = defaultdict(int)
         self.counter = itertools.count()
@@ -96,6 +107,8 @@ class Run:
         for i in range(2):
             world.add(f"order-{i}", functools.partial(
                 OrderShard, i, config, self.stock_table, self.order_table))
+        world.add("merchant-0", functools.partial(
+            MerchantShard, 0, config, range(config.slots_total), order_names))
 
     async def until_answered(self, name: str | Callable[[], str], method: str,
                              *args: Any) -> Any:
@@ -131,6 +144,9 @@ class Run:
     # --- workload -------------------------------------------------------------------------------
 
     async def setup(self) -> None:
+        created = await self.until_answered("merchant-0", "create", MERCHANT, "sim shop", 0)
+        if isinstance(created, DomainError) or created is DONE:
+            self.fail(f"creating the merchant: {created!r}")
         for n in range(self.rng.randint(1, 3)):
             sku_id, limit = f"s{n}", self.rng.choice((0, 0, 2))
             self.skus[sku_id] = limit
@@ -144,12 +160,19 @@ class Run:
         while self.done_steps < self.steps:
             self.done_steps += 1
             n = next(self.counter)
-            chosen = self.rng.sample(sorted(self.skus), self.rng.randint(1, len(self.skus)))
+            campaign_id = ""
+            offer = sorted(self.skus)
+            if self.campaigns and self.rng.random() < 0.5:  # a campaign order
+                campaign_id = self.rng.choice(sorted(self.campaigns))
+                offer = sorted(self.campaigns[campaign_id])
+            chosen = self.rng.sample(offer, self.rng.randint(1, len(offer)))
             lines = tuple(sorted((sku_id, self.rng.randint(1, 2)) for sku_id in chosen))
             if self.rng.random() < 0.3:  # through a cart whose lines hold stock
-                order_id = await self.shop(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
+                order_id = await self.shop(f"key-{buyer}-{n}", f"buyer-{buyer}", lines,
+                                           campaign_id)
             else:
-                order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines)
+                order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines,
+                                            campaign_id)
             if order_id is not None:
                 roll = self.rng.random()
                 if roll < 0.35:
@@ -160,12 +183,12 @@ class Run:
                     await self.act("cancel", order_id)
             await asyncio.sleep(self.rng.randint(0, 50) / 1000)
 
-    async def place(self, key: str, buyer_id: str,
-                    lines: tuple[tuple[str, int], ...]) -> str | None:
+    async def place(self, key: str, buyer_id: str, lines: tuple[tuple[str, int], ...],
+                    campaign_id: str = "") -> str | None:
         slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
         shard = self.order_table.shard_of_slot[slot]
         window_s = self.rng.randint(1, 3)
-        placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", "")
+        placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", campaign_id)
         answer = await self.until_answered(f"order-{shard}", "place", PlaceBatch.of([placement]))
         return self.acknowledged(key, answer)
 
@@ -184,32 +207,34 @@ class Run:
             self.fail(f"order {order_id} ({key}) acknowledged but not durable")
         return order_id
 
-    async def shop(self, key: str, buyer_id: str,
-                   lines: tuple[tuple[str, int], ...]) -> str | None:
+    async def shop(self, key: str, buyer_id: str, lines: tuple[tuple[str, int], ...],
+                   campaign_id: str = "") -> str | None:
         """Fills a cart (each line holds its stock), changes a line, then checks out, or
         clears the cart and leaves."""
         for sku_id, quantity in lines:
-            await self.cart(buyer_id, "add", sku_id, quantity)
+            await self.cart(buyer_id, "add", sku_id, quantity, campaign_id)
         if self.rng.random() < 0.4:  # a smaller line, or none: units go back
             sku_id, quantity = self.rng.choice(lines)
-            await self.cart(buyer_id, "set", sku_id, self.rng.randint(0, quantity - 1))
+            await self.cart(buyer_id, "set", sku_id, self.rng.randint(0, quantity - 1),
+                            campaign_id)
         if self.rng.random() < 0.15:
-            await self.cart(buyer_id, "clear", "", 0)
+            await self.cart(buyer_id, "clear", "", 0, campaign_id)
             return None
-        cart = await self.cart(buyer_id, "get", "", 0)
+        cart = await self.cart(buyer_id, "get", "", 0, campaign_id)
         if not (isinstance(cart, list) and isinstance(cart[0], CartSnapshot) and cart[0].lines):
             return None  # every line was refused or removed: nothing to check out
         slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
         shard = self.order_table.shard_of_slot[slot]
         answer = await self.until_answered(f"order-{shard}", "checkout", CheckoutBatch.of(
-            [(MERCHANT, buyer_id, "", key, self.rng.randint(1, 3), slot, 0, "key")]))
+            [(MERCHANT, buyer_id, campaign_id, key, self.rng.randint(1, 3), slot, 0, "key")]))
         return self.acknowledged(key, answer)
 
-    async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int) -> Any:
+    async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int,
+                   campaign_id: str = "") -> Any:
         shard = self.order_table.shard_of_slot[slot_of(MERCHANT, buyer_id,
                                                        self.config.slots_total)]
         return await self.until_answered(f"order-{shard}", "cart", CartBatch.of(
-            [(op, MERCHANT, buyer_id, "", sku_id, quantity, CART_HOLD_S)]))
+            [(op, MERCHANT, buyer_id, campaign_id, sku_id, quantity, CART_HOLD_S)]))
 
     async def act(self, op: str, order_id: str) -> None:
         shard = self.order_table.shard_of_slot[order_slot(order_id)]
@@ -231,6 +256,35 @@ class Run:
                 on_hand = self.world.store.on_hand(MERCHANT, sku_id) + self.rng.randint(-2, 3)
                 await self.until_answered(shard, "upsert", SkuBatch.of([(
                     MERCHANT, sku_id, sku_id, 100, max(0, on_hand), self.skus[sku_id])]))
+
+    async def campaigner(self) -> None:
+        """In some runs: a flash-sale campaign over some SKUs (their units move into
+        buckets spread over the stock shards, and back when it ends), created while
+        buyers buy and shards crash; sometimes ended early."""
+        if self.rng.random() >= CAMPAIGN_SHARE:
+            return
+        await asyncio.sleep(self.rng.randint(0, 800) / 1000)
+        chosen = self.rng.sample(sorted(self.skus), self.rng.randint(1, len(self.skus)))
+        limits = {sku_id: self.rng.choice((0, 1, 2)) for sku_id in chosen}
+        campaign_id = "c1"
+        restock = {sku_id: self.rng.randint(2, 8) for sku_id in chosen}
+        for sku_id, units in restock.items():  # stock for the sale (buyers may take it)
+            await self.until_answered(functools.partial(self.stock_shard_of, sku_id),
+                                      "adjust", MERCHANT, sku_id, units, "sim",
+                                      f"restock-{sku_id}")
+        now_ms = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
+        ends_at_ms = now_ms + self.rng.randint(1000, 4000)
+        skus = CampaignSkus.of((sku_id, 50, self.rng.choice((0, restock[sku_id] // 2)),
+                                limit) for sku_id, limit in limits.items())
+        self.campaigns[campaign_id] = limits  # buyers may try it from now on
+        answer = await self.until_answered("merchant-0", "create_campaign", MERCHANT,
+                                           campaign_id, "sale", now_ms, ends_at_ms,
+                                           self.rng.randint(1, 3), skus)
+        if isinstance(answer, DomainError):
+            self.refused[f"campaign {answer.code.name}"] += 1
+        if self.rng.random() < 0.3:
+            await asyncio.sleep(self.rng.randint(100, 1000) / 1000)
+            await self.until_answered("merchant-0", "end_campaign", MERCHANT, campaign_id)
 
     def stock_shard_of(self, sku_id: str) -> str:
         return f"stock-{self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]}"
@@ -282,13 +336,16 @@ class Run:
 
     # --- invariants ------------------------------------------------------------------------------
 
-    def live_units(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        """Units of orders that hold stock, by SKU and by (buyer, SKU), as the database
-        says: paid or fulfilled, or reserved and not yet past deadline + grace."""
+    def live_units(self) -> tuple[dict[str, int], dict[tuple[str, str], int],
+                                  dict[tuple[str, str, str], int]]:
+        """Units of orders that hold stock, as the database says (paid or fulfilled, or
+        reserved and not yet past deadline + grace): by stock counter (a SKU or a campaign
+        bucket), by (buyer, counter), and by (buyer, campaign, SKU) for campaign orders."""
         store = self.world.store
         now_ms = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
-        by_sku: dict[str, int] = defaultdict(int)
+        by_counter: dict[str, int] = defaultdict(int)
         by_buyer: dict[tuple[str, str], int] = defaultdict(int)
+        by_campaign: dict[tuple[str, str, str], int] = defaultdict(int)
         for order_id, row in store.orders.items():
             if not store.transitions[order_id]:
                 continue
@@ -297,22 +354,30 @@ class Run:
                 status == OrderStatus.RESERVED
                 and now_ms < row["payment_deadline_ms"] + self.config.reservation_grace_ms)
             if holding:
-                for _, sku_id, quantity, _, _ in store.lines[order_id]:
-                    by_sku[sku_id] += quantity
-                    by_buyer[(row["buyer_id"], sku_id)] += quantity
-        return by_sku, by_buyer
+                for _, sku_id, quantity, _, stock_key in store.lines[order_id]:
+                    by_counter[stock_key or sku_id] += quantity
+                    by_buyer[(row["buyer_id"], stock_key or sku_id)] += quantity
+                    if row["campaign_id"]:
+                        by_campaign[(row["buyer_id"], row["campaign_id"], sku_id)] += quantity
+        return by_counter, by_buyer, by_campaign
 
     def check(self) -> None:
         store = self.world.store
-        by_sku, by_buyer = self.live_units()
-        for sku_id, limit in self.skus.items():
-            on_hand = store.on_hand(MERCHANT, sku_id)
-            if by_sku[sku_id] > on_hand:
-                self.fail(f"oversold {sku_id}: {by_sku[sku_id]} units in live orders,"
-                          f" {on_hand} on hand")
-            for (buyer_id, sku), units in by_buyer.items():
-                if sku == sku_id and limit and units > limit:
-                    self.fail(f"{buyer_id} holds {units} of {sku_id}, limit {limit}")
+        by_counter, by_buyer, by_campaign = self.live_units()
+        for counter, units in by_counter.items():
+            on_hand = store.on_hand(MERCHANT, counter)
+            if units > on_hand:
+                self.fail(f"oversold {counter}: {units} units in live orders, {on_hand} on"
+                          " hand")
+        for (buyer_id, counter), units in by_buyer.items():
+            limit = self.skus.get(counter, 0)  # campaign buckets have no limit of their own
+            if limit and units > limit:
+                self.fail(f"{buyer_id} holds {units} of {counter}, limit {limit}")
+        for (buyer_id, campaign_id, sku_id), units in by_campaign.items():
+            limit = self.campaigns.get(campaign_id, {}).get(sku_id, 0)
+            if limit and units > limit:
+                self.fail(f"{buyer_id} holds {units} of {sku_id} in campaign {campaign_id},"
+                          f" limit {limit}")
         if self.resharding:  # stock shards rebuild; order shards sell nothing meanwhile
             return
         for name, shard, owned in self.stock_ledgers():
@@ -374,7 +439,8 @@ class Run:
         world.faults = self.faults_on
         checker = asyncio.ensure_future(self.checker())
         buyers = [self.buyer(b) for b in range(self.rng.randint(3, 12))]
-        await asyncio.gather(*buyers, self.operator(), self.crasher(), self.resharder())
+        await asyncio.gather(*buyers, self.operator(), self.crasher(), self.resharder(),
+                             self.campaigner())
         checker.cancel()  # settle_and_check checks once more at its end
         await self.settle_and_check()
 

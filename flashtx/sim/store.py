@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from flashtx.sim.world import World
 
 LIVE = (OrderStatus.RESERVED, OrderStatus.PAID, OrderStatus.FULFILLED)
+CAMPAIGN_COLUMNS = ("merchant_id", "campaign_id", "name", "starts_at_ms", "ends_at_ms",
+                    "buckets", "skus", "created_at_ms", "ended")
 
 
 class StoreDown(ConnectionError):
@@ -39,6 +41,8 @@ class MemoryStore:
         self.transitions: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.carts: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.campaigns: list[dict[str, Any]] = []
+        self.merchants: dict[str, dict[str, Any]] = {}
+        self.api_keys: dict[tuple[str, str], dict[str, Any]] = {}
         self.routing: RoutingTable | None = None
         self.settings: dict[str, str] = {}
         self.outbox = 0
@@ -137,6 +141,12 @@ class MemoryStore:
         await self._read()
         return event_id in self.events
 
+    async def has_adjustment(self, slot: int, merchant_id: str, sku_id: str,
+                             reason: str) -> bool:
+        await self._read()
+        return any(a[:3] == (merchant_id, sku_id, slot) and a[4] == reason
+                   for a in self.adjustments)
+
     def _upsert_skus(self, skus: Sequence[tuple[Any, ...]], overwrite: bool = True) -> None:
         for merchant_id, sku_id, slot, name, price, limit, _ in skus:
             if overwrite or (merchant_id, sku_id) not in self.skus:
@@ -195,14 +205,64 @@ class MemoryStore:
     async def transfer(self, adjustments: Sequence[tuple[Any, ...]],
                        skus: Sequence[tuple[Any, ...]], campaign: tuple[Any, ...] | None) -> None:
         def apply() -> None:
+            if campaign is not None:
+                row = dict(zip(CAMPAIGN_COLUMNS, campaign, strict=True))
+                if any((c["merchant_id"], c["campaign_id"]) == (row["merchant_id"],
+                                                                row["campaign_id"])
+                       for c in self.campaigns):
+                    raise asyncpg.UniqueViolationError(f"duplicate campaign {campaign[:2]}")
+                self.campaigns.append(row)
             self._upsert_skus(skus, overwrite=False)
             self.adjustments.extend((*a, None) for a in adjustments)
 
         await self._write(apply)
 
+    async def end_campaign(self, merchant_id: str, campaign_id: str) -> None:
+        def apply() -> None:
+            for row in self.campaigns:
+                if (row["merchant_id"], row["campaign_id"]) == (merchant_id, campaign_id):
+                    row["ended"] = True
+
+        await self._write(apply)
+
+    # --- merchants --------------------------------------------------------------------------
+
+    async def load_merchants(self) -> tuple[list[Any], list[Any]]:
+        await self._read()
+        return ([dict(row) for row in self.merchants.values()],
+                [dict(row) for row in self.api_keys.values()])
+
+    async def save_merchant_with_key(self, merchant: tuple[Any, ...],
+                                     key: tuple[Any, ...]) -> None:
+        def apply() -> None:
+            if merchant[0] in self.merchants:
+                raise asyncpg.UniqueViolationError(f"duplicate merchant {merchant[0]}")
+            self.merchants[merchant[0]] = dict(zip(
+                ("merchant_id", "name", "payment_window_s", "created_at_ms", "cart_hold_s"),
+                merchant, strict=True))
+            self._save_key(key)
+
+        await self._write(apply)
+
+    def _save_key(self, key: tuple[Any, ...]) -> None:
+        self.api_keys[(key[0], key[1])] = dict(zip(
+            ("merchant_id", "key_id", "secret_hash", "scopes", "label", "created_at_ms",
+             "revoked"), key, strict=True))
+
+    async def save_key(self, key: tuple[Any, ...]) -> None:
+        await self._write(lambda: self._save_key(key))
+
+    async def update_merchant(self, merchant_id: str, payment_window_s: int,
+                              cart_hold_s: int) -> None:
+        def apply() -> None:
+            self.merchants[merchant_id].update(payment_window_s=payment_window_s,
+                                               cart_hold_s=cart_hold_s)
+
+        await self._write(apply)
+
     async def load_campaigns(self) -> list[Any]:
         await self._read()
-        return list(self.campaigns)
+        return [dict(row) for row in self.campaigns]
 
     async def load_carts(self, slots: Iterable[int]) -> list[Any]:
         await self._read()

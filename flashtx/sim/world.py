@@ -1,9 +1,10 @@
-"""The real shard classes (actors.order_shard.OrderShard, actors.stock_shard.StockShard)
-in one event loop on virtual time (looptime), wired to each other through SimPeer, the
-in-process implementation of the ports (actors.ports), which behaves like Ray: arguments
-and answers are copied, a call can be lost before or after it runs, and an actor can crash
-at any await, losing its memory and every task it had, and come back by running its
-constructor again (Ray's max_restarts) over the same database (flashtx.sim.store).
+"""The real shard classes (actors.order_shard.OrderShard, actors.stock_shard.StockShard,
+actors.merchant_shard.MerchantShard) in one event loop on virtual time (looptime), wired to
+each other through SimPeer, the in-process implementation of the ports (actors.ports),
+which behaves like Ray: arguments and answers are copied, a call can be lost before or
+after it runs, and an actor can crash at any await, losing its memory and every task it
+had, and come back by running its constructor again (Ray's max_restarts) over the same
+database (flashtx.sim.store).
 
 Everything random comes from one seeded generator, so a seed replays exactly (within one
 process, or across processes with the same PYTHONHASHSEED: ``python -m flashtx.sim`` sets
@@ -214,6 +215,7 @@ def installed(world: World) -> Iterator[None]:
     randomness, process exit) at the world, and puts it all back afterwards."""
     import actors.clock
     import actors.journal
+    import actors.merchant_shard
     import actors.metrics
     import actors.order_shard
     import actors.stock_shard
@@ -247,7 +249,9 @@ def installed(world: World) -> Iterator[None]:
     patches: list[tuple[Any, str, Any]] = [
         (actors.order_shard, "open_store", open_store),
         (actors.stock_shard, "open_store", open_store),
+        (actors.merchant_shard, "open_store", open_store),
         (actors.order_shard, "find_peers", find_peers),
+        (actors.merchant_shard, "find_peers", find_peers),
         (actors.stock_shard, "find_peers", find_peers),
         (actors.clock, "now_ms", now_ms),
         (actors.metrics, "record", lambda *args, **kwargs: None),
