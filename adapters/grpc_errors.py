@@ -59,6 +59,7 @@ SCOPES: dict[str, Scope] = {
     "/flashtx.v1.StockService/GetStockLevels": Scope.CHANNEL,
     "/flashtx.v1.OrderService/PlaceOrder": Scope.CHANNEL,
     "/flashtx.v1.OrderService/PlaceOrders": Scope.CHANNEL,
+    "/flashtx.v1.OrderService/PlaceOrderColumns": Scope.CHANNEL,
     "/flashtx.v1.OrderService/GetOrder": Scope.CHANNEL,
     "/flashtx.v1.OrderService/ListOrders": Scope.CHANNEL,
     "/flashtx.v1.OrderService/CancelOrder": Scope.CHANNEL,

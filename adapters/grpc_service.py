@@ -23,7 +23,14 @@ from engine.merchants import Principal, Scope
 from engine.messages import PageRequest
 from engine.orders import OrderSnapshot, order_slot
 from engine.stock import StockLevel
-from engine.validation import check_id, check_length, check_order, check_range, check_sku
+from engine.validation import (
+    check_columns,
+    check_id,
+    check_length,
+    check_order,
+    check_range,
+    check_sku,
+)
 from protos.flashtx.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
@@ -318,6 +325,50 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             for i, (code, value) in zip(positions, answers, strict=True):
                 _fill_result(results[i], code, value)
         return response
+
+    async def PlaceOrderColumns(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        keys, buyer_ids = list(request.idempotency_keys), list(request.buyer_ids)
+        counts, campaign_ids = list(request.line_counts), list(request.campaign_ids)
+        sku_ids, quantities = list(request.sku_ids), list(request.quantities)
+        count = len(keys)
+        check_columns(config, count, buyer_ids, counts, sku_ids, quantities, campaign_ids)
+        codes: list[Any] = [0] * count  # ResultCode values (an IntEnum)
+        reasons, messages = [""] * count, [""] * count
+        valid: list[Placement] = []
+        positions: list[int] = []
+        start = 0
+        for i, (key, buyer_id, lines_count) in enumerate(zip(keys, buyer_ids, counts,
+                                                                 strict=True)):
+            end = start + lines_count
+            lines = list(zip(sku_ids[start:end], quantities[start:end], strict=True))
+            start = end
+            campaign_id = campaign_ids[i] if campaign_ids else ""
+            try:
+                checked = check_order(config, f"orders[{i}].", key, buyer_id, lines)
+                _check_campaign_id(f"orders[{i}].campaign_id", campaign_id, config)
+            except InvalidArgument as error:
+                codes[i] = ResultCode.INVALID_ARGUMENT
+                reasons[i], messages[i] = error.reason, error.message
+                continue
+            valid.append((key, buyer_id, checked, campaign_id))
+            positions.append(i)
+        order_ids, totals, deadlines = [""] * count, [0] * count, [0] * count
+        if valid:
+            answers = await self._backend.place_orders(current_principal(), valid,
+                                                       _deadline_ms(context))
+            for i, (code, value) in zip(positions, answers, strict=True):
+                codes[i] = code
+                if code is ResultCode.OK or code is ResultCode.REPLAYED:
+                    order_ids[i] = value.order_id
+                    totals[i], deadlines[i] = value.total_minor, value.payment_deadline_ms
+                elif isinstance(value, DomainError):
+                    reasons[i], messages[i] = value.reason, value.message
+                else:
+                    reasons[i], messages[i] = REASON_BY_CODE.get(code, ""), value
+        return order_pb2.PlaceOrderColumnsResponse(
+            codes=codes, order_ids=order_ids, total_minor=totals, payment_deadline_ms=deadlines,
+            reasons=reasons, messages=messages)
 
     async def GetOrder(self, request: Any, context: Any) -> Any:
         return order_pb2.GetOrderResponse(order=await self._act("get", request.order_id))

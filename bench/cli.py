@@ -51,9 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--scenario", choices=SCENARIOS, default="flash-sale")
     add(
         "--mode",
-        choices=("unary", "batch"),
+        choices=("unary", "batch", "columns"),
         default="unary",
-        help="unary: PlaceOrder per order; batch: PlaceOrders with --batch-size orders",
+        help="unary: PlaceOrder per order; batch: PlaceOrders with --batch-size orders;"
+        " columns: the same batches as PlaceOrderColumns (baselines as in batch)",
     )
     add("--duration", type=float, default=10.0, help="measured seconds per target")
     add("--warmup", type=float, default=2.0, help="seconds of load before measuring")
@@ -233,7 +234,7 @@ def scenario_params(args: argparse.Namespace) -> ScenarioParams:
 
 
 def load_shape(args: argparse.Namespace) -> LoadShape:
-    batch = args.mode == "batch"
+    batch = args.mode in ("batch", "columns")
     saas = args.saas_clients if args.saas_clients >= 0 else (2 if args.scenario == "mixed" else 0)
     return LoadShape(
         processes=args.processes,
@@ -247,6 +248,7 @@ def load_shape(args: argparse.Namespace) -> LoadShape:
         duration_s=args.duration,
         pool_size=args.pool_size,
         saas_clients=saas,
+        columns=args.mode == "columns",
     )
 
 

@@ -36,6 +36,7 @@ class LoadShape:
     duration_s: float
     pool_size: int
     saas_clients: int
+    columns: bool = False  # gRPC targets send PlaceOrderColumns instead of PlaceOrders
 
 
 def run_target(
@@ -87,7 +88,7 @@ def _worker_spec(
         base,
         worker_index=index,
         target_kind=kind,
-        target_info=info,
+        target_info={**info, "columns": shape.columns} if kind in ("engine", "echo") else info,
         batch=shape.batch,
         batch_size=shape.batch_size,
         concurrency=shape.concurrency,

@@ -62,6 +62,28 @@ def check_order(config: Config, field: str, idempotency_key: str, buyer_id: str,
     return _check_order_fields(config, field, idempotency_key, buyer_id, lines)
 
 
+def check_columns(config: Config, count: int, buyer_ids: Sequence[str],
+                  line_counts: Sequence[int], sku_ids: Sequence[str],
+                  quantities: Sequence[int], campaign_ids: Sequence[str]) -> None:
+    """The shape of a PlaceOrderColumns request: 1..place_orders_batch_max orders, one
+    entry per order in each column, as many SKUs and quantities as the line counts add up
+    to. Raises InvalidArgument naming the first column that does not fit."""
+    if not 1 <= count <= config.place_orders_batch_max:
+        raise InvalidArgument("idempotency_keys",
+                              f"needs 1..{config.place_orders_batch_max} orders, got {count}")
+    for name, column in (("buyer_ids", buyer_ids), ("line_counts", line_counts)):
+        if len(column) != count:
+            raise InvalidArgument(name, f"needs one entry per order ({count}), got {len(column)}")
+    if campaign_ids and len(campaign_ids) != count:
+        raise InvalidArgument("campaign_ids", f"needs none or one entry per order ({count}),"
+                              f" got {len(campaign_ids)}")
+    lines = sum(line_counts)
+    for name, column in (("sku_ids", sku_ids), ("quantities", quantities)):
+        if len(column) != lines:
+            raise InvalidArgument(name, f"needs one entry per line ({lines}, the sum of"
+                                  f" line_counts), got {len(column)}")
+
+
 def _check_order_fields(config: Config, field: str, idempotency_key: str, buyer_id: str,
                         lines: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
     check_id(f"{field}idempotency_key", idempotency_key, config.id_length_max)

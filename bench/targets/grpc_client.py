@@ -50,6 +50,20 @@ CHANNEL_OPTIONS = [
 ORDER_SERVICE = "/flashtx.v1.OrderService/"
 
 
+def build_columns(orders: list[OrderSpec],
+                  campaign_id: str = "") -> order_pb2.PlaceOrderColumnsRequest:
+    request = order_pb2.PlaceOrderColumnsRequest(
+        idempotency_keys=[o.idempotency_key for o in orders],
+        buyer_ids=[o.buyer_id for o in orders],
+        line_counts=[len(o.lines) for o in orders],
+        sku_ids=[sku for o in orders for sku, _ in o.lines],
+        quantities=[qty for o in orders for _, qty in o.lines],
+    )
+    if campaign_id:
+        request.campaign_ids.extend([campaign_id] * len(orders))
+    return request
+
+
 def build_request(order: OrderSpec, campaign_id: str = "") -> order_pb2.PlaceOrderRequest:
     return order_pb2.PlaceOrderRequest(
         idempotency_key=order.idempotency_key,
@@ -86,6 +100,7 @@ class GrpcClient:
         self._campaign_id = str(info.get("campaign_id", "")) if kind == "engine" else ""
         self._metadata = (("authorization", f"Bearer {info['api_key']}"),)
         self._timeout_s = float(info.get("rpc_timeout_s", 30.0))
+        self._columns = bool(info.get("columns", False))
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: itertools.cycle[Any] = itertools.cycle([None])
 
@@ -110,6 +125,11 @@ class GrpcClient:
                     request_serializer=order_pb2.PlaceOrdersRequest.SerializeToString,
                     response_deserializer=order_pb2.PlaceOrdersRequest.FromString,
                 ),
+                "place_columns": channel.unary_unary(
+                    ORDER_SERVICE + "PlaceOrderColumns",
+                    request_serializer=order_pb2.PlaceOrderColumnsRequest.SerializeToString,
+                    response_deserializer=order_pb2.PlaceOrderColumnsRequest.FromString,
+                ),
                 "get_stock": channel.unary_unary(
                     "/flashtx.v1.StockService/GetStock",
                     request_serializer=stock_pb2.GetStockRequest.SerializeToString,
@@ -121,6 +141,7 @@ class GrpcClient:
         return {
             "place_one": orders.PlaceOrder,
             "place_many": orders.PlaceOrders,
+            "place_columns": orders.PlaceOrderColumns,
             "get_stock": stock.GetStock,
             "pay": orders.PayOrder,
             "cancel": orders.CancelOrder,
@@ -129,6 +150,11 @@ class GrpcClient:
     async def place(self, orders: list[OrderSpec], batch: bool) -> list[Outcome]:
         stubs = next(self._stubs)
         try:
+            if batch and self._columns:
+                response = await stubs["place_columns"](
+                    build_columns(orders, self._campaign_id), metadata=self._metadata,
+                    timeout=self._timeout_s)
+                return self._column_outcomes(orders, response)
             if batch:
                 request = order_pb2.PlaceOrdersRequest(
                     orders=[build_request(o, self._campaign_id) for o in orders]
@@ -161,6 +187,15 @@ class GrpcClient:
         if len(results) != len(orders):
             return [("error", "")] * len(orders)
         return [(RESULT_CODES.get(r.code, "error"), r.order.order_id) for r in results]
+
+    def _column_outcomes(self, orders: list[OrderSpec], response: Any) -> list[Outcome]:
+        if self.name == "echo":
+            return [("ok", key) for key in response.idempotency_keys]
+        codes, order_ids = list(response.codes), list(response.order_ids)
+        if len(codes) != len(orders) or len(order_ids) != len(orders):
+            return [("error", "")] * len(orders)
+        return [(RESULT_CODES.get(code, "error"), order_id)
+                for code, order_id in zip(codes, order_ids, strict=True)]
 
     async def read(self, sku_id: str) -> str:
         request = stock_pb2.GetStockRequest(

@@ -186,6 +186,47 @@ async def test_place_orders_answers_each_item_in_order(shop: Client) -> None:
     assert (await level(shop, "s")).reserved == 2
 
 
+async def test_place_order_columns_answers_like_place_orders(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=3),
+                   stock_pb2.Sku(sku_id="t", name="T", price_minor=7, on_hand=1))
+    first = await shop.orders.PlaceOrder(order("dup", "b0", ("s", 1)))
+    # n1: s×1 and t×1 (OK); n2: t×1 (out of stock); dup: s×1 (replay); "": invalid;
+    # n4: missing×1 (unknown SKU); dup: s×2 (conflict)
+    request = order_pb2.PlaceOrderColumnsRequest(
+        idempotency_keys=["n1", "n2", "dup", "", "n4", "dup"],
+        buyer_ids=["b1", "b2", "b0", "b3", "b4", "b0"], line_counts=[2, 1, 1, 1, 1, 1],
+        sku_ids=["s", "t", "t", "s", "s", "missing", "s"], quantities=[1, 1, 1, 1, 1, 1, 2])
+    response = await shop.orders.PlaceOrderColumns(request)
+    assert list(response.codes) == [
+        common_pb2.RESULT_CODE_OK, common_pb2.RESULT_CODE_OUT_OF_STOCK,
+        common_pb2.RESULT_CODE_REPLAYED, common_pb2.RESULT_CODE_INVALID_ARGUMENT,
+        common_pb2.RESULT_CODE_NOT_FOUND, common_pb2.RESULT_CODE_IDEMPOTENCY_CONFLICT]
+    assert response.order_ids[2] == first.order.order_id
+    assert response.total_minor[0] == 12 and response.payment_deadline_ms[0] > 0
+    assert [bool(i) for i in response.order_ids] == [True, False, True, False, False, False]
+    assert response.reasons[1] == "OUT_OF_STOCK"
+    assert "orders[3].idempotency_key" in response.messages[3]
+    placed = await shop.orders.GetOrder(order_pb2.GetOrderRequest(
+        order_id=response.order_ids[0]))
+    assert [(line.sku_id, line.quantity) for line in placed.order.lines] == [("s", 1),
+                                                                            ("t", 1)]
+    assert (await level(shop, "s")).reserved == 2
+
+
+async def test_place_order_columns_of_the_wrong_shape_place_nothing(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=2))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # 2 lines counted, 1 given
+        await shop.orders.PlaceOrderColumns(order_pb2.PlaceOrderColumnsRequest(
+            idempotency_keys=["a", "b"], buyer_ids=["x", "y"], line_counts=[1, 1],
+            sku_ids=["s"], quantities=[1]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    detail = dict(caught.value.trailing_metadata())["grpc-status-details-bin"]
+    bad_request = error_details_pb2.BadRequest()
+    assert status_pb2.Status.FromString(detail).details[1].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "sku_ids"
+    assert (await level(shop, "s")).available == 2
+
+
 async def test_bad_input_is_invalid_argument_with_field_and_changes_nothing(
         shop: Client) -> None:
     await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=2))

@@ -15,7 +15,7 @@ from engine import errors
 from engine.config import ConfigError, load_config
 from engine.merchants import MerchantDirectory, Scope, parse_token
 from engine.sharding import RoutingTable, slot_of
-from engine.validation import check_order
+from engine.validation import check_columns, check_order
 
 
 def test_config_reads_the_environment_and_checks_relationships() -> None:
@@ -49,6 +49,23 @@ def test_order_validation_names_the_field() -> None:
         with pytest.raises(errors.InvalidArgument) as caught:
             check_order(config, "orders[3].", key, buyer, lines)
         assert caught.value.field == f"orders[3].{field}"
+
+
+def test_order_columns_of_the_wrong_shape_name_the_column() -> None:
+    config = load_config({})
+    check_columns(config, 2, ["x", "y"], [2, 1], ["a", "b", "c"], [1, 1, 1], [])
+    check_columns(config, 2, ["x", "y"], [1, 1], ["a", "b"], [1, 1], ["c1", ""])
+    cases = [((0, [], [], [], [], []), "idempotency_keys"),
+             ((config.place_orders_batch_max + 1, [], [], [], [], []), "idempotency_keys"),
+             ((2, ["x"], [1, 1], ["a", "b"], [1, 1], []), "buyer_ids"),
+             ((2, ["x", "y"], [1], ["a", "b"], [1, 1], []), "line_counts"),
+             ((2, ["x", "y"], [1, 1], ["a", "b"], [1, 1], ["c1"]), "campaign_ids"),
+             ((2, ["x", "y"], [2, 1], ["a", "b"], [1, 1, 1], []), "sku_ids"),
+             ((2, ["x", "y"], [1, 1], ["a", "b"], [1], []), "quantities")]
+    for args, field in cases:
+        with pytest.raises(errors.InvalidArgument) as caught:
+            check_columns(config, *args)
+        assert caught.value.field == field
 
 
 def test_keys_authenticate_until_revoked_and_store_only_hashes() -> None:

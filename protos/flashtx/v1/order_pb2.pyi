@@ -105,6 +105,38 @@ class PlaceOrdersResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[OrderResult]
     def __init__(self, results: _Optional[_Iterable[_Union[OrderResult, _Mapping]]] = ...) -> None: ...
 
+class PlaceOrderColumnsRequest(_message.Message):
+    __slots__ = ("idempotency_keys", "buyer_ids", "line_counts", "sku_ids", "quantities", "campaign_ids")
+    IDEMPOTENCY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    BUYER_IDS_FIELD_NUMBER: _ClassVar[int]
+    LINE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SKU_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_IDS_FIELD_NUMBER: _ClassVar[int]
+    idempotency_keys: _containers.RepeatedScalarFieldContainer[str]
+    buyer_ids: _containers.RepeatedScalarFieldContainer[str]
+    line_counts: _containers.RepeatedScalarFieldContainer[int]
+    sku_ids: _containers.RepeatedScalarFieldContainer[str]
+    quantities: _containers.RepeatedScalarFieldContainer[int]
+    campaign_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, idempotency_keys: _Optional[_Iterable[str]] = ..., buyer_ids: _Optional[_Iterable[str]] = ..., line_counts: _Optional[_Iterable[int]] = ..., sku_ids: _Optional[_Iterable[str]] = ..., quantities: _Optional[_Iterable[int]] = ..., campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PlaceOrderColumnsResponse(_message.Message):
+    __slots__ = ("codes", "order_ids", "total_minor", "payment_deadline_ms", "reasons", "messages")
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    codes: _containers.RepeatedScalarFieldContainer[_common_pb2.ResultCode]
+    order_ids: _containers.RepeatedScalarFieldContainer[str]
+    total_minor: _containers.RepeatedScalarFieldContainer[int]
+    payment_deadline_ms: _containers.RepeatedScalarFieldContainer[int]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, codes: _Optional[_Iterable[_Union[_common_pb2.ResultCode, str]]] = ..., order_ids: _Optional[_Iterable[str]] = ..., total_minor: _Optional[_Iterable[int]] = ..., payment_deadline_ms: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GetOrderRequest(_message.Message):
     __slots__ = ("order_id",)
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
