@@ -27,6 +27,22 @@ Result = TypeVar("Result")
 __all__ = ["MicroBatcher"]
 
 
+class _Chunk(Generic[Result]):
+    """Items submitted together: one future for all their results, in order."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, future: asyncio.Future[list[Result]], count: int) -> None:
+        self.future, self.left = future, count
+        self.results: list[Any] = [None] * count
+
+    def fill(self, start: int, results: Sequence[Result]) -> None:
+        self.results[start:start + len(results)] = results
+        self.left -= len(results)
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results)
+
+
 class MicroBatcher(Generic[Item, Result]):
     def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]],
                  on_error: Callable[[BaseException], Result], *, items_max: int,
@@ -43,9 +59,10 @@ class MicroBatcher(Generic[Item, Result]):
         self._inflight_batches_max = inflight_batches_max
         self._inflight_batches = 0
         self._queue_delay_s_max = queue_delay_s_max
-        self._arrivals: deque[list[float | int]] = deque()  # [time queued, items left]
+        # One entry per submission not yet sent whole: [time queued, chunk, first item
+        # not sent yet (index in the chunk), items not sent yet].
+        self._queued: deque[list[Any]] = deque()
         self._items: list[Item] = []
-        self._futures: list[asyncio.Future[Result]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.outstanding = 0  # queued + in flight
@@ -57,26 +74,27 @@ class MicroBatcher(Generic[Item, Result]):
         if self.outstanding + count > self._queue_items_max:
             raise Overloaded("gateway queue to this shard is full", self._retry_after_ms)
         loop = asyncio.get_running_loop()
-        if self._arrivals and loop.time() - self._arrivals[0][0] > self._queue_delay_s_max:
+        if self._queued and loop.time() - self._queued[0][0] > self._queue_delay_s_max:
             raise Overloaded("the shard is behind; this gateway's queue to it is too old",
                              self._retry_after_ms)
 
-    def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+    def submit_chunk(self, items: Sequence[Item]) -> asyncio.Future[list[Result]]:
+        """Queues `items` (refused whole with Overloaded); one future answers all their
+        results, in order (no future per item)."""
         self.admit(len(items))
         loop = asyncio.get_running_loop()
-        self._arrivals.append([loop.time(), len(items)])
-        futures = [loop.create_future() for _ in items]
+        future: asyncio.Future[list[Result]] = loop.create_future()
+        self._queued.append([loop.time(), _Chunk(future, len(items)), 0, len(items)])
         self._items.extend(items)
-        self._futures.extend(futures)
         self.outstanding += len(items)
         if len(self._items) >= self._items_max:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._delay_s, self._flush)
-        return futures
+        return future
 
     async def submit(self, item: Item) -> Result:
-        return await self.submit_many((item,))[0]
+        return (await self.submit_chunk((item,)))[0]
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -84,23 +102,30 @@ class MicroBatcher(Generic[Item, Result]):
             self._timer = None
         while self._items and self._inflight_batches < self._inflight_batches_max:
             self._inflight_batches += 1
-            items, futures = self._items[:self._items_max], self._futures[:self._items_max]
-            del self._items[:self._items_max], self._futures[:self._items_max]
-            self._forget_arrivals(len(items))
-            task = asyncio.get_running_loop().create_task(self._deliver(items, futures))
+            items = self._items[:self._items_max]
+            del self._items[:self._items_max]
+            task = asyncio.get_running_loop().create_task(
+                self._deliver(items, self._take(len(items))))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _forget_arrivals(self, sent: int) -> None:
-        while sent and self._arrivals:
-            first = self._arrivals[0]
-            taken = min(sent, int(first[1]))
-            first[1] = int(first[1]) - taken
+    def _take(self, sent: int) -> list[tuple[_Chunk[Result], int, int]]:
+        """The (chunk, first index, count) segments of the next `sent` queued items."""
+        segments = []
+        while sent:
+            entry = self._queued[0]
+            _, chunk, start, left = entry
+            taken = min(sent, left)
+            segments.append((chunk, start, taken))
             sent -= taken
-            if not first[1]:
-                self._arrivals.popleft()
+            if taken == left:
+                self._queued.popleft()
+            else:
+                entry[2], entry[3] = start + taken, left - taken
+        return segments
 
-    async def _deliver(self, items: list[Item], futures: list[asyncio.Future[Result]]) -> None:
+    async def _deliver(self, items: list[Item],
+                       segments: list[tuple[_Chunk[Result], int, int]]) -> None:
         if self._observe is not None:
             self._observe(len(items))
         try:
@@ -111,8 +136,9 @@ class MicroBatcher(Generic[Item, Result]):
         finally:
             self.outstanding -= len(items)
             self._inflight_batches -= 1
-        for future, result in zip(futures, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        position = 0
+        for chunk, start, count in segments:
+            chunk.fill(start, results[position:position + count])
+            position += count
         if self._items:
             self._flush()

@@ -200,12 +200,14 @@ class Gateway(clock.ClockControl):
             self._place[shard].admit(len(items))
         self.inflight += len(placements)
         try:
-            futures = {shard: self._place[shard].submit_many(items)
+            futures = {shard: self._place[shard].submit_chunk(items)
                        for shard, items in groups.items()}
+            if len(futures) == 1:  # every order on one shard: its answers are in order
+                [answers] = futures.values()
+                return list(await answers)
             results: list[Any] = [None] * len(placements)
-            for shard, shard_futures in futures.items():
-                for i, result in zip(positions[shard], await asyncio.gather(*shard_futures),
-                                     strict=True):
+            for shard, answers in futures.items():
+                for i, result in zip(positions[shard], await answers, strict=True):
                     results[i] = result
             return results
         finally:
@@ -327,10 +329,9 @@ class Gateway(clock.ClockControl):
                 results[i] = cached
                 continue
             shard = self._stock.shard_of(merchant_id, sku_id)
-            [future] = self._read[shard].submit_many([(merchant_id, sku_id)])
-            pending.append((i, future))
+            pending.append((i, self._read[shard].submit_chunk([(merchant_id, sku_id)])))
         for i, future in pending:
-            level = await future
+            [level] = await future
             if isinstance(level, DomainError):
                 raise level
             results[i] = level

@@ -42,14 +42,14 @@ async def test_refuses_when_full_or_behind_and_reports_failures() -> None:
     waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
-        batcher.submit_many([9])  # full
+        batcher.submit_chunk([9])  # full
     stuck_more = MicroBatcher(send, lambda error: "unavailable", items_max=1, delay_s=0.001,
                               queue_items_max=100, retry_after_ms=5, inflight_batches_max=1,
                               queue_delay_s_max=0.05)
     early = [asyncio.ensure_future(stuck_more.submit(i)) for i in range(3)]
     await asyncio.sleep(0.1)
     with pytest.raises(Overloaded):
-        stuck_more.submit_many([9])  # the oldest queued item waited too long
+        stuck_more.submit_chunk([9])  # the oldest queued item waited too long
     stuck.set()
     assert await asyncio.gather(*waiting, *early) == ["unavailable"] * 7
 
@@ -68,4 +68,28 @@ async def test_admit_checks_without_queueing() -> None:
     with pytest.raises(Overloaded):
         narrow.admit(4)
     assert roomy.outstanding == narrow.outstanding == 0
-    assert await asyncio.gather(*roomy.submit_many([1, 2])) == [1, 2]
+    assert await roomy.submit_chunk([1, 2]) == [1, 2]
+
+
+async def test_a_chunk_split_over_batches_answers_in_order() -> None:
+    """A chunk larger than a batch leaves in several calls, which may answer out of
+    order; its one future answers every result in the order submitted."""
+    gates = {0: asyncio.Event(), 3: asyncio.Event(), 6: asyncio.Event()}
+
+    async def send(items: list[int]) -> list[int]:
+        await gates[items[0]].wait()
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(send, lambda error: -1, items_max=3, delay_s=0.001,
+                           queue_items_max=100, retry_after_ms=5, inflight_batches_max=3)
+    single = batcher.submit_chunk([0])
+    chunk = batcher.submit_chunk(list(range(1, 8)))
+    await asyncio.sleep(0.01)
+    gates[6].set()
+    gates[3].set()
+    await asyncio.sleep(0.01)
+    assert not chunk.done() and batcher.outstanding == 3  # items 1 and 2 wait for call 0
+    gates[0].set()
+    assert await chunk == [i * 10 for i in range(1, 8)]
+    assert await single == [0]
+    assert batcher.outstanding == 0
