@@ -422,20 +422,23 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
 
     async def AddItem(self, request: Any, context: Any) -> Any:
         check_range("quantity", request.quantity, 1, self._backend.config.quantity_per_line_max)
-        return await self._change("add", request, request.sku_id, request.quantity)
+        return cart_pb2.AddItemResponse(
+            cart=await self._change("add", request, request.sku_id, request.quantity))
 
     async def UpdateQuantity(self, request: Any, context: Any) -> Any:
         check_range("quantity", request.quantity, 0, self._backend.config.quantity_per_line_max)
-        return await self._change("set", request, request.sku_id, request.quantity)
+        return cart_pb2.UpdateQuantityResponse(
+            cart=await self._change("set", request, request.sku_id, request.quantity))
 
     async def RemoveItem(self, request: Any, context: Any) -> Any:
-        return await self._change("remove", request, request.sku_id, 0)
+        return cart_pb2.RemoveItemResponse(
+            cart=await self._change("remove", request, request.sku_id, 0))
 
     async def GetCart(self, request: Any, context: Any) -> Any:
-        return await self._change("get", request, "", 0)
+        return cart_pb2.GetCartResponse(cart=await self._change("get", request, "", 0))
 
     async def ClearCart(self, request: Any, context: Any) -> Any:
-        return await self._change("clear", request, "", 0)
+        return cart_pb2.ClearCartResponse(cart=await self._change("clear", request, "", 0))
 
     async def Checkout(self, request: Any, context: Any) -> Any:
         config = self._backend.config
@@ -454,13 +457,13 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         check_id("buyer_id", request.buyer_id, config.id_length_max)
         _check_campaign_id("campaign_id", request.campaign_id, config)
 
-    async def _change(self, op: str, request: Any, sku_id: str, quantity: int) -> Any:
+    async def _change(self, op: str, request: Any, sku_id: str, quantity: int) -> cart_pb2.Cart:
         self._check_cart(request)
         if op not in ("get", "clear"):
             check_id("sku_id", sku_id, self._backend.config.id_length_max)
         cart = await self._backend.cart_action(current_principal(), op, request.buyer_id,
                                                request.campaign_id, sku_id, quantity)
-        return cart_pb2.CartResponse(cart=cart_message(cart))
+        return cart_message(cart)
 
 
 class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
@@ -489,13 +492,13 @@ class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
         described = await self._backend.create_campaign(
             current_principal().merchant_id, request.campaign_id, request.name,
             request.starts_at_ms, request.ends_at_ms, buckets, skus)
-        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+        return campaign_pb2.CreateCampaignResponse(campaign=campaign_message(described))
 
     async def GetCampaign(self, request: Any, context: Any) -> Any:
         check_id("campaign_id", request.campaign_id, self._backend.config.id_length_max)
         described = await self._backend.get_campaign(current_principal().merchant_id,
                                                       request.campaign_id)
-        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+        return campaign_pb2.GetCampaignResponse(campaign=campaign_message(described))
 
     async def ListCampaigns(self, request: Any, context: Any) -> Any:
         described = await self._backend.list_campaigns(current_principal().merchant_id)
@@ -506,7 +509,7 @@ class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
         check_id("campaign_id", request.campaign_id, self._backend.config.id_length_max)
         described = await self._backend.end_campaign(current_principal().merchant_id,
                                                       request.campaign_id)
-        return campaign_pb2.CampaignResponse(campaign=campaign_message(described))
+        return campaign_pb2.EndCampaignResponse(campaign=campaign_message(described))
 
 
 def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lashtx/v1/campaign.proto\x12\nflashtx.v1\"c\n\x0b\x43\x61mpaignSku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x18\n\x10sale_price_minor\x18\x02 \x01(\x03\x12\x11\n\tallotment\x18\x03 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x04 \x01(\r\"\x8c\x01\n\x10\x43\x61mpaignSkuState\x12$\n\x03sku\x18\x01 \x01(\x0b\x32\x17.flashtx.v1.CampaignSku\x12\r\n\x05units\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x0c\n\x04sold\x18\x05 \x01(\x03\x12\x10\n\x08sold_out\x18\x06 \x01(\x08\"\xba\x01\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cstarts_at_ms\x18\x03 \x01(\x03\x12\x12\n\nends_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x62uckets\x18\x05 \x01(\r\x12*\n\x04skus\x18\x06 \x03(\x0b\x32\x1c.flashtx.v1.CampaignSkuState\x12\r\n\x05\x65nded\x18\x07 \x01(\x08\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\"\x9c\x01\n\x15\x43reateCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cstarts_at_ms\x18\x03 \x01(\x03\x12\x12\n\nends_at_ms\x18\x04 \x01(\x03\x12%\n\x04skus\x18\x05 \x03(\x0b\x32\x17.flashtx.v1.CampaignSku\x12\x0f\n\x07\x62uckets\x18\x06 \x01(\r\":\n\x10\x43\x61mpaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x16\n\x14ListCampaignsRequest\"@\n\x15ListCampaignsResponse\x12\'\n\tcampaigns\x18\x01 \x03(\x0b\x32\x14.flashtx.v1.Campaign\")\n\x12\x45ndCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t2\xd4\x02\n\x0f\x43\x61mpaignService\x12Q\n\x0e\x43reateCampaign\x12!.flashtx.v1.CreateCampaignRequest\x1a\x1c.flashtx.v1.CampaignResponse\x12K\n\x0bGetCampaign\x12\x1e.flashtx.v1.GetCampaignRequest\x1a\x1c.flashtx.v1.CampaignResponse\x12T\n\rListCampaigns\x12 .flashtx.v1.ListCampaignsRequest\x1a!.flashtx.v1.ListCampaignsResponse\x12K\n\x0b\x45ndCampaign\x12\x1e.flashtx.v1.EndCampaignRequest\x1a\x1c.flashtx.v1.CampaignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lashtx/v1/campaign.proto\x12\nflashtx.v1\"c\n\x0b\x43\x61mpaignSku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x18\n\x10sale_price_minor\x18\x02 \x01(\x03\x12\x11\n\tallotment\x18\x03 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x04 \x01(\r\"\x8c\x01\n\x10\x43\x61mpaignSkuState\x12$\n\x03sku\x18\x01 \x01(\x0b\x32\x17.flashtx.v1.CampaignSku\x12\r\n\x05units\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x0c\n\x04sold\x18\x05 \x01(\x03\x12\x10\n\x08sold_out\x18\x06 \x01(\x08\"\xba\x01\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cstarts_at_ms\x18\x03 \x01(\x03\x12\x12\n\nends_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x62uckets\x18\x05 \x01(\r\x12*\n\x04skus\x18\x06 \x03(\x0b\x32\x1c.flashtx.v1.CampaignSkuState\x12\r\n\x05\x65nded\x18\x07 \x01(\x08\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\"\x9c\x01\n\x15\x43reateCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cstarts_at_ms\x18\x03 \x01(\x03\x12\x12\n\nends_at_ms\x18\x04 \x01(\x03\x12%\n\x04skus\x18\x05 \x03(\x0b\x32\x17.flashtx.v1.CampaignSku\x12\x0f\n\x07\x62uckets\x18\x06 \x01(\r\"@\n\x16\x43reateCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Campaign\"=\n\x13GetCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Campaign\"=\n\x13\x45ndCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x16\n\x14ListCampaignsRequest\"@\n\x15ListCampaignsResponse\x12\'\n\tcampaigns\x18\x01 \x03(\x0b\x32\x14.flashtx.v1.Campaign\")\n\x12\x45ndCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t2\xe0\x02\n\x0f\x43\x61mpaignService\x12W\n\x0e\x43reateCampaign\x12!.flashtx.v1.CreateCampaignRequest\x1a\".flashtx.v1.CreateCampaignResponse\x12N\n\x0bGetCampaign\x12\x1e.flashtx.v1.GetCampaignRequest\x1a\x1f.flashtx.v1.GetCampaignResponse\x12T\n\rListCampaigns\x12 .flashtx.v1.ListCampaignsRequest\x1a!.flashtx.v1.ListCampaignsResponse\x12N\n\x0b\x45ndCampaign\x12\x1e.flashtx.v1.EndCampaignRequest\x1a\x1f.flashtx.v1.EndCampaignResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.campaign_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
   _globals['_CAMPAIGNSKU']._serialized_start=41
   _globals['_CAMPAIGNSKU']._serialized_end=140
   _globals['_CAMPAIGNSKUSTATE']._serialized_start=143
@@ -39,16 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAMPAIGN']._serialized_end=472
   _globals['_CREATECAMPAIGNREQUEST']._serialized_start=475
   _globals['_CREATECAMPAIGNREQUEST']._serialized_end=631
-  _globals['_CAMPAIGNRESPONSE']._serialized_start=633
-  _globals['_CAMPAIGNRESPONSE']._serialized_end=691
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=693
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=734
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=736
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=758
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=760
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=824
-  _globals['_ENDCAMPAIGNREQUEST']._serialized_start=826
-  _globals['_ENDCAMPAIGNREQUEST']._serialized_end=867
-  _globals['_CAMPAIGNSERVICE']._serialized_start=870
-  _globals['_CAMPAIGNSERVICE']._serialized_end=1210
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_start=633
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_end=697
+  _globals['_GETCAMPAIGNRESPONSE']._serialized_start=699
+  _globals['_GETCAMPAIGNRESPONSE']._serialized_end=760
+  _globals['_ENDCAMPAIGNRESPONSE']._serialized_start=762
+  _globals['_ENDCAMPAIGNRESPONSE']._serialized_end=823
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=825
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=866
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=868
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=890
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=892
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=956
+  _globals['_ENDCAMPAIGNREQUEST']._serialized_start=958
+  _globals['_ENDCAMPAIGNREQUEST']._serialized_end=999
+  _globals['_CAMPAIGNSERVICE']._serialized_start=1002
+  _globals['_CAMPAIGNSERVICE']._serialized_end=1354
 # @@protoc_insertion_point(module_scope)

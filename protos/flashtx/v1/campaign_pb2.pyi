@@ -70,7 +70,19 @@ class CreateCampaignRequest(_message.Message):
     buckets: int
     def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., starts_at_ms: _Optional[int] = ..., ends_at_ms: _Optional[int] = ..., skus: _Optional[_Iterable[_Union[CampaignSku, _Mapping]]] = ..., buckets: _Optional[int] = ...) -> None: ...
 
-class CampaignResponse(_message.Message):
+class CreateCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: Campaign
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
+
+class GetCampaignResponse(_message.Message):
+    __slots__ = ("campaign",)
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    campaign: Campaign
+    def __init__(self, campaign: _Optional[_Union[Campaign, _Mapping]] = ...) -> None: ...
+
+class EndCampaignResponse(_message.Message):
     __slots__ = ("campaign",)
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     campaign: Campaign

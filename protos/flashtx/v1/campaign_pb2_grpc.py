@@ -41,12 +41,12 @@ class CampaignServiceStub:
         self.CreateCampaign = channel.unary_unary(
                 '/flashtx.v1.CampaignService/CreateCampaign',
                 request_serializer=flashtx_dot_v1_dot_campaign__pb2.CreateCampaignRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.CreateCampaignResponse.FromString,
                 _registered_method=True)
         self.GetCampaign = channel.unary_unary(
                 '/flashtx.v1.CampaignService/GetCampaign',
                 request_serializer=flashtx_dot_v1_dot_campaign__pb2.GetCampaignRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.GetCampaignResponse.FromString,
                 _registered_method=True)
         self.ListCampaigns = channel.unary_unary(
                 '/flashtx.v1.CampaignService/ListCampaigns',
@@ -56,7 +56,7 @@ class CampaignServiceStub:
         self.EndCampaign = channel.unary_unary(
                 '/flashtx.v1.CampaignService/EndCampaign',
                 request_serializer=flashtx_dot_v1_dot_campaign__pb2.EndCampaignRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_campaign__pb2.EndCampaignResponse.FromString,
                 _registered_method=True)
 
 
@@ -98,12 +98,12 @@ def add_CampaignServiceServicer_to_server(servicer, server):
             'CreateCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCampaign,
                     request_deserializer=flashtx_dot_v1_dot_campaign__pb2.CreateCampaignRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.CreateCampaignResponse.SerializeToString,
             ),
             'GetCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCampaign,
                     request_deserializer=flashtx_dot_v1_dot_campaign__pb2.GetCampaignRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.GetCampaignResponse.SerializeToString,
             ),
             'ListCampaigns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCampaigns,
@@ -113,7 +113,7 @@ def add_CampaignServiceServicer_to_server(servicer, server):
             'EndCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.EndCampaign,
                     request_deserializer=flashtx_dot_v1_dot_campaign__pb2.EndCampaignRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_campaign__pb2.EndCampaignResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,7 +146,7 @@ class CampaignService:
             target,
             '/flashtx.v1.CampaignService/CreateCampaign',
             flashtx_dot_v1_dot_campaign__pb2.CreateCampaignRequest.SerializeToString,
-            flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+            flashtx_dot_v1_dot_campaign__pb2.CreateCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -173,7 +173,7 @@ class CampaignService:
             target,
             '/flashtx.v1.CampaignService/GetCampaign',
             flashtx_dot_v1_dot_campaign__pb2.GetCampaignRequest.SerializeToString,
-            flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+            flashtx_dot_v1_dot_campaign__pb2.GetCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -227,7 +227,7 @@ class CampaignService:
             target,
             '/flashtx.v1.CampaignService/EndCampaign',
             flashtx_dot_v1_dot_campaign__pb2.EndCampaignRequest.SerializeToString,
-            flashtx_dot_v1_dot_campaign__pb2.CampaignResponse.FromString,
+            flashtx_dot_v1_dot_campaign__pb2.EndCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,

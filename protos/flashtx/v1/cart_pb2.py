@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from protos.flashtx.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66lashtx/v1/cart.proto\x12\nflashtx.v1\x1a\x16\x66lashtx/v1/order.proto\"C\n\x08\x43\x61rtLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x15\n\rheld_until_ms\x18\x03 \x01(\x03\"\x80\x01\n\x04\x43\x61rt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.flashtx.v1.CartLine\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\"Y\n\x0e\x41\x64\x64ItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"`\n\x15UpdateQuantityRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"J\n\x11RemoveItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\"7\n\x0eGetCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"9\n\x10\x43learCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\".\n\x0c\x43\x61rtResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"Q\n\x0f\x43heckoutRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"F\n\x10\x43heckoutResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xb1\x03\n\x0b\x43\x61rtService\x12?\n\x07\x41\x64\x64Item\x12\x1a.flashtx.v1.AddItemRequest\x1a\x18.flashtx.v1.CartResponse\x12M\n\x0eUpdateQuantity\x12!.flashtx.v1.UpdateQuantityRequest\x1a\x18.flashtx.v1.CartResponse\x12\x45\n\nRemoveItem\x12\x1d.flashtx.v1.RemoveItemRequest\x1a\x18.flashtx.v1.CartResponse\x12?\n\x07GetCart\x12\x1a.flashtx.v1.GetCartRequest\x1a\x18.flashtx.v1.CartResponse\x12\x43\n\tClearCart\x12\x1c.flashtx.v1.ClearCartRequest\x1a\x18.flashtx.v1.CartResponse\x12\x45\n\x08\x43heckout\x12\x1b.flashtx.v1.CheckoutRequest\x1a\x1c.flashtx.v1.CheckoutResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66lashtx/v1/cart.proto\x12\nflashtx.v1\x1a\x16\x66lashtx/v1/order.proto\"C\n\x08\x43\x61rtLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x15\n\rheld_until_ms\x18\x03 \x01(\x03\"\x80\x01\n\x04\x43\x61rt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.flashtx.v1.CartLine\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\"Y\n\x0e\x41\x64\x64ItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"`\n\x15UpdateQuantityRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"J\n\x11RemoveItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\"7\n\x0eGetCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"9\n\x10\x43learCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"1\n\x0f\x41\x64\x64ItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"8\n\x16UpdateQuantityResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"4\n\x12RemoveItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"1\n\x0fGetCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"3\n\x11\x43learCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"Q\n\x0f\x43heckoutRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"F\n\x10\x43heckoutResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xcc\x03\n\x0b\x43\x61rtService\x12\x42\n\x07\x41\x64\x64Item\x12\x1a.flashtx.v1.AddItemRequest\x1a\x1b.flashtx.v1.AddItemResponse\x12W\n\x0eUpdateQuantity\x12!.flashtx.v1.UpdateQuantityRequest\x1a\".flashtx.v1.UpdateQuantityResponse\x12K\n\nRemoveItem\x12\x1d.flashtx.v1.RemoveItemRequest\x1a\x1e.flashtx.v1.RemoveItemResponse\x12\x42\n\x07GetCart\x12\x1a.flashtx.v1.GetCartRequest\x1a\x1b.flashtx.v1.GetCartResponse\x12H\n\tClearCart\x12\x1c.flashtx.v1.ClearCartRequest\x1a\x1d.flashtx.v1.ClearCartResponse\x12\x45\n\x08\x43heckout\x12\x1b.flashtx.v1.CheckoutRequest\x1a\x1c.flashtx.v1.CheckoutResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.cart_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
   _globals['_CARTLINE']._serialized_start=61
   _globals['_CARTLINE']._serialized_end=128
   _globals['_CART']._serialized_start=131
@@ -46,12 +47,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCARTREQUEST']._serialized_end=581
   _globals['_CLEARCARTREQUEST']._serialized_start=583
   _globals['_CLEARCARTREQUEST']._serialized_end=640
-  _globals['_CARTRESPONSE']._serialized_start=642
-  _globals['_CARTRESPONSE']._serialized_end=688
-  _globals['_CHECKOUTREQUEST']._serialized_start=690
-  _globals['_CHECKOUTREQUEST']._serialized_end=771
-  _globals['_CHECKOUTRESPONSE']._serialized_start=773
-  _globals['_CHECKOUTRESPONSE']._serialized_end=843
-  _globals['_CARTSERVICE']._serialized_start=846
-  _globals['_CARTSERVICE']._serialized_end=1279
+  _globals['_ADDITEMRESPONSE']._serialized_start=642
+  _globals['_ADDITEMRESPONSE']._serialized_end=691
+  _globals['_UPDATEQUANTITYRESPONSE']._serialized_start=693
+  _globals['_UPDATEQUANTITYRESPONSE']._serialized_end=749
+  _globals['_REMOVEITEMRESPONSE']._serialized_start=751
+  _globals['_REMOVEITEMRESPONSE']._serialized_end=803
+  _globals['_GETCARTRESPONSE']._serialized_start=805
+  _globals['_GETCARTRESPONSE']._serialized_end=854
+  _globals['_CLEARCARTRESPONSE']._serialized_start=856
+  _globals['_CLEARCARTRESPONSE']._serialized_end=907
+  _globals['_CHECKOUTREQUEST']._serialized_start=909
+  _globals['_CHECKOUTREQUEST']._serialized_end=990
+  _globals['_CHECKOUTRESPONSE']._serialized_start=992
+  _globals['_CHECKOUTRESPONSE']._serialized_end=1062
+  _globals['_CARTSERVICE']._serialized_start=1065
+  _globals['_CARTSERVICE']._serialized_end=1525
 # @@protoc_insertion_point(module_scope)

@@ -81,7 +81,31 @@ class ClearCartRequest(_message.Message):
     campaign_id: str
     def __init__(self, buyer_id: _Optional[str] = ..., campaign_id: _Optional[str] = ...) -> None: ...
 
-class CartResponse(_message.Message):
+class AddItemResponse(_message.Message):
+    __slots__ = ("cart",)
+    CART_FIELD_NUMBER: _ClassVar[int]
+    cart: Cart
+    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ...) -> None: ...
+
+class UpdateQuantityResponse(_message.Message):
+    __slots__ = ("cart",)
+    CART_FIELD_NUMBER: _ClassVar[int]
+    cart: Cart
+    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ...) -> None: ...
+
+class RemoveItemResponse(_message.Message):
+    __slots__ = ("cart",)
+    CART_FIELD_NUMBER: _ClassVar[int]
+    cart: Cart
+    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ...) -> None: ...
+
+class GetCartResponse(_message.Message):
+    __slots__ = ("cart",)
+    CART_FIELD_NUMBER: _ClassVar[int]
+    cart: Cart
+    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ...) -> None: ...
+
+class ClearCartResponse(_message.Message):
     __slots__ = ("cart",)
     CART_FIELD_NUMBER: _ClassVar[int]
     cart: Cart

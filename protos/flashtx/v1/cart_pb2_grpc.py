@@ -44,27 +44,27 @@ class CartServiceStub:
         self.AddItem = channel.unary_unary(
                 '/flashtx.v1.CartService/AddItem',
                 request_serializer=flashtx_dot_v1_dot_cart__pb2.AddItemRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_cart__pb2.AddItemResponse.FromString,
                 _registered_method=True)
         self.UpdateQuantity = channel.unary_unary(
                 '/flashtx.v1.CartService/UpdateQuantity',
                 request_serializer=flashtx_dot_v1_dot_cart__pb2.UpdateQuantityRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_cart__pb2.UpdateQuantityResponse.FromString,
                 _registered_method=True)
         self.RemoveItem = channel.unary_unary(
                 '/flashtx.v1.CartService/RemoveItem',
                 request_serializer=flashtx_dot_v1_dot_cart__pb2.RemoveItemRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_cart__pb2.RemoveItemResponse.FromString,
                 _registered_method=True)
         self.GetCart = channel.unary_unary(
                 '/flashtx.v1.CartService/GetCart',
                 request_serializer=flashtx_dot_v1_dot_cart__pb2.GetCartRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_cart__pb2.GetCartResponse.FromString,
                 _registered_method=True)
         self.ClearCart = channel.unary_unary(
                 '/flashtx.v1.CartService/ClearCart',
                 request_serializer=flashtx_dot_v1_dot_cart__pb2.ClearCartRequest.SerializeToString,
-                response_deserializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+                response_deserializer=flashtx_dot_v1_dot_cart__pb2.ClearCartResponse.FromString,
                 _registered_method=True)
         self.Checkout = channel.unary_unary(
                 '/flashtx.v1.CartService/Checkout',
@@ -129,27 +129,27 @@ def add_CartServiceServicer_to_server(servicer, server):
             'AddItem': grpc.unary_unary_rpc_method_handler(
                     servicer.AddItem,
                     request_deserializer=flashtx_dot_v1_dot_cart__pb2.AddItemRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_cart__pb2.AddItemResponse.SerializeToString,
             ),
             'UpdateQuantity': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateQuantity,
                     request_deserializer=flashtx_dot_v1_dot_cart__pb2.UpdateQuantityRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_cart__pb2.UpdateQuantityResponse.SerializeToString,
             ),
             'RemoveItem': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveItem,
                     request_deserializer=flashtx_dot_v1_dot_cart__pb2.RemoveItemRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_cart__pb2.RemoveItemResponse.SerializeToString,
             ),
             'GetCart': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCart,
                     request_deserializer=flashtx_dot_v1_dot_cart__pb2.GetCartRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_cart__pb2.GetCartResponse.SerializeToString,
             ),
             'ClearCart': grpc.unary_unary_rpc_method_handler(
                     servicer.ClearCart,
                     request_deserializer=flashtx_dot_v1_dot_cart__pb2.ClearCartRequest.FromString,
-                    response_serializer=flashtx_dot_v1_dot_cart__pb2.CartResponse.SerializeToString,
+                    response_serializer=flashtx_dot_v1_dot_cart__pb2.ClearCartResponse.SerializeToString,
             ),
             'Checkout': grpc.unary_unary_rpc_method_handler(
                     servicer.Checkout,
@@ -190,7 +190,7 @@ class CartService:
             target,
             '/flashtx.v1.CartService/AddItem',
             flashtx_dot_v1_dot_cart__pb2.AddItemRequest.SerializeToString,
-            flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+            flashtx_dot_v1_dot_cart__pb2.AddItemResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,7 +217,7 @@ class CartService:
             target,
             '/flashtx.v1.CartService/UpdateQuantity',
             flashtx_dot_v1_dot_cart__pb2.UpdateQuantityRequest.SerializeToString,
-            flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+            flashtx_dot_v1_dot_cart__pb2.UpdateQuantityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -244,7 +244,7 @@ class CartService:
             target,
             '/flashtx.v1.CartService/RemoveItem',
             flashtx_dot_v1_dot_cart__pb2.RemoveItemRequest.SerializeToString,
-            flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+            flashtx_dot_v1_dot_cart__pb2.RemoveItemResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -271,7 +271,7 @@ class CartService:
             target,
             '/flashtx.v1.CartService/GetCart',
             flashtx_dot_v1_dot_cart__pb2.GetCartRequest.SerializeToString,
-            flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+            flashtx_dot_v1_dot_cart__pb2.GetCartResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -298,7 +298,7 @@ class CartService:
             target,
             '/flashtx.v1.CartService/ClearCart',
             flashtx_dot_v1_dot_cart__pb2.ClearCartRequest.SerializeToString,
-            flashtx_dot_v1_dot_cart__pb2.CartResponse.FromString,
+            flashtx_dot_v1_dot_cart__pb2.ClearCartResponse.FromString,
             options,
             channel_credentials,
             insecure,
