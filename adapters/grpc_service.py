@@ -18,7 +18,7 @@ from adapters.wire import fill_order
 from engine import errors
 from engine.carts import CartSnapshot
 from engine.config import Config
-from engine.errors import REASON_BY_CODE, DomainError, InvalidArgument, ResultCode
+from engine.errors import DomainError, InvalidArgument, ResultCode, explain
 from engine.merchants import Principal, Scope
 from engine.messages import PageRequest
 from engine.orders import OrderSnapshot, order_slot
@@ -152,20 +152,18 @@ def _deadline_ms(context: Any) -> int:
     return int((time.time() + remaining_s) * 1000)
 
 
-def _raise_for(code: ResultCode, message: str | DomainError) -> DomainError:
-    if isinstance(message, DomainError):
-        return message
-    return errors.error_for(code, message)
+def _raise_for(code: ResultCode, value: Any) -> DomainError:
+    return errors.error_for(code, value)
 
 
 def _fill_result(result: order_pb2.OrderResult, code: ResultCode, value: Any) -> None:
     result.code = code  # type: ignore[assignment]
     if code is ResultCode.OK or code is ResultCode.REPLAYED:
         fill_order(result.order, value)
-    elif isinstance(value, DomainError):
-        result.reason, result.message = value.reason, value.message
     else:
-        result.reason, result.message = REASON_BY_CODE.get(code, ""), value
+        result.reason, result.message, metadata = explain(code, value)
+        if metadata:
+            result.metadata.update(metadata)
 
 
 # --- services ------------------------------------------------------------------------------
@@ -243,7 +241,8 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
             stock_pb2.SkuResult(code=common_pb2.RESULT_CODE_OK, level=level_message(r))
             if isinstance(r, StockLevel) else
             stock_pb2.SkuResult(code=int(r.code),  # type: ignore[arg-type]
-                                message=r.message) for r in results])
+                                reason=r.reason, message=r.message, metadata=r.metadata)
+            for r in results])
 
     async def AdjustStock(self, request: Any, context: Any) -> Any:
         config = self._backend.config
@@ -334,6 +333,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         count = len(keys)
         check_columns(config, count, buyer_ids, counts, sku_ids, quantities, campaign_ids)
         codes: list[Any] = [0] * count  # ResultCode values (an IntEnum)
+        invalid: list[tuple[int, dict[str, str]]] = []
         reasons, messages = [""] * count, [""] * count
         valid: list[Placement] = []
         positions: list[int] = []
@@ -350,10 +350,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             except InvalidArgument as error:
                 codes[i] = ResultCode.INVALID_ARGUMENT
                 reasons[i], messages[i] = error.reason, error.message
+                invalid.append((i, error.metadata))
                 continue
             valid.append((key, buyer_id, checked, campaign_id))
             positions.append(i)
         order_ids, totals, deadlines = [""] * count, [0] * count, [0] * count
+        metadata: list[dict[str, str]] = [{}] * count
+        for i, entries in invalid:
+            metadata[i] = entries
         if valid:
             answers = await self._backend.place_orders(current_principal(), valid,
                                                        _deadline_ms(context))
@@ -362,13 +366,15 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                 if code is ResultCode.OK or code is ResultCode.REPLAYED:
                     order_ids[i] = value.order_id
                     totals[i], deadlines[i] = value.total_minor, value.payment_deadline_ms
-                elif isinstance(value, DomainError):
-                    reasons[i], messages[i] = value.reason, value.message
                 else:
-                    reasons[i], messages[i] = REASON_BY_CODE.get(code, ""), value
-        return order_pb2.PlaceOrderColumnsResponse(
+                    reasons[i], messages[i], metadata[i] = explain(code, value)
+        response = order_pb2.PlaceOrderColumnsResponse(
             codes=codes, order_ids=order_ids, total_minor=totals, payment_deadline_ms=deadlines,
             reasons=reasons, messages=messages)
+        if any(metadata):
+            for entries in metadata:
+                response.metadata.add().entries.update(entries)
+        return response
 
     async def GetOrder(self, request: Any, context: Any) -> Any:
         return order_pb2.GetOrderResponse(order=await self._act("get", request.order_id))

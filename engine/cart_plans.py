@@ -138,7 +138,7 @@ def after_hold(state: OrderState, change: CartHold, code: ResultCode,
         merchant_id, buyer_id, campaign_id = change.key
         state.count_units(merchant_id, campaign_id, buyer_id,
                           [(change.sku_id, change.new - change.old)], -1)
-    return error_for(code, str(value))
+    return error_for(code, value)
 
 
 class CheckoutPlan(NamedTuple):

@@ -41,8 +41,11 @@ __all__ = [
     "ResultCode",
     "Unauthenticated",
     "Unavailable",
+    "Refusal",
     "error_for",
+    "explain",
     "invariant",
+    "refusal",
 ]
 
 
@@ -178,13 +181,37 @@ REASON_BY_CODE = {
 }
 
 
-def error_for(code: ResultCode, message: str) -> DomainError:
+# A per-item refusal as the hot path answers it: its message and the ErrorInfo metadata
+# a client acts on ((key, value) pairs), as a plain tuple: cheap to pickle across actors,
+# where an exception object per refused order is not.
+Refusal = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def refusal(message: str, **metadata: str) -> Refusal:
+    return (message, tuple(metadata.items()))
+
+
+def explain(code: ResultCode, value: str | Refusal | DomainError
+            ) -> tuple[str, str, dict[str, str]]:
+    """(reason, message, metadata) of a per-item answer that is not OK."""
+    if isinstance(value, DomainError):
+        return value.reason, value.message, value.metadata
+    if isinstance(value, tuple):
+        return REASON_BY_CODE.get(code, ""), value[0], dict(value[1])
+    return REASON_BY_CODE.get(code, ""), value, {}
+
+
+def error_for(code: ResultCode, value: str | Refusal | DomainError) -> DomainError:
     """The error a per-item result code stands for (to raise it from a single call)."""
+    if isinstance(value, DomainError):
+        return value
     kinds: dict[ResultCode, type[DomainError]] = {
         ResultCode.OUT_OF_STOCK: OutOfStock, ResultCode.LIMIT_EXCEEDED: LimitExceeded,
         ResultCode.IDEMPOTENCY_CONFLICT: IdempotencyConflict, ResultCode.NOT_FOUND: NotFound,
         ResultCode.OVERLOADED: Overloaded, ResultCode.UNAVAILABLE: Unavailable}
-    return kinds.get(code, FailedPrecondition)(message)
+    if isinstance(value, tuple):
+        return kinds.get(code, FailedPrecondition)(value[0], **dict(value[1]))
+    return kinds.get(code, FailedPrecondition)(value)
 
 
 class InvariantViolation(AssertionError):

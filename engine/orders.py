@@ -120,9 +120,12 @@ class PlaceResults(list[tuple[ResultCode, Any]]):
         return (_rebuild_place_results, (codes, rows))
 
 
+_REPLAYED = int(ResultCode.REPLAYED)  # OK and REPLAYED carry an order, the others a reason
+
+
 def _rebuild_place_results(codes: list[int], rows: list[Any]) -> PlaceResults:
     make = OrderSnapshot._make
-    return PlaceResults((_CODES[code], make(row) if type(row) is tuple else row)
+    return PlaceResults((_CODES[code], make(row) if code <= _REPLAYED else row)
                         for code, row in zip(codes, rows, strict=True))
 
 

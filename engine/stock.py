@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from engine.campaigns import BUCKET_SEPARATOR
-from engine.errors import FailedPrecondition, NotFound, ResultCode, invariant
+from engine.errors import FailedPrecondition, NotFound, Refusal, ResultCode, invariant, refusal
 
 __all__ = ["Reservation", "SkuKey", "SkuState", "StockChange", "StockLedger", "StockLevel"]
 
@@ -168,7 +168,8 @@ class StockLedger:
 
     def reserve(self, order_id: str, merchant_id: str, buyer_id: str,
                 lines: Sequence[Line], expires_at_ms: int, now_ms: int,
-                owner: int = 0, force: bool = False) -> tuple[ResultCode, tuple[int, ...] | str]:
+                owner: int = 0, force: bool = False
+                ) -> tuple[ResultCode, tuple[int, ...] | str | Refusal]:
         """Holds every line or none. Returns (OK, unit prices) or (code, message).
 
         Idempotent: reserving an order that already holds the same lines answers OK.
@@ -189,11 +190,10 @@ class StockLedger:
             elif sku.on_hand - sku.reserved - sku.sold < quantity:
                 if self._arriving((merchant_id, sku_id), now_ms):
                     return ResultCode.UNAVAILABLE, "units are moving here; retry"
-                return ResultCode.OUT_OF_STOCK, f"sku {sku_id} has too few units available"
+                return ResultCode.OUT_OF_STOCK, _too_few(sku_id, sku, quantity)
             elif sku.per_buyer_limit and (
                     sku.held_by_buyer.get(buyer_id, 0) + quantity > sku.per_buyer_limit):
-                return ResultCode.LIMIT_EXCEEDED, (
-                    f"sku {sku_id} allows {sku.per_buyer_limit} units per buyer")
+                return ResultCode.LIMIT_EXCEEDED, _over_limit(sku_id, sku, buyer_id)
             states.append(sku)
         for sku, (_, quantity) in zip(states, lines, strict=True):
             sku.reserved += quantity
@@ -214,7 +214,7 @@ class StockLedger:
 
     def check_out(self, order_id: str, merchant_id: str, buyer_id: str, lines: Sequence[Line],
                   expires_at_ms: int, now_ms: int, owner: int,
-                  holds: Sequence[str]) -> tuple[ResultCode, tuple[int, ...] | str]:
+                  holds: Sequence[str]) -> tuple[ResultCode, tuple[int, ...] | str | Refusal]:
         """Reserves an order made from a cart in one step with releasing the cart's holds
         (`holds`), so the order gets the units they held. If the order is not reserved the
         holds are taken again as they were; if it is, its reservation remembers them, and
@@ -255,7 +255,7 @@ class StockLedger:
 
     def hold(self, hold_id: str, merchant_id: str, buyer_id: str, sku_id: str, quantity: int,
              expires_at_ms: int, now_ms: int, owner: int = 0,
-             force: bool = False) -> tuple[ResultCode, int | str]:
+             force: bool = False) -> tuple[ResultCode, int | str | Refusal]:
         """Holds `quantity` units of one SKU under `hold_id` (a cart line), resizing an
         existing hold: only the difference must be available. 0 releases it. Returns
         (OK, unit price) or (code, message)."""
@@ -271,11 +271,10 @@ class StockLedger:
         delta = quantity - (existing.lines[0][1] if existing is not None else 0)
         if delta > 0 and not force:
             if sku.on_hand - sku.reserved - sku.sold < delta:
-                return ResultCode.OUT_OF_STOCK, f"sku {sku_id} has too few units available"
+                return ResultCode.OUT_OF_STOCK, _too_few(sku_id, sku, delta)
             if sku.per_buyer_limit and (
                     sku.held_by_buyer.get(buyer_id, 0) + delta > sku.per_buyer_limit):
-                return ResultCode.LIMIT_EXCEEDED, (
-                    f"sku {sku_id} allows {sku.per_buyer_limit} units per buyer")
+                return ResultCode.LIMIT_EXCEEDED, _over_limit(sku_id, sku, buyer_id)
         sku.reserved += delta
         if delta >= 0:
             sku.held_by_buyer[buyer_id] = sku.held_by_buyer.get(buyer_id, 0) + delta
@@ -497,3 +496,23 @@ def _give_back(sku: SkuState, buyer_id: str, quantity: int) -> None:
         sku.held_by_buyer[buyer_id] = left
     else:
         sku.held_by_buyer.pop(buyer_id, None)
+
+
+def _too_few(counter: str, sku: SkuState, wanted: int) -> Refusal:
+    """OUT_OF_STOCK, with what a client needs to act on it. A campaign bucket is named by
+    its SKU and campaign (the bucket itself is internal); its availability is one
+    bucket's, not the campaign's, so it is not given."""
+    sku_id, sep, rest = counter.partition(BUCKET_SEPARATOR)
+    if sep:
+        campaign_id = rest.partition(BUCKET_SEPARATOR)[0]
+        return refusal(f"sku {sku_id} has too few units available in campaign {campaign_id}",
+                       sku_id=sku_id, campaign_id=campaign_id, requested=str(wanted))
+    available = max(0, sku.on_hand - sku.reserved - sku.sold)
+    return refusal(f"sku {sku_id} has too few units available ({available})",
+                   sku_id=sku_id, available=str(available), requested=str(wanted))
+
+
+def _over_limit(sku_id: str, sku: SkuState, buyer_id: str) -> Refusal:
+    return refusal(f"sku {sku_id} allows {sku.per_buyer_limit} units per buyer",
+                   sku_id=sku_id, limit=str(sku.per_buyer_limit),
+                   held=str(sku.held_by_buyer.get(buyer_id, 0)))

@@ -40,11 +40,15 @@ async def level(client: Client, sku_id: str) -> stock_pb2.StockLevel:
     return response.level
 
 
-def error_reason(error: grpc.aio.AioRpcError) -> str:
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     detail = dict(error.trailing_metadata())["grpc-status-details-bin"]
     info = error_details_pb2.ErrorInfo()
     status_pb2.Status.FromString(detail).details[0].Unpack(info)
-    return info.reason
+    return info
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    return error_info(error).reason
 
 
 async def outcome_after_retries(client: Client, request: order_pb2.PlaceOrderRequest) -> str:
@@ -74,7 +78,9 @@ async def test_out_of_stock_carries_error_details(shop: Client) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.PlaceOrder(order("k2", "b2", ("one", 1)))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_reason(caught.value) == "OUT_OF_STOCK"
+    info = error_info(caught.value)
+    assert info.reason == "OUT_OF_STOCK"
+    assert dict(info.metadata) == {"sku_id": "one", "available": "0", "requested": "1"}
 
 
 async def test_idempotency_keys(shop: Client) -> None:
@@ -183,6 +189,9 @@ async def test_place_orders_answers_each_item_in_order(shop: Client) -> None:
     assert response.results[0].order.buyer_id == "b1"
     assert response.results[2].order.order_id == first.order.order_id
     assert "idempotency_key" in response.results[3].message
+    assert response.results[1].reason == "OUT_OF_STOCK"
+    assert dict(response.results[1].metadata) == {"sku_id": "s", "available": "0",
+                                                  "requested": "1"}
     assert (await level(shop, "s")).reserved == 2
 
 
@@ -205,6 +214,10 @@ async def test_place_order_columns_answers_like_place_orders(shop: Client) -> No
     assert response.total_minor[0] == 12 and response.payment_deadline_ms[0] > 0
     assert [bool(i) for i in response.order_ids] == [True, False, True, False, False, False]
     assert response.reasons[1] == "OUT_OF_STOCK"
+    assert dict(response.metadata[1].entries) == {"sku_id": "t", "available": "0",
+                                                  "requested": "1"}
+    assert dict(response.metadata[0].entries) == {}
+    assert dict(response.metadata[3].entries) == {"field": "orders[3].idempotency_key"}
     assert "orders[3].idempotency_key" in response.messages[3]
     placed = await shop.orders.GetOrder(order_pb2.GetOrderRequest(
         order_id=response.order_ids[0]))

@@ -9,7 +9,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine.errors import FailedPrecondition, NotFound, ResultCode
+from engine.errors import (
+    FailedPrecondition,
+    NotFound,
+    OutOfStock,
+    ResultCode,
+    error_for,
+    explain,
+)
 from engine.stock import StockLedger
 from tests.unit.stock_writes import adjust, upsert
 
@@ -193,6 +200,26 @@ def test_per_buyer_limit_counts_sales_and_frees_on_release() -> None:
     assert ledger.reserve("o3", "m", "y", (("a", 1),), 10, 0)[0] is ResultCode.OK
     ledger.return_sold("o1", "m", "x", (("a", 1),), 0)  # a refund gives the right back
     assert ledger.reserve("o4", "m", "x", (("a", 1),), 10, 0)[0] is ResultCode.OK
+
+
+def test_refusals_carry_what_a_client_acts_on() -> None:
+    """OUT_OF_STOCK and LIMIT_EXCEEDED name the SKU, what is available, the limit, as
+    ErrorInfo metadata (no parsing of the message); a campaign bucket is named by its SKU
+    and campaign, never by the internal bucket id."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 3, 2, 0, merchant_id="m")
+    upsert(ledger, "b~c1~0~7", 1, 0, 0, merchant_id="m")
+    assert ledger.reserve("o1", "m", "x", (("a", 2),), 10, 0)[0] is ResultCode.OK
+    code, value = ledger.reserve("o2", "m", "y", (("a", 2),), 10, 0)
+    assert explain(code, value) == ("OUT_OF_STOCK", "sku a has too few units available (1)",
+                                    {"sku_id": "a", "available": "1", "requested": "2"})
+    code, value = ledger.reserve("o3", "m", "x", (("a", 1),), 10, 0)
+    assert explain(code, value)[0::2] == ("LIMIT_EXCEEDED",
+                                          {"sku_id": "a", "limit": "2", "held": "2"})
+    code, value = ledger.reserve("o4", "m", "x", (("b~c1~0~7", 2),), 10, 0)
+    error = error_for(code, value)
+    assert isinstance(error, OutOfStock) and "~" not in error.message
+    assert error.metadata == {"sku_id": "b", "campaign_id": "c1", "requested": "2"}
 
 
 def test_unknown_sku_is_not_found() -> None:

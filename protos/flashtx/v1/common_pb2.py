@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lashtx/v1/common.proto\x12\nflashtx.v1*\xd6\x02\n\nResultCode\x12\x1b\n\x17RESULT_CODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_CODE_OK\x10\x01\x12\x18\n\x14RESULT_CODE_REPLAYED\x10\x02\x12\x1c\n\x18RESULT_CODE_OUT_OF_STOCK\x10\x03\x12\x1e\n\x1aRESULT_CODE_LIMIT_EXCEEDED\x10\x04\x12$\n RESULT_CODE_IDEMPOTENCY_CONFLICT\x10\x05\x12 \n\x1cRESULT_CODE_INVALID_ARGUMENT\x10\x06\x12\x19\n\x15RESULT_CODE_NOT_FOUND\x10\x07\x12\x1a\n\x16RESULT_CODE_OVERLOADED\x10\x08\x12\x1b\n\x17RESULT_CODE_UNAVAILABLE\x10\t\x12#\n\x1fRESULT_CODE_FAILED_PRECONDITION\x10\n*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x11\n\rSCOPE_CHANNEL\x10\x01\x12\x0e\n\nSCOPE_SAAS\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03*o\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_SNAPSHOT\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x42\x64\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lashtx/v1/common.proto\x12\nflashtx.v1\"x\n\rErrorMetadata\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.flashtx.v1.ErrorMetadata.EntriesEntry\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd6\x02\n\nResultCode\x12\x1b\n\x17RESULT_CODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_CODE_OK\x10\x01\x12\x18\n\x14RESULT_CODE_REPLAYED\x10\x02\x12\x1c\n\x18RESULT_CODE_OUT_OF_STOCK\x10\x03\x12\x1e\n\x1aRESULT_CODE_LIMIT_EXCEEDED\x10\x04\x12$\n RESULT_CODE_IDEMPOTENCY_CONFLICT\x10\x05\x12 \n\x1cRESULT_CODE_INVALID_ARGUMENT\x10\x06\x12\x19\n\x15RESULT_CODE_NOT_FOUND\x10\x07\x12\x1a\n\x16RESULT_CODE_OVERLOADED\x10\x08\x12\x1b\n\x17RESULT_CODE_UNAVAILABLE\x10\t\x12#\n\x1fRESULT_CODE_FAILED_PRECONDITION\x10\n*R\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x11\n\rSCOPE_CHANNEL\x10\x01\x12\x0e\n\nSCOPE_SAAS\x10\x02\x12\x0f\n\x0bSCOPE_ADMIN\x10\x03*o\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_SNAPSHOT\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x42\x64\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.common_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
-  _globals['_RESULTCODE']._serialized_start=40
-  _globals['_RESULTCODE']._serialized_end=382
-  _globals['_SCOPE']._serialized_start=384
-  _globals['_SCOPE']._serialized_end=466
-  _globals['_READCONSISTENCY']._serialized_start=468
-  _globals['_READCONSISTENCY']._serialized_end=579
+  _globals['_ERRORMETADATA_ENTRIESENTRY']._loaded_options = None
+  _globals['_ERRORMETADATA_ENTRIESENTRY']._serialized_options = b'8\001'
+  _globals['_RESULTCODE']._serialized_start=162
+  _globals['_RESULTCODE']._serialized_end=504
+  _globals['_SCOPE']._serialized_start=506
+  _globals['_SCOPE']._serialized_end=588
+  _globals['_READCONSISTENCY']._serialized_start=590
+  _globals['_READCONSISTENCY']._serialized_end=701
+  _globals['_ERRORMETADATA']._serialized_start=39
+  _globals['_ERRORMETADATA']._serialized_end=159
+  _globals['_ERRORMETADATA_ENTRIESENTRY']._serialized_start=113
+  _globals['_ERRORMETADATA_ENTRIESENTRY']._serialized_end=159
 # @@protoc_insertion_point(module_scope)

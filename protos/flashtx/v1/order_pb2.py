@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.flashtx.v1 import common_pb2 as flashtx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/order.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"G\n\tOrderLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x18\n\x10unit_price_minor\x18\x03 \x01(\x03\"\xac\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.flashtx.v1.OrderLine\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.flashtx.v1.OrderStatus\x12\x13\n\x0btotal_minor\x18\x06 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x1b\n\x13payment_deadline_ms\x18\x08 \x01(\x03\x12\x10\n\x08sequence\x18\t \x01(\r\x12\x10\n\x08refunded\x18\n \x01(\x08\x12\x15\n\rupdated_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x0c \x01(\t\"y\n\x11PlaceOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12$\n\x05lines\x18\x03 \x03(\x0b\x32\x15.flashtx.v1.OrderLine\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\"H\n\x12PlaceOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"C\n\x12PlaceOrdersRequest\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x1d.flashtx.v1.PlaceOrderRequest\"v\n\x0bOrderResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12 \n\x05order\x18\x04 \x01(\x0b\x32\x11.flashtx.v1.Order\"?\n\x13PlaceOrdersResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.flashtx.v1.OrderResult\"\x97\x01\n\x18PlaceOrderColumnsRequest\x12\x18\n\x10idempotency_keys\x18\x01 \x03(\t\x12\x11\n\tbuyer_ids\x18\x02 \x03(\t\x12\x13\n\x0bline_counts\x18\x03 \x03(\r\x12\x0f\n\x07sku_ids\x18\x04 \x03(\t\x12\x12\n\nquantities\x18\x05 \x03(\r\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x06 \x03(\t\"\xaa\x01\n\x19PlaceOrderColumnsResponse\x12%\n\x05\x63odes\x18\x01 \x03(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x11\n\torder_ids\x18\x02 \x03(\t\x12\x13\n\x0btotal_minor\x18\x03 \x03(\x03\x12\x1b\n\x13payment_deadline_ms\x18\x04 \x03(\x03\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x10\n\x08messages\x18\x06 \x03(\t\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x10GetOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"L\n\x11ListOrdersRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListOrdersResponse\x12!\n\x06orders\x18\x01 \x03(\x0b\x32\x11.flashtx.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x0fPayOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11payment_reference\x18\x02 \x01(\t\"4\n\x10PayOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x13\x43\x61ncelOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"\'\n\x13\x46ulfillOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"8\n\x14\x46ulfillOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order*\xaf\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15ORDER_STATUS_RESERVED\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_FULFILLED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x05\x32\x8b\x05\n\x0cOrderService\x12K\n\nPlaceOrder\x12\x1d.flashtx.v1.PlaceOrderRequest\x1a\x1e.flashtx.v1.PlaceOrderResponse\x12N\n\x0bPlaceOrders\x12\x1e.flashtx.v1.PlaceOrdersRequest\x1a\x1f.flashtx.v1.PlaceOrdersResponse\x12`\n\x11PlaceOrderColumns\x12$.flashtx.v1.PlaceOrderColumnsRequest\x1a%.flashtx.v1.PlaceOrderColumnsResponse\x12\x45\n\x08GetOrder\x12\x1b.flashtx.v1.GetOrderRequest\x1a\x1c.flashtx.v1.GetOrderResponse\x12K\n\nListOrders\x12\x1d.flashtx.v1.ListOrdersRequest\x1a\x1e.flashtx.v1.ListOrdersResponse\x12\x45\n\x08PayOrder\x12\x1b.flashtx.v1.PayOrderRequest\x1a\x1c.flashtx.v1.PayOrderResponse\x12N\n\x0b\x43\x61ncelOrder\x12\x1e.flashtx.v1.CancelOrderRequest\x1a\x1f.flashtx.v1.CancelOrderResponse\x12Q\n\x0c\x46ulfillOrder\x12\x1f.flashtx.v1.FulfillOrderRequest\x1a .flashtx.v1.FulfillOrderResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/order.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"G\n\tOrderLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x18\n\x10unit_price_minor\x18\x03 \x01(\x03\"\xac\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12$\n\x05lines\x18\x04 \x03(\x0b\x32\x15.flashtx.v1.OrderLine\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.flashtx.v1.OrderStatus\x12\x13\n\x0btotal_minor\x18\x06 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x1b\n\x13payment_deadline_ms\x18\x08 \x01(\x03\x12\x10\n\x08sequence\x18\t \x01(\r\x12\x10\n\x08refunded\x18\n \x01(\x08\x12\x15\n\rupdated_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x0c \x01(\t\"y\n\x11PlaceOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12$\n\x05lines\x18\x03 \x03(\x0b\x32\x15.flashtx.v1.OrderLine\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\"H\n\x12PlaceOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"C\n\x12PlaceOrdersRequest\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x1d.flashtx.v1.PlaceOrderRequest\"\xe0\x01\n\x0bOrderResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12 \n\x05order\x18\x04 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.flashtx.v1.OrderResult.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13PlaceOrdersResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.flashtx.v1.OrderResult\"\x97\x01\n\x18PlaceOrderColumnsRequest\x12\x18\n\x10idempotency_keys\x18\x01 \x03(\t\x12\x11\n\tbuyer_ids\x18\x02 \x03(\t\x12\x13\n\x0bline_counts\x18\x03 \x03(\r\x12\x0f\n\x07sku_ids\x18\x04 \x03(\t\x12\x12\n\nquantities\x18\x05 \x03(\r\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x06 \x03(\t\"\xd7\x01\n\x19PlaceOrderColumnsResponse\x12%\n\x05\x63odes\x18\x01 \x03(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x11\n\torder_ids\x18\x02 \x03(\t\x12\x13\n\x0btotal_minor\x18\x03 \x03(\x03\x12\x1b\n\x13payment_deadline_ms\x18\x04 \x03(\x03\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x10\n\x08messages\x18\x06 \x03(\t\x12+\n\x08metadata\x18\x07 \x03(\x0b\x32\x19.flashtx.v1.ErrorMetadata\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x10GetOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"L\n\x11ListOrdersRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x12ListOrdersResponse\x12!\n\x06orders\x18\x01 \x03(\x0b\x32\x11.flashtx.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x0fPayOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11payment_reference\x18\x02 \x01(\t\"4\n\x10PayOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x13\x43\x61ncelOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\"\'\n\x13\x46ulfillOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"8\n\x14\x46ulfillOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order*\xaf\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15ORDER_STATUS_RESERVED\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_FULFILLED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x05\x32\x8b\x05\n\x0cOrderService\x12K\n\nPlaceOrder\x12\x1d.flashtx.v1.PlaceOrderRequest\x1a\x1e.flashtx.v1.PlaceOrderResponse\x12N\n\x0bPlaceOrders\x12\x1e.flashtx.v1.PlaceOrdersRequest\x1a\x1f.flashtx.v1.PlaceOrdersResponse\x12`\n\x11PlaceOrderColumns\x12$.flashtx.v1.PlaceOrderColumnsRequest\x1a%.flashtx.v1.PlaceOrderColumnsResponse\x12\x45\n\x08GetOrder\x12\x1b.flashtx.v1.GetOrderRequest\x1a\x1c.flashtx.v1.GetOrderResponse\x12K\n\nListOrders\x12\x1d.flashtx.v1.ListOrdersRequest\x1a\x1e.flashtx.v1.ListOrdersResponse\x12\x45\n\x08PayOrder\x12\x1b.flashtx.v1.PayOrderRequest\x1a\x1c.flashtx.v1.PayOrderResponse\x12N\n\x0b\x43\x61ncelOrder\x12\x1e.flashtx.v1.CancelOrderRequest\x1a\x1f.flashtx.v1.CancelOrderResponse\x12Q\n\x0c\x46ulfillOrder\x12\x1f.flashtx.v1.FulfillOrderRequest\x1a .flashtx.v1.FulfillOrderResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.order_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
-  _globals['_ORDERSTATUS']._serialized_start=1799
-  _globals['_ORDERSTATUS']._serialized_end=1974
+  _globals['_ORDERRESULT_METADATAENTRY']._loaded_options = None
+  _globals['_ORDERRESULT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ORDERSTATUS']._serialized_start=1951
+  _globals['_ORDERSTATUS']._serialized_end=2126
   _globals['_ORDERLINE']._serialized_start=63
   _globals['_ORDERLINE']._serialized_end=134
   _globals['_ORDER']._serialized_start=137
@@ -45,34 +47,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEORDERRESPONSE']._serialized_end=634
   _globals['_PLACEORDERSREQUEST']._serialized_start=636
   _globals['_PLACEORDERSREQUEST']._serialized_end=703
-  _globals['_ORDERRESULT']._serialized_start=705
-  _globals['_ORDERRESULT']._serialized_end=823
-  _globals['_PLACEORDERSRESPONSE']._serialized_start=825
-  _globals['_PLACEORDERSRESPONSE']._serialized_end=888
-  _globals['_PLACEORDERCOLUMNSREQUEST']._serialized_start=891
-  _globals['_PLACEORDERCOLUMNSREQUEST']._serialized_end=1042
-  _globals['_PLACEORDERCOLUMNSRESPONSE']._serialized_start=1045
-  _globals['_PLACEORDERCOLUMNSRESPONSE']._serialized_end=1215
-  _globals['_GETORDERREQUEST']._serialized_start=1217
-  _globals['_GETORDERREQUEST']._serialized_end=1252
-  _globals['_GETORDERRESPONSE']._serialized_start=1254
-  _globals['_GETORDERRESPONSE']._serialized_end=1306
-  _globals['_LISTORDERSREQUEST']._serialized_start=1308
-  _globals['_LISTORDERSREQUEST']._serialized_end=1384
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1386
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1466
-  _globals['_PAYORDERREQUEST']._serialized_start=1468
-  _globals['_PAYORDERREQUEST']._serialized_end=1530
-  _globals['_PAYORDERRESPONSE']._serialized_start=1532
-  _globals['_PAYORDERRESPONSE']._serialized_end=1584
-  _globals['_CANCELORDERREQUEST']._serialized_start=1586
-  _globals['_CANCELORDERREQUEST']._serialized_end=1640
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1642
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1697
-  _globals['_FULFILLORDERREQUEST']._serialized_start=1699
-  _globals['_FULFILLORDERREQUEST']._serialized_end=1738
-  _globals['_FULFILLORDERRESPONSE']._serialized_start=1740
-  _globals['_FULFILLORDERRESPONSE']._serialized_end=1796
-  _globals['_ORDERSERVICE']._serialized_start=1977
-  _globals['_ORDERSERVICE']._serialized_end=2628
+  _globals['_ORDERRESULT']._serialized_start=706
+  _globals['_ORDERRESULT']._serialized_end=930
+  _globals['_ORDERRESULT_METADATAENTRY']._serialized_start=883
+  _globals['_ORDERRESULT_METADATAENTRY']._serialized_end=930
+  _globals['_PLACEORDERSRESPONSE']._serialized_start=932
+  _globals['_PLACEORDERSRESPONSE']._serialized_end=995
+  _globals['_PLACEORDERCOLUMNSREQUEST']._serialized_start=998
+  _globals['_PLACEORDERCOLUMNSREQUEST']._serialized_end=1149
+  _globals['_PLACEORDERCOLUMNSRESPONSE']._serialized_start=1152
+  _globals['_PLACEORDERCOLUMNSRESPONSE']._serialized_end=1367
+  _globals['_GETORDERREQUEST']._serialized_start=1369
+  _globals['_GETORDERREQUEST']._serialized_end=1404
+  _globals['_GETORDERRESPONSE']._serialized_start=1406
+  _globals['_GETORDERRESPONSE']._serialized_end=1458
+  _globals['_LISTORDERSREQUEST']._serialized_start=1460
+  _globals['_LISTORDERSREQUEST']._serialized_end=1536
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1538
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1618
+  _globals['_PAYORDERREQUEST']._serialized_start=1620
+  _globals['_PAYORDERREQUEST']._serialized_end=1682
+  _globals['_PAYORDERRESPONSE']._serialized_start=1684
+  _globals['_PAYORDERRESPONSE']._serialized_end=1736
+  _globals['_CANCELORDERREQUEST']._serialized_start=1738
+  _globals['_CANCELORDERREQUEST']._serialized_end=1792
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1794
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1849
+  _globals['_FULFILLORDERREQUEST']._serialized_start=1851
+  _globals['_FULFILLORDERREQUEST']._serialized_end=1890
+  _globals['_FULFILLORDERRESPONSE']._serialized_start=1892
+  _globals['_FULFILLORDERRESPONSE']._serialized_end=1948
+  _globals['_ORDERSERVICE']._serialized_start=2129
+  _globals['_ORDERSERVICE']._serialized_end=2780
 # @@protoc_insertion_point(module_scope)

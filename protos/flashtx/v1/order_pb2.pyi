@@ -88,16 +88,25 @@ class PlaceOrdersRequest(_message.Message):
     def __init__(self, orders: _Optional[_Iterable[_Union[PlaceOrderRequest, _Mapping]]] = ...) -> None: ...
 
 class OrderResult(_message.Message):
-    __slots__ = ("code", "reason", "message", "order")
+    __slots__ = ("code", "reason", "message", "order", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     code: _common_pb2.ResultCode
     reason: str
     message: str
     order: Order
-    def __init__(self, code: _Optional[_Union[_common_pb2.ResultCode, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[_Union[_common_pb2.ResultCode, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PlaceOrdersResponse(_message.Message):
     __slots__ = ("results",)
@@ -122,20 +131,22 @@ class PlaceOrderColumnsRequest(_message.Message):
     def __init__(self, idempotency_keys: _Optional[_Iterable[str]] = ..., buyer_ids: _Optional[_Iterable[str]] = ..., line_counts: _Optional[_Iterable[int]] = ..., sku_ids: _Optional[_Iterable[str]] = ..., quantities: _Optional[_Iterable[int]] = ..., campaign_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlaceOrderColumnsResponse(_message.Message):
-    __slots__ = ("codes", "order_ids", "total_minor", "payment_deadline_ms", "reasons", "messages")
+    __slots__ = ("codes", "order_ids", "total_minor", "payment_deadline_ms", "reasons", "messages", "metadata")
     CODES_FIELD_NUMBER: _ClassVar[int]
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     codes: _containers.RepeatedScalarFieldContainer[_common_pb2.ResultCode]
     order_ids: _containers.RepeatedScalarFieldContainer[str]
     total_minor: _containers.RepeatedScalarFieldContainer[int]
     payment_deadline_ms: _containers.RepeatedScalarFieldContainer[int]
     reasons: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, codes: _Optional[_Iterable[_Union[_common_pb2.ResultCode, str]]] = ..., order_ids: _Optional[_Iterable[str]] = ..., total_minor: _Optional[_Iterable[int]] = ..., payment_deadline_ms: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ...) -> None: ...
+    metadata: _containers.RepeatedCompositeFieldContainer[_common_pb2.ErrorMetadata]
+    def __init__(self, codes: _Optional[_Iterable[_Union[_common_pb2.ResultCode, str]]] = ..., order_ids: _Optional[_Iterable[str]] = ..., total_minor: _Optional[_Iterable[int]] = ..., payment_deadline_ms: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Iterable[_Union[_common_pb2.ErrorMetadata, _Mapping]]] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
     __slots__ = ("order_id",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.flashtx.v1 import common_pb2 as flashtx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/stock.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"b\n\x03Sku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x05 \x01(\r\"\xae\x01\n\nStockLevel\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x10\n\x08reserved\x18\x06 \x01(\x03\x12\x0c\n\x04sold\x18\x07 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x08 \x01(\r\x12\x10\n\x08\x61s_of_ms\x18\t \x01(\x03\"2\n\x11UpsertSkusRequest\x12\x1d\n\x04skus\x18\x01 \x03(\x0b\x32\x0f.flashtx.v1.Sku\"i\n\tSkuResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05level\x18\x03 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"<\n\x12UpsertSkusResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.flashtx.v1.SkuResult\"W\n\x12\x41\x64justStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x13\x41\x64justStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"S\n\x0fGetStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"9\n\x10GetStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"Z\n\x15GetStockLevelsRequest\x12\x0f\n\x07sku_ids\x18\x01 \x03(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"Y\n\x16GetStockLevelsResponse\x12&\n\x06levels\x18\x01 \x03(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x17\n\x0fmissing_sku_ids\x18\x02 \x03(\t2\xcb\x02\n\x0cStockService\x12K\n\nUpsertSkus\x12\x1d.flashtx.v1.UpsertSkusRequest\x1a\x1e.flashtx.v1.UpsertSkusResponse\x12N\n\x0b\x41\x64justStock\x12\x1e.flashtx.v1.AdjustStockRequest\x1a\x1f.flashtx.v1.AdjustStockResponse\x12\x45\n\x08GetStock\x12\x1b.flashtx.v1.GetStockRequest\x1a\x1c.flashtx.v1.GetStockResponse\x12W\n\x0eGetStockLevels\x12!.flashtx.v1.GetStockLevelsRequest\x1a\".flashtx.v1.GetStockLevelsResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/stock.proto\x12\nflashtx.v1\x1a\x17\x66lashtx/v1/common.proto\"b\n\x03Sku\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x05 \x01(\r\"\xae\x01\n\nStockLevel\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprice_minor\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x10\n\x08reserved\x18\x06 \x01(\x03\x12\x0c\n\x04sold\x18\x07 \x01(\x03\x12\x17\n\x0fper_buyer_limit\x18\x08 \x01(\r\x12\x10\n\x08\x61s_of_ms\x18\t \x01(\x03\"2\n\x11UpsertSkusRequest\x12\x1d\n\x04skus\x18\x01 \x03(\x0b\x32\x0f.flashtx.v1.Sku\"\xe1\x01\n\tSkuResult\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.flashtx.v1.ResultCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05level\x18\x03 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x35\n\x08metadata\x18\x05 \x03(\x0b\x32#.flashtx.v1.SkuResult.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x12UpsertSkusResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.flashtx.v1.SkuResult\"W\n\x12\x41\x64justStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x13\x41\x64justStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"S\n\x0fGetStockRequest\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"9\n\x10GetStockResponse\x12%\n\x05level\x18\x01 \x01(\x0b\x32\x16.flashtx.v1.StockLevel\"Z\n\x15GetStockLevelsRequest\x12\x0f\n\x07sku_ids\x18\x01 \x03(\t\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.flashtx.v1.ReadConsistency\"Y\n\x16GetStockLevelsResponse\x12&\n\x06levels\x18\x01 \x03(\x0b\x32\x16.flashtx.v1.StockLevel\x12\x17\n\x0fmissing_sku_ids\x18\x02 \x03(\t2\xcb\x02\n\x0cStockService\x12K\n\nUpsertSkus\x12\x1d.flashtx.v1.UpsertSkusRequest\x1a\x1e.flashtx.v1.UpsertSkusResponse\x12N\n\x0b\x41\x64justStock\x12\x1e.flashtx.v1.AdjustStockRequest\x1a\x1f.flashtx.v1.AdjustStockResponse\x12\x45\n\x08GetStock\x12\x1b.flashtx.v1.GetStockRequest\x1a\x1c.flashtx.v1.GetStockResponse\x12W\n\x0eGetStockLevels\x12!.flashtx.v1.GetStockLevelsRequest\x1a\".flashtx.v1.GetStockLevelsResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,32 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.stock_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
+  _globals['_SKURESULT_METADATAENTRY']._loaded_options = None
+  _globals['_SKURESULT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SKU']._serialized_start=63
   _globals['_SKU']._serialized_end=161
   _globals['_STOCKLEVEL']._serialized_start=164
   _globals['_STOCKLEVEL']._serialized_end=338
   _globals['_UPSERTSKUSREQUEST']._serialized_start=340
   _globals['_UPSERTSKUSREQUEST']._serialized_end=390
-  _globals['_SKURESULT']._serialized_start=392
-  _globals['_SKURESULT']._serialized_end=497
-  _globals['_UPSERTSKUSRESPONSE']._serialized_start=499
-  _globals['_UPSERTSKUSRESPONSE']._serialized_end=559
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=561
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=648
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=650
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=728
-  _globals['_GETSTOCKREQUEST']._serialized_start=730
-  _globals['_GETSTOCKREQUEST']._serialized_end=813
-  _globals['_GETSTOCKRESPONSE']._serialized_start=815
-  _globals['_GETSTOCKRESPONSE']._serialized_end=872
-  _globals['_GETSTOCKLEVELSREQUEST']._serialized_start=874
-  _globals['_GETSTOCKLEVELSREQUEST']._serialized_end=964
-  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_start=966
-  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_end=1055
-  _globals['_STOCKSERVICE']._serialized_start=1058
-  _globals['_STOCKSERVICE']._serialized_end=1389
+  _globals['_SKURESULT']._serialized_start=393
+  _globals['_SKURESULT']._serialized_end=618
+  _globals['_SKURESULT_METADATAENTRY']._serialized_start=571
+  _globals['_SKURESULT_METADATAENTRY']._serialized_end=618
+  _globals['_UPSERTSKUSRESPONSE']._serialized_start=620
+  _globals['_UPSERTSKUSRESPONSE']._serialized_end=680
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=682
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=769
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=771
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=849
+  _globals['_GETSTOCKREQUEST']._serialized_start=851
+  _globals['_GETSTOCKREQUEST']._serialized_end=934
+  _globals['_GETSTOCKRESPONSE']._serialized_start=936
+  _globals['_GETSTOCKRESPONSE']._serialized_end=993
+  _globals['_GETSTOCKLEVELSREQUEST']._serialized_start=995
+  _globals['_GETSTOCKLEVELSREQUEST']._serialized_end=1085
+  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_start=1087
+  _globals['_GETSTOCKLEVELSRESPONSE']._serialized_end=1176
+  _globals['_STOCKSERVICE']._serialized_start=1179
+  _globals['_STOCKSERVICE']._serialized_end=1510
 # @@protoc_insertion_point(module_scope)

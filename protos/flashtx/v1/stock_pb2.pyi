@@ -50,14 +50,25 @@ class UpsertSkusRequest(_message.Message):
     def __init__(self, skus: _Optional[_Iterable[_Union[Sku, _Mapping]]] = ...) -> None: ...
 
 class SkuResult(_message.Message):
-    __slots__ = ("code", "message", "level")
+    __slots__ = ("code", "message", "level", "reason", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     code: _common_pb2.ResultCode
     message: str
     level: StockLevel
-    def __init__(self, code: _Optional[_Union[_common_pb2.ResultCode, str]] = ..., message: _Optional[str] = ..., level: _Optional[_Union[StockLevel, _Mapping]] = ...) -> None: ...
+    reason: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[_Union[_common_pb2.ResultCode, str]] = ..., message: _Optional[str] = ..., level: _Optional[_Union[StockLevel, _Mapping]] = ..., reason: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UpsertSkusResponse(_message.Message):
     __slots__ = ("results",)
