@@ -33,7 +33,7 @@ from engine.campaigns import (
     validate_campaign,
 )
 from engine.config import Config
-from engine.errors import AlreadyExists, FailedPrecondition, NotFound
+from engine.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from engine.merchants import (
     ApiKeyRecord,
     MerchantDirectory,
@@ -294,6 +294,8 @@ class MerchantShard(clock.ClockControl):
         """The stock shards as the order shards route to them now (resharding moves)."""
         orders: list[OrderPeer] = await find_peers(self._order_names[:1])
         table = await orders[0].stock_routing()
+        if not table.settled:  # stock shards are rebuilding: units must not move now
+            raise Unavailable("stock is being resharded; retry")
         peers: list[StockPeer] = await find_peers([f"stock-{i}" for i in range(table.shards)])
         return ShardGroup(peers, table, self._config.slots_total, by_sku=True)
 

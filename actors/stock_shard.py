@@ -125,6 +125,11 @@ class StockShard(clock.ClockControl):
         if stored is not None and self.index < stored.shards:
             self._slots = stored.slots_of(self.index)  # resharded since this actor was made
             self._owned = set(self._slots)
+        elif stored is not None:
+            # Added by a reshard that has not rebuilt this shard yet: the holds of its
+            # slots are still on their old shards, so no catalogue write or move lands
+            # here (its counters do not yet count them) until the rebuild.
+            self._owned = set()
         skus = await self._store.load_skus(self._slots)
         for row in skus:
             self._ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],
@@ -275,10 +280,11 @@ class StockShard(clock.ClockControl):
         reloaded since `expected_instance` was read: the reload counted them already (or
         the move came after it, and they wait in Postgres for the next reload)."""
         await self._ready
-        if self._instance != expected_instance:
-            return False
-        self._ledger.deposit(merchant_id, sku_id, name, price_minor, units)
-        return True
+        async with self._catalogue:  # never beside a catalogue write (see upsert)
+            if self._instance != expected_instance:
+                return False
+            self._ledger.deposit(merchant_id, sku_id, name, price_minor, units)
+            return True
 
     async def commit(self, order_ids: list[str]) -> Answers:
         await self._ready
@@ -384,6 +390,11 @@ class StockShard(clock.ClockControl):
                     deltas = await self._store.set_on_hand(rows, targets, _stock_event_row)
                 except Exception as error:
                     log.warning("stock shard %d: catalogue write failed: %r", self.index, error)
+                    # Maybe written: Postgres may now hold a target on-hand that already
+                    # counts units moved here whose deposit has not arrived. Moves read
+                    # before this point are not deposited (their units wait in Postgres
+                    # for the next reload): memory never counts a unit twice.
+                    self._instance = secrets.token_hex(4)
                     raise Unavailable("the catalogue write did not complete; retry") from error
             for (i, held_back), delta in zip(valid, deltas, strict=True):
                 merchant_id, sku_id, name, price, _, limit = items[i]
