@@ -4,7 +4,8 @@ checked: an interceptor around every flashtx.v1 method.
     domain error              gRPC status            details
     InvalidArgument           INVALID_ARGUMENT       ErrorInfo, BadRequest(field)
     NotFound                  NOT_FOUND              ErrorInfo
-    FailedPrecondition (+sub) FAILED_PRECONDITION    ErrorInfo (OUT_OF_STOCK, ...)
+    FailedPrecondition (+sub) FAILED_PRECONDITION    ErrorInfo (OUT_OF_STOCK, ...),
+                                                     PreconditionFailure
     IdempotencyConflict       ALREADY_EXISTS         ErrorInfo
     AlreadyExists             ALREADY_EXISTS         ErrorInfo
     Unauthenticated           UNAUTHENTICATED        ErrorInfo
@@ -107,6 +108,11 @@ def to_status(error: errors.DomainError) -> grpc.Status:
         details.append(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=error.field,
                                                         description=error.description)]))
+    if isinstance(error, errors.FailedPrecondition):
+        details.append(error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type=error.reason, subject=_subject(error.metadata),
+                description=error.message)]))
     if isinstance(error, errors.Overloaded | errors.Unavailable):
         retry_ms = getattr(error, "retry_after_ms", 50)
         details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
@@ -119,6 +125,15 @@ def to_status(error: errors.DomainError) -> grpc.Status:
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message,
                                details=packed)
     return rpc_status.to_status(status)
+
+
+def _subject(metadata: dict[str, str]) -> str:
+    """What a precondition is about, as PreconditionFailure names it: "sku:<id>",
+    "campaign:<id>", "order:<id>" (the first that applies), or ""."""
+    for key, kind in (("sku_id", "sku"), ("campaign_id", "campaign"), ("order_id", "order")):
+        if metadata.get(key):
+            return f"{kind}:{metadata[key]}"
+    return ""
 
 
 def bearer_token(metadata: Any) -> str:

@@ -155,7 +155,7 @@ class BuyerUnits:
             if held + quantity > limit:
                 raise LimitExceeded(
                     f"campaign {campaign_id} allows {limit} units of {sku_id} per buyer",
-                    sku_id=sku_id, campaign_id=campaign_id)
+                    sku_id=sku_id, campaign_id=campaign_id, limit=str(limit), held=str(held))
         self.add(merchant_id, campaign_id, buyer_id, [(s, q) for s, q, _ in limited])
 
     def add(self, merchant_id: str, campaign_id: str, buyer_id: str,

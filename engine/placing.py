@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engine.campaigns import Campaign
-from engine.errors import DomainError, ResultCode, invariant
+from engine.errors import DomainError, ResultCode, invariant, refusal
 from engine.messages import Answers, Line, Lines, PlaceBatch, ReserveBatch
 from engine.order_state import OrderState, ShardOf, split_lines
 
@@ -109,6 +109,8 @@ class Placing:
                 results[i] = (ResultCode.REPLAYED, begun.order)
             elif code is ResultCode.UNAVAILABLE:
                 self.waits.append(i)
+            elif code is ResultCode.IDEMPOTENCY_CONFLICT:
+                results[i] = (code, refusal(begun.message, idempotency_key=key))
             else:
                 results[i] = (code, begun.message)
         return new

@@ -121,6 +121,18 @@ def test_every_domain_error_maps_to_one_status_with_details(error: errors.Domain
     assert type(copy) is type(error) and copy.metadata == error.metadata
 
 
+def test_a_failed_precondition_names_its_subject() -> None:
+    status = to_status(errors.OutOfStock("sku a has too few units available (1)",
+                                         sku_id="a", available="1", requested="2"))
+    detail = status_pb2.Status.FromString(
+        dict(status.trailing_metadata)["grpc-status-details-bin"])
+    info, failure = error_details_pb2.ErrorInfo(), error_details_pb2.PreconditionFailure()
+    assert detail.details[0].Unpack(info) and detail.details[1].Unpack(failure)
+    assert dict(info.metadata) == {"sku_id": "a", "available": "1", "requested": "2"}
+    [violation] = failure.violations
+    assert (violation.type, violation.subject) == ("OUT_OF_STOCK", "sku:a")
+
+
 def test_every_rpc_has_a_scope() -> None:
     from protos.flashtx.v1 import (
         campaign_pb2,
