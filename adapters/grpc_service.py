@@ -7,6 +7,7 @@ Errors raise as domain errors; FlashtxInterceptor maps them to statuses.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -137,6 +138,31 @@ def _key_message(key: dict[str, Any]) -> merchant_pb2.ApiKey:
 
 def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
     return [(line.sku_id, line.quantity) for line in request.lines]
+
+
+_TOKEN_PREFIX = "o1."
+
+
+def page_token(position: tuple[int, str]) -> str:
+    """An opaque page token: the (created_at_ms, order_id) the next page starts before."""
+    created_at_ms, order_id = position
+    raw = f"{created_at_ms}:{order_id}".encode()
+    return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page_position(token: str) -> tuple[int, str]:
+    """The position a page token names; INVALID_ARGUMENT for anything else."""
+    try:
+        if not token.startswith(_TOKEN_PREFIX) or len(token) > 200:
+            raise ValueError(token)
+        body = token[len(_TOKEN_PREFIX):]
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        created, _, order_id = raw.partition(":")
+        if not created.isdigit() or not order_id:
+            raise ValueError(token)
+        return int(created), order_id
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token from ListOrders") from None
 
 
 def _only_key(principal: Principal) -> str:
@@ -396,18 +422,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         check_id("buyer_id", request.buyer_id, config.id_length_max)
         limit = request.page_size or config.list_orders_page_size_default
         check_range("page_size", limit, 1, config.list_orders_page_size_max)
-        offset = 0
-        if request.page_token:
-            if not request.page_token.isdigit() or len(request.page_token) > 12:
-                raise InvalidArgument("page_token", "is not a token from ListOrders")
-            offset = int(request.page_token)
+        before = page_position(request.page_token) if request.page_token else None
         principal = current_principal()
-        page, next_offset = await self._backend.order_action(
-            principal.merchant_id, "list", request.buyer_id, PageRequest(offset, limit),
+        page, after = await self._backend.order_action(
+            principal.merchant_id, "list", request.buyer_id, PageRequest(before, limit),
             _only_key(principal))
         return order_pb2.ListOrdersResponse(
             orders=[order_message(o) for o in page],
-            next_page_token="" if next_offset is None else str(next_offset))
+            next_page_token="" if after is None else page_token(after))
 
     async def _act(self, op: str, order_id: str) -> order_pb2.Order:
         check_id("order_id", order_id, self._backend.config.id_length_max)

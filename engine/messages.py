@@ -124,9 +124,10 @@ class ActionBatch(_Columns):
 
 
 class PageRequest(NamedTuple):
-    """The argument of a "list" action."""
+    """The argument of a "list" action: up to `limit` orders placed before the position
+    (created_at_ms, order_id) `before` (None: from the newest)."""
 
-    offset: int
+    before: tuple[int, str] | None
     limit: int
 
 

@@ -20,7 +20,8 @@ from engine.messages import Holds, Line, Lines, Sales
 from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
 
 RELEASES_WAITING = "a stock shard is unreachable and stock releases are waiting; retry"
-Page = tuple[list[OrderSnapshot], int | None]  # orders, next offset (None: the last page)
+# orders, and the position to continue from (None: the last page)
+Page = tuple[list[OrderSnapshot], tuple[int, str] | None]
 ShardOf = Callable[[str, str], int]  # (merchant_id, stock key) -> stock shard
 
 
@@ -114,8 +115,8 @@ class OrderState:
         if op == "get":
             return book.get(merchant_id, target, only_key).snapshot()
         if op == "list":
-            offset, limit = argument  # a PageRequest
-            return book.list_for_buyer(merchant_id, target, offset, limit, only_key)
+            before, limit = argument  # a PageRequest
+            return book.list_for_buyer(merchant_id, target, before, limit, only_key)
         order, action = book.check(merchant_id, target, op, now, only_key)
         if action is None:
             return order.snapshot()

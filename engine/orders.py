@@ -351,16 +351,23 @@ class OrderBook:
         """Puts an order back on the expiry schedule (its expiry was postponed)."""
         heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
 
-    def list_for_buyer(self, merchant_id: str, buyer_id: str, offset: int, limit: int,
-                       only_key: str = "") -> tuple[list[OrderSnapshot], int | None]:
-        """Newest first; returns the page and the next offset (None at the end)."""
-        ids = self._by_buyer.get((merchant_id, buyer_id), [])
+    def list_for_buyer(self, merchant_id: str, buyer_id: str,
+                       before: tuple[int, str] | None, limit: int, only_key: str = ""
+                       ) -> tuple[list[OrderSnapshot], tuple[int, str] | None]:
+        """Newest first, by (created_at_ms, order_id): a keyset page of the orders placed
+        before `before` (None: from the newest), and the position to continue from (None
+        at the end). Orders placed while a client pages come before its first page, so
+        they never shift a later page: every order that existed at the first page is
+        listed exactly once."""
+        orders = self.orders
+        found = [orders[i] for i in self._by_buyer.get((merchant_id, buyer_id), ())]
         if only_key:
-            ids = [i for i in ids if self.orders[i].key_id == only_key]
-        end = len(ids) - offset
-        start = max(0, end - limit)
-        page = [self.orders[i].snapshot() for i in reversed(ids[start:max(end, 0)])]
-        return page, (offset + limit if start > 0 else None)
+            found = [o for o in found if o.key_id == only_key]
+        positions = sorted(((o.created_at_ms, o.order_id) for o in found), reverse=True)
+        if before is not None:
+            positions = [p for p in positions if p < before]
+        page = [orders[order_id].snapshot() for _, order_id in positions[:limit]]
+        return page, (positions[limit - 1] if len(positions) > limit else None)
 
     def drain_changes(self) -> list[OrderChange]:
         changes, self.changes = self.changes, []

@@ -240,6 +240,33 @@ async def test_place_order_columns_of_the_wrong_shape_place_nothing(shop: Client
     assert (await level(shop, "s")).available == 2
 
 
+async def test_paging_list_orders_while_orders_are_placed_lists_each_once(
+        shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=100))
+    existing = set()
+    for i in range(7):
+        placed = await shop.orders.PlaceOrder(order(f"old{i}", "pager", ("s", 1)))
+        existing.add(placed.order.order_id)
+    seen: list[str] = []
+    token, n = "", 0
+    while True:
+        page = await shop.orders.ListOrders(order_pb2.ListOrdersRequest(
+            buyer_id="pager", page_size=3, page_token=token))
+        seen += [o.order_id for o in page.orders]
+        for _ in range(2):  # orders placed between pages come before the first page
+            n += 1
+            await shop.orders.PlaceOrder(order(f"new{n}", "pager", ("s", 1)))
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) and existing <= set(seen)
+    assert len(seen) == 7  # every order of the first page's time, none placed since
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await shop.orders.ListOrders(order_pb2.ListOrdersRequest(buyer_id="pager",
+                                                                 page_token="12"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_bad_input_is_invalid_argument_with_field_and_changes_nothing(
         shop: Client) -> None:
     await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=2))

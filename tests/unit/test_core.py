@@ -121,6 +121,18 @@ def test_every_domain_error_maps_to_one_status_with_details(error: errors.Domain
     assert type(copy) is type(error) and copy.metadata == error.metadata
 
 
+def test_list_page_tokens_are_opaque_and_checked() -> None:
+    from adapters.grpc_service import page_position, page_token
+
+    token = page_token((1_800_000_000_123, "0007abcdef000000009"))
+    assert token.startswith("o1.") and "0007" not in token
+    assert page_position(token) == (1_800_000_000_123, "0007abcdef000000009")
+    for bad in ("20", "o1.", "o1.!!", "o1." + "QQ" * 150, page_token((5, "x"))[:-2] + "@@"):
+        with pytest.raises(errors.InvalidArgument) as caught:
+            page_position(bad)
+        assert caught.value.field == "page_token"
+
+
 def test_a_failed_precondition_names_its_subject() -> None:
     status = to_status(errors.OutOfStock("sku a has too few units available (1)",
                                          sku_id="a", available="1", requested="2"))

@@ -129,13 +129,32 @@ def test_another_merchants_order_is_not_found() -> None:
 
 def test_list_for_buyer_pages_newest_first() -> None:
     book = OrderBook("e0")
-    ids = [place(book, key=f"k{i}").order_id for i in range(5)]
-    page, offset = book.list_for_buyer("m", "b", 0, 2)
-    assert [o.order_id for o in page] == ids[:2:-1][:2] == [ids[4], ids[3]]
-    page, offset = book.list_for_buyer("m", "b", offset, 2)
+    ids = [place(book, key=f"k{i}", now_ms=i).order_id for i in range(5)]
+    page, after = book.list_for_buyer("m", "b", None, 2)
+    assert [o.order_id for o in page] == [ids[4], ids[3]]
+    page, after = book.list_for_buyer("m", "b", after, 2)
     assert [o.order_id for o in page] == [ids[2], ids[1]]
-    page, offset = book.list_for_buyer("m", "b", offset, 2)
-    assert [o.order_id for o in page] == [ids[0]] and offset is None
+    page, after = book.list_for_buyer("m", "b", after, 2)
+    assert [o.order_id for o in page] == [ids[0]] and after is None
+
+
+def test_orders_placed_while_paging_never_shift_a_page() -> None:
+    """Every order that existed at the first page is listed exactly once, however many
+    are placed (in the same millisecond too) while a client pages."""
+    book = OrderBook("e0")
+    existing = [place(book, key=f"old{i}", now_ms=i // 3).order_id for i in range(9)]
+    seen: list[str] = []
+    page, after = book.list_for_buyer("m", "b", None, 2)
+    n = 0
+    while True:
+        seen += [o.order_id for o in page]
+        for _ in range(3):  # new orders arrive between pages
+            n += 1
+            place(book, key=f"new{n}", now_ms=2)
+        if after is None:
+            break
+        page, after = book.list_for_buyer("m", "b", after, 2)
+    assert sorted(seen) == sorted(existing) and len(seen) == len(set(seen))
 
 
 def test_the_idempotency_key_table_is_bounded_and_replays_still_answer() -> None:
