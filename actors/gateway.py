@@ -268,8 +268,8 @@ class Gateway(clock.ClockControl):
     async def end_campaign(self, merchant_id: str, campaign_id: str) -> Any:
         return await self._merchant(merchant_id).end_campaign(merchant_id, campaign_id)
 
-    async def update_merchant(self, merchant_id: str, payment_window_s: int,
-                              cart_hold_s: int) -> Any:
+    async def update_merchant(self, merchant_id: str, payment_window_s: int | None,
+                              cart_hold_s: int | None) -> Any:
         result = await self._merchant(merchant_id).update(merchant_id,
                                            payment_window_s, cart_hold_s)
         # This gateway sees the new settings now; others within auth_cache_ttl_ms.

@@ -122,11 +122,15 @@ class MerchantShard(clock.ClockControl):
                 raise
         return MerchantCreated(_merchant(merchant), _key(key), token)
 
-    async def update(self, merchant_id: str, payment_window_s: int,
-                     cart_hold_s: int) -> dict[str, Any]:
+    async def update(self, merchant_id: str, payment_window_s: int | None,
+                     cart_hold_s: int | None) -> dict[str, Any]:
+        """None: keep the field's value (not in the caller's update mask)."""
         await self._ready
         merchant = self._directory.get(merchant_id)
-        window_s = payment_window_s or self._config.payment_window_s_default
+        if cart_hold_s is None:
+            cart_hold_s = merchant.cart_hold_s
+        window_s = (merchant.payment_window_s if payment_window_s is None
+                    else payment_window_s or self._config.payment_window_s_default)
         if self._store is not None:
             await self._store.update_merchant(merchant_id, window_s, cart_hold_s)
         merchant.payment_window_s, merchant.cart_hold_s = window_s, cart_hold_s

@@ -83,8 +83,8 @@ class Backend(Protocol):
         """add / set / remove / get / clear; returns a CartSnapshot."""
     async def checkout(self, principal: Principal, buyer_id: str, campaign_id: str,
                        idempotency_key: str, deadline_ms: int = 0) -> tuple[ResultCode, Any]: ...
-    async def update_merchant(self, merchant_id: str, payment_window_s: int,
-                              cart_hold_s: int) -> dict[str, Any]: ...
+    async def update_merchant(self, merchant_id: str, payment_window_s: int | None,
+                              cart_hold_s: int | None) -> dict[str, Any]: ...
     async def create_campaign(self, merchant_id: str, campaign_id: str, name: str,
                               starts_at_ms: int, ends_at_ms: int, buckets: int,
                               skus: list[tuple[str, int, int, int]]) -> dict[str, Any]: ...
@@ -232,8 +232,18 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         check_range("payment_window_s", request.payment_window_s, 0,
                     config.payment_window_s_max)
         check_range("cart_hold_s", request.cart_hold_s, 0, config.cart_hold_s_max)
+        fields = {"payment_window_s", "cart_hold_s"}
+        if request.HasField("update_mask"):
+            paths = set(request.update_mask.paths)
+            unknown = sorted(paths - fields)
+            if unknown:
+                raise InvalidArgument("update_mask", f"unknown field {unknown[0]!r}; known:"
+                                      f" {', '.join(sorted(fields))}")
+            fields = paths
         merchant = await self._backend.update_merchant(
-            current_principal().merchant_id, request.payment_window_s, request.cart_hold_s)
+            current_principal().merchant_id,
+            request.payment_window_s if "payment_window_s" in fields else None,
+            request.cart_hold_s if "cart_hold_s" in fields else None)
         return merchant_pb2.UpdateMerchantResponse(merchant=merchant_pb2.Merchant(**merchant))
 
     async def RevokeApiKey(self, request: Any, context: Any) -> Any:

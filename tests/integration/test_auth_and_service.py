@@ -136,3 +136,28 @@ async def test_a_channel_key_sees_only_its_own_orders(engine, shop: Client) -> N
             mine.order_id]
     # The merchant's admin key sees every order.
     assert (await shop.orders.GetOrder(get)).order.order_id == mine.order_id
+
+
+async def test_update_merchant_changes_only_the_fields_in_its_mask(shop: Client) -> None:
+    from google.protobuf import field_mask_pb2
+
+    def update(mask: list[str] | None, **fields: int) -> merchant_pb2.UpdateMerchantRequest:
+        request = merchant_pb2.UpdateMerchantRequest(**fields)
+        if mask is not None:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=mask))
+        return request
+
+    both = await shop.merchants.UpdateMerchant(update(None, payment_window_s=600,
+                                                      cart_hold_s=30))
+    assert (both.merchant.payment_window_s, both.merchant.cart_hold_s) == (600, 30)
+    # An older client that knows one field sends a mask: the other keeps its value.
+    one = await shop.merchants.UpdateMerchant(update(["payment_window_s"],
+                                                     payment_window_s=300))
+    assert (one.merchant.payment_window_s, one.merchant.cart_hold_s) == (300, 30)
+    other = await shop.merchants.UpdateMerchant(update(["cart_hold_s"], cart_hold_s=0))
+    assert (other.merchant.payment_window_s, other.merchant.cart_hold_s) == (300, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await shop.merchants.UpdateMerchant(update(["name"], payment_window_s=5))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = await shop.merchants.GetMerchant(merchant_pb2.GetMerchantRequest())
+    assert (got.merchant.payment_window_s, got.merchant.cart_hold_s) == (300, 0)

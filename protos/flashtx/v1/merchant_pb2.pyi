@@ -1,3 +1,4 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from protos.flashtx.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -98,12 +99,14 @@ class RevokeApiKeyResponse(_message.Message):
     def __init__(self, api_key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class UpdateMerchantRequest(_message.Message):
-    __slots__ = ("payment_window_s", "cart_hold_s")
+    __slots__ = ("payment_window_s", "cart_hold_s", "update_mask")
     PAYMENT_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     CART_HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     payment_window_s: int
     cart_hold_s: int
-    def __init__(self, payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ...) -> None: ...
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class UpdateMerchantResponse(_message.Message):
     __slots__ = ("merchant",)
