@@ -22,7 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -124,7 +124,19 @@ def to_status(error: errors.DomainError) -> grpc.Status:
         packed.append(holder)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message,
                                details=packed)
-    return rpc_status.to_status(status)
+    converted = rpc_status.to_status(status)
+    if isinstance(error, errors.Overloaded | errors.Unavailable):
+        # gRPC's own retries (a client's service config) wait this long (gRFC A6).
+        pushback = (("grpc-retry-pushback-ms", str(getattr(error, "retry_after_ms", 50))),)
+        return _Status(converted.code, converted.details,
+                       (*converted.trailing_metadata, *pushback))
+    return converted
+
+
+class _Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _subject(metadata: dict[str, str]) -> str:
