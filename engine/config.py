@@ -109,7 +109,7 @@ class Config:
     # the read traffic class's own budget, so greedy readers cannot starve order placement.
     reads_inflight_per_gateway_max: int = 256
     event_read_batch_max: int = 100
-    # JSON file naming the connectors to run (see README, "Connectors"); empty = none.
+    # JSON file naming the connectors to run (see docs/events.md); empty = none.
     connectors_file: str = ""
 
     # --- security -------------------------------------------------------------------------

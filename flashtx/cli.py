@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--order-shards", type=int, default=None)
     serve.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
     serve.add_argument("--connectors", default=None,
-                       help="JSON file of connectors to run (README: Connectors)")
+                       help="JSON file of connectors to run (docs/events.md)")
     demo = commands.add_parser("demo", help="run a local flash sale through the real gRPC port")
     demo.add_argument("--buyers", type=int, default=2000)
     demo.add_argument("--units", type=int, default=500)
