@@ -180,6 +180,10 @@ class MerchantShard(clock.ClockControl):
         skus = list(campaign_skus.rows())
         config = self._config
         self._directory.get(merchant_id)
+        existing = self._campaigns.get((merchant_id, campaign_id))
+        if existing is not None and not existing.ended and _same_campaign(
+                existing, name, starts_at_ms, ends_at_ms, buckets, skus):
+            return await self._describe(await self._stock(), existing)  # a retry
         now = clock.now_ms()
         validate_campaign(starts_at_ms, ends_at_ms, buckets, skus,
                           config.campaign_buckets_max, config.campaign_skus_max, now)
@@ -418,6 +422,15 @@ class MerchantShard(clock.ClockControl):
     async def authenticate(self, token: str) -> Principal:
         await self._ready
         return self._directory.authenticate(token)
+
+
+def _same_campaign(campaign: Campaign, name: str, starts_at_ms: int, ends_at_ms: int,
+                   buckets: int, skus: Sequence[tuple[str, int, int, int]]) -> bool:
+    """Is a CreateCampaign the retry of the one that made `campaign` (same payload)?"""
+    return ((campaign.name, campaign.starts_at_ms, campaign.ends_at_ms, campaign.buckets)
+            == (name, starts_at_ms, ends_at_ms, buckets)
+            and [(s.sku_id, s.sale_price_minor, s.allotment, s.per_buyer_limit)
+                 for s in campaign.skus.values()] == [tuple(sku) for sku in skus])
 
 
 def _key_row(merchant_id: str, key: ApiKeyRecord) -> tuple[Any, ...]:

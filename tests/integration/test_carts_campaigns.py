@@ -338,6 +338,22 @@ async def test_holds_on_add_expire_and_checkout_takes_them_over(
         engine.check_invariants()
 
 
+async def test_a_retried_create_campaign_answers_the_original_once(shop: Client) -> None:
+    await add_skus(shop, stock_pb2.Sku(sku_id="r", name="R", price_minor=100, on_hand=50))
+    start = now_ms() - 1000
+    first = await create_campaign(shop, "again", [sale("r", 50, allotment=20)], start,
+                                  start + 60 * MINUTE_MS, buckets=2)
+    # The answer was lost; the client sends the same request again.
+    second = await create_campaign(shop, "again", [sale("r", 50, allotment=20)], start,
+                                   start + 60 * MINUTE_MS, buckets=2)
+    assert second.campaign_id == first.campaign_id and second.skus == first.skus
+    assert (await level(shop, "r")).on_hand == 30  # the 20 units moved once
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # same id, another payload
+        await create_campaign(shop, "again", [sale("r", 40, allotment=20)], start,
+                              start + 60 * MINUTE_MS, buckets=2)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
 async def test_end_campaign_returns_unsold_units(shop: Client) -> None:
     await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=100, on_hand=50))
     start = now_ms() - 1000
