@@ -17,8 +17,12 @@ console = Console()
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
-        from bench.cli import main as bench_main
-
+        try:
+            from bench.cli import main as bench_main
+        except ImportError as error:  # installed without the bench extra
+            console.print(f"[red]flashtx bench needs the bench extra ({error.name} is"
+                          " missing): pip install 'flashtx[bench]'[/red]")
+            return 2
         return bench_main(argv[1:])
     if argv and argv[0] == "migrate":
         from adapters.legacy.cli import main as migrate_main
