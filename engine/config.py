@@ -1,14 +1,21 @@
 """Every limit and tunable of flashtx, in one place, with its unit last.
 
-Values come from defaults here, overridden by environment variables named
-``FLASHTX_<FIELD>`` in upper case (``FLASHTX_BATCH_ITEMS_MAX=500``). Relationships between
-limits are checked once, in ``Config.check``.
+Values come from defaults here, then a TOML file named by ``FLASHTX_CONFIG_FILE`` (keys
+are field names: ``batch_items_max = 500``), then environment variables named
+``FLASHTX_<FIELD>`` in upper case (``FLASHTX_BATCH_ITEMS_MAX=500``), then keyword
+overrides. ``FLASHTX_<FIELD>_FILE`` reads a value from a file (secrets: a DSN with a
+password, the operator key). Booleans are 1/0, true/false, yes/no or on/off. An unknown
+key in the file, or an unknown ``FLASHTX_*`` variable, is an error that names the
+nearest field (a typo is never silently ignored). Relationships between limits are
+checked once, in ``Config.check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -254,18 +261,75 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+# FLASHTX_* variables that are not Config fields: read elsewhere (tools, tests).
+OTHER_VARIABLES = frozenset({"FLASHTX_CONFIG_FILE", "FLASHTX_CLOCK_OFFSET_MS",
+                             "FLASHTX_DATA_DIR", "FLASHTX_BUF"})
+_OTHER_PREFIXES = ("FLASHTX_TEST_",)
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-    """Defaults, then FLASHTX_* environment variables, then keyword overrides."""
+    """Defaults, then FLASHTX_CONFIG_FILE, then FLASHTX_* environment variables, then
+    keyword overrides."""
     environ = os.environ if environ is None else environ
+    known = {field.name: field for field in fields(Config)}
     values: dict[str, Any] = {}
-    for field in fields(Config):
-        raw = environ.get(f"FLASHTX_{field.name.upper()}")
-        if raw is None:
+    path = environ.get("FLASHTX_CONFIG_FILE")
+    if path:
+        for key, value in _read_file(path).items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown setting {key!r}{_nearest(key, known)}")
+            values[key] = _parse(f"{path}: {key}", known[key], value)
+    variables = {f"FLASHTX_{name.upper()}": name for name in known}
+    for variable, raw in environ.items():
+        if not variable.startswith("FLASHTX_") or variable in OTHER_VARIABLES or (
+                variable.startswith(_OTHER_PREFIXES)):
             continue
-        kind: type = type(field.default)
-        try:
-            values[field.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
-        except ValueError as error:
-            raise ConfigError(f"FLASHTX_{field.name.upper()}={raw!r}: {error}") from error
+        name: str | None = variables.get(variable)
+        if name is None and variable.endswith("_FILE"):
+            name = variables.get(variable[:-len("_FILE")])
+            if name is not None:
+                if variable[:-len("_FILE")] in environ:
+                    raise ConfigError(f"set {variable} or {variable[:-5]}, not both")
+                raw = _read_secret(variable, raw)
+        if name is None:
+            raise ConfigError(f"unknown variable {variable}"
+                              f"{_nearest(variable[8:].lower(), known, 'FLASHTX_')}")
+        values[name] = _parse(variable, known[name], raw)
     values.update(overrides)
     return Config(**values).check()
+
+
+def _parse(where: str, field: dataclasses.Field[Any], raw: Any) -> Any:
+    kind: type = type(field.default)
+    if kind is bool:
+        text = str(raw).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ConfigError(f"{where}={raw!r}: not a boolean (1/0, true/false, yes/no,"
+                              " on/off)")
+        return text in _TRUE
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}={raw!r}: {error}") from error
+
+
+def _nearest(name: str, known: Mapping[str, Any], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {prefix}{close[0].upper() if prefix else close[0]}?" if close else ""
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"FLASHTX_CONFIG_FILE={path}: {error}") from error
+
+
+def _read_secret(variable: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip()
+    except OSError as error:
+        raise ConfigError(f"{variable}={path}: {error}") from error

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_command(options: argparse.Namespace) -> int:
-    from engine.config import load_config
+    from engine.config import ConfigError, load_config
     from flashtx.app import EngineStartError, LocalEngine
 
     overrides = {name: value for name, value in (
@@ -74,7 +74,11 @@ def serve_command(options: argparse.Namespace) -> int:
         ("order_shards", options.order_shards)) if value is not None}
     if options.connectors:
         overrides["connectors_file"] = options.connectors
-    config = load_config(**overrides)
+    try:
+        config = load_config(**overrides)
+    except ConfigError as error:
+        console.print(f"[bold red]flashtx cannot start:[/] {error}")
+        return 2
     port = options.port or config.grpc_port
     try:
         engine = LocalEngine.start(port=port, ray_address=options.address,

@@ -38,6 +38,34 @@ def test_slots_are_stable_and_routing_moves_slots() -> None:
     assert moved.slots_of(2) == [0, 2]
 
 
+def test_a_mistyped_variable_is_an_error_that_names_the_field(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="did you mean FLASHTX_BATCH_ITEMS_MAX"):
+        load_config({"FLASHTX_BATCH_ITEM_MAX": "500"})
+    # Variables of tools and tests are not engine settings.
+    assert load_config({"FLASHTX_TEST_REQUIRE_BUF": "1", "FLASHTX_DATA_DIR": "/x"})
+    for text, value in (("yes", True), ("ON", True), ("0", False), ("off", False)):
+        assert load_config({"FLASHTX_AUTOSCALE": text}).autoscale is value
+    with pytest.raises(ConfigError, match="not a boolean"):
+        load_config({"FLASHTX_AUTOSCALE": "ja"})
+
+
+def test_settings_come_from_a_file_and_secrets_from_files(tmp_path) -> None:
+    settings = tmp_path / "flashtx.toml"
+    settings.write_text('batch_items_max = 300\nredis_url = "none"\n')
+    secret = tmp_path / "dsn"
+    secret.write_text("postgresql://flashtx:s3cret@db/flashtx\n")
+    config = load_config({"FLASHTX_CONFIG_FILE": str(settings),
+                          "FLASHTX_BATCH_ITEMS_MAX": "400",  # the environment wins
+                          "FLASHTX_POSTGRES_DSN_FILE": str(secret)})
+    assert (config.batch_items_max, config.redis_url) == (400, "none")
+    assert config.postgres_dsn == "postgresql://flashtx:s3cret@db/flashtx"
+    settings.write_text("batch_item_max = 300\n")
+    with pytest.raises(ConfigError, match="did you mean batch_items_max"):
+        load_config({"FLASHTX_CONFIG_FILE": str(settings)})
+    with pytest.raises(ConfigError, match="not both"):
+        load_config({"FLASHTX_POSTGRES_DSN_FILE": str(secret), "FLASHTX_POSTGRES_DSN": "x"})
+
+
 def test_order_validation_names_the_field() -> None:
     config = load_config({})
     assert check_order(config, "", "k", "b", [("z", 1), ("a", 2)]) == (("a", 2), ("z", 1))
