@@ -1,4 +1,4 @@
-"""The `flashtx` command: serve, demo, bench, status."""
+"""The `flashtx` command: serve, demo, status, bench, migrate, replay-dead-letters."""
 
 from __future__ import annotations
 
@@ -29,25 +29,32 @@ def main(argv: list[str] | None = None) -> int:
 
         return migrate_main(argv[1:])
     parser = argparse.ArgumentParser(prog="flashtx", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"flashtx {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start or join a Ray cluster and serve gRPC")
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 50051)")
     serve.add_argument("--address", default=None,
                        help="Ray cluster address to join (default: start a local one)")
-    serve.add_argument("--gateways", type=int, default=None)
-    serve.add_argument("--stock-shards", type=int, default=None)
-    serve.add_argument("--order-shards", type=int, default=None)
+    serve.add_argument("--gateways", type=int, default=None,
+                       help="gateway actors at start (default: FLASHTX_GATEWAYS)")
+    serve.add_argument("--stock-shards", type=int, default=None,
+                       help="stock shard actors (default: FLASHTX_STOCK_SHARDS)")
+    serve.add_argument("--order-shards", type=int, default=None,
+                       help="order shard actors (default: FLASHTX_ORDER_SHARDS)")
     serve.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
     serve.add_argument("--connectors", default=None,
                        help="JSON file of connectors to run (docs/events.md)")
     demo = commands.add_parser("demo", help="run a local flash sale through the real gRPC port")
-    demo.add_argument("--buyers", type=int, default=2000)
-    demo.add_argument("--units", type=int, default=500)
+    demo.add_argument("--buyers", type=int, default=2000, help="concurrent buyers")
+    demo.add_argument("--units", type=int, default=500, help="units of the hot SKU")
     commands.add_parser("bench", help="benchmark harness (flashtx bench --help)")
+    commands.add_parser("migrate", help="import a legacy merchant (flashtx migrate --help)")
     status = commands.add_parser("status", help="one screen of a running deployment")
     status.add_argument("--address", default="auto", help="Ray cluster address")
     status.add_argument("--watch", type=float, default=0,
                         help="refresh every N seconds until Ctrl-C")
+    status.add_argument("--json", action="store_true",
+                        help="print the actors' statistics as JSON (for scripts)")
     replay = commands.add_parser("replay-dead-letters",
                                  help="deliver a connector's dead letters again")
     replay.add_argument("connector", help="the connector's name")
@@ -63,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     from flashtx.demo import run_demo
 
     return run_demo(options.buyers, options.units)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flashtx")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def serve_command(options: argparse.Namespace) -> int:
@@ -108,7 +124,16 @@ def status_command(options: argparse.Namespace) -> int:
     from actors.routing import NAMESPACE
     from flashtx.status import collect, render
 
-    ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    try:
+        ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        console.print(f"[bold red]no running flashtx cluster at {options.address}:[/] {error}")
+        return 2
+    if options.json:
+        import json
+
+        print(json.dumps(collect(), default=str))
+        return 0
     if not options.watch:
         console.print(render(collect()))
         return 0
