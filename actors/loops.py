@@ -19,7 +19,10 @@ async def every(interval_s: float, step: Callable[[], Awaitable[None]], name: st
     """Runs `step` every `interval_s` (once `after` is done); a failed step is logged and
     the loop goes on, as Ray Serve's control loops do."""
     if after is not None:
-        await after
+        try:
+            await after
+        except Exception as error:  # a start that failed is retried by its owner
+            log.warning("%s: start failed (%r); the loop runs all the same", name, error)
     while True:
         await asyncio.sleep(interval_s)
         try:

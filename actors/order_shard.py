@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -165,6 +166,10 @@ class OrderShard(clock.ClockControl):
         self._stock.reroute(peers, table)
 
     async def resume(self) -> None:
+        """The reshard (or its rollback) is complete and its table saved as settled."""
+        group = self._stock.group
+        if not group.table.settled:
+            group.table = dataclasses.replace(group.table, settled=True)
         self._moving = False
 
     async def save_stock_routing(self, table: RoutingTable) -> None:
@@ -185,6 +190,7 @@ class OrderShard(clock.ClockControl):
     # --- placing (hot path) -------------------------------------------------------------------
 
     async def place(self, batch: PlaceBatch) -> list[PlaceResult]:
+        await self._ready  # a shard restarted during a reshard learns so while it recovers
         if self._moving:
             return [(ResultCode.UNAVAILABLE, RESHARDING)] * len(batch)
         with self._changing_stock():
@@ -251,6 +257,7 @@ class OrderShard(clock.ClockControl):
     async def act(self, batch: ActionBatch) -> list[Any]:
         """A batch of get / list / pay / cancel / fulfil / refund; each answer is a
         snapshot, a (page, next offset) pair, or a DomainError."""
+        await self._ready
         if self._moving and any(op not in ("get", "list") for op in batch.ops):
             return [Unavailable("stock is being resharded; retry")] * len(batch)
         with self._changing_stock():
@@ -296,9 +303,9 @@ class OrderShard(clock.ClockControl):
 
     async def cart(self, batch: CartBatch) -> list[Any]:
         """A batch of cart operations; each answer is a CartSnapshot or a DomainError."""
+        await self._ready
         if self._moving and any(op != "get" for op in batch.ops):
             return [Unavailable("stock is being resharded; retry")] * len(batch)
-        await self._ready
         with self._changing_stock():
             return await self._carts.cart(batch, clock.now_ms())
 
@@ -306,9 +313,9 @@ class OrderShard(clock.ClockControl):
         """Carts become orders through the placing path (which empties each cart of what
         its order took, in the same commit). A key that placed an order answers it
         (REPLAYED) even once the cart is empty."""
+        await self._ready
         if self._moving:
             return [(ResultCode.UNAVAILABLE, RESHARDING)] * len(batch)
-        await self._ready
         results: list[Any] = [None] * len(batch)
         rows: list[tuple[Any, ...]] = []
         from_carts: list[FromCart | None] = []

@@ -52,6 +52,11 @@ class StockShard(clock.ClockControl):
         self._config = config
         self._slots = list(slots)
         self._owned = set(self._slots)  # catalogue writes land only on these slots
+        # Started while a reshard runs (its table is saved but not settled): the order
+        # shards may route by either table, so this shard takes no state and no write
+        # until the reshard rebuilds it.
+        self._awaiting_rebuild = False
+        self._rebuilding = False
         self._order_shard_names = list(order_shard_names)
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
@@ -71,6 +76,8 @@ class StockShard(clock.ClockControl):
 
     async def _start(self) -> None:
         await self._loaded
+        if self._awaiting_rebuild:  # every call is refused (retry) until the rebuild
+            raise Unavailable("a stock reshard is under way: this shard waits for it")
         await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
 
     async def _take_owned_state(self) -> None:
@@ -95,9 +102,13 @@ class StockShard(clock.ClockControl):
             self._owned = set(self._slots)
             self._instance = secrets.token_hex(4)  # a reload: moves in flight not applied
             self._ledger = StockLedger(self._config.skus_per_shard_max)
-            self._loaded = asyncio.get_running_loop().create_task(self._load())
-            self._ready = asyncio.get_running_loop().create_task(self._start())
-            await self._ready
+            self._rebuilding = True
+            try:
+                self._loaded = asyncio.get_running_loop().create_task(self._load())
+                self._ready = asyncio.get_running_loop().create_task(self._start())
+                await self._ready
+            finally:
+                self._rebuilding = False
             return len(self._ledger.skus)
 
     async def narrow(self, slots: Sequence[int]) -> None:
@@ -129,6 +140,10 @@ class StockShard(clock.ClockControl):
             # Added by a reshard that has not rebuilt this shard yet: the holds of its
             # slots are still on their old shards, so no catalogue write or move lands
             # here (its counters do not yet count them) until the rebuild.
+            self._owned = set()
+        self._awaiting_rebuild = (stored is not None and not stored.settled
+                                  and not self._rebuilding)
+        if self._awaiting_rebuild:
             self._owned = set()
         skus = await self._store.load_skus(self._slots)
         for row in skus:
