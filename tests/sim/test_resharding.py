@@ -4,6 +4,7 @@ step fails on purpose."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 
@@ -12,7 +13,7 @@ import pytest
 from actors.order_shard import OrderShard
 from actors.resharding import ReshardFailed, reshard_stock, spread
 from actors.stock_shard import StockShard
-from engine.errors import ResultCode
+from engine.errors import DomainError, ResultCode
 from engine.messages import PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
@@ -104,3 +105,49 @@ def test_when_the_rollback_fails_too_stock_work_stays_paused() -> None:
     refused, code = run_in(world, scenario, timeout_s=600)
     assert refused == ResultCode.UNAVAILABLE  # paused, never unsafe
     assert code == ResultCode.OK
+
+
+def test_after_a_reshard_the_order_shards_route_by_a_settled_table() -> None:
+    """Campaign moves wait for a settled table (the merchant shard asks an order shard):
+    one left unsettled in memory after a complete reshard stopped them for good."""
+    world = _world(31)
+
+    async def scenario() -> bool:
+        old, stock, order = await _two_stock_shards(world)
+        table, added = _a_third_stock_shard(world, old)
+        await reshard_stock([order], stock, [added], old, table)
+        routing = await order.stock_routing()
+        return bool(routing.settled and routing.version == table.version)
+
+    assert run_in(world, scenario, timeout_s=600)
+
+
+def test_shards_restarted_during_a_reshard_wait_for_it() -> None:
+    """A reshard's unsettled table is saved; an order shard and a stock shard restart
+    before it rebuilds them. The order shard refuses stock work from its first answer
+    (before: a call that arrived while it recovered placed a hold by the new table on a
+    shard that had not rebuilt); the stock shard answers UNAVAILABLE instead of taking
+    holds by one table over a catalogue loaded by the other. The reshard then completes
+    and both serve."""
+    world = World(37, dataclasses.replace(Faults.none(), restart_ms=(10, 10),
+                                          store_delay_ms=(5, 5)))
+
+    async def scenario() -> tuple[ResultCode, str, ResultCode, int]:
+        old, stock, order = await _two_stock_shards(world)
+        table, added = _a_third_stock_shard(world, old)
+        await order.save_stock_routing(table)  # the reshard's first step
+        world.crash("order-0")
+        world.crash("stock-0")
+        await asyncio.sleep(0.011)  # both are back and recovering
+        early = await _place(order, "early", (("c", 1),))
+        try:
+            await stock[0].levels(SkuKeys([MERCHANT], ["c"]))
+            answered = "served"
+        except DomainError as error:
+            answered = error.code.name
+        settled = await reshard_stock([order], stock, [added], old, table)
+        after = await _place(order, "after", (("c", 1),))
+        return early, answered, after, settled.version
+
+    early, answered, after, version = run_in(world, scenario, timeout_s=600)
+    assert (early, answered, after) == (ResultCode.UNAVAILABLE, "UNAVAILABLE", ResultCode.OK)
