@@ -7,7 +7,7 @@ register its kind in ``SINKS``.
 """
 
 from adapters.connectors.runner import ConnectorRunner, ConnectorSpec, load_specs
-from adapters.connectors.sinks import SINKS, ExportSink, Sink, WebhookSink, sign
+from adapters.connectors.sinks import SINKS, ExportSink, Sink, WebhookSink, sign, verify
 
 __all__ = ["SINKS", "ConnectorRunner", "ConnectorSpec", "ExportSink", "Sink", "WebhookSink",
-           "load_specs", "sign"]
+           "load_specs", "sign", "verify"]

@@ -4,8 +4,11 @@ failing batch with exponential backoff, then move it to the dead-letter stream."
 from __future__ import annotations
 
 import asyncio
+import difflib
+import inspect
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -46,6 +49,12 @@ def load_specs(path: str) -> list[ConnectorSpec]:
         types = tuple(raw.pop("types", ()))
         if known.get("kind") not in SINKS:
             raise ValueError(f"connector {known.get('name')}: kind must be one of {list(SINKS)}")
+        accepted = set(inspect.signature(SINKS[known["kind"]]).parameters) | set(known)
+        for key in raw:  # a mistyped option (timout_s) is an error, never ignored
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            if key not in accepted:
+                raise ValueError(f"connector {known.get('name')}: unknown option {key!r}"
+                                 + (f"; did you mean {close[0]!r}?" if close else ""))
         specs.append(ConnectorSpec(types=types, options=raw, **known))
     return specs
 
@@ -118,7 +127,11 @@ class ConnectorRunner:
                 self.failing, self.last_error = True, repr(error)
                 if attempt == self.spec.max_attempts:
                     return repr(error)
-                await asyncio.sleep(delay_s)
+                # The receiver's Retry-After wins; else backoff with full jitter, so many
+                # connectors failing together do not retry in lockstep.
+                wait_s = getattr(error, "after_s", None)
+                await asyncio.sleep(wait_s if wait_s is not None
+                                    else random.uniform(delay_s / 2, delay_s))
                 delay_s = min(delay_s * 2, self.spec.backoff_ms_max / 1000)
         return "unreachable"
 

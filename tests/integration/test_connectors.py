@@ -10,7 +10,7 @@ import time
 import pytest
 from aiohttp import web
 
-from adapters.connectors import ConnectorSpec, sign
+from adapters.connectors import ConnectorSpec, verify
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
@@ -30,7 +30,7 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if request.headers.get("X-Flashtx-Signature") != sign(self.secret, body):
+        if not verify(self.secret, request.headers.get("X-Flashtx-Signature", ""), body):
             self.bad_signatures += 1
             return web.Response(status=401)
         if self.mode == "fail":
