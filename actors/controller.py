@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 class Controller:
     def __init__(self, config: Config, port: int, merchants: ShardGroup[MerchantPeer],
                  stock: ShardGroup[StockPeer], orders: ShardGroup[OrderPeer],
-                 gateways: list[tuple[int, Any]]) -> None:
+                 gateways: list[tuple[int, RayPeer]]) -> None:
         self._config, self._port = config, port
         self._groups = (merchants, stock, orders)
-        self._gateways = list(gateways)  # (index, handle), oldest first
+        self._gateways = list(gateways)  # (index, peer by name), oldest first
         self._policy = ScalingPolicy(config.gateways_min, config.gateways_max,
                                      config.autoscale_requests_per_s_per_gateway,
                                      config.autoscale_inflight_per_gateway,
@@ -38,7 +38,7 @@ class Controller:
             every(config.autoscale_interval_s, self._round, "autoscaling round"))
 
     async def _round(self) -> None:
-        stats = await asyncio.gather(*(RayPeer(g).stats() for _, g in self._gateways))
+        stats = await asyncio.gather(*(g.stats() for _, g in self._gateways))
         now = time.monotonic()
         count = sum(s["rpc_count"] for s in stats)
         rate = 0.0 if self._last is None else (count - self._last[1]) / (now - self._last[0])
@@ -57,14 +57,15 @@ class Controller:
         self._request_resources(wanted)
         while len(self._gateways) < wanted:
             index = max(i for i, _ in self._gateways) + 1
-            gateway = start_gateway(index, self._config, self._port, *self._groups,
-                                    detached=True)  # outlives this controller
-            await RayPeer(gateway).ready()
+            handle = start_gateway(index, self._config, self._port, *self._groups,
+                                   detached=True)  # outlives this controller
+            gateway = RayPeer(handle, f"gateway-{index}")
+            await gateway.ready()
             self._gateways.append((index, gateway))
             log.info("autoscaler added gateway-%d", index)
         while len(self._gateways) > wanted:
             index, gateway = self._gateways.pop()
-            await RayPeer(gateway).drain(5.0)  # in-flight calls finish; new ones go elsewhere
+            await gateway.drain(5.0)  # in-flight calls finish; new ones go elsewhere
             stop(gateway)
             log.info("autoscaler drained gateway-%d", index)
 
@@ -79,5 +80,5 @@ class Controller:
         return {"gateways": [i for i, _ in self._gateways], "history": self.history,
                 "below_for": self._below_for}
 
-    async def gateway_handles(self) -> list[Any]:
-        return [g for _, g in self._gateways]
+    async def gateway_names(self) -> list[str]:
+        return [g.name for _, g in self._gateways]

@@ -22,6 +22,7 @@ from actors.ports import (
     OrderPeer,
     RayPeer,
     StockPeer,
+    handle_of,
     ray_peers,
     stop,
     wait_all,
@@ -105,6 +106,7 @@ class Topology:
     connectors: dict[str, Any] = field(default_factory=dict)
     controller: Any = None
     clock_offset_ms: int = 0
+    gateway_names: dict[str, Any] = field(default_factory=dict)  # name -> handle
 
     @classmethod
     def start(cls, config: Config, port: int) -> Topology:
@@ -149,6 +151,7 @@ class Topology:
         gateway = start_gateway(index, config or self.config, port or self.port,
                                 self.merchants, self.stock, self.orders)
         self.gateways.append(gateway)
+        self.gateway_names[f"gateway-{index}"] = gateway
         return gateway
 
     def remove_gateway(self, gateway: Any, grace_s: float = 5.0) -> None:
@@ -166,10 +169,15 @@ class Topology:
         return results
 
     def start_controller(self, config: Config | None = None) -> Any:
-        """Hands the gateways to a controller that scales them with load."""
+        """Hands the gateways to a controller that scales them with load. They travel as
+        names (a restarted controller looks them up), never as handles in Ray's object
+        store."""
+        names = {id(handle): name for name, handle in self.gateway_names.items()}
+        gateways = [(int(names[id(g)].rsplit("-", 1)[1]), RayPeer(g, names[id(g)]))
+                    for g in self.gateways]
         self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
             config or self.config, self.port, self.merchants, self.stock, self.orders,
-            list(enumerate(self.gateways)))
+            gateways)
         return self.controller
 
     def add_connector(self, spec: ConnectorSpec) -> Any:
@@ -222,8 +230,13 @@ class Topology:
     def stop_controller(self) -> None:
         """Takes the gateways back from the controller (as they are now) and stops it."""
         if self.controller is not None:
-            handles = wait_all([RayPeer(self.controller).gateway_handles()])[0]
-            self.gateways, _ = _alive(handles, "ready")
+            names: list[str] = wait_all([RayPeer(self.controller).gateway_names()])[0]
+            for name in names:
+                if name not in self.gateway_names:  # started by the controller
+                    self.gateway_names[name] = handle_of(RayPeer(name=name))
+            self.gateways, _ = _alive([self.gateway_names[n] for n in names], "ready")
+            live = {id(g) for g in self.gateways}
+            self.gateway_names = {n: g for n, g in self.gateway_names.items() if id(g) in live}
             stop(self.controller)
             self.controller = None
 
