@@ -76,8 +76,12 @@ class StockShard(clock.ClockControl):
 
     async def _start(self) -> None:
         await self._loaded
-        if self._awaiting_rebuild:  # every call is refused (retry) until the rebuild
-            raise Unavailable("a stock reshard is under way: this shard waits for it")
+        while self._awaiting_rebuild:
+            # Started during a reshard: calls wait until it rebuilds this shard (which
+            # cancels this wait), or until the table is settled without that (the shard
+            # restarted after its rebuild): then it loads by that table.
+            await asyncio.sleep(0.5)
+            await until_done(self._load_once, f"stock shard {self.index} load")
         await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
 
     async def _take_owned_state(self) -> None:
@@ -96,6 +100,9 @@ class StockShard(clock.ClockControl):
         route by the new table already), so no order is lost or counted twice. Catalogue
         writes wait meanwhile, and none is in flight when the database is read. A rebuild
         that failed (the order shards' routing moved under it) is simply run again."""
+        await _settled(self._loaded)
+        if self._awaiting_rebuild:
+            self._ready.cancel()  # it waits for this very rebuild
         await _settled(self._ready)
         async with self._catalogue:
             self._slots = list(slots)
@@ -115,6 +122,9 @@ class StockShard(clock.ClockControl):
         """Resharding, before any shard rebuilds: from now on only catalogue writes to
         slots this shard keeps (`slots`: those it owns in the new table) land here; the
         writes in flight finish first."""
+        await _settled(self._loaded)  # then it knows whether it waits for this reshard
+        if self._awaiting_rebuild:
+            return  # started during the reshard: it takes no write until it is rebuilt
         await _settled(self._ready)
         async with self._catalogue:
             self._owned &= set(slots)

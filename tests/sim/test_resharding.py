@@ -126,28 +126,33 @@ def test_shards_restarted_during_a_reshard_wait_for_it() -> None:
     """A reshard's unsettled table is saved; an order shard and a stock shard restart
     before it rebuilds them. The order shard refuses stock work from its first answer
     (before: a call that arrived while it recovered placed a hold by the new table on a
-    shard that had not rebuilt); the stock shard answers UNAVAILABLE instead of taking
-    holds by one table over a catalogue loaded by the other. The reshard then completes
-    and both serve."""
+    shard that had not rebuilt); the stock shard serves nothing until the reshard rebuilds
+    it (before: it loaded its catalogue by one table and took holds by the other). The
+    reshard then completes and both serve."""
     world = World(37, dataclasses.replace(Faults.none(), restart_ms=(10, 10),
                                           store_delay_ms=(5, 5)))
 
-    async def scenario() -> tuple[ResultCode, str, ResultCode, int]:
+    async def scenario() -> tuple[ResultCode, bool, tuple[int, int], ResultCode]:
         old, stock, order = await _two_stock_shards(world)
         table, added = _a_third_stock_shard(world, old)
+        sku = "a"
+        shard = old.shard_of_slot[slot_of(MERCHANT, sku, 64)]
         await order.save_stock_routing(table)  # the reshard's first step
         world.crash("order-0")
-        world.crash("stock-0")
+        world.crash(f"stock-{shard}")
         await asyncio.sleep(0.011)  # both are back and recovering
         early = await _place(order, "early", (("c", 1),))
-        try:
-            await stock[0].levels(SkuKeys([MERCHANT], ["c"]))
-            answered = "served"
-        except DomainError as error:
-            answered = error.code.name
+        read = asyncio.ensure_future(stock[shard].levels(SkuKeys([MERCHANT], [sku])))
+        await asyncio.sleep(2)
+        waited = not read.done()
         settled = await reshard_stock([order], stock, [added], old, table)
         after = await _place(order, "after", (("c", 1),))
-        return early, answered, after, settled.version
+        owner = [*stock, added][settled.shard_of_slot[slot_of(MERCHANT, sku, 64)]]
+        [level] = await owner.levels(SkuKeys([MERCHANT], [sku]))
+        read.cancel()
+        return early, waited, (level.on_hand, level.reserved), after
 
-    early, answered, after, version = run_in(world, scenario, timeout_s=600)
-    assert (early, answered, after) == (ResultCode.UNAVAILABLE, "UNAVAILABLE", ResultCode.OK)
+    early, waited, level, after = run_in(world, scenario, timeout_s=600)
+    assert (early, after) == (ResultCode.UNAVAILABLE, ResultCode.OK)
+    assert waited  # the restarted stock shard answered nothing before its rebuild
+    assert level[0] == 5  # then it serves, rebuilt (holds of "first" included)
