@@ -1,4 +1,5 @@
-"""The `flashtx` command: serve, demo, status, bench, migrate, replay-dead-letters."""
+"""The `flashtx` command: serve, demo, status, bench, migrate, replay-dead-letters, and
+merchant / key / sku / order to manage a running engine over gRPC."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                                  help="deliver a connector's dead letters again")
     replay.add_argument("connector", help="the connector's name")
     replay.add_argument("--address", default="auto", help="Ray cluster address")
+    from flashtx import admin
+
+    admin.add_commands(commands)
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if options.command == "serve":
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return status_command(options)
     if options.command == "replay-dead-letters":
         return replay_command(options)
+    if options.command in ("merchant", "key", "sku", "order"):
+        return admin.run(options)
     from flashtx.demo import run_demo
 
     return run_demo(options.buyers, options.units)

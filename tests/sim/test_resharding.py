@@ -13,7 +13,7 @@ import pytest
 from actors.order_shard import OrderShard
 from actors.resharding import ReshardFailed, reshard_stock, spread
 from actors.stock_shard import StockShard
-from engine.errors import DomainError, ResultCode
+from engine.errors import ResultCode
 from engine.messages import PlaceBatch, SkuBatch, SkuKeys
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config

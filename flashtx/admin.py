@@ -1,0 +1,158 @@
+"""`flashtx merchant|key|sku|order ...`: manage a running engine over its gRPC port, as
+any client does (the key's scopes apply). Answers print as JSON; a refusal prints its
+status, reason and metadata (docs/errors.md) and exits 1.
+
+    export FLASHTX_GRPC_ADDRESS=127.0.0.1:50051 FLASHTX_API_KEY=ftx1....
+    flashtx merchant create shop-1 --name "Shop 1"      # operator key; prints the admin key
+    flashtx sku upsert tee --name "T-shirt" --price-minor 1999 --on-hand 500
+    flashtx sku adjust tee --delta 20 --request-id restock-42
+    flashtx order get 0007ab…
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+
+from flashtx.client import Client
+from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+
+__all__ = ["add_commands", "run"]
+
+_SCOPES = {"admin": common_pb2.SCOPE_ADMIN, "channel": common_pb2.SCOPE_CHANNEL,
+           "saas": common_pb2.SCOPE_SAAS}
+
+
+def add_commands(commands: Any) -> None:
+    """The admin subcommands, on the `flashtx` parser's subparsers."""
+
+    def connection(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--address", default=os.environ.get("FLASHTX_GRPC_ADDRESS",
+                                                                "127.0.0.1:50051"),
+                            help="gRPC address (default: FLASHTX_GRPC_ADDRESS or"
+                                 " 127.0.0.1:50051)")
+        parser.add_argument("--key", default=os.environ.get("FLASHTX_API_KEY", ""),
+                            help="API key (default: FLASHTX_API_KEY)")
+
+    merchant = commands.add_parser("merchant", help="create or show merchants")
+    merchant_ops = merchant.add_subparsers(dest="op", required=True)
+    create = merchant_ops.add_parser("create", help="create a merchant (operator key)")
+    create.add_argument("merchant_id", help="[a-z0-9_-]{3,40}")
+    create.add_argument("--name", required=True, help="display name")
+    create.add_argument("--payment-window-s", type=int, default=0,
+                        help="seconds to pay an order (0: the engine's default)")
+    show = merchant_ops.add_parser("get", help="the key's merchant and its keys")
+    for parser in (create, show):
+        connection(parser)
+
+    key = commands.add_parser("key", help="create or revoke API keys (admin key)")
+    key_ops = key.add_subparsers(dest="op", required=True)
+    key_create = key_ops.add_parser("create", help="a new key; prints its secret once")
+    key_create.add_argument("--scope", action="append", choices=sorted(_SCOPES),
+                            required=True, help="a scope (repeatable)")
+    key_create.add_argument("--label", default="", help="what the key is for")
+    key_revoke = key_ops.add_parser("revoke", help="revoke a key")
+    key_revoke.add_argument("key_id")
+    for parser in (key_create, key_revoke):
+        connection(parser)
+
+    sku = commands.add_parser("sku", help="add, change or read SKUs (admin key)")
+    sku_ops = sku.add_subparsers(dest="op", required=True)
+    upsert = sku_ops.add_parser("upsert", help="create a SKU or set its fields and on-hand")
+    upsert.add_argument("sku_id")
+    upsert.add_argument("--name", required=True)
+    upsert.add_argument("--price-minor", type=int, required=True, help="price in cents")
+    upsert.add_argument("--on-hand", type=int, required=True, help="units on hand")
+    upsert.add_argument("--per-buyer-limit", type=int, default=0, help="0: no limit")
+    adjust = sku_ops.add_parser("adjust", help="add (or remove) units")
+    adjust.add_argument("sku_id")
+    adjust.add_argument("--delta", type=int, required=True)
+    adjust.add_argument("--reason", default="cli")
+    adjust.add_argument("--request-id", default="",
+                        help="applied once however often the command is retried")
+    level = sku_ops.add_parser("get", help="a SKU's level, read from its shard")
+    level.add_argument("sku_id")
+    for parser in (upsert, adjust, level):
+        connection(parser)
+
+    order = commands.add_parser("order", help="read or change orders")
+    order_ops = order.add_subparsers(dest="op", required=True)
+    for name, help_text in (("get", "show an order"), ("cancel", "cancel (refund if paid)"),
+                            ("fulfil", "mark a paid order fulfilled")):
+        parser = order_ops.add_parser(name, help=help_text)
+        parser.add_argument("order_id")
+        connection(parser)
+    listing = order_ops.add_parser("list", help="a buyer's orders, newest first")
+    listing.add_argument("buyer_id")
+    listing.add_argument("--page-size", type=int, default=20)
+    listing.add_argument("--page-token", default="")
+    connection(listing)
+
+
+def run(options: argparse.Namespace) -> int:
+    return asyncio.run(_run(options))
+
+
+async def _run(options: argparse.Namespace) -> int:
+    async with Client(options.address, options.key, retries=True) as client:
+        call = _call(client, options)
+        try:
+            answer = await call()
+        except grpc.aio.AioRpcError as error:
+            print(json.dumps(_refusal(error)))
+            return 1
+    print(json_format.MessageToJson(answer, indent=2))
+    return 0
+
+
+def _call(client: Client, o: argparse.Namespace) -> Callable[[], Awaitable[Any]]:
+    strong = common_pb2.READ_CONSISTENCY_STRONG
+    calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {
+        ("merchant", "create"): lambda: client.merchants.CreateMerchant(
+            merchant_pb2.CreateMerchantRequest(merchant_id=o.merchant_id, name=o.name,
+                                               payment_window_s=o.payment_window_s)),
+        ("merchant", "get"): lambda: client.merchants.GetMerchant(
+            merchant_pb2.GetMerchantRequest()),
+        ("key", "create"): lambda: client.merchants.CreateApiKey(
+            merchant_pb2.CreateApiKeyRequest(scopes=[_SCOPES[s] for s in o.scope],
+                                             label=o.label)),
+        ("key", "revoke"): lambda: client.merchants.RevokeApiKey(
+            merchant_pb2.RevokeApiKeyRequest(key_id=o.key_id)),
+        ("sku", "upsert"): lambda: client.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(
+            skus=[stock_pb2.Sku(sku_id=o.sku_id, name=o.name, price_minor=o.price_minor,
+                                on_hand=o.on_hand, per_buyer_limit=o.per_buyer_limit)])),
+        ("sku", "adjust"): lambda: client.stock.AdjustStock(stock_pb2.AdjustStockRequest(
+            sku_id=o.sku_id, delta=o.delta, reason=o.reason, request_id=o.request_id)),
+        ("sku", "get"): lambda: client.stock.GetStock(stock_pb2.GetStockRequest(
+            sku_id=o.sku_id, consistency=strong)),
+        ("order", "get"): lambda: client.orders.GetOrder(
+            order_pb2.GetOrderRequest(order_id=o.order_id)),
+        ("order", "cancel"): lambda: client.orders.CancelOrder(
+            order_pb2.CancelOrderRequest(order_id=o.order_id, reason="cli")),
+        ("order", "fulfil"): lambda: client.orders.FulfillOrder(
+            order_pb2.FulfillOrderRequest(order_id=o.order_id)),
+        ("order", "list"): lambda: client.orders.ListOrders(order_pb2.ListOrdersRequest(
+            buyer_id=o.buyer_id, page_size=o.page_size, page_token=o.page_token)),
+    }
+    return calls[(o.command, o.op)]
+
+
+def _refusal(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """A failed call as JSON: status, message, and the ErrorInfo reason and metadata."""
+    found: dict[str, Any] = {"status": error.code().name, "message": error.details()}
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                found.update(reason=info.reason, metadata=dict(info.metadata))
+    return found

@@ -1,0 +1,49 @@
+"""`flashtx merchant|key|sku|order` against the real engine: an operator creates a
+merchant, its admin key manages SKUs and reads orders, and a refusal prints its status,
+reason and metadata as JSON (exit 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from flashtx.app import LocalEngine
+from tests.integration.conftest import unique_merchant_id
+
+pytestmark = pytest.mark.cluster
+
+
+async def flashtx(*args: str) -> tuple[int, dict]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flashtx", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ})
+    out, err = await process.communicate()
+    assert out, err.decode()
+    return process.returncode or 0, json.loads(out.decode())
+
+
+async def test_operators_manage_the_engine_from_the_command_line(engine: LocalEngine) -> None:
+    merchant_id = unique_merchant_id("cli")
+    operator = ("--address", engine.address, "--key", engine.operator_key or "")
+    code, created = await flashtx("merchant", "create", merchant_id, "--name", "CLI shop",
+                                  *operator)
+    assert code == 0 and created["merchant"]["merchantId"] == merchant_id
+    admin = ("--address", engine.address, "--key", created["adminKeySecret"])
+    code, upserted = await flashtx("sku", "upsert", "tee", "--name", "Tee",
+                                   "--price-minor", "1999", "--on-hand", "5", *admin)
+    assert code == 0 and upserted["results"][0]["code"] == "RESULT_CODE_OK"
+    code, adjusted = await flashtx("sku", "adjust", "tee", "--delta", "3", "--request-id",
+                                   "restock-1", *admin)
+    code, again = await flashtx("sku", "adjust", "tee", "--delta", "3", "--request-id",
+                                "restock-1", *admin)  # a retry: applied once
+    code, level = await flashtx("sku", "get", "tee", *admin)
+    assert code == 0 and level["level"]["onHand"] == "8"
+    code, refused = await flashtx("order", "get", "0001nosuchorder0000", *admin)
+    assert code == 1 and refused["status"] == "NOT_FOUND" and refused["reason"] == "NOT_FOUND"
+    code, denied = await flashtx("merchant", "create", unique_merchant_id("cli"), "--name",
+                                 "x", *admin)  # an admin key is not the operator's
+    assert code == 1 and denied["status"] == "PERMISSION_DENIED"
