@@ -410,8 +410,10 @@ class Gateway(clock.ClockControl):
     async def get_merchant(self, merchant_id: str) -> Any:
         return await self._merchant(merchant_id).get(merchant_id)
 
-    async def create_api_key(self, merchant_id: str, scopes: list[int], label: str) -> Any:
-        return await self._merchant(merchant_id).create_key(merchant_id, scopes, label)
+    async def create_api_key(self, merchant_id: str, scopes: list[int], label: str,
+                             request_id: str = "") -> Any:
+        return await self._merchant(merchant_id).create_key(merchant_id, scopes, label,
+                                                            request_id)
 
     async def revoke_api_key(self, merchant_id: str, key_id: str) -> Any:
         result = await self._merchant(merchant_id).revoke_key(merchant_id, key_id)

@@ -99,7 +99,8 @@ class MerchantShard(clock.ClockControl):
             if merchant is not None:
                 merchant.keys[row["key_id"]] = ApiKeyRecord(
                     row["key_id"], row["secret_hash"], frozenset(Scope(s) for s in row["scopes"]),
-                    row["label"], row["created_at_ms"], row["revoked"])
+                    row["label"], row["created_at_ms"], row["revoked"],
+                    row.get("request_id") or "")
         for row in await self._store.load_campaigns():
             if row["merchant_id"] in self._directory.merchants:
                 campaign = campaign_from_row(row)
@@ -141,16 +142,20 @@ class MerchantShard(clock.ClockControl):
         merchant = self._directory.get(merchant_id)
         return MerchantView(_merchant(merchant), [_key(k) for k in merchant.keys.values()])
 
-    async def create_key(self, merchant_id: str, scopes: list[int],
-                         label: str) -> KeyCreated:
+    async def create_key(self, merchant_id: str, scopes: list[int], label: str,
+                         request_id: str = "") -> KeyCreated:
         await self._ready
         key, token = self._directory.create_key(
-            merchant_id, frozenset(Scope(s) for s in scopes), label, clock.now_ms())
+            merchant_id, frozenset(Scope(s) for s in scopes), label, clock.now_ms(),
+            request_id)
         if self._store is not None:
             try:
                 await self._store.save_key(_key_row(merchant_id, key))
             except Exception:
-                del self._directory.merchants[merchant_id].keys[key.key_id]
+                # Not known to be durable. Without a request id the key is forgotten; with
+                # one it stays, for the retry (same id) to write it again, new secret.
+                if not request_id:
+                    del self._directory.merchants[merchant_id].keys[key.key_id]
                 raise
         return KeyCreated(_key(key), token)
 
@@ -435,7 +440,7 @@ def _same_campaign(campaign: Campaign, name: str, starts_at_ms: int, ends_at_ms:
 
 def _key_row(merchant_id: str, key: ApiKeyRecord) -> tuple[Any, ...]:
     return (merchant_id, key.key_id, key.secret_hash, sorted(int(s) for s in key.scopes),
-            key.label, key.created_at_ms, key.revoked)
+            key.label, key.created_at_ms, key.revoked, key.request_id)
 
 
 def _merchant(merchant: MerchantRecord) -> dict[str, Any]:

@@ -61,8 +61,8 @@ class Backend(Protocol):
                                                              str]: ...
     async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
                                                             list[dict[str, Any]]]: ...
-    async def create_api_key(self, merchant_id: str, scopes: list[int],
-                             label: str) -> tuple[dict[str, Any], str]: ...
+    async def create_api_key(self, merchant_id: str, scopes: list[int], label: str,
+                             request_id: str = "") -> tuple[dict[str, Any], str]: ...
     async def revoke_api_key(self, merchant_id: str, key_id: str) -> dict[str, Any]: ...
     async def upsert_skus(self, merchant_id: str,
                           items: list[tuple[str, str, int, int, int]]) -> list[Any]: ...
@@ -223,8 +223,11 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
             raise InvalidArgument("scopes", "name one or more of SCOPE_CHANNEL, SCOPE_SAAS, "
                                   "SCOPE_ADMIN")
         check_length("label", request.label, self._backend.config.name_length_max)
+        if request.request_id:
+            check_id("request_id", request.request_id, self._backend.config.id_length_max)
         key, token = await self._backend.create_api_key(current_principal().merchant_id,
-                                                        scopes, request.label)
+                                                        scopes, request.label,
+                                                        request.request_id)
         return merchant_pb2.CreateApiKeyResponse(api_key=_key_message(key), secret=token)
 
     async def UpdateMerchant(self, request: Any, context: Any) -> Any:

@@ -491,13 +491,14 @@ class Store:
     # --- merchants ----------------------------------------------------------------------------
 
     async def save_key(self, key: Sequence[Any]) -> None:
-        """key: (merchant_id, key_id, secret_hash, scopes, label, created_at_ms, revoked)."""
+        """key: (merchant_id, key_id, secret_hash, scopes, label, created_at_ms, revoked,
+        request_id). Written again: revoked and the secret's hash (a retried create)."""
         async with self.pool.acquire() as connection:
             await connection.execute(
                 "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
-                " created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                " ON CONFLICT (merchant_id, key_id) DO UPDATE SET revoked = EXCLUDED.revoked",
-                *key)
+                " created_at_ms, revoked, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (merchant_id, key_id) DO UPDATE SET revoked = EXCLUDED.revoked,"
+                " secret_hash = EXCLUDED.secret_hash", *key)
 
     async def setting(self, name: str, default: str) -> str:
         """The stored value of a setting; stores `default` first if there is none."""
@@ -535,7 +536,8 @@ class Store:
                 " created_at_ms, cart_hold_s) VALUES ($1, $2, $3, $4, $5)", *merchant)
             await connection.execute(
                 "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
-                " created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)", *key)
+                " created_at_ms, revoked, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                *key)
 
     async def load_merchants(self) -> tuple[list[Any], list[Any]]:
         async with self.pool.acquire() as connection:

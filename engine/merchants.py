@@ -18,6 +18,7 @@ from typing import NamedTuple
 from engine.errors import (
     AlreadyExists,
     FailedPrecondition,
+    IdempotencyConflict,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -86,6 +87,7 @@ class ApiKeyRecord:
     label: str
     created_at_ms: int
     revoked: bool = False
+    request_id: str = ""  # the client's id of the CreateApiKey that made it ("": none)
 
 
 @dataclass(slots=True)
@@ -125,15 +127,29 @@ class MerchantDirectory:
         return merchant
 
     def create_key(self, merchant_id: str, scopes: frozenset[Scope], label: str,
-                   now_ms: int) -> tuple[ApiKeyRecord, str]:
+                   now_ms: int, request_id: str = "") -> tuple[ApiKeyRecord, str]:
+        """A new key and its token. A `request_id` already used answers that key again
+        with a new secret (the first answer never arrived: its secret stops working);
+        used for other scopes or another label, it is IdempotencyConflict."""
         merchant = self.get(merchant_id)
         if not scopes or Scope.OPERATOR in scopes:
             raise InvalidArgument("scopes", "name one or more of channel, saas, admin")
+        if request_id:
+            for existing in merchant.keys.values():
+                if existing.request_id != request_id:
+                    continue
+                if (existing.scopes, existing.label, existing.revoked) != (scopes, label, False):
+                    raise IdempotencyConflict(f"request_id {request_id} made another key",
+                                              request_id=request_id)
+                secret = secrets.token_urlsafe(24)
+                existing.secret_hash = hash_secret(secret)
+                return existing, f"{TOKEN_PREFIX}.{merchant_id}.{existing.key_id}.{secret}"
         if len(merchant.keys) >= self._keys_max:
             raise FailedPrecondition(f"a merchant holds at most {self._keys_max} keys")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
-        key = ApiKeyRecord(key_id, hash_secret(secret), scopes, label, now_ms)
+        key = ApiKeyRecord(key_id, hash_secret(secret), scopes, label, now_ms,
+                           request_id=request_id)
         merchant.keys[key_id] = key
         return key, f"{TOKEN_PREFIX}.{merchant_id}.{key_id}.{secret}"
 

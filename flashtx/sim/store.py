@@ -247,7 +247,7 @@ class MemoryStore:
     def _save_key(self, key: tuple[Any, ...]) -> None:
         self.api_keys[(key[0], key[1])] = dict(zip(
             ("merchant_id", "key_id", "secret_hash", "scopes", "label", "created_at_ms",
-             "revoked"), key, strict=True))
+             "revoked", "request_id"), key, strict=True))
 
     async def save_key(self, key: tuple[Any, ...]) -> None:
         await self._write(lambda: self._save_key(key))

@@ -161,3 +161,17 @@ async def test_update_merchant_changes_only_the_fields_in_its_mask(shop: Client)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     got = await shop.merchants.GetMerchant(merchant_pb2.GetMerchantRequest())
     assert (got.merchant.payment_window_s, got.merchant.cart_hold_s) == (300, 0)
+
+
+async def test_a_retried_create_api_key_makes_one_key(shop: Client) -> None:
+    request = merchant_pb2.CreateApiKeyRequest(scopes=[common_pb2.SCOPE_CHANNEL],
+                                               label="pos-7", request_id="key-pos-7")
+    first = await shop.merchants.CreateApiKey(request)
+    again = await shop.merchants.CreateApiKey(request)  # the first answer was "lost"
+    assert again.api_key.key_id == first.api_key.key_id
+    keys = (await shop.merchants.GetMerchant(merchant_pb2.GetMerchantRequest())).api_keys
+    assert [k.key_id for k in keys].count(first.api_key.key_id) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await shop.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+            scopes=[common_pb2.SCOPE_SAAS], label="pos-7", request_id="key-pos-7"))
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS

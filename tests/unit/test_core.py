@@ -96,6 +96,19 @@ def test_order_columns_of_the_wrong_shape_name_the_column() -> None:
         assert caught.value.field == field
 
 
+def test_a_retried_key_creation_answers_the_same_key_with_a_new_secret() -> None:
+    directory = MerchantDirectory(10, 5)
+    directory.create("shop-1", "Shop", 900, 0)
+    first, lost = directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 1, "r1")
+    again, token = directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 2, "r1")
+    assert again.key_id == first.key_id and len(directory.merchants["shop-1"].keys) == 2
+    assert directory.authenticate(token).key_id == first.key_id
+    with pytest.raises(errors.Unauthenticated):  # the lost answer's secret stops working
+        directory.authenticate(lost)
+    with pytest.raises(errors.IdempotencyConflict):  # the same id for another key
+        directory.create_key("shop-1", frozenset({Scope.SAAS}), "pos", 3, "r1")
+
+
 def test_keys_authenticate_until_revoked_and_store_only_hashes() -> None:
     directory = MerchantDirectory(10, 5)
     _, admin, token = directory.create("shop-1", "Shop", 900, 0)

@@ -71,12 +71,14 @@ class GetMerchantResponse(_message.Message):
     def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ..., api_keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("scopes", "label")
+    __slots__ = ("scopes", "label", "request_id")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedScalarFieldContainer[_common_pb2.Scope]
     label: str
-    def __init__(self, scopes: _Optional[_Iterable[_Union[_common_pb2.Scope, str]]] = ..., label: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, scopes: _Optional[_Iterable[_Union[_common_pb2.Scope, str]]] = ..., label: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("api_key", "secret")
