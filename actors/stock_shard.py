@@ -77,9 +77,9 @@ class StockShard(clock.ClockControl):
     async def _start(self) -> None:
         await self._loaded
         while self._awaiting_rebuild:
-            # Started during a reshard: calls wait until it rebuilds this shard (which
-            # cancels this wait), or until the table is settled without that (the shard
-            # restarted after its rebuild): then it loads by that table.
+            # Started during a reshard: calls are refused (``_serving``) until it rebuilds
+            # this shard (which cancels this wait), or until the table is settled without
+            # that (the shard restarted after its rebuild): then it loads by that table.
             await asyncio.sleep(0.5)
             await until_done(self._load_once, f"stock shard {self.index} load")
         await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
@@ -129,6 +129,15 @@ class StockShard(clock.ClockControl):
         async with self._catalogue:
             self._owned &= set(slots)
 
+    async def _serving(self) -> None:
+        """Waits until this shard serves. While it waits for a reshard to rebuild it,
+        calls are refused at once (UNAVAILABLE, retry): the reshard itself waits for calls
+        in flight to end before it goes on."""
+        await _settled(self._loaded)
+        if self._awaiting_rebuild:
+            raise Unavailable("a stock reshard is under way: this shard waits for it")
+        await self._ready
+
     def _check_owned(self, merchant_id: str, sku_id: str) -> None:
         if self._slot(merchant_id, sku_id) not in self._owned:
             raise Unavailable("this SKU's stock shard is changing; retry", sku_id=sku_id)
@@ -168,7 +177,7 @@ class StockShard(clock.ClockControl):
         """All-or-nothing per order on this shard. `batch.replacing[i]`: holds (cart
         lines) that item i takes over: released just before it reserves, in the same step,
         so the order gets the units they held."""
-        await self._ready
+        await self._serving()
         now = clock.now_ms()
         ledger = self._ledger
         reserve, owner, replacing = ledger.reserve, batch.owner, batch.replacing
@@ -210,7 +219,7 @@ class StockShard(clock.ClockControl):
 
     async def hold(self, batch: HoldBatch) -> Answers:
         """Cart line holds; quantity 0 releases."""
-        await self._ready
+        await self._serving()
         now = clock.now_ms()
         hold, owner = self._ledger.hold, batch.owner
         results = Answers.of(hold(hold_id, merchant_id, buyer_id, sku_id, quantity,
@@ -226,7 +235,7 @@ class StockShard(clock.ClockControl):
         """Changes whenever this shard reloads its state from Postgres. `expect`:
         (merchant_id, sku_id, units) about to move here: until they arrive (or
         `move_timeout_ms` passes), refusals for stock of that counter say "retry"."""
-        await self._ready
+        await self._serving()
         if expect is not None:
             self._ledger.expect(expect.merchant_id, expect.sku_id, expect.units,
                                 clock.now_ms() + self._config.move_timeout_ms)
@@ -247,7 +256,7 @@ class StockShard(clock.ClockControl):
         now = clock.now_ms()
         rows = [(m, s, self._slot(m, s), name, price, limit, now)
                 for m, s, name, price, _, limit in (new_skus.rows() if new_skus else ())]
-        await self._ready
+        await self._serving()
         async with self._catalogue:
             self._check_owned(merchant_id, sku_id)
             return await self._transfer_out(merchant_id, sku_id, units, list(to.rows()),
@@ -304,7 +313,7 @@ class StockShard(clock.ClockControl):
         """Adds units another shard moved here (already durable). Skipped when this shard
         reloaded since `expected_instance` was read: the reload counted them already (or
         the move came after it, and they wait in Postgres for the next reload)."""
-        await self._ready
+        await self._serving()
         async with self._catalogue:  # never beside a catalogue write (see upsert)
             if self._instance != expected_instance:
                 return False
@@ -312,7 +321,7 @@ class StockShard(clock.ClockControl):
             return True
 
     async def commit(self, order_ids: list[str]) -> Answers:
-        await self._ready
+        await self._serving()
         now = clock.now_ms()
         results = Answers.of(self._ledger.commit(order_id, now) for order_id in order_ids)
         self._ledger.changes.clear()
@@ -325,7 +334,7 @@ class StockShard(clock.ClockControl):
 
     async def release(self, order_ids: list[str], owner: int,
                       generation: Generation) -> list[bool]:
-        await self._ready
+        await self._serving()
         if self._stale(owner, generation):
             return [False] * len(order_ids)
         now = clock.now_ms()
@@ -336,7 +345,7 @@ class StockShard(clock.ClockControl):
     async def abandon(self, order_ids: list[str], owner: int,
                       generation: Generation) -> list[bool]:
         """Orders never placed: their holds go; cart holds they took over come back."""
-        await self._ready
+        await self._serving()
         if self._stale(owner, generation):
             return [False] * len(order_ids)
         now = clock.now_ms()
@@ -346,7 +355,7 @@ class StockShard(clock.ClockControl):
 
     async def return_sold(self, batch: ReturnBatch) -> list[bool]:
         """Refunds: sold units go back on sale."""
-        await self._ready
+        await self._serving()
         if self._stale(batch.owner, batch.generation):
             return [False] * len(batch)
         now = clock.now_ms()
@@ -375,7 +384,7 @@ class StockShard(clock.ClockControl):
 
     async def levels(self, keys: SkuKeys) -> list[StockLevel | None]:
         """None for an unknown SKU."""
-        await self._ready
+        await self._serving()
         now = clock.now_ms()
         skus = self._ledger.skus
         level = self._ledger.level
@@ -389,7 +398,7 @@ class StockShard(clock.ClockControl):
     async def upsert(self, batch: SkuBatch) -> list[StockLevel | DomainError]:
         """Setting on-hand is idempotent: a retry after an unknown outcome writes nothing
         more."""
-        await self._ready
+        await self._serving()
         items = list(batch.rows())
         async with self._catalogue:
             now = clock.now_ms()
@@ -431,7 +440,7 @@ class StockShard(clock.ClockControl):
                      request_id: str = "") -> Adjusted:
         """Adds `delta` to on-hand; with a `request_id`, once. Answers the level and
         whether this call applied it (False: a retry of an adjustment applied before)."""
-        await self._ready
+        await self._serving()
         async with self._catalogue:
             self._check_owned(merchant_id, sku_id)
             now = clock.now_ms()
@@ -468,7 +477,7 @@ class StockShard(clock.ClockControl):
                 "reservations": len(self._ledger.reservations)}
 
     async def check_invariants(self) -> bool:
-        await self._ready
+        await self._serving()
         self._ledger.check_invariants()
         return True
 
