@@ -57,6 +57,7 @@ class StockShard(clock.ClockControl):
         # until the reshard rebuilds it.
         self._awaiting_rebuild = False
         self._rebuilding = False
+        self._rebuild_requested = False
         self._order_shard_names = list(order_shard_names)
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
@@ -78,9 +79,12 @@ class StockShard(clock.ClockControl):
         await self._loaded
         while self._awaiting_rebuild:
             # Started during a reshard: calls are refused (``_serving``) until it rebuilds
-            # this shard (which cancels this wait), or until the table is settled without
+            # this shard (which ends this wait), or until the table is settled without
             # that (the shard restarted after its rebuild): then it loads by that table.
             await asyncio.sleep(0.5)
+            if self._rebuild_requested:
+                raise Unavailable("a stock reshard is rebuilding this shard")
+            self._instance = secrets.token_hex(4)  # a reload: moves read before not applied
             await until_done(self._load_once, f"stock shard {self.index} load")
         await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
 
@@ -101,8 +105,7 @@ class StockShard(clock.ClockControl):
         writes wait meanwhile, and none is in flight when the database is read. A rebuild
         that failed (the order shards' routing moved under it) is simply run again."""
         await _settled(self._loaded)
-        if self._awaiting_rebuild:
-            self._ready.cancel()  # it waits for this very rebuild
+        self._rebuild_requested = True  # a start waiting for this very rebuild ends
         await _settled(self._ready)
         async with self._catalogue:
             self._slots = list(slots)
@@ -110,6 +113,7 @@ class StockShard(clock.ClockControl):
             self._instance = secrets.token_hex(4)  # a reload: moves in flight not applied
             self._ledger = StockLedger(self._config.skus_per_shard_max)
             self._rebuilding = True
+            self._rebuild_requested = False
             try:
                 self._loaded = asyncio.get_running_loop().create_task(self._load())
                 self._ready = asyncio.get_running_loop().create_task(self._start())
@@ -430,6 +434,14 @@ class StockShard(clock.ClockControl):
                     # for the next reload): memory never counts a unit twice.
                     self._instance = secrets.token_hex(4)
                     raise Unavailable("the catalogue write did not complete; retry") from error
+            if self._store is not None:
+                # Postgres now holds each target exactly, moves into these counters that it
+                # already counted included: memory takes the target, and a move announced
+                # before (its deposit not yet here) is not applied on top of it.
+                deltas = [items[i][4] - self._on_hand(items[i][0], items[i][1]) - held_back
+                          for i, held_back in valid]
+                if any((items[i][0], items[i][1]) in ledger.incoming for i, _ in valid):
+                    self._instance = secrets.token_hex(4)
             for (i, held_back), delta in zip(valid, deltas, strict=True):
                 merchant_id, sku_id, name, price, _, limit = items[i]
                 results[i] = ledger.settle(merchant_id, sku_id, delta, held_back, now,

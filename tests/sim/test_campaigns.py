@@ -15,7 +15,15 @@ from actors.order_shard import OrderShard
 from actors.resharding import spread
 from actors.stock_shard import StockShard
 from engine.errors import DomainError, ResultCode
-from engine.messages import CampaignSkus, Expected, PlaceBatch, Shares, SkuBatch, SkuKeys
+from engine.messages import (
+    CampaignSkus,
+    Expected,
+    HoldBatch,
+    PlaceBatch,
+    Shares,
+    SkuBatch,
+    SkuKeys,
+)
 from engine.orders import OrderStatus
 from engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
@@ -156,3 +164,36 @@ def test_a_move_does_not_land_on_a_count_a_lost_write_may_have_set() -> None:
     # deposit added it again: 7 in memory, 6 in Postgres. Now a catalogue write of
     # unknown outcome makes pending moves wait for the next reload.
     assert (deposited, in_memory, durable) == (False, 6, 6)
+
+
+async def _upsert_beside_a_move_and_a_hold(world: World) -> tuple[int, int]:
+    config = sim_config(stock_shards=1, order_shards=1)
+    table = RoutingTable.uniform(config.slots_total, 1)
+    world.add("stock-0", lambda: StockShard(0, config, table.slots_of(0), []))
+    stock = SimPeer("stock-0")
+    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 10, 0)]))
+    await stock.transfer_out(MERCHANT, "a", 3, Shares(["a~c1~0"], [3]),
+                             SkuBatch.of([(MERCHANT, "a~c1~0", "A", 50, 0, 0)]))
+    await stock.deposit(MERCHANT, "a~c1~0", "A", 50, 3, await stock.instance())
+    await stock.hold(HoldBatch.of([("h1", MERCHANT, "b1", "a", 5, 10**13)], 0))
+    # A unit moves back from the bucket: durable (Postgres: a = 8), not yet deposited.
+    instance = await stock.instance(Expected(MERCHANT, "a", 1))
+    await stock.transfer_out(MERCHANT, "a~c1~0", 1, Shares(["a"], [1]), None, None, True)
+    # The operator sets a to 6 (a slow write); meanwhile a cart holds the last free unit.
+    world.faults = dataclasses.replace(Faults.none(), store_delay_ms=(50, 50))
+    upsert = asyncio.ensure_future(stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 6, 0)])))
+    await asyncio.sleep(0.01)
+    await stock.hold(HoldBatch.of([("h2", MERCHANT, "b2", "a", 1, 10**13)], 0))
+    await upsert
+    world.faults = Faults.none()
+    await stock.deposit(MERCHANT, "a", "A", 100, 1, instance)
+    [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
+    return level.on_hand, world.store.on_hand(MERCHANT, "a")
+
+
+def test_a_set_on_hand_takes_its_target_and_a_pending_move_is_not_added_on_top() -> None:
+    world = World(17, Faults.none())
+    in_memory, durable = run_in(world, lambda: _upsert_beside_a_move_and_a_hold(world))
+    # Before: memory took Postgres' delta (which counted the moved unit), fell below its
+    # holds, was floored to them (6), and the deposit added the unit again: 7 of 6.
+    assert (in_memory, durable) == (6, 6)
