@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import redis.asyncio as redis
@@ -12,9 +13,11 @@ from adapters.connectors import SINKS, ConnectorRunner, ConnectorSpec
 
 class Connector:
     def __init__(self, spec: ConnectorSpec, redis_url: str, postgres_dsn: str) -> None:
-        options = {"dsn": postgres_dsn, **spec.options}
+        sink = SINKS[spec.kind]
+        # The engine's database is the default of sinks that write to one (export).
+        defaults = {"dsn": postgres_dsn} if "dsn" in inspect.signature(sink).parameters else {}
         self._runner = ConnectorRunner(spec, redis.Redis.from_url(redis_url),
-                                       SINKS[spec.kind](**options))
+                                       sink(**{**defaults, **spec.options}))
         self._task = asyncio.get_running_loop().create_task(self._runner.run())
 
     async def replay_dead_letters(self) -> tuple[int, int]:
