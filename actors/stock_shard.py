@@ -417,15 +417,13 @@ class StockShard(clock.ClockControl):
                     results[i] = error
             for i, held_back in valid:
                 ledger.hold_back(items[i][0], items[i][1], held_back)
-            deltas = [items[i][4] - self._on_hand(items[i][0], items[i][1]) - held_back
-                      for i, held_back in valid]
             if self._store is not None and valid:
                 rows = [(m, s, self._slot(m, s), name, price, limit, now)
                         for m, s, name, price, _, limit in (items[i] for i, _ in valid)]
                 targets = [(m, s, self._slot(m, s), on_hand, "upsert", now)
                            for m, s, _, _, on_hand, _ in (items[i] for i, _ in valid)]
                 try:
-                    deltas = await self._store.set_on_hand(rows, targets, _stock_event_row)
+                    await self._store.set_on_hand(rows, targets, _stock_event_row)
                 except Exception as error:
                     log.warning("stock shard %d: catalogue write failed: %r", self.index, error)
                     # Maybe written: Postgres may now hold a target on-hand that already
@@ -434,14 +432,13 @@ class StockShard(clock.ClockControl):
                     # for the next reload): memory never counts a unit twice.
                     self._instance = secrets.token_hex(4)
                     raise Unavailable("the catalogue write did not complete; retry") from error
-            if self._store is not None:
                 # Postgres now holds each target exactly, moves into these counters that it
                 # already counted included: memory takes the target, and a move announced
                 # before (its deposit not yet here) is not applied on top of it.
-                deltas = [items[i][4] - self._on_hand(items[i][0], items[i][1]) - held_back
-                          for i, held_back in valid]
                 if any((items[i][0], items[i][1]) in ledger.incoming for i, _ in valid):
                     self._instance = secrets.token_hex(4)
+            deltas = [items[i][4] - self._on_hand(items[i][0], items[i][1]) - held_back
+                      for i, held_back in valid]
             for (i, held_back), delta in zip(valid, deltas, strict=True):
                 merchant_id, sku_id, name, price, _, limit = items[i]
                 results[i] = ledger.settle(merchant_id, sku_id, delta, held_back, now,

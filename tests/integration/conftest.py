@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from adapters import embedded
+from adapters.postgres import Store
 from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
@@ -143,3 +144,18 @@ async def shop(engine: LocalEngine, operator: Client) -> AsyncIterator[Client]:
 async def add_skus(client: Client, *skus: stock_pb2.Sku) -> None:
     response = await client.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=list(skus)))
     assert all(r.code == 1 for r in response.results), response
+
+
+@pytest.fixture
+async def own_store() -> AsyncIterator[Store]:
+    """A Store on a database of its own (the shared engine must not see these rows),
+    dropped afterwards."""
+    server_dsn = embedded.postgres_dsn()
+    name = f"flashtx_own_{secrets.token_hex(4)}"
+    await _database(server_dsn, name, create=True)
+    store = await Store.open(database_on(server_dsn, name), 4)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await _database(server_dsn, name, create=False)

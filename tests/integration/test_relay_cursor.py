@@ -5,38 +5,22 @@ its place was saved) adds each event once."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as redis
 
 from adapters import embedded
 from adapters.events import StreamWriter, cursor_key, stream_key
 from adapters.postgres import OUTBOX_COLUMNS, Store
-from tests.integration.conftest import _database, database_on, unique_merchant_id
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    """A database of its own: the shared engine's relay must not see these rows."""
-    server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_relay_{secrets.token_hex(4)}"
-    await _database(server_dsn, name, create=True)
-    store = await Store.open(database_on(server_dsn, name), 4)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await _database(server_dsn, name, create=False)
+from tests.integration.conftest import unique_merchant_id
 
 
 def _row(event_id: str, merchant_id: str) -> tuple[object, ...]:
     return (event_id, merchant_id, "stock.adjusted", "", 0, b"payload-" + event_id.encode(), 1)
 
 
-async def test_a_row_committed_late_is_relayed_not_skipped(store: Store) -> None:
-    start = await store.relay_cursor()
-    async with store.pool.acquire() as slow, store.pool.acquire() as fast:
+async def test_a_row_committed_late_is_relayed_not_skipped(own_store: Store) -> None:
+    start = await own_store.relay_cursor()
+    async with own_store.pool.acquire() as slow, own_store.pool.acquire() as fast:
         slow_tx = slow.transaction()
         await slow_tx.start()
         # Takes its outbox id (and transaction id) first, commits last.
@@ -46,14 +30,14 @@ async def test_a_row_committed_late_is_relayed_not_skipped(store: Store) -> None
                                          records=[_row("fast", "m")], columns=OUTBOX_COLUMNS)
         # While the slow transaction runs, nothing after it may be read: its row would sort
         # before what was read and be skipped for good.
-        assert await store.outbox_after(start, 100) == []
+        assert await own_store.outbox_after(start, 100) == []
         await slow_tx.commit()
-    rows = await store.outbox_after(start, 100)
+    rows = await own_store.outbox_after(start, 100)
     assert [r["event_id"] for r in rows] == ["slow", "fast"]
     after_first = (rows[0]["txid"], rows[0]["outbox_id"])
-    assert [r["event_id"] for r in await store.outbox_after(after_first, 100)] == ["fast"]
-    await store.save_relay_cursor(after_first)
-    assert await store.relay_cursor() == after_first
+    assert [r["event_id"] for r in await own_store.outbox_after(after_first, 100)] == ["fast"]
+    await own_store.save_relay_cursor(after_first)
+    assert await own_store.relay_cursor() == after_first
 
 
 async def test_a_batch_sent_again_adds_each_event_once() -> None:
@@ -80,7 +64,7 @@ async def test_a_batch_sent_again_adds_each_event_once() -> None:
 
 
 async def test_order_events_written_without_their_event_are_built_from_the_ledger(
-        store: Store) -> None:
+        own_store: Store) -> None:
     """Rows of an engine that stored no event bytes (before the outbox carried them)."""
     from adapters.events import event_payload
     from adapters.postgres import (
@@ -90,9 +74,9 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
     )
     from protos.flashtx.v1 import event_pb2
 
-    start = await store.relay_cursor()
+    start = await own_store.relay_cursor()
     order_id = "0007ab12cd000000001"
-    async with store.pool.acquire() as connection, connection.transaction():
+    async with own_store.pool.acquire() as connection, connection.transaction():
         await connection.copy_records_to_table(
             "orders", schema_name="flashtx", columns=PLACED_ORDER_COLUMNS,
             records=[(order_id, "m", "buyer", "key", 7, 300, 1_000, 901_000, "k", "")])
@@ -107,7 +91,7 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
             "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
             records=[(f"{order_id}:1", "m", "order.reserved", order_id, 1, b"", 1_000),
                      (f"{order_id}:2", "m", "order.paid", order_id, 2, b"", 2_000)])
-    rows = await store.outbox_after(start, 10)
+    rows = await own_store.outbox_after(start, 10)
     events = [event_pb2.Event.FromString(event_payload(row)) for row in rows]
     assert [(e.type, e.sequence, e.order.status, e.order.updated_at_ms) for e in events] == [
         ("order.reserved", 1, 1, 1_000), ("order.paid", 2, 2, 2_000)]
@@ -116,20 +100,20 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
 
 
 async def test_relayed_rows_past_the_retention_are_pruned_and_nothing_else(
-        store: Store) -> None:
-    start = await store.relay_cursor()
+        own_store: Store) -> None:
+    start = await own_store.relay_cursor()
     rows = [("old-relayed", 1_000), ("new-relayed", 9_000), ("old-waiting", 1_000)]
-    async with store.pool.acquire() as connection:
+    async with own_store.pool.acquire() as connection:
         await connection.copy_records_to_table(
             "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
             records=[(event_id, "m", "stock.adjusted", "", 0, b"x", at_ms)
                      for event_id, at_ms in rows])
-    written = await store.outbox_after(start, 100)
+    written = await own_store.outbox_after(start, 100)
     assert [r["event_id"] for r in written] == [event_id for event_id, _ in rows]
     relayed = (written[1]["txid"], written[1]["outbox_id"])  # the first two are relayed
-    await store.save_relay_cursor(relayed)
+    await own_store.save_relay_cursor(relayed)
     # Retention: rows created before 5,000 ms may go, once relayed.
-    assert await store.prune_outbox(await store.relay_cursor(), 5_000, 100) == 1
-    assert await store.prune_outbox(await store.relay_cursor(), 5_000, 100) == 0
-    left = await store.outbox_after(start, 100)
+    assert await own_store.prune_outbox(await own_store.relay_cursor(), 5_000, 100) == 1
+    assert await own_store.prune_outbox(await own_store.relay_cursor(), 5_000, 100) == 0
+    left = await own_store.outbox_after(start, 100)
     assert [r["event_id"] for r in left] == ["new-relayed", "old-waiting"]
