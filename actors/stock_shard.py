@@ -37,7 +37,7 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.sharding import slot_of
+from engine.sharding import RoutingTable, slot_of
 from engine.stock import StockChange, StockLedger, StockLevel
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class StockShard(clock.ClockControl):
         self._rebuilding = False
         self._rebuild_requested = False
         self._order_shard_names = list(order_shard_names)
+        self._loaded_table: tuple[int, bool] | None = None  # the table the load read
         self._ledger = StockLedger(config.skus_per_shard_max)
         self._store: Store | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -77,6 +78,16 @@ class StockShard(clock.ClockControl):
 
     async def _start(self) -> None:
         await self._loaded
+        await self._wait_for_rebuild()
+        while not await until_done(self._take_owned_state, f"stock shard {self.index} recovery"):
+            # A reshard saved a new table between the load and the handovers: the order
+            # shards may have handed over by it, and catalogue writes may have landed on
+            # the old owners after the load. Load again (and wait for that reshard if it
+            # still runs), then take the state again.
+            await self._reload()
+            await self._wait_for_rebuild()
+
+    async def _wait_for_rebuild(self) -> None:
         while self._awaiting_rebuild:
             # Started during a reshard: calls are refused (``_serving``) until it rebuilds
             # this shard (which ends this wait), or until the table is settled without
@@ -84,19 +95,27 @@ class StockShard(clock.ClockControl):
             await asyncio.sleep(0.5)
             if self._rebuild_requested:
                 raise Unavailable("a stock reshard is rebuilding this shard")
-            self._instance = secrets.token_hex(4)  # a reload: moves read before not applied
-            await until_done(self._load_once, f"stock shard {self.index} load")
-        await until_done(self._take_owned_state, f"stock shard {self.index} recovery")
+            await self._reload()
 
-    async def _take_owned_state(self) -> None:
+    async def _reload(self) -> None:
+        self._instance = secrets.token_hex(4)  # a reload: moves read before not applied
+        await until_done(self._load_once, f"stock shard {self.index} load")
+
+    async def _take_owned_state(self) -> bool:
+        """Takes the holds and sales of every order shard, unless the routing table moved
+        since the load (False: nothing taken)."""
         order_shards: list[OrderPeer] = await find_peers(self._order_shard_names)
         states = await asyncio.gather(*(shard.stock_state_for(self.index)
                                         for shard in order_shards))
+        if self._store is not None and _table_key(await self._store.stock_routing()) \
+                != self._loaded_table:
+            return False
         now = clock.now_ms()
         for state in states:
             self._take(state, now)
         self._ledger.drain_changes()
         self._ledger.check_invariants()
+        return True
 
     async def rebuild(self, slots: Sequence[int]) -> int:
         """Resharding: owns `slots` from now on. State is rebuilt the way recovery does it
@@ -129,7 +148,9 @@ class StockShard(clock.ClockControl):
         await _settled(self._loaded)  # then it knows whether it waits for this reshard
         if self._awaiting_rebuild:
             return  # started during the reshard: it takes no write until it is rebuilt
-        await _settled(self._ready)
+        # Not waiting for the start to end: a start that finds this reshard's table after
+        # its load waits for the rebuild, which comes after this step. No write lands
+        # before the start ends, and a reload only ever narrows what it owns further.
         async with self._catalogue:
             self._owned &= set(slots)
 
@@ -156,6 +177,7 @@ class StockShard(clock.ClockControl):
         assert self._store is not None
         self._ledger = StockLedger(self._config.skus_per_shard_max)
         stored = await self._store.stock_routing()
+        self._loaded_table = _table_key(stored)
         if stored is not None and self.index < stored.shards:
             self._slots = stored.slots_of(self.index)  # resharded since this actor was made
             self._owned = set(self._slots)
@@ -495,6 +517,10 @@ class StockShard(clock.ClockControl):
         self._ledger.changes.clear()
         if expired:
             log.info("stock shard %d freed %d expired holds", self.index, len(expired))
+
+
+def _table_key(table: RoutingTable | None) -> tuple[int, bool] | None:
+    return None if table is None else (table.version, table.settled)
 
 
 async def _settled(task: asyncio.Task[None]) -> None:
