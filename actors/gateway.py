@@ -26,6 +26,7 @@ from actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
 from actors.routing import ShardGroup
 from adapters.grpc_errors import FlashtxInterceptor, current_principal
 from adapters.grpc_service import Placement, add_servicers
+from adapters.wire import level_entry
 from engine.config import Config
 from engine.errors import (
     DomainError,
@@ -65,7 +66,8 @@ class Gateway(clock.ClockControl):
         self._merchants, self._stock, self._orders = merchants, stock, orders
         self._operator_hash = config.operator_key_sha256 or hash_secret(config.operator_key)
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
-        self._snapshots: OrderedDict[tuple[str, str], StockLevel] = OrderedDict()
+        # Per SKU, its last level read and that level's answer bytes (adapters.wire).
+        self._snapshots: OrderedDict[tuple[str, str], tuple[StockLevel, bytes]] = OrderedDict()
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._read_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
@@ -313,20 +315,22 @@ class Gateway(clock.ClockControl):
         return result
 
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
-                           strong: bool) -> list[StockLevel | None]:
+                           strong: bool) -> list[bytes | None]:
+        """Per SKU, its level as answer bytes (``adapters.wire.level_entry``); None for an
+        unknown SKU. Snapshot reads answer from this gateway's copy when it is recent."""
         with self._read_slot(len(sku_ids)):
             return await self._stock_levels(merchant_id, sku_ids, strong)
 
     async def _stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
-                            strong: bool) -> list[StockLevel | None]:
-        now = clock.now_ms()
-        results: list[StockLevel | None] = [None] * len(sku_ids)
+                            strong: bool) -> list[bytes | None]:
+        results: list[bytes | None] = [None] * len(sku_ids)
         pending: list[tuple[int, asyncio.Future[Any]]] = []
+        snapshots = self._snapshots
+        oldest_ms = clock.now_ms() - self.config.stock_snapshot_max_age_ms
         for i, sku_id in enumerate(sku_ids):
-            cached = None if strong else self._snapshots.get((merchant_id, sku_id))
-            if cached is not None and now - cached.as_of_ms <= (
-                    self.config.stock_snapshot_max_age_ms):
-                results[i] = cached
+            cached = None if strong else snapshots.get((merchant_id, sku_id))
+            if cached is not None and cached[0].as_of_ms >= oldest_ms:
+                results[i] = cached[1]
                 continue
             shard = self._stock.shard_of(merchant_id, sku_id)
             pending.append((i, self._read[shard].submit_chunk([(merchant_id, sku_id)])))
@@ -334,9 +338,8 @@ class Gateway(clock.ClockControl):
             [level] = await future
             if isinstance(level, DomainError):
                 raise level
-            results[i] = level
             if level is not None:
-                self._remember(level)
+                results[i] = self._remember(level)
         return results
 
     def _admit(self, items: int) -> None:
@@ -374,12 +377,14 @@ class Gateway(clock.ClockControl):
             raise Overloaded(f"this API key is over its {what} rate; retry later",
                              retry_after_ms, limit_per_s=str(rate_per_s))
 
-    def _remember(self, level: StockLevel) -> None:
+    def _remember(self, level: StockLevel) -> bytes:
         key = (level.merchant_id, level.sku_id)
-        self._snapshots[key] = level
+        entry = level_entry(level)
+        self._snapshots[key] = (level, entry)
         self._snapshots.move_to_end(key)
         if len(self._snapshots) > self.config.stock_snapshot_entries_max:
             self._snapshots.popitem(last=False)
+        return entry
 
     async def upsert_skus(self, merchant_id: str, items: list[tuple[str, str, int, int, int]]
                           ) -> list[Any]:

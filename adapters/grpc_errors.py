@@ -176,6 +176,19 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
+def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The handler's serializer, except that an answer already serialized (bytes: the
+    snapshot reads, see adapters.wire.level_entry) is sent as it is."""
+    if serialize is None:
+        return None
+    encode = serialize
+
+    def serialize_unless_bytes(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else encode(response)
+
+    return serialize_unless_bytes
+
+
 Authenticate = Callable[[str], Awaitable[Principal]]
 Observe = Callable[[str, str, float], None]  # (method, status code name, seconds)
 
@@ -208,7 +221,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, scope),
                 request_deserializer=deserialize,
-                response_serializer=handler.response_serializer)
+                response_serializer=_passing_bytes(handler.response_serializer))
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method, scope),

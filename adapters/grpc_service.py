@@ -27,6 +27,7 @@ from engine.stock import StockLevel
 from engine.validation import (
     check_columns,
     check_id,
+    check_ids,
     check_length,
     check_order,
     check_range,
@@ -70,7 +71,9 @@ class Backend(Protocol):
                            request_id: str = "") -> tuple[StockLevel, bool]:
         """(level, applied): applied is False for a retried request_id applied before."""
     async def stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
-                           strong: bool) -> list[StockLevel | None]: ...
+                           strong: bool) -> list[bytes | None]:
+        """Per SKU, its level as a GetStockResponse's bytes (``adapters.wire.level_entry``);
+        None for an unknown SKU."""
     async def place_orders(self, principal: Principal, placements: Sequence[Placement],
                            deadline_ms: int = 0) -> list[tuple[ResultCode, Any]]:
         """deadline_ms: wall-clock ms after which an order not yet begun is not placed."""
@@ -300,25 +303,28 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
     async def GetStock(self, request: Any, context: Any) -> Any:
         check_id("sku_id", request.sku_id, self._backend.config.id_length_max)
         strong = request.consistency == common_pb2.READ_CONSISTENCY_STRONG
-        [level] = await self._backend.stock_levels(current_principal().merchant_id,
+        [entry] = await self._backend.stock_levels(current_principal().merchant_id,
                                                    [request.sku_id], strong)
-        if level is None:
+        if entry is None:
             raise errors.NotFound(f"unknown sku {request.sku_id}", sku_id=request.sku_id)
-        return stock_pb2.GetStockResponse(level=level_message(level))
+        return entry  # a GetStockResponse's bytes (adapters.wire.level_entry)
 
     async def GetStockLevels(self, request: Any, context: Any) -> Any:
         config = self._backend.config
-        if not 1 <= len(request.sku_ids) <= config.sku_ids_per_read_max:
+        sku_ids = list(request.sku_ids)
+        if not 1 <= len(sku_ids) <= config.sku_ids_per_read_max:
             raise InvalidArgument("sku_ids", f"needs 1..{config.sku_ids_per_read_max} ids")
-        for i, sku_id in enumerate(request.sku_ids):
-            check_id(f"sku_ids[{i}]", sku_id, config.id_length_max)
+        check_ids("sku_ids", sku_ids, config.id_length_max)
         strong = request.consistency == common_pb2.READ_CONSISTENCY_STRONG
-        levels = await self._backend.stock_levels(current_principal().merchant_id,
-                                                  list(request.sku_ids), strong)
-        return stock_pb2.GetStockLevelsResponse(
-            levels=[level_message(level) for level in levels if level is not None],
-            missing_sku_ids=[s for s, level in zip(request.sku_ids, levels, strict=True)
-                             if level is None])
+        entries = await self._backend.stock_levels(current_principal().merchant_id, sku_ids,
+                                                   strong)
+        # The answer's bytes: each level entry as it is (field 1), then the missing ids.
+        answer = b"".join([entry for entry in entries if entry is not None])
+        if None in entries:
+            missing = [s for s, entry in zip(sku_ids, entries, strict=True) if entry is None]
+            answer += stock_pb2.GetStockLevelsResponse(
+                missing_sku_ids=missing).SerializeToString()
+        return answer
 
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):

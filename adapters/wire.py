@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos.flashtx.v1 import event_pb2, order_pb2
+from protos.flashtx.v1 import event_pb2, order_pb2, stock_pb2
 
-__all__ = ["fill_order", "order_event"]
+__all__ = ["fill_order", "level_entry", "order_event"]
 
 
 def fill_order(message: order_pb2.Order, order: Any) -> None:
@@ -28,6 +28,25 @@ def fill_order(message: order_pb2.Order, order: Any) -> None:
         message.refunded = True
     if order.campaign_id:
         message.campaign_id = order.campaign_id
+
+
+def level_entry(level: Any) -> bytes:
+    """A StockLevel as the bytes of a GetStockResponse, which are also one entry of a
+    GetStockLevelsResponse's `levels` (both carry it as field 1): a snapshot read answers
+    with these bytes, or with several of them joined, and builds no message."""
+    response = stock_pb2.GetStockResponse()
+    message = response.level
+    message.sku_id = level.sku_id
+    message.name = level.name
+    message.price_minor = level.price_minor
+    message.on_hand = level.on_hand
+    message.available = level.available
+    message.reserved = level.reserved
+    message.sold = level.sold
+    message.per_buyer_limit = level.per_buyer_limit
+    message.as_of_ms = level.as_of_ms
+    encoded: bytes = response.SerializeToString()
+    return encoded
 
 
 def order_event(order: Any, event_type: str, sequence: int, status: int, refunded: bool,

@@ -124,7 +124,7 @@ def baseline(
 ) -> Iterator[tuple[dict[str, Any], Callable[[], int]]]:
     """A prepared baseline and a check answering its oversold units after the run."""
     if name == "echo":
-        with _echo_server() as address:
+        with echo_server() as address:
             yield {"address": address, "api_key": "echo"}, lambda: 0
     elif name == "postgres":
         dsn = args.postgres_dsn or _embedded("postgres_dsn")
@@ -155,9 +155,11 @@ def _embedded(function: str) -> str:
 
 
 @contextlib.contextmanager
-def _echo_server() -> Iterator[str]:
+def echo_server(answers: tuple[str, ...] = ()) -> Iterator[str]:
+    """A bare grpc.aio server in its own process; `answers`: METHOD=FILE pairs."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server", "--port", "0"],
+        [sys.executable, "-m", "bench.echo_server", "--port", "0",
+         *(f"--answer={pair}" for pair in answers)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from engine.config import Config
 from engine.errors import InvalidArgument
 
-__all__ = ["check_id", "check_length", "check_order", "check_range", "check_sku"]
+__all__ = ["check_id", "check_ids", "check_length", "check_order", "check_range", "check_sku"]
 
 _ID = re.compile(r"[A-Za-z0-9._:@-]+")
 _ID_MATCH = _ID.fullmatch
@@ -24,6 +24,21 @@ def check_id(field: str, value: str, length_max: int) -> str:
     if not _ID.fullmatch(value):
         raise InvalidArgument(field, "may hold only letters, digits and . _ : @ -")
     return value
+
+
+_IDS_MATCH = re.compile(r"(?:[A-Za-z0-9._:@-]+\n)*").fullmatch
+
+
+def check_ids(field: str, values: Sequence[str], length_max: int) -> None:
+    """`check_id` for each of `values` (named ``field[i]``), in one pass when all are
+    valid: a read of a thousand ids checks them with one match, not a thousand."""
+    joined = "\n".join(values) + "\n"
+    if (values and max(map(len, values)) <= length_max
+            and joined.count("\n") == len(values)  # no id holds the separator itself
+            and _IDS_MATCH(joined) is not None):
+        return
+    for i, value in enumerate(values):
+        check_id(f"{field}[{i}]", value, length_max)
 
 
 def check_length(field: str, value: str, length_max: int) -> str:

@@ -15,7 +15,7 @@ from engine import errors
 from engine.config import ConfigError, load_config
 from engine.merchants import MerchantDirectory, Scope, parse_token
 from engine.sharding import RoutingTable, slot_of
-from engine.validation import check_columns, check_order
+from engine.validation import check_columns, check_id, check_ids, check_order
 
 
 def test_config_reads_the_environment_and_checks_relationships() -> None:
@@ -242,3 +242,41 @@ def test_the_fast_order_check_agrees_with_the_field_by_field_one(key, buyer, lin
         assert (raised.value.reason, raised.value.message) == (error.reason, error.message)
     else:
         assert check_order(config, "o.", key, buyer, lines) == expected
+
+
+@given(ids=st.lists(st.text(alphabet="ab.-_:@Z9 é\x00\n", max_size=5), max_size=5))
+def test_the_one_pass_id_check_agrees_with_one_check_per_id(ids) -> None:
+    """check_ids refuses exactly what check_id refuses, naming the same first field
+    (a separator inside an id never passes as two ids)."""
+    expected = None
+    for i, value in enumerate(ids):
+        try:
+            check_id(f"ids[{i}]", value, 4)
+        except errors.InvalidArgument as error:
+            expected = (error.reason, error.message)
+            break
+    if expected is None:
+        check_ids("ids", ids, 4)
+    else:
+        with pytest.raises(errors.InvalidArgument) as raised:
+            check_ids("ids", ids, 4)
+        assert (raised.value.reason, raised.value.message) == expected
+
+
+def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
+    """The snapshot reads' pre-serialized level parses as the message it replaces, alone
+    (GetStockResponse) and joined (GetStockLevelsResponse)."""
+    from adapters.grpc_service import level_message
+    from adapters.wire import level_entry
+    from engine.stock import StockLevel
+    from protos.flashtx.v1 import stock_pb2
+
+    levels = [StockLevel("m", f"s{i}", f"name {i}", 100 + i, 10, 10 - i, i, 0, 2 * i,
+                         1_800_000_000_000 + i) for i in range(3)]
+    one = stock_pb2.GetStockResponse.FromString(level_entry(levels[0]))
+    assert one == stock_pb2.GetStockResponse(level=level_message(levels[0]))
+    joined = b"".join(level_entry(level) for level in levels) + (
+        stock_pb2.GetStockLevelsResponse(missing_sku_ids=["x"]).SerializeToString())
+    assert stock_pb2.GetStockLevelsResponse.FromString(joined) == (
+        stock_pb2.GetStockLevelsResponse(levels=[level_message(level) for level in levels],
+                                         missing_sku_ids=["x"]))
