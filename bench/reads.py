@@ -2,7 +2,8 @@
 
     python -m bench.reads --duration 8 --skus 100 [--engine-config FIELD=VALUE ...]
 
-Starts a local engine (one gateway, as ``flashtx bench`` does), gives a fresh merchant
+Starts a local engine (one gateway, as ``flashtx bench`` does; or uses ``--target``, whose
+per-key read rate then applies), gives a fresh merchant
 ``--catalog`` SKUs, then drives two requests with h2load (Debian's ``nghttp2-client``: a
 load generator in C, so the client's CPU stays small beside the server's):
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4, help="h2load connections")
     parser.add_argument("--streams", type=int, default=32,
                         help="h2load streams in flight per connection")
+    parser.add_argument("--target", help="host:port of a running engine (else a local one)")
+    parser.add_argument("--operator-key", help="with --target: its operator key")
     parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--stock-shards", type=int, default=2)
     parser.add_argument("--order-shards", type=int, default=2)
@@ -146,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("h2load") is None:
         print("h2load not found: apt-get install nghttp2-client", file=sys.stderr)
         return 2
+    if args.target and not args.operator_key:
+        parser.error("--target needs --operator-key")
     args.engine_config = [*READ_RATE_OVERRIDES, *args.engine_config]
-    args.target, args.operator_key, args.engine_postgres_dsn = None, None, None
+    args.engine_postgres_dsn = None
     console = Console()
     run_id = uuid.uuid4().hex[:8]
     skus = [SkuSpec(f"sku-{i:06d}", 1_000_000, 0, 500 + i) for i in range(args.catalog)]

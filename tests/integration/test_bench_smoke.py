@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,19 @@ def test_cart_checkout_storm(tmp_path: Path, shared_engine_args: list[str]) -> N
     for name in ("extra_units", "unaccounted_units", "carts_not_empty", "cart_mismatch"):
         assert doc["invariants"][name] == 0, (name, doc["invariants"])
     assert plot.stat().st_size > 0
+
+
+def test_the_reads_bench_runs(engine, tmp_path: Path) -> None:
+    """`python -m bench.reads` (h2load against the gateway and a bare grpc.aio server)
+    runs end to end: every answer of both targets is a full message (exit status 0)."""
+    if shutil.which("h2load") is None:
+        assert not os.environ.get("FLASHTX_TEST_REQUIRE_H2LOAD"), "h2load missing"
+        pytest.skip("h2load (nghttp2-client) is not installed")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLASHTX_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.reads", "--target", engine.address, "--operator-key",
+         engine.operator_key, "--duration", "1", "--warmup", "0", "--catalog", "20",
+         "--skus", "10", "--connections", "1", "--streams", "4"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "GetStockLevels (10 SKUs)" in done.stdout
