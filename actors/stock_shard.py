@@ -56,6 +56,7 @@ class StockShard(clock.ClockControl):
         # shards may route by either table, so this shard takes no state and no write
         # until the reshard rebuilds it.
         self._awaiting_rebuild = False
+        self._awaits_rebuild = asyncio.Event()  # set while _awaiting_rebuild
         self._rebuilding = False
         self._rebuild_requested = False
         self._order_shard_names = list(order_shard_names)
@@ -159,6 +160,14 @@ class StockShard(clock.ClockControl):
         calls are refused at once (UNAVAILABLE, retry): the reshard itself waits for calls
         in flight to end before it goes on."""
         await _settled(self._loaded)
+        if not self._ready.done() and not self._awaiting_rebuild:
+            # Starting: wait for the start, unless it finds a reshard under way meanwhile
+            # (a call waiting then would hold that reshard up, and the reshard this shard).
+            waiting = asyncio.ensure_future(self._awaits_rebuild.wait())
+            try:
+                await asyncio.wait([self._ready, waiting], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
         if self._awaiting_rebuild:
             raise Unavailable("a stock reshard is under way: this shard waits for it")
         await self._ready
@@ -188,6 +197,10 @@ class StockShard(clock.ClockControl):
             self._owned = set()
         self._awaiting_rebuild = (stored is not None and not stored.settled
                                   and not self._rebuilding)
+        if self._awaiting_rebuild:
+            self._awaits_rebuild.set()
+        else:
+            self._awaits_rebuild.clear()
         if self._awaiting_rebuild:
             self._owned = set()
         skus = await self._store.load_skus(self._slots)

@@ -209,3 +209,45 @@ def test_a_stock_shard_whose_recovery_spans_a_reshard_loads_again() -> None:
     assert answered == "UNAVAILABLE"  # it waits for the reshard: nothing written
     assert on_hand >= held == 2  # not oversold in Postgres
     assert level == (5, 2)
+
+
+def test_a_call_waiting_for_a_starting_stock_shard_does_not_hold_up_a_reshard() -> None:
+    """An order shard's reserve waits for a stock shard that is starting; a reshard saves
+    its table and reroutes, which waits for stock calls in flight; the starting shard then
+    finds the table moved and waits for the reshard to rebuild it. Before: the reserve
+    kept waiting for that start, so the reroute never ended (seeds 10849 and 19806 of a
+    long run stuck). Now the waiting call is refused (UNAVAILABLE) and the reshard ends."""
+    world = World(43, dataclasses.replace(Faults.none(), restart_ms=NEVER,
+                                          store_delay_ms=(5, 5)))
+
+    async def scenario() -> tuple[ResultCode, bool]:
+        old, stock, order = await _two_stock_shards(world)
+        table = spread(old, 3)
+        await order.save_stock_routing(old)
+        added = world.add("stock-2", functools.partial(StockShard, 2, sim_config(),
+                                                       table.slots_of(2), ["order-0"]))
+        owner = old.shard_of_slot[slot_of(MERCHANT, "c", 64)]
+        world.crash("order-0")
+        world.crash(f"stock-{owner}")
+        world.start(f"stock-{owner}")  # its handovers fail while order-0 is down
+        restarted = world.instance(f"stock-{owner}")
+        while not restarted._loaded.done():
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)  # its first handovers failed: it retries in 0.1 s
+        world.start("order-0")
+        while not world.instance("order-0")._ready.done():
+            await asyncio.sleep(0.001)
+        assert not restarted._ready.done()  # the stock shard is still starting
+        placing = asyncio.ensure_future(_place(order, "waits", (("c", 1),)))
+        await asyncio.sleep(0.001)  # its reserve now waits for the stock shard
+        await order.save_stock_routing(table)  # the reshard's first step
+        assert not restarted._ready.done()  # saved before the shard's handovers
+        resharding = asyncio.ensure_future(
+            reshard_stock([order], stock, [added], old, table))
+        done, _ = await asyncio.wait([resharding], timeout=60)
+        settled = bool(done) and resharding.result().settled
+        return await placing, settled
+
+    placed, settled = run_in(world, scenario, timeout_s=600)
+    assert settled  # the reshard ended
+    assert placed == ResultCode.UNAVAILABLE  # the waiting call was refused, to be retried
