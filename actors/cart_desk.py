@@ -18,6 +18,7 @@ from engine.cart_plans import (
     apply_change,
     hold_batches,
     plan_change,
+    replayed_add,
     snapshot_of,
 )
 from engine.carts import Cart, CartKey, CartSnapshot
@@ -40,8 +41,8 @@ class CartDesk:
         results: list[Any] = [None] * len(batch)
         pending: list[CartHold] = []
         room = self._journal.has_room(len(batch))
-        for i, (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, hold_s) in (
-                enumerate(batch.rows())):
+        for i, (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, hold_s,
+                request_id) in enumerate(batch.rows()):
             key = (merchant_id, buyer_id, campaign_id)
             try:
                 if op == "get":
@@ -55,8 +56,13 @@ class CartDesk:
                 if op == "clear":
                     results[i] = self._clear_cart(key, now)
                     continue
+                if request_id:
+                    replayed = replayed_add(state, key, sku_id, quantity, request_id, now)
+                    if replayed is not None:
+                        results[i] = replayed
+                        continue
                 change = plan_change(state, i, op, key, sku_id, quantity, hold_s, now,
-                                     self.busy, self._config.quantity_per_line_max)
+                                     self.busy, self._config.quantity_per_line_max, request_id)
                 if change.needs_stock:
                     pending.append(change)
                 else:

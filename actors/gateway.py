@@ -216,12 +216,14 @@ class Gateway(clock.ClockControl):
             self.inflight -= len(placements)
 
     async def cart_action(self, principal: Principal, op: str, buyer_id: str,
-                          campaign_id: str, sku_id: str = "", quantity: int = 0) -> Any:
+                          campaign_id: str, sku_id: str = "", quantity: int = 0,
+                          request_id: str = "") -> Any:
         """add / set / remove / get / clear on a buyer's cart; raises DomainError."""
         self._admit(1)
         merchant_id = principal.merchant_id
         shard = self._orders.shard_of(merchant_id, buyer_id)
-        item = (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, principal.cart_hold_s)
+        item = (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, principal.cart_hold_s,
+                request_id)
         self.inflight += 1
         try:
             if op == "get":
@@ -406,11 +408,13 @@ class Gateway(clock.ClockControl):
         return await self._stock.of(merchant_id, sku_id).adjust(merchant_id, sku_id, delta,
                                                                 reason, request_id)
 
-    async def create_merchant(self, merchant_id: str, name: str,
-                              payment_window_s: int, cart_hold_s: int = 0) -> Any:
-        merchant_id = merchant_id or f"m-{secrets.token_hex(6)}"
-        return await self._merchant(merchant_id).create(merchant_id, name,
-                                         payment_window_s, cart_hold_s)
+    async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
+                              cart_hold_s: int = 0, request_id: str = "") -> Any:
+        if not merchant_id:  # generated; the same for the same request id (its retry)
+            merchant_id = (f"m-{hash_secret('merchant:' + request_id)[:12]}" if request_id
+                           else f"m-{secrets.token_hex(6)}")
+        return await self._merchant(merchant_id).create(merchant_id, name, payment_window_s,
+                                                        cart_hold_s, request_id)
 
     async def get_merchant(self, merchant_id: str) -> Any:
         return await self._merchant(merchant_id).get(merchant_id)

@@ -107,21 +107,24 @@ class MerchantShard(clock.ClockControl):
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
 
     async def create(self, merchant_id: str, name: str, payment_window_s: int,
-                     cart_hold_s: int = 0) -> MerchantCreated:
+                     cart_hold_s: int = 0, request_id: str = "") -> MerchantCreated:
         await self._ready
         window_s = payment_window_s or self._config.payment_window_s_default
-        merchant, key, token = self._directory.create(merchant_id, name, window_s,
-                                                      clock.now_ms())
-        merchant.cart_hold_s = cart_hold_s
+        merchant, key, token, replayed = self._directory.create(
+            merchant_id, name, window_s, clock.now_ms(), cart_hold_s, request_id)
         if self._store is not None:
             try:
+                # Written again on a replay: the first write may not have happened.
                 await self._store.save_merchant_with_key(
                     (merchant.merchant_id, merchant.name, merchant.payment_window_s,
                      merchant.created_at_ms, merchant.cart_hold_s), _key_row(merchant_id, key))
             except Exception:
-                del self._directory.merchants[merchant_id]  # not durable: not created
+                # Not known to be durable. Without a request id the merchant is forgotten;
+                # with one it stays, for the retry (same id) to write it again.
+                if not request_id and not replayed:
+                    del self._directory.merchants[merchant_id]
                 raise
-        return MerchantCreated(_merchant(merchant), _key(key), token)
+        return MerchantCreated(_merchant(merchant), _key(key), token, replayed)
 
     async def update(self, merchant_id: str, payment_window_s: int | None,
                      cart_hold_s: int | None) -> dict[str, Any]:

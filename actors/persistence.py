@@ -123,14 +123,22 @@ def cart_entry(key: CartKey, cart: Cart | None, slot: int) -> tuple[str, CartKey
     """A journal entry saving a cart (None or empty: the cart is gone)."""
     if cart is None or not cart.lines:
         return ("cart", key, None)
-    lines = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms, line.hold_id]
-             for line in cart.lines.values()]
+    lines: Any = [[line.sku_id, line.quantity, line.stock_key, line.held_until_ms,
+                   line.hold_id] for line in cart.lines.values()]
+    if cart.adds:  # with the request ids of its adds: an object, not a list of lines
+        lines = {"lines": lines, "adds": [[request_id, sku_id, quantity] for request_id,
+                                          (sku_id, quantity) in cart.adds.items()]}
     return ("cart", key, (*key, slot, json.dumps(lines), cart.updated_at_ms,
                           cart.expires_at_ms))
 
 
 def cart_from_row(row: Any) -> Cart:
     key = (row["merchant_id"], row["buyer_id"], row["campaign_id"])
+    saved = json.loads(row["lines"])
+    adds: dict[str, tuple[str, int]] = {}
+    if isinstance(saved, dict):  # lines and the request ids of the cart's adds
+        adds = {request_id: (sku_id, quantity) for request_id, sku_id, quantity in saved["adds"]}
+        saved = saved["lines"]
     # Lines saved before hold nonces have four fields (their hold: the plain id).
-    lines = {fields[0]: CartLine(*fields) for fields in json.loads(row["lines"])}
-    return Cart(key, lines, row["updated_at_ms"], row["expires_at_ms"])
+    lines = {fields[0]: CartLine(*fields) for fields in saved}
+    return Cart(key, lines, row["updated_at_ms"], row["expires_at_ms"], adds)

@@ -58,8 +58,9 @@ class Backend(Protocol):
     events_redis: Any  # redis.asyncio.Redis, or None when events are off
 
     async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
-                              cart_hold_s: int = 0) -> tuple[dict[str, Any], dict[str, Any],
-                                                             str]: ...
+                              cart_hold_s: int = 0, request_id: str = ""
+                              ) -> tuple[dict[str, Any], dict[str, Any], str, bool]:
+        """(merchant, admin key, its token, replayed)."""
     async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
                                                             list[dict[str, Any]]]: ...
     async def create_api_key(self, merchant_id: str, scopes: list[int], label: str,
@@ -82,7 +83,8 @@ class Backend(Protocol):
         """Runs get / list / pay / cancel / fulfil; raises DomainError. With `only_key`,
         orders placed by other keys are NOT_FOUND."""
     async def cart_action(self, principal: Principal, op: str, buyer_id: str,
-                          campaign_id: str, sku_id: str = "", quantity: int = 0) -> Any:
+                          campaign_id: str, sku_id: str = "", quantity: int = 0,
+                          request_id: str = "") -> Any:
         """add / set / remove / get / clear; returns a CartSnapshot."""
     async def checkout(self, principal: Principal, buyer_id: str, campaign_id: str,
                        idempotency_key: str, deadline_ms: int = 0) -> tuple[ResultCode, Any]: ...
@@ -209,11 +211,14 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         check_range("payment_window_s", request.payment_window_s, 0,
                     config.payment_window_s_max)
         check_range("cart_hold_s", request.cart_hold_s, 0, config.cart_hold_s_max)
-        merchant, key, token = await self._backend.create_merchant(
-            request.merchant_id, request.name, request.payment_window_s, request.cart_hold_s)
+        if request.request_id:
+            check_id("request_id", request.request_id, config.id_length_max)
+        merchant, key, token, replayed = await self._backend.create_merchant(
+            request.merchant_id, request.name, request.payment_window_s, request.cart_hold_s,
+            request.request_id)
         return merchant_pb2.CreateMerchantResponse(
             merchant=merchant_pb2.Merchant(**merchant), admin_key=_key_message(key),
-            admin_key_secret=token)
+            admin_key_secret=token, replayed=replayed)
 
     async def GetMerchant(self, request: Any, context: Any) -> Any:
         merchant, keys = await self._backend.get_merchant(current_principal().merchant_id)
@@ -468,9 +473,13 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         self._backend = backend
 
     async def AddItem(self, request: Any, context: Any) -> Any:
-        check_range("quantity", request.quantity, 1, self._backend.config.quantity_per_line_max)
-        return cart_pb2.AddItemResponse(
-            cart=await self._change("add", request, request.sku_id, request.quantity))
+        config = self._backend.config
+        check_range("quantity", request.quantity, 1, config.quantity_per_line_max)
+        if request.request_id:
+            check_id("request_id", request.request_id, config.id_length_max)
+        cart = await self._changed("add", request, request.sku_id, request.quantity,
+                                   request.request_id)
+        return cart_pb2.AddItemResponse(cart=cart_message(cart), replayed=cart.replayed)
 
     async def UpdateQuantity(self, request: Any, context: Any) -> Any:
         check_range("quantity", request.quantity, 0, self._backend.config.quantity_per_line_max)
@@ -505,12 +514,17 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         _check_campaign_id("campaign_id", request.campaign_id, config)
 
     async def _change(self, op: str, request: Any, sku_id: str, quantity: int) -> cart_pb2.Cart:
+        return cart_message(await self._changed(op, request, sku_id, quantity))
+
+    async def _changed(self, op: str, request: Any, sku_id: str, quantity: int,
+                       request_id: str = "") -> CartSnapshot:
         self._check_cart(request)
         if op not in ("get", "clear"):
             check_id("sku_id", sku_id, self._backend.config.id_length_max)
-        cart = await self._backend.cart_action(current_principal(), op, request.buyer_id,
-                                               request.campaign_id, sku_id, quantity)
-        return cart_message(cart)
+        cart: CartSnapshot = await self._backend.cart_action(
+            current_principal(), op, request.buyer_id, request.campaign_id, sku_id, quantity,
+            request_id)
+        return cart
 
 
 class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):

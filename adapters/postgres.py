@@ -530,14 +530,19 @@ class Store:
 
     async def save_merchant_with_key(self, merchant: Sequence[Any],
                                      key: Sequence[Any]) -> None:
+        """Written again by a retried create (request_id): the merchant row as it was, the
+        key's secret hash the new one. The merchant shard refuses an existing merchant_id
+        before it writes, so a conflict here is always such a retry."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO flashtx.merchants (merchant_id, name, payment_window_s,"
-                " created_at_ms, cart_hold_s) VALUES ($1, $2, $3, $4, $5)", *merchant)
+                " created_at_ms, cart_hold_s) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (merchant_id) DO NOTHING", *merchant)
             await connection.execute(
                 "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"
-                " created_at_ms, revoked, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                *key)
+                " created_at_ms, revoked, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (merchant_id, key_id) DO UPDATE SET"
+                " secret_hash = EXCLUDED.secret_hash", *key)
 
     async def load_merchants(self) -> tuple[list[Any], list[Any]]:
         async with self.pool.acquire() as connection:

@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 
 from engine.campaigns import Campaign
 from engine.carts import Cart, CartKey, CartSnapshot, line_hold_id
-from engine.errors import DomainError, InvalidArgument, ResultCode, Unavailable, error_for
+from engine.errors import (
+    DomainError,
+    IdempotencyConflict,
+    InvalidArgument,
+    ResultCode,
+    Unavailable,
+    error_for,
+)
 from engine.messages import HoldBatch, Lines
 from engine.order_state import OrderState, ShardOf
 from engine.orders import Order
@@ -34,6 +41,7 @@ class CartHold(NamedTuple):
     campaign: Campaign | None
     attempt: int  # campaign bucket tried (a new hold refused for stock tries the next)
     hold_id: str = ""  # the line's hold (kept while it resizes; new when it starts)
+    request_id: str = ""  # an add's: the cart remembers it once the add is applied
 
     @property
     def hold_quantity(self) -> int:
@@ -48,9 +56,23 @@ class CartHold(NamedTuple):
         return self.hold_quantity < self.old
 
 
+def replayed_add(state: OrderState, key: CartKey, sku_id: str, quantity: int,
+                 request_id: str, now: int) -> CartSnapshot | None:
+    """The answer to an add whose request id this cart applied before (nothing is added
+    again), or None when it did not. The same id for another add is a conflict."""
+    cart = state.carts.get(key)
+    earlier = cart.adds.get(request_id) if cart is not None and request_id else None
+    if cart is None or earlier is None:
+        return None
+    if earlier != (sku_id, quantity):
+        raise IdempotencyConflict(f"request_id {request_id} added another item",
+                                  request_id=request_id)
+    return cart.snapshot(now)._replace(replayed=True)
+
+
 def plan_change(state: OrderState, position: int, op: str, key: CartKey, sku_id: str,
                 quantity: int, hold_s: int, now: int, busy: set[tuple[CartKey, str]],
-                quantity_max: int) -> CartHold:
+                quantity_max: int, request_id: str = "") -> CartHold:
     """Checks an add / set / remove and counts a campaign's units it adds; a change with a
     stock call marks its line busy until it is done."""
     merchant_id, buyer_id, campaign_id = key
@@ -75,7 +97,7 @@ def plan_change(state: OrderState, position: int, op: str, key: CartKey, sku_id:
     holding = hold_s > 0 and new > 0 and (campaign is None or (
         campaign.starts_at_ms <= now < campaign.ends_at_ms and not campaign.ended))
     if not holding and (line is None or not line.stock_key):
-        return CartHold(position, key, sku_id, old, new, "", 0, campaign, 0)
+        return CartHold(position, key, sku_id, old, new, "", 0, campaign, 0, "", request_id)
     if line is not None and line.stock_key:  # held: resized (or released) in place
         stock_key, hold = line.stock_key, line_hold_id(key, line)
     else:
@@ -84,7 +106,7 @@ def plan_change(state: OrderState, position: int, op: str, key: CartKey, sku_id:
         hold = state.new_hold_id(key, sku_id)
     busy.add((key, sku_id))
     return CartHold(position, key, sku_id, old, new if holding else 0, stock_key,
-                    now + hold_s * 1000 if holding else 0, campaign, 0, hold)
+                    now + hold_s * 1000 if holding else 0, campaign, 0, hold, request_id)
 
 
 def apply_change(state: OrderState, change: CartHold, now: int) -> Cart:
@@ -95,10 +117,13 @@ def apply_change(state: OrderState, change: CartHold, now: int) -> Cart:
         state.count_units(merchant_id, campaign_id, buyer_id,
                           [(change.sku_id, change.old - change.new)], -1)
     held = change.hold_quantity > 0
-    return state.carts.set_line(change.key, change.sku_id, change.new, now,
+    cart = state.carts.set_line(change.key, change.sku_id, change.new, now,
                                 change.stock_key if held else "",
                                 change.held_until_ms if held else 0,
                                 change.hold_id if held else "")
+    if change.request_id:
+        cart.remember_add(change.request_id, change.sku_id, change.new - change.old)
+    return cart
 
 
 def hold_batches(changes: Iterable[CartHold], owner: int,

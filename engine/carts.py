@@ -52,6 +52,10 @@ class CartSnapshot(NamedTuple):
     lines: tuple[tuple[str, int, int], ...]  # (sku_id, quantity, held_until_ms or 0)
     updated_at_ms: int
     expires_at_ms: int
+    replayed: bool = False  # an add retried with its request id: nothing was added
+
+
+ADDS_REMEMBERED = 32  # request ids of adds a cart remembers (AddItem.request_id)
 
 
 @dataclass(slots=True)
@@ -60,6 +64,13 @@ class Cart:
     lines: dict[str, CartLine] = field(default_factory=dict)
     updated_at_ms: int = 0
     expires_at_ms: int = 0
+    # Its latest adds with a request id: request id -> (sku_id, quantity), oldest first.
+    adds: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def remember_add(self, request_id: str, sku_id: str, quantity: int) -> None:
+        self.adds[request_id] = (sku_id, quantity)
+        while len(self.adds) > ADDS_REMEMBERED:
+            del self.adds[next(iter(self.adds))]
 
     def snapshot(self, now_ms: int) -> CartSnapshot:
         return CartSnapshot(self.key[1], self.key[2],

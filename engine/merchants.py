@@ -106,19 +106,33 @@ class MerchantDirectory:
         self._merchants_max = merchants_max
         self._keys_max = keys_per_merchant_max
 
-    def create(self, merchant_id: str, name: str, payment_window_s: int,
-               now_ms: int) -> tuple[MerchantRecord, ApiKeyRecord, str]:
-        """Creates a merchant and its first admin key; returns the key's token once."""
+    def create(self, merchant_id: str, name: str, payment_window_s: int, now_ms: int,
+               cart_hold_s: int = 0, request_id: str = ""
+               ) -> tuple[MerchantRecord, ApiKeyRecord, str, bool]:
+        """Creates a merchant and its first admin key; returns the key's token once, and
+        whether this was a replay: a `request_id` that created this merchant, with the
+        same fields, answers it again with a new secret for its admin key."""
         if not _MERCHANT_ID.fullmatch(merchant_id):
             raise InvalidArgument("merchant_id", "must match [a-z0-9_-]{3,40}")
-        if merchant_id in self.merchants:
-            raise AlreadyExists(f"merchant {merchant_id} exists", merchant_id=merchant_id)
+        existing = self.merchants.get(merchant_id)
+        if existing is not None:
+            admin = next((k for k in existing.keys.values()
+                          if request_id and k.request_id == request_id), None)
+            if admin is None or (existing.name, existing.payment_window_s,
+                                 existing.cart_hold_s) != (name, payment_window_s,
+                                                           cart_hold_s):
+                raise AlreadyExists(f"merchant {merchant_id} exists", merchant_id=merchant_id)
+            key, token = self.create_key(merchant_id, admin.scopes, admin.label, now_ms,
+                                         request_id)
+            return existing, key, token, True
         if len(self.merchants) >= self._merchants_max:
             raise FailedPrecondition("this merchant shard is full")
-        merchant = MerchantRecord(merchant_id, name, now_ms, payment_window_s)
+        merchant = MerchantRecord(merchant_id, name, now_ms, payment_window_s,
+                                  cart_hold_s=cart_hold_s)
         self.merchants[merchant_id] = merchant
-        key, token = self.create_key(merchant_id, frozenset({Scope.ADMIN}), "admin", now_ms)
-        return merchant, key, token
+        key, token = self.create_key(merchant_id, frozenset({Scope.ADMIN}), "admin", now_ms,
+                                     request_id)
+        return merchant, key, token, False
 
     def get(self, merchant_id: str) -> MerchantRecord:
         merchant = self.merchants.get(merchant_id)

@@ -108,6 +108,7 @@ class CartBatch(_Columns):
     sku_ids: list[str]
     quantities: list[int]
     holds_s: list[int]
+    request_ids: list[str]  # add: the client's request id ("" none)
 
 
 @dataclass(slots=True)
@@ -264,6 +265,7 @@ class MerchantCreated(NamedTuple):
     merchant: dict[str, Any]
     key: dict[str, Any]
     token: str  # the new key's secret, shown once
+    replayed: bool = False  # a request_id's retry: the same merchant, a new secret
 
 
 class MerchantView(NamedTuple):

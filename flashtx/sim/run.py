@@ -91,6 +91,7 @@ class Run:
         self.acked: dict[str, str] = {}  # idempotency key -> order id
         self.refused: dict[str, int] = defaultdict(int)
         self.counter = itertools.count()
+        self.add_ids = itertools.count()  # request ids of cart adds (retried: applied once)
         self.done_steps = 0
         self.resharding = False
         self.reshards: dict[str, int] = defaultdict(int)
@@ -233,8 +234,10 @@ class Run:
                    campaign_id: str = "") -> Any:
         shard = self.order_table.shard_of_slot[slot_of(MERCHANT, buyer_id,
                                                        self.config.slots_total)]
+        request_id = f"add-{next(self.add_ids)}" if op == "add" else ""
         return await self.until_answered(f"order-{shard}", "cart", CartBatch.of(
-            [(op, MERCHANT, buyer_id, campaign_id, sku_id, quantity, CART_HOLD_S)]))
+            [(op, MERCHANT, buyer_id, campaign_id, sku_id, quantity, CART_HOLD_S,
+              request_id)]))
 
     async def act(self, op: str, order_id: str) -> None:
         shard = self.order_table.shard_of_slot[order_slot(order_id)]

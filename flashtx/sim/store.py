@@ -234,9 +234,10 @@ class MemoryStore:
 
     async def save_merchant_with_key(self, merchant: tuple[Any, ...],
                                      key: tuple[Any, ...]) -> None:
-        def apply() -> None:
+        def apply() -> None:  # a retried create writes again (as ON CONFLICT does)
             if merchant[0] in self.merchants:
-                raise asyncpg.UniqueViolationError(f"duplicate merchant {merchant[0]}")
+                self._save_key(key)
+                return
             self.merchants[merchant[0]] = dict(zip(
                 ("merchant_id", "name", "payment_window_s", "created_at_ms", "cart_hold_s"),
                 merchant, strict=True))

@@ -82,9 +82,9 @@ async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
 
     holder, other = buyer_on(0), buyer_on(1)
     cart = SimPeer("order-0").cart
-    await cart(CartBatch.of([("add", MERCHANT, holder, "", "a", 2, 600)]))  # holds both units
+    await cart(CartBatch.of([("add", MERCHANT, holder, "", "a", 2, 600, "")]))  # holds both units
     await asyncio.sleep(1)  # the cart with its hold is durable
-    await cart(CartBatch.of([("set", MERCHANT, holder, "", "a", 0, 600)]))  # gives them back
+    await cart(CartBatch.of([("set", MERCHANT, holder, "", "a", 0, 600, "")]))  # gives them back
     world.crash("order-0")  # right after the answer
     slot = slot_of(MERCHANT, other, config.slots_total)
     [(code, _)] = await SimPeer("order-1").place(
@@ -107,7 +107,7 @@ def test_a_cart_gives_units_back_only_once_its_new_state_is_durable() -> None:
 
 async def _checkout_then_crash(world: World) -> tuple[int, int, int, int]:
     config, stock, order = await _one_of_each(world, 2, commit_delay_ms_max=50.0)
-    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))  # holds both
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600, "")]))  # holds both
     await asyncio.sleep(1)  # the cart with its hold is durable
     slot = slot_of(MERCHANT, "b", config.slots_total)
     [(code, _)] = await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot,
@@ -131,12 +131,12 @@ def test_a_checkout_and_its_emptied_cart_commit_together() -> None:
 
 async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
     config, stock, order = await _one_of_each(world, 2)
-    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600)]))
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 1, 600, "")]))
     await asyncio.sleep(1)
     # Cleared (its hold's release waits for the clear to be durable), then the same line
     # holds again at once: the late release must not free the new hold.
-    await order.cart(CartBatch.of([("clear", MERCHANT, "b", "", "", 0, 600),
-                                   ("add", MERCHANT, "b", "", "a", 1, 600)]))
+    await order.cart(CartBatch.of([("clear", MERCHANT, "b", "", "", 0, 600, ""),
+                                   ("add", MERCHANT, "b", "", "a", 1, 600, "")]))
     await asyncio.sleep(1)
     slot = slot_of(MERCHANT, "o", config.slots_total)
     [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k", "o", (("a", 2),), 900,
@@ -158,7 +158,7 @@ def test_a_late_release_of_a_cleared_line_never_frees_its_next_hold() -> None:
 
 async def _checkout_answer_lost(world: World) -> tuple[int, int, int]:
     config, stock, order = await _one_of_each(world, 2)
-    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600)]))
+    await order.cart(CartBatch.of([("add", MERCHANT, "b", "", "a", 2, 600, "")]))
     await asyncio.sleep(1)
     calm = world.faults
     world.faults = dataclasses.replace(calm, reply_lost=1.0)  # every answer is lost
@@ -206,12 +206,12 @@ async def _clear_while_the_sweeper_waits(world: World) -> tuple[int, int, int]:
     first, holder = buyers_on(0)[:2]
     other = buyers_on(1)[0]
     order0 = SimPeer("order-0")
-    await order0.cart(CartBatch.of([("add", MERCHANT, first, "", "z", 1, 600),
-                                    ("add", MERCHANT, holder, "", "a", 2, 600)]))
+    await order0.cart(CartBatch.of([("add", MERCHANT, first, "", "z", 1, 600, ""),
+                                    ("add", MERCHANT, holder, "", "a", 2, 600, "")]))
     await asyncio.sleep(1)  # both carts and their holds are durable
-    await order0.cart(CartBatch.of([("clear", MERCHANT, first, "", "", 0, 600)]))
+    await order0.cart(CartBatch.of([("clear", MERCHANT, first, "", "", 0, 600, "")]))
     await asyncio.sleep(0.05)  # the sweeper waits for that clear's (slow) commit
-    await order0.cart(CartBatch.of([("clear", MERCHANT, holder, "", "", 0, 600)]))
+    await order0.cart(CartBatch.of([("clear", MERCHANT, holder, "", "", 0, 600, "")]))
     await asyncio.sleep(0.1)  # the first clear is durable; the second is not yet
     slot = slot_of(MERCHANT, other, config.slots_total)
     [(code, _)] = await SimPeer("order-1").place(

@@ -186,3 +186,24 @@ def test_a_counter_expecting_units_says_retry_not_sold_out() -> None:
     assert ledger.reserve("o3", "m", "z", (("b~c~0", 99),), 9_000, 1_000)[0] is (
         ResultCode.OUT_OF_STOCK)  # the announcement lapsed: nothing is on its way
     ledger.check_invariants()
+
+
+def test_a_carts_add_request_ids_survive_its_row() -> None:
+    """The request ids of a cart's adds are saved with its lines and read back (older rows,
+    a plain list of lines, still load)."""
+    import json
+
+    from actors.persistence import cart_entry, cart_from_row
+    from engine.carts import ADDS_REMEMBERED, Cart, CartLine
+
+    cart = Cart(("m", "b", ""), {"a": CartLine("a", 2)}, 5, 9)
+    for n in range(ADDS_REMEMBERED + 3):
+        cart.remember_add(f"r{n}", "a", 1)
+    assert len(cart.adds) == ADDS_REMEMBERED and "r0" not in cart.adds  # oldest forgotten
+    _, _, row = cart_entry(cart.key, cart, 7)
+    names = ("merchant_id", "buyer_id", "campaign_id", "slot", "lines", "updated_at_ms",
+             "expires_at_ms")
+    back = cart_from_row(dict(zip(names, row, strict=True)))
+    assert back == cart
+    old_row = dict(zip(names, row, strict=True), lines=json.dumps([["a", 2, "", 0, ""]]))
+    assert cart_from_row(old_row) == Cart(cart.key, cart.lines, 5, 9)

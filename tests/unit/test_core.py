@@ -109,9 +109,25 @@ def test_a_retried_key_creation_answers_the_same_key_with_a_new_secret() -> None
         directory.create_key("shop-1", frozenset({Scope.SAAS}), "pos", 3, "r1")
 
 
+def test_a_retried_merchant_creation_answers_the_same_merchant_with_a_new_secret() -> None:
+    directory = MerchantDirectory(10, 5)
+    merchant, admin, lost, replayed = directory.create("shop-1", "Shop", 900, 0, 30, "c1")
+    assert not replayed
+    again, key, token, replayed = directory.create("shop-1", "Shop", 900, 5, 30, "c1")
+    assert replayed and again is merchant and key.key_id == admin.key_id
+    assert len(merchant.keys) == 1 and directory.authenticate(token).key_id == admin.key_id
+    with pytest.raises(errors.Unauthenticated):  # the lost answer's secret stops working
+        directory.authenticate(lost)
+    for name, window_s, hold_s, request_id in (("Other", 900, 30, "c1"), ("Shop", 60, 30, "c1"),
+                                               ("Shop", 900, 0, "c1"), ("Shop", 900, 30, "c2"),
+                                               ("Shop", 900, 30, "")):
+        with pytest.raises(errors.AlreadyExists):  # another payload, or another request
+            directory.create("shop-1", name, window_s, 6, hold_s, request_id)
+
+
 def test_keys_authenticate_until_revoked_and_store_only_hashes() -> None:
     directory = MerchantDirectory(10, 5)
-    _, admin, token = directory.create("shop-1", "Shop", 900, 0)
+    _, admin, token, _ = directory.create("shop-1", "Shop", 900, 0)
     assert directory.authenticate(token).scopes == frozenset({Scope.ADMIN})
     assert token.split(".")[3] not in repr(directory.merchants)
     merchant_id, key_id, _ = parse_token(token)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.flashtx.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66lashtx/v1/cart.proto\x12\nflashtx.v1\x1a\x16\x66lashtx/v1/order.proto\"C\n\x08\x43\x61rtLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x15\n\rheld_until_ms\x18\x03 \x01(\x03\"\x80\x01\n\x04\x43\x61rt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.flashtx.v1.CartLine\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\"Y\n\x0e\x41\x64\x64ItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"`\n\x15UpdateQuantityRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"J\n\x11RemoveItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\"7\n\x0eGetCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"9\n\x10\x43learCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"1\n\x0f\x41\x64\x64ItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"8\n\x16UpdateQuantityResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"4\n\x12RemoveItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"1\n\x0fGetCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"3\n\x11\x43learCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"Q\n\x0f\x43heckoutRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"F\n\x10\x43heckoutResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xcc\x03\n\x0b\x43\x61rtService\x12\x42\n\x07\x41\x64\x64Item\x12\x1a.flashtx.v1.AddItemRequest\x1a\x1b.flashtx.v1.AddItemResponse\x12W\n\x0eUpdateQuantity\x12!.flashtx.v1.UpdateQuantityRequest\x1a\".flashtx.v1.UpdateQuantityResponse\x12K\n\nRemoveItem\x12\x1d.flashtx.v1.RemoveItemRequest\x1a\x1e.flashtx.v1.RemoveItemResponse\x12\x42\n\x07GetCart\x12\x1a.flashtx.v1.GetCartRequest\x1a\x1b.flashtx.v1.GetCartResponse\x12H\n\tClearCart\x12\x1c.flashtx.v1.ClearCartRequest\x1a\x1d.flashtx.v1.ClearCartResponse\x12\x45\n\x08\x43heckout\x12\x1b.flashtx.v1.CheckoutRequest\x1a\x1c.flashtx.v1.CheckoutResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66lashtx/v1/cart.proto\x12\nflashtx.v1\x1a\x16\x66lashtx/v1/order.proto\"C\n\x08\x43\x61rtLine\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\r\x12\x15\n\rheld_until_ms\x18\x03 \x01(\x03\"\x80\x01\n\x04\x43\x61rt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.flashtx.v1.CartLine\x12\x15\n\rupdated_at_ms\x18\x04 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x03\"m\n\x0e\x41\x64\x64ItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"`\n\x15UpdateQuantityRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\r\"J\n\x11RemoveItemRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x0e\n\x06sku_id\x18\x03 \x01(\t\"7\n\x0eGetCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"9\n\x10\x43learCartRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\"C\n\x0f\x41\x64\x64ItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"8\n\x16UpdateQuantityResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"4\n\x12RemoveItemResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"1\n\x0fGetCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"3\n\x11\x43learCartResponse\x12\x1e\n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x10.flashtx.v1.Cart\"Q\n\x0f\x43heckoutRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"F\n\x10\x43heckoutResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xcc\x03\n\x0b\x43\x61rtService\x12\x42\n\x07\x41\x64\x64Item\x12\x1a.flashtx.v1.AddItemRequest\x1a\x1b.flashtx.v1.AddItemResponse\x12W\n\x0eUpdateQuantity\x12!.flashtx.v1.UpdateQuantityRequest\x1a\".flashtx.v1.UpdateQuantityResponse\x12K\n\nRemoveItem\x12\x1d.flashtx.v1.RemoveItemRequest\x1a\x1e.flashtx.v1.RemoveItemResponse\x12\x42\n\x07GetCart\x12\x1a.flashtx.v1.GetCartRequest\x1a\x1b.flashtx.v1.GetCartResponse\x12H\n\tClearCart\x12\x1c.flashtx.v1.ClearCartRequest\x1a\x1d.flashtx.v1.ClearCartResponse\x12\x45\n\x08\x43heckout\x12\x1b.flashtx.v1.CheckoutRequest\x1a\x1c.flashtx.v1.CheckoutResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,29 +38,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CART']._serialized_start=131
   _globals['_CART']._serialized_end=259
   _globals['_ADDITEMREQUEST']._serialized_start=261
-  _globals['_ADDITEMREQUEST']._serialized_end=350
-  _globals['_UPDATEQUANTITYREQUEST']._serialized_start=352
-  _globals['_UPDATEQUANTITYREQUEST']._serialized_end=448
-  _globals['_REMOVEITEMREQUEST']._serialized_start=450
-  _globals['_REMOVEITEMREQUEST']._serialized_end=524
-  _globals['_GETCARTREQUEST']._serialized_start=526
-  _globals['_GETCARTREQUEST']._serialized_end=581
-  _globals['_CLEARCARTREQUEST']._serialized_start=583
-  _globals['_CLEARCARTREQUEST']._serialized_end=640
-  _globals['_ADDITEMRESPONSE']._serialized_start=642
-  _globals['_ADDITEMRESPONSE']._serialized_end=691
-  _globals['_UPDATEQUANTITYRESPONSE']._serialized_start=693
-  _globals['_UPDATEQUANTITYRESPONSE']._serialized_end=749
-  _globals['_REMOVEITEMRESPONSE']._serialized_start=751
-  _globals['_REMOVEITEMRESPONSE']._serialized_end=803
-  _globals['_GETCARTRESPONSE']._serialized_start=805
-  _globals['_GETCARTRESPONSE']._serialized_end=854
-  _globals['_CLEARCARTRESPONSE']._serialized_start=856
-  _globals['_CLEARCARTRESPONSE']._serialized_end=907
-  _globals['_CHECKOUTREQUEST']._serialized_start=909
-  _globals['_CHECKOUTREQUEST']._serialized_end=990
-  _globals['_CHECKOUTRESPONSE']._serialized_start=992
-  _globals['_CHECKOUTRESPONSE']._serialized_end=1062
-  _globals['_CARTSERVICE']._serialized_start=1065
-  _globals['_CARTSERVICE']._serialized_end=1525
+  _globals['_ADDITEMREQUEST']._serialized_end=370
+  _globals['_UPDATEQUANTITYREQUEST']._serialized_start=372
+  _globals['_UPDATEQUANTITYREQUEST']._serialized_end=468
+  _globals['_REMOVEITEMREQUEST']._serialized_start=470
+  _globals['_REMOVEITEMREQUEST']._serialized_end=544
+  _globals['_GETCARTREQUEST']._serialized_start=546
+  _globals['_GETCARTREQUEST']._serialized_end=601
+  _globals['_CLEARCARTREQUEST']._serialized_start=603
+  _globals['_CLEARCARTREQUEST']._serialized_end=660
+  _globals['_ADDITEMRESPONSE']._serialized_start=662
+  _globals['_ADDITEMRESPONSE']._serialized_end=729
+  _globals['_UPDATEQUANTITYRESPONSE']._serialized_start=731
+  _globals['_UPDATEQUANTITYRESPONSE']._serialized_end=787
+  _globals['_REMOVEITEMRESPONSE']._serialized_start=789
+  _globals['_REMOVEITEMRESPONSE']._serialized_end=841
+  _globals['_GETCARTRESPONSE']._serialized_start=843
+  _globals['_GETCARTRESPONSE']._serialized_end=892
+  _globals['_CLEARCARTRESPONSE']._serialized_start=894
+  _globals['_CLEARCARTRESPONSE']._serialized_end=945
+  _globals['_CHECKOUTREQUEST']._serialized_start=947
+  _globals['_CHECKOUTREQUEST']._serialized_end=1028
+  _globals['_CHECKOUTRESPONSE']._serialized_start=1030
+  _globals['_CHECKOUTRESPONSE']._serialized_end=1100
+  _globals['_CARTSERVICE']._serialized_start=1103
+  _globals['_CARTSERVICE']._serialized_end=1563
 # @@protoc_insertion_point(module_scope)

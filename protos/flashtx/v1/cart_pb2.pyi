@@ -32,16 +32,18 @@ class Cart(_message.Message):
     def __init__(self, buyer_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[CartLine, _Mapping]]] = ..., updated_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class AddItemRequest(_message.Message):
-    __slots__ = ("buyer_id", "campaign_id", "sku_id", "quantity")
+    __slots__ = ("buyer_id", "campaign_id", "sku_id", "quantity", "request_id")
     BUYER_ID_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_ID_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     buyer_id: str
     campaign_id: str
     sku_id: str
     quantity: int
-    def __init__(self, buyer_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., sku_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, buyer_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., sku_id: _Optional[str] = ..., quantity: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateQuantityRequest(_message.Message):
     __slots__ = ("buyer_id", "campaign_id", "sku_id", "quantity")
@@ -82,10 +84,12 @@ class ClearCartRequest(_message.Message):
     def __init__(self, buyer_id: _Optional[str] = ..., campaign_id: _Optional[str] = ...) -> None: ...
 
 class AddItemResponse(_message.Message):
-    __slots__ = ("cart",)
+    __slots__ = ("cart", "replayed")
     CART_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     cart: Cart
-    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, cart: _Optional[_Union[Cart, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class UpdateQuantityResponse(_message.Message):
     __slots__ = ("cart",)

@@ -37,26 +37,30 @@ class ApiKey(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[_common_pb2.Scope, str]]] = ..., label: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
 
 class CreateMerchantRequest(_message.Message):
-    __slots__ = ("merchant_id", "name", "payment_window_s", "cart_hold_s")
+    __slots__ = ("merchant_id", "name", "payment_window_s", "cart_hold_s", "request_id")
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     CART_HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     merchant_id: str
     name: str
     payment_window_s: int
     cart_hold_s: int
-    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateMerchantResponse(_message.Message):
-    __slots__ = ("merchant", "admin_key", "admin_key_secret")
+    __slots__ = ("merchant", "admin_key", "admin_key_secret", "replayed")
     MERCHANT_FIELD_NUMBER: _ClassVar[int]
     ADMIN_KEY_FIELD_NUMBER: _ClassVar[int]
     ADMIN_KEY_SECRET_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     merchant: Merchant
     admin_key: ApiKey
     admin_key_secret: str
-    def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ..., admin_key: _Optional[_Union[ApiKey, _Mapping]] = ..., admin_key_secret: _Optional[str] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ..., admin_key: _Optional[_Union[ApiKey, _Mapping]] = ..., admin_key_secret: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class GetMerchantRequest(_message.Message):
     __slots__ = ()
