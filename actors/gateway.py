@@ -188,6 +188,7 @@ class Gateway(clock.ClockControl):
         self._admit(len(placements))
         self._charge(principal, len(placements))
         merchant_id, window_s = principal.merchant_id, principal.payment_window_s
+        currency = principal.currency
         slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
         groups: dict[int, list[Any]] = {}
         positions: dict[int, list[int]] = {}
@@ -196,7 +197,7 @@ class Gateway(clock.ClockControl):
             shard = shard_of_slot(slot)
             groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
                                                  slot, deadline_ms, principal.key_id,
-                                                 campaign_id))
+                                                 campaign_id, currency))
             positions.setdefault(shard, []).append(i)
         for shard, items in groups.items():  # whole or not at all (nothing queued yet)
             self._place[shard].admit(len(items))
@@ -248,7 +249,8 @@ class Gateway(clock.ClockControl):
             result: tuple[ResultCode, Any] = await self._checkout[
                 self._orders.shard_of_slot(slot)].submit(
                 (merchant_id, buyer_id, campaign_id, idempotency_key,
-                 principal.payment_window_s, slot, deadline_ms, principal.key_id))
+                 principal.payment_window_s, slot, deadline_ms, principal.key_id,
+                 principal.currency))
             return result
         finally:
             self.inflight -= 1
@@ -409,12 +411,13 @@ class Gateway(clock.ClockControl):
                                                                 reason, request_id)
 
     async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
-                              cart_hold_s: int = 0, request_id: str = "") -> Any:
+                              cart_hold_s: int = 0, request_id: str = "",
+                              currency: str = "") -> Any:
         if not merchant_id:  # generated; the same for the same request id (its retry)
             merchant_id = (f"m-{hash_secret('merchant:' + request_id)[:12]}" if request_id
                            else f"m-{secrets.token_hex(6)}")
         return await self._merchant(merchant_id).create(merchant_id, name, payment_window_s,
-                                                        cart_hold_s, request_id)
+                                                        cart_hold_s, request_id, currency)
 
     async def get_merchant(self, merchant_id: str) -> Any:
         return await self._merchant(merchant_id).get(merchant_id)

@@ -93,7 +93,8 @@ class MerchantShard(clock.ClockControl):
             if slot_of(row["merchant_id"], "", self._config.slots_total) in self._slots:
                 self._directory.merchants[row["merchant_id"]] = MerchantRecord(
                     row["merchant_id"], row["name"], row["created_at_ms"],
-                    row["payment_window_s"], cart_hold_s=row["cart_hold_s"])
+                    row["payment_window_s"], cart_hold_s=row["cart_hold_s"],
+                    currency=row["currency"])
         for row in keys:
             merchant = self._directory.merchants.get(row["merchant_id"])
             if merchant is not None:
@@ -107,17 +108,20 @@ class MerchantShard(clock.ClockControl):
                 self._campaigns[(campaign.merchant_id, campaign.campaign_id)] = campaign
 
     async def create(self, merchant_id: str, name: str, payment_window_s: int,
-                     cart_hold_s: int = 0, request_id: str = "") -> MerchantCreated:
+                     cart_hold_s: int = 0, request_id: str = "",
+                     currency: str = "") -> MerchantCreated:
         await self._ready
         window_s = payment_window_s or self._config.payment_window_s_default
         merchant, key, token, replayed = self._directory.create(
-            merchant_id, name, window_s, clock.now_ms(), cart_hold_s, request_id)
+            merchant_id, name, window_s, clock.now_ms(), cart_hold_s, request_id,
+            currency or self._config.currency_default)
         if self._store is not None:
             try:
                 # Written again on a replay: the first write may not have happened.
                 await self._store.save_merchant_with_key(
                     (merchant.merchant_id, merchant.name, merchant.payment_window_s,
-                     merchant.created_at_ms, merchant.cart_hold_s), _key_row(merchant_id, key))
+                     merchant.created_at_ms, merchant.cart_hold_s, merchant.currency),
+                    _key_row(merchant_id, key))
             except Exception:
                 # Not known to be durable. Without a request id the merchant is forgotten;
                 # with one it stays, for the retry (same id) to write it again.
@@ -450,7 +454,7 @@ def _merchant(merchant: MerchantRecord) -> dict[str, Any]:
     return {"merchant_id": merchant.merchant_id, "name": merchant.name,
             "created_at_ms": merchant.created_at_ms,
             "payment_window_s": merchant.payment_window_s,
-            "cart_hold_s": merchant.cart_hold_s}
+            "cart_hold_s": merchant.cart_hold_s, "currency": merchant.currency}
 
 
 

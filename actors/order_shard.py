@@ -321,14 +321,14 @@ class OrderShard(clock.ClockControl):
         from_carts: list[FromCart | None] = []
         positions: list[int] = []
         for i, (merchant_id, buyer_id, campaign_id, key, window_s, slot, deadline,
-                key_id) in enumerate(batch.rows()):
+                key_id, currency) in enumerate(batch.rows()):
             plan = checkout_of(self._state, merchant_id, buyer_id, campaign_id, key,
                                self._carts.busy, self._stock.shard_of)
             if not isinstance(plan, CheckoutPlan):
                 results[i] = plan
                 continue
             rows.append((merchant_id, key, buyer_id, plan.lines, window_s, slot, deadline,
-                         key_id, campaign_id))
+                         key_id, campaign_id, currency))
             from_carts.append(plan.from_cart)
             positions.append(i)
         with self._changing_stock():

@@ -36,7 +36,7 @@ def order_rows(order: Order | OrderSnapshot,
                slots_total: int) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     row = (order.order_id, order.merchant_id, order.buyer_id, order.idempotency_key,
            order_slot(order.order_id), order.total_minor, order.created_at_ms,
-           order.payment_deadline_ms, order.key_id, order.campaign_id)
+           order.payment_deadline_ms, order.key_id, order.campaign_id, order.currency)
     order_id, merchant_id = order.order_id, order.merchant_id
     stock_keys = order.stock_keys or ("",) * len(order.lines)
     lines = [(order_id, number, merchant_id, sku_id,
@@ -98,7 +98,7 @@ def restore_order(row: Any, lines: Any) -> Order:
                  priced, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
                  row["payment_deadline_ms"], row["sequence"], row["refunded"],
                  row["updated_at_ms"], row["key_id"], row["campaign_id"],
-                 stock_keys if any(stock_keys) else ())
+                 stock_keys if any(stock_keys) else (), row["currency"])
 
 
 def campaign_row(campaign: Campaign) -> tuple[Any, ...]:

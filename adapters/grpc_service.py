@@ -58,7 +58,7 @@ class Backend(Protocol):
     events_redis: Any  # redis.asyncio.Redis, or None when events are off
 
     async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
-                              cart_hold_s: int = 0, request_id: str = ""
+                              cart_hold_s: int = 0, request_id: str = "", currency: str = ""
                               ) -> tuple[dict[str, Any], dict[str, Any], str, bool]:
         """(merchant, admin key, its token, replayed)."""
     async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
@@ -215,7 +215,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
             check_id("request_id", request.request_id, config.id_length_max)
         merchant, key, token, replayed = await self._backend.create_merchant(
             request.merchant_id, request.name, request.payment_window_s, request.cart_hold_s,
-            request.request_id)
+            request.request_id, request.currency)
         return merchant_pb2.CreateMerchantResponse(
             merchant=merchant_pb2.Merchant(**merchant), admin_key=_key_message(key),
             admin_key_secret=token, replayed=replayed)

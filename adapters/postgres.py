@@ -31,7 +31,7 @@ ORDER_COLUMNS = ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot
                  "total_minor", "created_at_ms", "payment_deadline_ms")
 # The engine also records the placing key (migration 0004; imports leave it empty).
 # Campaign orders (migration 0005) too.
-PLACED_ORDER_COLUMNS = (*ORDER_COLUMNS, "key_id", "campaign_id")
+PLACED_ORDER_COLUMNS = (*ORDER_COLUMNS, "key_id", "campaign_id", "currency")  # 0010
 LINE_COLUMNS = ("order_id", "line_no", "merchant_id", "sku_id", "sku_slot", "quantity",
                 "unit_price_minor")
 # The engine records where each line's stock came from (migration 0005).
@@ -101,16 +101,19 @@ def _insert_from_arrays(table: str, columns: Sequence[str], types: Sequence[str]
 _SMALL_COMMIT_SQL = (
     "WITH o AS (" + _insert_from_arrays(
         "orders", PLACED_ORDER_COLUMNS,
-        ("text", "text", "text", "text", "int", "bigint", "bigint", "bigint", "text", "text"),
-        0) + "), l AS (" + _insert_from_arrays(
+        ("text", "text", "text", "text", "int", "bigint", "bigint", "bigint", "text", "text",
+         "text"), 0) + "), l AS (" + _insert_from_arrays(
         "order_lines", PLACED_LINE_COLUMNS,
-        ("text", "int", "text", "text", "int", "int", "bigint", "text"), 10) + "), t AS ("
+        ("text", "int", "text", "text", "int", "int", "bigint", "text"),
+        len(PLACED_ORDER_COLUMNS)) + "), t AS ("
     + _insert_from_arrays(
         "order_transitions", TRANSITION_COLUMNS,
-        ("text", "int", "text", "int", "smallint", "text", "bool", "bigint"), 18) + ") "
+        ("text", "int", "text", "int", "smallint", "text", "bool", "bigint"),
+        len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS)) + ") "
     + _insert_from_arrays(
         "outbox", OUTBOX_COLUMNS,
-        ("text", "text", "text", "text", "int", "bytea", "bigint"), 26))
+        ("text", "text", "text", "text", "int", "bytea", "bigint"),
+        len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS) + len(TRANSITION_COLUMNS)))
 SMALL_COMMIT_ROWS_MAX = 48
 
 
@@ -536,7 +539,7 @@ class Store:
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO flashtx.merchants (merchant_id, name, payment_window_s,"
-                " created_at_ms, cart_hold_s) VALUES ($1, $2, $3, $4, $5)"
+                " created_at_ms, cart_hold_s, currency) VALUES ($1, $2, $3, $4, $5, $6)"
                 " ON CONFLICT (merchant_id) DO NOTHING", *merchant)
             await connection.execute(
                 "INSERT INTO flashtx.api_keys (merchant_id, key_id, secret_hash, scopes, label,"

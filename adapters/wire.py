@@ -28,6 +28,8 @@ def fill_order(message: order_pb2.Order, order: Any) -> None:
         message.refunded = True
     if order.campaign_id:
         message.campaign_id = order.campaign_id
+    if order.currency:
+        message.currency = order.currency
 
 
 def level_entry(level: Any) -> bytes:

@@ -51,7 +51,7 @@ async def fill(dsn: str, orders: int, batch: int = 20_000) -> None:
             # The engine's row shapes (adapters.postgres: PLACED_ORDER_COLUMNS, …); "placed"
             # is implied by the order's row (migration 0008).
             rows.append((order_id, MERCHANT, buyer, f"k{n}", slot, 100, now_ms,
-                         now_ms + 3_600_000, "", ""))
+                         now_ms + 3_600_000, "", "", "USD"))
             lines.append((order_id, 0, MERCHANT, sku, slot_of(MERCHANT, sku, slots), 1, 100,
                           ""))
             if status == 2:

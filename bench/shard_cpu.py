@@ -48,7 +48,7 @@ async def _place_all(world: World, orders: int, batch: int, skus: int,
     cpu_s = 0.0
     for start in range(0, orders, batch):
         items = PlaceBatch.of([(MERCHANT, f"k{i}", f"b{i}", ((f"sku{i % skus}", 1),), 900,
-                  slot_of(MERCHANT, f"b{i}", config.slots_total), 0, "key", "")
+                  slot_of(MERCHANT, f"b{i}", config.slots_total), 0, "key", "", "USD")
                  for i in range(start, min(orders, start + batch))])
         began = time.process_time()
         if profiler is not None:

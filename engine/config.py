@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -177,6 +178,7 @@ class Config:
 
     # --- orders and stock -----------------------------------------------------------------
     payment_window_s_default: int = 900
+    currency_default: str = "USD"  # ISO 4217: a merchant created without a currency
     payment_window_s_max: int = 7 * 24 * 3600
     # A stock shard frees a reservation this long after its order's payment deadline
     # even if the order shard never says so (the order shard died before committing).
@@ -245,6 +247,8 @@ class Config:
                  "journal_background_share must be in (0, 1)")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
+        _require(re.fullmatch(r"[A-Z]{3}", self.currency_default) is not None,
+                 "currency_default must be an ISO 4217 code (three capital letters)")
         _require(self.payment_window_s_default <= self.payment_window_s_max,
                  "payment_window_s_default must be <= payment_window_s_max")
         _require(self.cart_lines_max <= self.lines_per_order_max,

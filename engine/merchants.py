@@ -38,6 +38,7 @@ __all__ = [
 TOKEN_PREFIX = "ftx1"
 OPERATOR = "__operator__"
 _MERCHANT_ID = re.compile(r"[a-z0-9_-]{3,40}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class Scope(IntEnum):
@@ -58,6 +59,7 @@ class Principal(NamedTuple):
     scopes: frozenset[Scope]
     payment_window_s: int
     cart_hold_s: int = 0  # the merchant's cart reservation policy (0: at checkout)
+    currency: str = ""  # ISO 4217: the merchant's; every order it places records it
 
     def require(self, scope: Scope) -> None:
         # admin may do everything a channel or SaaS key may, for its own merchant.
@@ -98,6 +100,7 @@ class MerchantRecord:
     payment_window_s: int
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     cart_hold_s: int = 0
+    currency: str = "USD"  # ISO 4217, fixed at creation
 
 
 class MerchantDirectory:
@@ -107,7 +110,7 @@ class MerchantDirectory:
         self._keys_max = keys_per_merchant_max
 
     def create(self, merchant_id: str, name: str, payment_window_s: int, now_ms: int,
-               cart_hold_s: int = 0, request_id: str = ""
+               cart_hold_s: int = 0, request_id: str = "", currency: str = "USD"
                ) -> tuple[MerchantRecord, ApiKeyRecord, str, bool]:
         """Creates a merchant and its first admin key; returns the key's token once, and
         whether this was a replay: a `request_id` that created this merchant, with the
@@ -119,16 +122,18 @@ class MerchantDirectory:
             admin = next((k for k in existing.keys.values()
                           if request_id and k.request_id == request_id), None)
             if admin is None or (existing.name, existing.payment_window_s,
-                                 existing.cart_hold_s) != (name, payment_window_s,
-                                                           cart_hold_s):
+                                 existing.cart_hold_s, existing.currency) != (
+                                     name, payment_window_s, cart_hold_s, currency):
                 raise AlreadyExists(f"merchant {merchant_id} exists", merchant_id=merchant_id)
             key, token = self.create_key(merchant_id, admin.scopes, admin.label, now_ms,
                                          request_id)
             return existing, key, token, True
         if len(self.merchants) >= self._merchants_max:
             raise FailedPrecondition("this merchant shard is full")
+        if not _CURRENCY.fullmatch(currency):
+            raise InvalidArgument("currency", "must be an ISO 4217 code: three capital letters")
         merchant = MerchantRecord(merchant_id, name, now_ms, payment_window_s,
-                                  cart_hold_s=cart_hold_s)
+                                  cart_hold_s=cart_hold_s, currency=currency)
         self.merchants[merchant_id] = merchant
         key, token = self.create_key(merchant_id, frozenset({Scope.ADMIN}), "admin", now_ms,
                                      request_id)
@@ -184,7 +189,7 @@ class MerchantDirectory:
         if key.revoked:
             raise Unauthenticated("API key revoked")
         return Principal(merchant_id, key_id, key.scopes, merchant.payment_window_s,
-                         merchant.cart_hold_s)
+                         merchant.cart_hold_s, merchant.currency)
 
 
 def operator_principal() -> Principal:

@@ -80,6 +80,7 @@ class PlaceBatch(_Columns):
     deadlines_ms: list[int]
     key_ids: list[str]
     campaign_ids: list[str]
+    currencies: list[str]  # the merchant's (ISO 4217): the order records it
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class CheckoutBatch(_Columns):
     slots: list[int]
     deadlines_ms: list[int]
     key_ids: list[str]
+    currencies: list[str]
 
 
 @dataclass(slots=True)

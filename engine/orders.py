@@ -100,6 +100,7 @@ class OrderSnapshot(NamedTuple):
     # Per line, the stock counter it holds or bought from ("" = the SKU itself; a campaign
     # bucket's id otherwise). Internal: never shown to clients.
     stock_keys: tuple[str, ...] = ()
+    currency: str = ""  # ISO 4217; "" for orders placed before currencies were recorded
 
 
 _CODES = {int(code): code for code in ResultCode}
@@ -174,13 +175,14 @@ class Order:
     key_id: str = ""
     campaign_id: str = ""
     stock_keys: tuple[str, ...] = ()
+    currency: str = ""
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(self.order_id, self.merchant_id, self.buyer_id,
                              self.idempotency_key, self.lines, int(self.status),
                              self.total_minor, self.created_at_ms, self.payment_deadline_ms,
                              self.sequence, self.refunded, self.updated_at_ms, self.key_id,
-                             self.campaign_id, self.stock_keys)
+                             self.campaign_id, self.stock_keys, self.currency)
 
     @property
     def unpriced_lines(self) -> tuple[Line, ...]:
@@ -265,7 +267,7 @@ class OrderBook:
     def complete(self, order_id: str, merchant_id: str, idempotency_key: str, buyer_id: str,
                  lines: Sequence[Line], prices: Sequence[int], now_ms: int,
                  payment_deadline_ms: int, key_id: str = "", campaign_id: str = "",
-                 stock_keys: tuple[str, ...] = ()) -> OrderSnapshot:
+                 stock_keys: tuple[str, ...] = (), currency: str = "") -> OrderSnapshot:
         """Stock is held: the order exists, RESERVED, from now on."""
         key = (merchant_id, idempotency_key)
         pending = self._pending.pop(key, None)
@@ -274,7 +276,8 @@ class OrderBook:
                        for (sku_id, quantity), price in zip(lines, prices, strict=True))
         order = Order(order_id, merchant_id, buyer_id, idempotency_key, priced,
                       OrderStatus.RESERVED, sum(q * p for _, q, p in priced), now_ms,
-                      payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys)
+                      payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys,
+                      currency)
         self._add(order)
         self.changes.append(OrderChange(order_id, merchant_id, 1, int(order.status), "placed",
                                         now_ms))

@@ -204,7 +204,8 @@ class Placing:
                               if attempt.campaign is not None else ())
                 results[i] = (ResultCode.OK, state.book.complete(
                     order_id, merchant_id, key, buyer_id, lines, prices, self.now,
-                    attempt.deadline_ms, b.key_ids[i], campaign_id, stock_keys))
+                    attempt.deadline_ms, b.key_ids[i], campaign_id, stock_keys,
+                    b.currencies[i]))
                 done.append(i)
                 from_cart = self.from_carts[i] if self.from_carts else None
                 if from_cart is not None and attempt.number:

@@ -49,6 +49,8 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--payment-window-s", type=int, default=0,
                         help="seconds to pay an order (0: the engine's default)")
+    create.add_argument("--currency", default="",
+                        help="ISO 4217 code, e.g. EUR (default: the engine's, USD)")
     show = merchant_ops.add_parser("get", help="the key's merchant and its keys")
     for parser in (create, show):
         connection(parser)
@@ -118,7 +120,8 @@ def _call(client: Client, o: argparse.Namespace) -> Callable[[], Awaitable[Any]]
     calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {
         ("merchant", "create"): lambda: client.merchants.CreateMerchant(
             merchant_pb2.CreateMerchantRequest(merchant_id=o.merchant_id, name=o.name,
-                                               payment_window_s=o.payment_window_s)),
+                                               payment_window_s=o.payment_window_s,
+                                               currency=o.currency)),
         ("merchant", "get"): lambda: client.merchants.GetMerchant(
             merchant_pb2.GetMerchantRequest()),
         ("key", "create"): lambda: client.merchants.CreateApiKey(

@@ -189,7 +189,8 @@ class Run:
         slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
         shard = self.order_table.shard_of_slot[slot]
         window_s = self.rng.randint(1, 3)
-        placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", campaign_id)
+        placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", campaign_id,
+                     "USD")
         answer = await self.until_answered(f"order-{shard}", "place", PlaceBatch.of([placement]))
         return self.acknowledged(key, answer)
 
@@ -227,7 +228,8 @@ class Run:
         slot = slot_of(MERCHANT, buyer_id, self.config.slots_total)
         shard = self.order_table.shard_of_slot[slot]
         answer = await self.until_answered(f"order-{shard}", "checkout", CheckoutBatch.of(
-            [(MERCHANT, buyer_id, campaign_id, key, self.rng.randint(1, 3), slot, 0, "key")]))
+            [(MERCHANT, buyer_id, campaign_id, key, self.rng.randint(1, 3), slot, 0, "key",
+              "USD")]))
         return self.acknowledged(key, answer)
 
     async def cart(self, buyer_id: str, op: str, sku_id: str, quantity: int,

@@ -119,7 +119,7 @@ class MemoryStore:
                 self.orders[row[0]] = dict(zip(
                     ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
                      "total_minor", "created_at_ms", "payment_deadline_ms", "key_id",
-                     "campaign_id"), row, strict=True))
+                     "campaign_id", "currency"), row, strict=True))
                 self.keys[(row[1], row[3])] = row[0]
                 self.lines[row[0]] = []
                 # The order's row implies its "placed" transition (migration 0008).
@@ -239,7 +239,8 @@ class MemoryStore:
                 self._save_key(key)
                 return
             self.merchants[merchant[0]] = dict(zip(
-                ("merchant_id", "name", "payment_window_s", "created_at_ms", "cart_hold_s"),
+                ("merchant_id", "name", "payment_window_s", "created_at_ms", "cart_hold_s",
+                 "currency"),
                 merchant, strict=True))
             self._save_key(key)
 

@@ -12,7 +12,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, order_pb2, stock_pb2
+from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, unique_merchant_id
 
 pytestmark = pytest.mark.cluster
@@ -296,3 +296,27 @@ async def test_stock_levels_snapshot_and_strong(shop: Client) -> None:
         await shop.stock.AdjustStock(stock_pb2.AdjustStockRequest(sku_id="a", delta=-1))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
+
+
+async def test_a_merchants_currency_is_fixed_at_creation_and_recorded_on_its_orders(
+        engine, operator) -> None:
+    bad = merchant_pb2.CreateMerchantRequest(merchant_id=unique_merchant_id("cur"), name="x",
+                                             currency="eur")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await operator.merchants.CreateMerchant(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
+        merchant_id=unique_merchant_id("cur"), name="Euro shop", currency="EUR"))
+    assert created.merchant.currency == "EUR"
+    default = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
+        merchant_id=unique_merchant_id("cur"), name="Default shop"))
+    assert default.merchant.currency == "USD"  # the configured default
+    async with Client(engine.address, created.admin_key_secret) as euro:
+        await add_skus(euro, stock_pb2.Sku(sku_id="a", name="a", price_minor=250, on_hand=5))
+        placed = await euro.orders.PlaceOrder(order("k1", "b1", ("a", 1)))
+        assert placed.order.currency == "EUR"
+        got = await euro.orders.GetOrder(order_pb2.GetOrderRequest(
+            order_id=placed.order.order_id))
+        assert (got.order.currency, got.order.total_minor) == ("EUR", 250)
+        view = await euro.merchants.GetMerchant(merchant_pb2.GetMerchantRequest())
+        assert view.merchant.currency == "EUR"

@@ -79,7 +79,7 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
     async with own_store.pool.acquire() as connection, connection.transaction():
         await connection.copy_records_to_table(
             "orders", schema_name="flashtx", columns=PLACED_ORDER_COLUMNS,
-            records=[(order_id, "m", "buyer", "key", 7, 300, 1_000, 901_000, "k", "")])
+            records=[(order_id, "m", "buyer", "key", 7, 300, 1_000, 901_000, "k", "", "")])
         await connection.copy_records_to_table(
             "order_lines", schema_name="flashtx", columns=PLACED_LINE_COLUMNS,
             records=[(order_id, 0, "m", "a", 3, 1, 100, ""),

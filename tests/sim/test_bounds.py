@@ -37,7 +37,7 @@ async def _releases_wait_at_their_bound(world: World) -> list[str]:
     config, stock, order = await _one_of_each(world, 10, releases_due_max=2)
     placed = await order.place(PlaceBatch.of([
         (MERCHANT, f"k{n}", f"b{n}", (("a", 1),), 900,
-         slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "") for n in range(4)]))
+         slot_of(MERCHANT, f"b{n}", config.slots_total), 0, "key", "", "USD") for n in range(4)]))
     assert [code for code, _ in placed] == [ResultCode.OK] * 4
     order_ids = [snapshot.order_id for _, snapshot in placed]
     world.crash("stock-0")  # and it stays down (restart_ms is far away)
@@ -88,7 +88,7 @@ async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
     world.crash("order-0")  # right after the answer
     slot = slot_of(MERCHANT, other, config.slots_total)
     [(code, _)] = await SimPeer("order-1").place(
-        PlaceBatch.of([(MERCHANT, "k-other", other, (("a", 2),), 900, slot, 0, "key", "")]))
+        PlaceBatch.of([(MERCHANT, "k-other", other, (("a", 2),), 900, slot, 0, "key", "", "USD")]))
     world.start("order-0")  # recovers from the database and hands its holds over
     await asyncio.sleep(2)
     [level] = await stock.levels(SkuKeys([MERCHANT], ["a"]))
@@ -111,7 +111,7 @@ async def _checkout_then_crash(world: World) -> tuple[int, int, int, int]:
     await asyncio.sleep(1)  # the cart with its hold is durable
     slot = slot_of(MERCHANT, "b", config.slots_total)
     [(code, _)] = await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot,
-                                                          0, "key")]))
+                                                          0, "key", "USD")]))
     world.crash("order-0")  # right after the answer: anything written behind is lost
     world.start("order-0")  # recovers and hands its holds over
     await asyncio.sleep(1)
@@ -140,7 +140,7 @@ async def _clear_then_hold_again(world: World) -> tuple[int, int, int]:
     await asyncio.sleep(1)
     slot = slot_of(MERCHANT, "o", config.slots_total)
     [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k", "o", (("a", 2),), 900,
-                                                    slot, 0, "key", "")]))
+                                                    slot, 0, "key", "", "USD")]))
     world.crash("stock-0")
     world.start("stock-0")  # takes the order shard's holds over
     await asyncio.sleep(1)
@@ -164,12 +164,13 @@ async def _checkout_answer_lost(world: World) -> tuple[int, int, int]:
     world.faults = dataclasses.replace(calm, reply_lost=1.0)  # every answer is lost
     slot = slot_of(MERCHANT, "b", config.slots_total)
     with contextlib.suppress(Lost):  # the reserve ran; the order shard gives up on it
-        await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot, 0, "key")]))
+        await order.checkout(CheckoutBatch.of([(MERCHANT, "b", "", "k", 900, slot, 0, "key",
+                                                "USD")]))
     await asyncio.sleep(0.5)
     world.faults = calm
     other = slot_of(MERCHANT, "o", config.slots_total)
     [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k2", "o", (("a", 2),), 900,
-                                                    other, 0, "key", "")]))
+                                                    other, 0, "key", "", "USD")]))
     world.crash("stock-0")
     world.start("stock-0")  # takes the order shard's holds over: the cart's, held
     await asyncio.sleep(1)
@@ -215,7 +216,7 @@ async def _clear_while_the_sweeper_waits(world: World) -> tuple[int, int, int]:
     await asyncio.sleep(0.1)  # the first clear is durable; the second is not yet
     slot = slot_of(MERCHANT, other, config.slots_total)
     [(code, _)] = await SimPeer("order-1").place(
-        PlaceBatch.of([(MERCHANT, "k", other, (("a", 2),), 900, slot, 0, "key", "")]))
+        PlaceBatch.of([(MERCHANT, "k", other, (("a", 2),), 900, slot, 0, "key", "", "USD")]))
     world.crash("order-0")  # before the second clear commits: its cart comes back
     world.start("order-0")
     await asyncio.sleep(2)

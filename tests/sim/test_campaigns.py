@@ -106,7 +106,7 @@ async def _campaign_while_resharding(world: World) -> tuple[str, int, int]:
     await owner.upsert(SkuBatch.of([(MERCHANT, sku, "A", 100, 4, 0)]))
     slot = slot_of(MERCHANT, "b1", 64)
     [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, "k1", "b1", ((sku, 3),), 900,
-                                                    slot, 0, "key", "")]))
+                                                    slot, 0, "key", "", "USD")]))
     assert code is ResultCode.OK
     added = world.add("stock-2", functools.partial(StockShard, 2, config,
                                                    new_table.slots_of(2), ["order-0"]))

@@ -47,7 +47,7 @@ async def _two_stock_shards(world: World) -> tuple[RoutingTable, list[SimPeer], 
 async def _place(order: SimPeer, key: str, lines: tuple[tuple[str, int], ...]) -> ResultCode:
     slot = slot_of(MERCHANT, key, 64)
     [(code, _)] = await order.place(PlaceBatch.of([(MERCHANT, key, key, lines, 900, slot, 0,
-                                                    "key", "")]))
+                                                    "key", "", "USD")]))
     return ResultCode(code)
 
 

@@ -296,3 +296,14 @@ def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
     assert stock_pb2.GetStockLevelsResponse.FromString(joined) == (
         stock_pb2.GetStockLevelsResponse(levels=[level_message(level) for level in levels],
                                          missing_sku_ids=["x"]))
+
+
+def test_an_order_event_carries_the_orders_currency() -> None:
+    from adapters.wire import order_event
+    from engine.orders import OrderSnapshot
+    from protos.flashtx.v1 import event_pb2
+
+    order = OrderSnapshot("0007ab000000001", "m", "b", "k", (("a", 1, 250),), 1, 250, 1, 2, 1,
+                          False, 1, currency="EUR")
+    event = event_pb2.Event.FromString(order_event(order, "order.reserved", 1, 1, False, 1))
+    assert (event.order.currency, event.order.total_minor) == ("EUR", 250)

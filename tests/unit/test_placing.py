@@ -30,14 +30,15 @@ def _shard_of(merchant_id: str, key: str) -> int:
 
 
 def _batch(*rows: tuple[str, str, tuple[tuple[str, int], ...], str]) -> PlaceBatch:
-    return PlaceBatch.of((("m", key, buyer, lines, 60, 7, 0, "key", campaign)
+    return PlaceBatch.of((("m", key, buyer, lines, 60, 7, 0, "key", campaign, "USD")
                           for key, buyer, lines, campaign in rows))
 
 
 def test_batches_are_columns_and_cross_a_process_whole() -> None:
     batch = _batch(("k1", "b1", (("a", 1),), ""), ("k2", "b2", (("b", 2), ("a", 1)), ""))
     assert len(batch) == 2 and batch.keys == ["k1", "k2"]
-    assert list(batch.rows())[1] == ("m", "k2", "b2", (("b", 2), ("a", 1)), 60, 7, 0, "key", "")
+    assert list(batch.rows())[1] == ("m", "k2", "b2", (("b", 2), ("a", 1)), 60, 7, 0, "key", "",
+                                     "USD")
     assert pickle.loads(pickle.dumps(batch)) == batch
     empty = PlaceBatch.of([])
     assert len(empty) == 0 and empty.lines == []

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from protos.flashtx.v1 import common_pb2 as flashtx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lashtx/v1/merchant.proto\x12\nflashtx.v1\x1a google/protobuf/field_mask.proto\x1a\x17\x66lashtx/v1/common.proto\"s\n\x08Merchant\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x03 \x01(\x03\x12\x18\n\x10payment_window_s\x18\x04 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x05 \x01(\r\"r\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12!\n\x06scopes\x18\x02 \x03(\x0e\x32\x11.flashtx.v1.Scope\x12\r\n\x05label\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"}\n\x15\x43reateMerchantRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10payment_window_s\x18\x03 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x93\x01\n\x16\x43reateMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant\x12%\n\tadmin_key\x18\x02 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\x12\x18\n\x10\x61\x64min_key_secret\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\x14\n\x12GetMerchantRequest\"c\n\x13GetMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant\x12$\n\x08\x61pi_keys\x18\x02 \x03(\x0b\x32\x12.flashtx.v1.ApiKey\"[\n\x13\x43reateApiKeyRequest\x12!\n\x06scopes\x18\x01 \x03(\x0e\x32\x11.flashtx.v1.Scope\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\"w\n\x15UpdateMerchantRequest\x12\x18\n\x10payment_window_s\x18\x01 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x02 \x01(\r\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x16UpdateMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant2\xb9\x03\n\x0fMerchantService\x12W\n\x0e\x43reateMerchant\x12!.flashtx.v1.CreateMerchantRequest\x1a\".flashtx.v1.CreateMerchantResponse\x12N\n\x0bGetMerchant\x12\x1e.flashtx.v1.GetMerchantRequest\x1a\x1f.flashtx.v1.GetMerchantResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.flashtx.v1.CreateApiKeyRequest\x1a .flashtx.v1.CreateApiKeyResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.flashtx.v1.RevokeApiKeyRequest\x1a .flashtx.v1.RevokeApiKeyResponse\x12W\n\x0eUpdateMerchant\x12!.flashtx.v1.UpdateMerchantRequest\x1a\".flashtx.v1.UpdateMerchantResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lashtx/v1/merchant.proto\x12\nflashtx.v1\x1a google/protobuf/field_mask.proto\x1a\x17\x66lashtx/v1/common.proto\"\x85\x01\n\x08Merchant\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x03 \x01(\x03\x12\x18\n\x10payment_window_s\x18\x04 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x05 \x01(\r\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\"r\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12!\n\x06scopes\x18\x02 \x03(\x0e\x32\x11.flashtx.v1.Scope\x12\r\n\x05label\x18\x03 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"\x8f\x01\n\x15\x43reateMerchantRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10payment_window_s\x18\x03 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\"\x93\x01\n\x16\x43reateMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant\x12%\n\tadmin_key\x18\x02 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\x12\x18\n\x10\x61\x64min_key_secret\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\x14\n\x12GetMerchantRequest\"c\n\x13GetMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant\x12$\n\x08\x61pi_keys\x18\x02 \x03(\x0b\x32\x12.flashtx.v1.ApiKey\"[\n\x13\x43reateApiKeyRequest\x12!\n\x06scopes\x18\x01 \x03(\x0e\x32\x11.flashtx.v1.Scope\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.flashtx.v1.ApiKey\"w\n\x15UpdateMerchantRequest\x12\x18\n\x10payment_window_s\x18\x01 \x01(\r\x12\x13\n\x0b\x63\x61rt_hold_s\x18\x02 \x01(\r\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x16UpdateMerchantResponse\x12&\n\x08merchant\x18\x01 \x01(\x0b\x32\x14.flashtx.v1.Merchant2\xb9\x03\n\x0fMerchantService\x12W\n\x0e\x43reateMerchant\x12!.flashtx.v1.CreateMerchantRequest\x1a\".flashtx.v1.CreateMerchantResponse\x12N\n\x0bGetMerchant\x12\x1e.flashtx.v1.GetMerchantRequest\x1a\x1f.flashtx.v1.GetMerchantResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.flashtx.v1.CreateApiKeyRequest\x1a .flashtx.v1.CreateApiKeyResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.flashtx.v1.RevokeApiKeyRequest\x1a .flashtx.v1.RevokeApiKeyResponse\x12W\n\x0eUpdateMerchant\x12!.flashtx.v1.UpdateMerchantRequest\x1a\".flashtx.v1.UpdateMerchantResponseBd\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +34,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flashtx.v1.merchant_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.flashtx.v1P\001Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\252\002\nFlashtx.V1\312\002\nFlashtx\\V1'
-  _globals['_MERCHANT']._serialized_start=100
-  _globals['_MERCHANT']._serialized_end=215
-  _globals['_APIKEY']._serialized_start=217
-  _globals['_APIKEY']._serialized_end=331
-  _globals['_CREATEMERCHANTREQUEST']._serialized_start=333
-  _globals['_CREATEMERCHANTREQUEST']._serialized_end=458
-  _globals['_CREATEMERCHANTRESPONSE']._serialized_start=461
-  _globals['_CREATEMERCHANTRESPONSE']._serialized_end=608
-  _globals['_GETMERCHANTREQUEST']._serialized_start=610
-  _globals['_GETMERCHANTREQUEST']._serialized_end=630
-  _globals['_GETMERCHANTRESPONSE']._serialized_start=632
-  _globals['_GETMERCHANTRESPONSE']._serialized_end=731
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=733
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=824
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=826
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=901
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=903
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=940
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=942
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1001
-  _globals['_UPDATEMERCHANTREQUEST']._serialized_start=1003
-  _globals['_UPDATEMERCHANTREQUEST']._serialized_end=1122
-  _globals['_UPDATEMERCHANTRESPONSE']._serialized_start=1124
-  _globals['_UPDATEMERCHANTRESPONSE']._serialized_end=1188
-  _globals['_MERCHANTSERVICE']._serialized_start=1191
-  _globals['_MERCHANTSERVICE']._serialized_end=1632
+  _globals['_MERCHANT']._serialized_start=101
+  _globals['_MERCHANT']._serialized_end=234
+  _globals['_APIKEY']._serialized_start=236
+  _globals['_APIKEY']._serialized_end=350
+  _globals['_CREATEMERCHANTREQUEST']._serialized_start=353
+  _globals['_CREATEMERCHANTREQUEST']._serialized_end=496
+  _globals['_CREATEMERCHANTRESPONSE']._serialized_start=499
+  _globals['_CREATEMERCHANTRESPONSE']._serialized_end=646
+  _globals['_GETMERCHANTREQUEST']._serialized_start=648
+  _globals['_GETMERCHANTREQUEST']._serialized_end=668
+  _globals['_GETMERCHANTRESPONSE']._serialized_start=670
+  _globals['_GETMERCHANTRESPONSE']._serialized_end=769
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=771
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=862
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=864
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=939
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=941
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=978
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=980
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1039
+  _globals['_UPDATEMERCHANTREQUEST']._serialized_start=1041
+  _globals['_UPDATEMERCHANTREQUEST']._serialized_end=1160
+  _globals['_UPDATEMERCHANTRESPONSE']._serialized_start=1162
+  _globals['_UPDATEMERCHANTRESPONSE']._serialized_end=1226
+  _globals['_MERCHANTSERVICE']._serialized_start=1229
+  _globals['_MERCHANTSERVICE']._serialized_end=1670
 # @@protoc_insertion_point(module_scope)

@@ -9,18 +9,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Merchant(_message.Message):
-    __slots__ = ("merchant_id", "name", "created_at_ms", "payment_window_s", "cart_hold_s")
+    __slots__ = ("merchant_id", "name", "created_at_ms", "payment_window_s", "cart_hold_s", "currency")
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     CART_HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     merchant_id: str
     name: str
     created_at_ms: int
     payment_window_s: int
     cart_hold_s: int
-    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ...) -> None: ...
+    currency: str
+    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "scopes", "label", "created_at_ms", "revoked")
@@ -37,18 +39,20 @@ class ApiKey(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[_common_pb2.Scope, str]]] = ..., label: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
 
 class CreateMerchantRequest(_message.Message):
-    __slots__ = ("merchant_id", "name", "payment_window_s", "cart_hold_s", "request_id")
+    __slots__ = ("merchant_id", "name", "payment_window_s", "cart_hold_s", "request_id", "currency")
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     CART_HOLD_S_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     merchant_id: str
     name: str
     payment_window_s: int
     cart_hold_s: int
     request_id: str
-    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    currency: str
+    def __init__(self, merchant_id: _Optional[str] = ..., name: _Optional[str] = ..., payment_window_s: _Optional[int] = ..., cart_hold_s: _Optional[int] = ..., request_id: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class CreateMerchantResponse(_message.Message):
     __slots__ = ("merchant", "admin_key", "admin_key_secret", "replayed")
