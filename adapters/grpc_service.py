@@ -155,6 +155,28 @@ def page_token(position: tuple[int, str]) -> str:
     return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_CAMPAIGN_TOKEN_PREFIX = "c1."
+
+
+def _campaign_token(campaign_id: str) -> str:
+    """An opaque ListCampaigns token: the campaign id the next page starts after."""
+    encoded = base64.urlsafe_b64encode(campaign_id.encode()).decode().rstrip("=")
+    return _CAMPAIGN_TOKEN_PREFIX + encoded
+
+
+def _campaign_position(token: str) -> str:
+    try:
+        if not token.startswith(_CAMPAIGN_TOKEN_PREFIX) or len(token) > 200:
+            raise ValueError(token)
+        body = token[len(_CAMPAIGN_TOKEN_PREFIX):]
+        campaign_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        if not campaign_id:
+            raise ValueError(token)
+        return campaign_id
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token from ListCampaigns") from None
+
+
 def page_position(token: str) -> tuple[int, str]:
     """The position a page token names; INVALID_ARGUMENT for anything else."""
     try:
@@ -562,9 +584,19 @@ class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
         return campaign_pb2.GetCampaignResponse(campaign=campaign_message(described))
 
     async def ListCampaigns(self, request: Any, context: Any) -> Any:
-        described = await self._backend.list_campaigns(current_principal().merchant_id)
+        config = self._backend.config
+        limit = request.page_size or config.list_orders_page_size_default
+        check_range("page_size", limit, 1, config.list_orders_page_size_max)
+        after = _campaign_position(request.page_token) if request.page_token else None
+        described = sorted(await self._backend.list_campaigns(current_principal().merchant_id),
+                           key=lambda d: str(d["campaign"].campaign_id))
+        if after is not None:
+            described = [d for d in described if d["campaign"].campaign_id > after]
+        page = described[:limit]
+        more = len(described) > limit
         return campaign_pb2.ListCampaignsResponse(
-            campaigns=[campaign_message(d) for d in described])
+            campaigns=[campaign_message(d) for d in page],
+            next_page_token=_campaign_token(page[-1]["campaign"].campaign_id) if more else "")
 
     async def EndCampaign(self, request: Any, context: Any) -> Any:
         check_id("campaign_id", request.campaign_id, self._backend.config.id_length_max)

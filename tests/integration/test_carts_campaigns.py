@@ -573,3 +573,32 @@ async def test_campaign_and_cart_scopes(engine: LocalEngine, shop: Client) -> No
             campaign_pb2.ListCampaignsRequest())) == "OK"
         assert await attempt(channel.carts.GetCart(cart_pb2.GetCartRequest(
             buyer_id="b"))) == "OK"
+
+
+async def test_campaigns_are_listed_in_pages_that_new_ones_do_not_shift(shop: Client) -> None:
+    """Every campaign that existed at the first page is listed exactly once, though
+    campaigns are created between the pages; a token from elsewhere is INVALID_ARGUMENT."""
+    await add_skus(shop, stock_pb2.Sku(sku_id="a", name="A", price_minor=10, on_hand=50))
+    start = now_ms() + 60 * MINUTE_MS
+    for name in ("c2", "c4", "c6", "c8"):
+        await create_campaign(shop, name, [sale("a", 5, allotment=1)], start, start + MINUTE_MS)
+    seen: list[str] = []
+    token = ""
+    created = iter(("c1", "c5", "c9"))
+    while True:
+        page = await shop.campaigns.ListCampaigns(campaign_pb2.ListCampaignsRequest(
+            page_size=2, page_token=token))
+        seen += [c.campaign_id for c in page.campaigns]
+        token = page.next_page_token
+        if not token:
+            break
+        extra = next(created, None)  # a campaign created while the client pages
+        if extra:
+            await create_campaign(shop, extra, [sale("a", 5, allotment=1)], start,
+                                  start + MINUTE_MS)
+    assert [c for c in seen if c in ("c2", "c4", "c6", "c8")] == ["c2", "c4", "c6", "c8"]
+    assert len(seen) == len(set(seen))  # none twice
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await shop.campaigns.ListCampaigns(campaign_pb2.ListCampaignsRequest(
+            page_token="o1.MTIzOmFiYw"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
