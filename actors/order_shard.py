@@ -267,7 +267,7 @@ class OrderShard(clock.ClockControl):
         await self._ready
         results: list[Any] = [None] * len(batch)
         calls = StockCalls()
-        payments: list[tuple[int, Order, str]] = []
+        payments: list[tuple[int, Order, str, Any]] = []
         now = clock.now_ms()
         act, shard_of, full = self._state.act, self._stock.shard_of, self._stock.full()
         for i, (op, merchant_id, target, argument, only_key) in enumerate(batch.rows()):
@@ -278,19 +278,20 @@ class OrderShard(clock.ClockControl):
             except DomainError as error:
                 answer = error
             if isinstance(answer, Order):
-                payments.append((i, answer, op))
+                payments.append((i, answer, op, argument))
             else:
                 results[i] = answer
         # Stock is committed first, then the state; released (cancel, refund) only after
         # the state that frees it is durable: a crash in between must not bring back an
         # order whose units were sold again.
         failed = await self._stock.send(StockCalls(commits=calls.commits))
-        for i, order, op in payments:
+        for i, order, op, reference in payments:
             self._busy.discard(order.order_id)
             try:
                 if order.order_id in failed:
                     raise failed[order.order_id]
-                results[i] = self._state.book.apply(order, op, clock.now_ms())
+                results[i] = self._state.book.apply(order, op, clock.now_ms(),
+                                                    reference or "")
             except DomainError as error:
                 results[i] = error
         self._journal.orders(self._state.book)

@@ -55,7 +55,7 @@ def transition_rows(change: OrderChange,
     refunded = order.refunded if change.status == OrderStatus.CANCELLED else False
     transition = None if change.event == "placed" else (
         order_id, sequence, change.merchant_id, order_slot(order_id), change.status,
-        change.event, refunded, change.at_ms)
+        change.event, refunded, change.at_ms, order.payment_reference)
     event_type = ORDER_EVENT_TYPES[change.event]
     event = (f"{order_id}:{sequence}", change.merchant_id, event_type, order_id, sequence,
              order_event(order, event_type, sequence, change.status, refunded, change.at_ms),
@@ -98,7 +98,8 @@ def restore_order(row: Any, lines: Any) -> Order:
                  priced, OrderStatus(row["status"]), row["total_minor"], row["created_at_ms"],
                  row["payment_deadline_ms"], row["sequence"], row["refunded"],
                  row["updated_at_ms"], row["key_id"], row["campaign_id"],
-                 stock_keys if any(stock_keys) else (), row["currency"])
+                 stock_keys if any(stock_keys) else (), row["currency"],
+                 row["payment_reference"])
 
 
 def campaign_row(campaign: Campaign) -> tuple[Any, ...]:

@@ -454,7 +454,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def PayOrder(self, request: Any, context: Any) -> Any:
         check_length("payment_reference", request.payment_reference,
                      self._backend.config.reason_length_max)
-        return order_pb2.PayOrderResponse(order=await self._act("pay", request.order_id))
+        return order_pb2.PayOrderResponse(order=await self._act(
+            "pay", request.order_id, request.payment_reference or None))
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:
         check_length("reason", request.reason, self._backend.config.reason_length_max)
@@ -477,12 +478,12 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             orders=[order_message(o) for o in page],
             next_page_token="" if after is None else page_token(after))
 
-    async def _act(self, op: str, order_id: str) -> order_pb2.Order:
+    async def _act(self, op: str, order_id: str, argument: Any = None) -> order_pb2.Order:
         check_id("order_id", order_id, self._backend.config.id_length_max)
         order_slot(order_id)  # NotFound unless it names a slot
         principal = current_principal()
         return order_message(await self._backend.order_action(
-            principal.merchant_id, op, order_id, None, _only_key(principal)))
+            principal.merchant_id, op, order_id, argument, _only_key(principal)))
 
 
 def _check_campaign_id(field: str, campaign_id: str, config: Config) -> None:

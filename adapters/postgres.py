@@ -42,6 +42,8 @@ CART_COLUMNS = ("merchant_id", "buyer_id", "campaign_id", "slot", "lines", "upda
                 "expires_at_ms")
 TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "event",
                       "refunded", "at_ms")
+# The engine also records a payment's reference (migration 0011; imports leave it empty).
+PLACED_TRANSITION_COLUMNS = (*TRANSITION_COLUMNS, "reference")
 OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
                   "created_at_ms")
 ADJUSTMENT_COLUMNS = ("merchant_id", "sku_id", "slot", "delta", "reason", "at_ms")
@@ -107,13 +109,13 @@ _SMALL_COMMIT_SQL = (
         ("text", "int", "text", "text", "int", "int", "bigint", "text"),
         len(PLACED_ORDER_COLUMNS)) + "), t AS ("
     + _insert_from_arrays(
-        "order_transitions", TRANSITION_COLUMNS,
-        ("text", "int", "text", "int", "smallint", "text", "bool", "bigint"),
+        "order_transitions", PLACED_TRANSITION_COLUMNS,
+        ("text", "int", "text", "int", "smallint", "text", "bool", "bigint", "text"),
         len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS)) + ") "
     + _insert_from_arrays(
         "outbox", OUTBOX_COLUMNS,
         ("text", "text", "text", "text", "int", "bytea", "bigint"),
-        len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS) + len(TRANSITION_COLUMNS)))
+        len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS) + len(PLACED_TRANSITION_COLUMNS)))
 SMALL_COMMIT_ROWS_MAX = 48
 
 
@@ -176,7 +178,7 @@ class Store:
                     await connection.execute(
                         _SMALL_COMMIT_SQL, *_columns(orders, len(PLACED_ORDER_COLUMNS)),
                         *_columns(lines, len(PLACED_LINE_COLUMNS)),
-                        *_columns(transitions, len(TRANSITION_COLUMNS)),
+                        *_columns(transitions, len(PLACED_TRANSITION_COLUMNS)),
                         *_columns(outbox, len(OUTBOX_COLUMNS)))
                 else:
                     await self._commit_copying(connection, orders, lines, transitions,
@@ -222,7 +224,7 @@ class Store:
             if transitions:
                 await connection.copy_records_to_table(
                     "order_transitions", schema_name="flashtx", records=transitions,
-                    columns=TRANSITION_COLUMNS)
+                    columns=PLACED_TRANSITION_COLUMNS)
             if outbox:
                 await connection.copy_records_to_table(
                     "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
@@ -396,9 +398,10 @@ class Store:
                 "SELECT o.*, coalesce(t.sequence, 1) AS sequence,"
                 " coalesce(t.status, 1::smallint) AS status,"
                 " coalesce(t.refunded, false) AS refunded,"
-                " coalesce(t.at_ms, o.created_at_ms) AS updated_at_ms"
+                " coalesce(t.at_ms, o.created_at_ms) AS updated_at_ms,"
+                " coalesce(t.reference, '') AS payment_reference"
                 " FROM flashtx.orders o LEFT JOIN (SELECT DISTINCT ON (order_id) order_id,"
-                "   sequence, status, refunded, at_ms FROM flashtx.order_transitions"
+                "   sequence, status, refunded, at_ms, reference FROM flashtx.order_transitions"
                 "   WHERE slot = ANY($1::int[]) ORDER BY order_id, sequence DESC) t"
                 " USING (order_id) WHERE o.slot = ANY($1::int[])"
                 " ORDER BY o.created_at_ms, o.order_id", slot_list)

@@ -30,6 +30,8 @@ def fill_order(message: order_pb2.Order, order: Any) -> None:
         message.campaign_id = order.campaign_id
     if order.currency:
         message.currency = order.currency
+    if order.payment_reference:
+        message.payment_reference = order.payment_reference
 
 
 def level_entry(level: Any) -> bytes:

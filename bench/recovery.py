@@ -55,7 +55,7 @@ async def fill(dsn: str, orders: int, batch: int = 20_000) -> None:
             lines.append((order_id, 0, MERCHANT, sku, slot_of(MERCHANT, sku, slots), 1, 100,
                           ""))
             if status == 2:
-                transitions.append((order_id, 2, MERCHANT, slot, 2, "pay", False, now_ms))
+                transitions.append((order_id, 2, MERCHANT, slot, 2, "pay", False, now_ms, ""))
         await store.commit_orders(rows, lines, transitions, outbox)
     await store.close()
 

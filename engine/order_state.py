@@ -15,7 +15,7 @@ from typing import Any
 from engine.campaigns import BuyerUnits, Campaign, not_found
 from engine.carts import Cart, CartBook, CartKey, hold_id, line_hold_id
 from engine.config import Config
-from engine.errors import Unavailable
+from engine.errors import IdempotencyConflict, Unavailable
 from engine.messages import Holds, Line, Lines, Sales
 from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
 
@@ -118,6 +118,9 @@ class OrderState:
             before, limit = argument  # a PageRequest
             return book.list_for_buyer(merchant_id, target, before, limit, only_key)
         order, action = book.check(merchant_id, target, op, now, only_key)
+        if op == "pay" and argument and order.payment_reference not in ("", argument):
+            raise IdempotencyConflict("the order was paid with another payment reference",
+                                      order_id=order.order_id)
         if action is None:
             return order.snapshot()
         if order.order_id in busy:

@@ -101,6 +101,7 @@ class OrderSnapshot(NamedTuple):
     # bucket's id otherwise). Internal: never shown to clients.
     stock_keys: tuple[str, ...] = ()
     currency: str = ""  # ISO 4217; "" for orders placed before currencies were recorded
+    payment_reference: str = ""  # the paying PayOrder's
 
 
 _CODES = {int(code): code for code in ResultCode}
@@ -176,13 +177,15 @@ class Order:
     campaign_id: str = ""
     stock_keys: tuple[str, ...] = ()
     currency: str = ""
+    payment_reference: str = ""
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(self.order_id, self.merchant_id, self.buyer_id,
                              self.idempotency_key, self.lines, int(self.status),
                              self.total_minor, self.created_at_ms, self.payment_deadline_ms,
                              self.sequence, self.refunded, self.updated_at_ms, self.key_id,
-                             self.campaign_id, self.stock_keys, self.currency)
+                             self.campaign_id, self.stock_keys, self.currency,
+                             self.payment_reference)
 
     @property
     def unpriced_lines(self) -> tuple[Line, ...]:
@@ -327,12 +330,16 @@ class OrderBook:
                                     status="EXPIRED")
         return order, transition(order.status, event)[1]
 
-    def apply(self, order: Order, event: str, now_ms: int) -> OrderSnapshot:
-        """Takes a step that ``check`` allowed (state may have moved since: checked again)."""
+    def apply(self, order: Order, event: str, now_ms: int,
+              payment_reference: str = "") -> OrderSnapshot:
+        """Takes a step that ``check`` allowed (state may have moved since: checked again).
+        A payment keeps its `payment_reference`."""
         if (event, order.status) in _ALREADY:
             return order.snapshot()
         previous = order.status
         order.status, _ = transition(order.status, event)
+        if event == "pay" and payment_reference:
+            order.payment_reference = payment_reference
         order.refunded = event == "cancel" and previous == OrderStatus.PAID
         order.sequence += 1
         order.updated_at_ms = now_ms

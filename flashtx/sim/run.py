@@ -243,8 +243,9 @@ class Run:
 
     async def act(self, op: str, order_id: str) -> None:
         shard = self.order_table.shard_of_slot[order_slot(order_id)]
+        reference = f"pay-{order_id}" if op == "pay" else ""  # retried: the same one
         await self.until_answered(f"order-{shard}", "act",
-                                  ActionBatch.of([(op, MERCHANT, order_id, "", "")]))
+                                  ActionBatch.of([(op, MERCHANT, order_id, reference, "")]))
 
     async def operator(self) -> None:
         n = 0

@@ -129,9 +129,10 @@ class MemoryStore:
                 order_id, line_no, _, sku_id, _, quantity, price, stock_key = row
                 self.lines[order_id].append((line_no, sku_id, quantity, price, stock_key))
             for row in transitions:
-                order_id, sequence, _, _, status, _, refunded, at_ms = row
+                order_id, sequence, _, _, status, _, refunded, at_ms, reference = row
                 self.transitions[order_id][sequence] = {"status": status,
-                                                        "refunded": refunded, "at_ms": at_ms}
+                                                        "refunded": refunded, "at_ms": at_ms,
+                                                        "reference": reference}
             self.outbox += len(outbox)
             self.events.update(row[0] for row in outbox)
 
@@ -291,7 +292,8 @@ class MemoryStore:
             sequence = max(steps)
             latest = steps[sequence]
             loaded.append(({**row, "sequence": sequence, "status": latest["status"],
-                            "refunded": latest["refunded"], "updated_at_ms": latest["at_ms"]},
+                            "refunded": latest["refunded"], "updated_at_ms": latest["at_ms"],
+                            "payment_reference": latest.get("reference", "")},
                            [(sku_id, quantity, price, stock_key) for _, sku_id, quantity,
                             price, stock_key in sorted(self.lines[order_id])]))
         return loaded

@@ -139,6 +139,11 @@ async def test_every_mutating_rpc_retried_after_a_lost_answer_is_applied_once(en
         paid = await call(orders.PayOrder, order_pb2.PayOrderRequest(
             order_id=one.order.order_id, payment_reference="pay-1"))
         assert paid.order.status == order_pb2.ORDER_STATUS_PAID and paid.order.sequence == 2
+        assert paid.order.payment_reference == "pay-1"
+        with pytest.raises(grpc.aio.AioRpcError) as second:  # another payment, not a retry
+            await orders.PayOrder(order_pb2.PayOrderRequest(
+                order_id=one.order.order_id, payment_reference="pay-2"), metadata=admin)
+        assert second.value.code() == grpc.StatusCode.ALREADY_EXISTS
         fulfilled = await call(orders.FulfillOrder,
                                order_pb2.FulfillOrderRequest(order_id=one.order.order_id))
         assert fulfilled.order.sequence == 3

@@ -34,7 +34,7 @@ class OrderLine(_message.Message):
     def __init__(self, sku_id: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_minor: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "buyer_id", "idempotency_key", "lines", "status", "total_minor", "created_at_ms", "payment_deadline_ms", "sequence", "refunded", "updated_at_ms", "campaign_id", "currency")
+    __slots__ = ("order_id", "buyer_id", "idempotency_key", "lines", "status", "total_minor", "created_at_ms", "payment_deadline_ms", "sequence", "refunded", "updated_at_ms", "campaign_id", "currency", "payment_reference")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     BUYER_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class Order(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     buyer_id: str
     idempotency_key: str
@@ -61,7 +62,8 @@ class Order(_message.Message):
     updated_at_ms: int
     campaign_id: str
     currency: str
-    def __init__(self, order_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., total_minor: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., payment_deadline_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., refunded: _Optional[bool] = ..., updated_at_ms: _Optional[int] = ..., campaign_id: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
+    payment_reference: str
+    def __init__(self, order_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., total_minor: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., payment_deadline_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., refunded: _Optional[bool] = ..., updated_at_ms: _Optional[int] = ..., campaign_id: _Optional[str] = ..., currency: _Optional[str] = ..., payment_reference: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
     __slots__ = ("idempotency_key", "buyer_id", "lines", "campaign_id")
