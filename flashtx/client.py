@@ -35,9 +35,9 @@ __all__ = ["RETRIED", "Client", "service_config"]
 
 # Methods a retry cannot apply twice: idempotency keys (orders, checkouts), absolute
 # values (UpsertSkus, UpdateMerchant), state transitions that answer "already done"
-# (pay, cancel, fulfil, revoke, end) and reads. Not here: AddItem (adds again),
-# AdjustStock (safe only with a request_id: retry it yourself with the same id),
-# CreateMerchant, CreateApiKey, CreateCampaign.
+# (pay, cancel, fulfil, revoke, end) and reads. Not here: AddItem, AdjustStock,
+# CreateMerchant and CreateApiKey, which are safe to retry only with a request_id (retry
+# them yourself with the same id: docs/api.md), and CreateCampaign.
 RETRIED: dict[str, tuple[str, ...]] = {
     "flashtx.v1.OrderService": ("PlaceOrder", "PlaceOrders", "PlaceOrderColumns", "GetOrder",
                                 "ListOrders", "PayOrder", "CancelOrder", "FulfillOrder"),
