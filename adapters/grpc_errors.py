@@ -189,6 +189,21 @@ def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], 
     return serialize_unless_bytes
 
 
+_ID_FIELDS = ("order_id", "idempotency_key", "request_id", "buyer_id", "sku_id",
+              "campaign_id")
+
+
+def _ids(method: str, request: Any) -> dict[str, str]:
+    """A log line's fields for a failed call: the method and the ids its request names
+    (in JSON logs each is a field of its own)."""
+    fields = {"rpc": method}
+    for name in _ID_FIELDS:
+        value = getattr(request, name, "")
+        if value and isinstance(value, str):
+            fields[name] = value
+    return fields
+
+
 Authenticate = Callable[[str], Awaitable[Principal]]
 Observe = Callable[[str, str, float], None]  # (method, status code name, seconds)
 
@@ -256,7 +271,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
             except errors.DomainError as error:
                 failure = error
             except Exception:
-                log.exception("%s failed", method)
+                log.exception("%s failed", method, extra=_ids(method, request))
                 self._observe(method, "INTERNAL", time.perf_counter() - started)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
@@ -280,7 +295,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
             except errors.DomainError as error:
                 failure = error
             except Exception:
-                log.exception("%s failed", method)
+                log.exception("%s failed", method, extra=_ids(method, request))
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             status = to_status(failure)
             trailing = (*status.trailing_metadata,

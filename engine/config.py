@@ -155,6 +155,11 @@ class Config:
     # --- operations -----------------------------------------------------------------------
     # Port of Ray's Prometheus endpoint on the node that starts the cluster (0 = Ray picks).
     metrics_export_port: int = 0
+    # Logs of the engine's processes (Ray's LoggingConfig): "text", or "json" (one object
+    # a line, with Ray's job, actor and task ids and flashtx's own fields: rpc, order_id,
+    # idempotency_key, request_id where a line has them).
+    log_format: str = "text"
+    log_level: str = "INFO"
 
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.
@@ -234,6 +239,9 @@ class Config:
         _require(1 <= self.list_orders_page_size_default <= self.list_orders_page_size_max,
                  "list_orders_page_size_default must be in 1..list_orders_page_size_max")
         _require(self.ack_mode in ("durable", "memory"), "ack_mode is durable or memory")
+        _require(self.log_format in ("text", "json"), "log_format is text or json")
+        _require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                 "log_level is DEBUG, INFO, WARNING, ERROR or CRITICAL")
         _require(bool(self.tls_cert_file) == bool(self.tls_key_file),
                  "tls_cert_file and tls_key_file go together")
         _require(not self.tls_client_ca_file or bool(self.tls_cert_file),

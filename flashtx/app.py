@@ -71,6 +71,8 @@ class LocalEngine:
             # cluster that happens to run on this machine.
             ray.init(address=ray_address or "local", namespace=NAMESPACE,
                      include_dashboard=dashboard, log_to_driver=False,
+                     logging_config=ray.LoggingConfig(encoding=config.log_format.upper(),
+                                                      log_level=config.log_level),
                      **({} if ray_address else local))
         topology = Topology.start(config, port or free_port())
         return cls(topology, config, owns_ray, operator_key)

@@ -307,3 +307,16 @@ def test_an_order_event_carries_the_orders_currency() -> None:
                           False, 1, currency="EUR")
     event = event_pb2.Event.FromString(order_event(order, "order.reserved", 1, 1, False, 1))
     assert (event.order.currency, event.order.total_minor) == ("EUR", 250)
+
+
+def test_log_settings_are_checked_and_a_failed_call_logs_its_ids() -> None:
+    from adapters.grpc_errors import _ids
+    from protos.flashtx.v1 import order_pb2
+
+    assert load_config(environ={"FLASHTX_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="log_format"):
+        load_config(environ={"FLASHTX_LOG_FORMAT": "yaml"})
+    request = order_pb2.PlaceOrderRequest(idempotency_key="k-1", buyer_id="b-1")
+    assert _ids("/flashtx.v1.OrderService/PlaceOrder", request) == {
+        "rpc": "/flashtx.v1.OrderService/PlaceOrder", "idempotency_key": "k-1",
+        "buyer_id": "b-1"}
