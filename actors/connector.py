@@ -8,7 +8,11 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from actors import metrics
+from actors.loops import every
 from adapters.connectors import SINKS, ConnectorRunner, ConnectorSpec
+
+REPORT_INTERVAL_S = 5.0
 
 
 class Connector:
@@ -19,6 +23,22 @@ class Connector:
         self._runner = ConnectorRunner(spec, redis.Redis.from_url(redis_url),
                                        sink(**{**defaults, **spec.options}))
         self._task = asyncio.get_running_loop().create_task(self._runner.run())
+        self._reported = (0, 0)
+        self._reporter = asyncio.get_running_loop().create_task(
+            every(REPORT_INTERVAL_S, self._report, f"connector {spec.name} metrics"))
+
+    async def _report(self) -> None:
+        """Delivered and dead-lettered events, and the dead-letter stream's length."""
+        runner, name = self._runner, self._runner.spec.name
+        delivered, dead = runner.delivered, runner.dead_lettered
+        metrics.record(metrics.connector_events(), delivered - self._reported[0],
+                       connector=name, outcome="delivered")
+        metrics.record(metrics.connector_events(), dead - self._reported[1],
+                       connector=name, outcome="dead_lettered")
+        self._reported = (delivered, dead)
+        stats = await runner.stats()
+        if stats["dead_letters"] >= 0:
+            metrics.record(metrics.dead_letters(), stats["dead_letters"], connector=name)
 
     async def replay_dead_letters(self) -> tuple[int, int]:
         return await self._runner.replay_dead_letters()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 from typing import Any, TypeVar
 
+from actors import metrics
 from engine.config import Config
 
 T = TypeVar("T")
@@ -38,12 +39,14 @@ def install(config: Config) -> None:
 
 def engine_process(cls: type[T]) -> type[T]:
     """`cls`, whose instances first install the GC policy of the Config they are given
-    (for the Ray actor classes: only their processes run it)."""
+    and record their process's start (for the Ray actor classes: only their processes
+    run it)."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         config = next((a for a in (*args, *kwargs.values()) if isinstance(a, Config)), None)
         if config is not None:
             install(config)
+        metrics.record_start(cls.__name__)
         cls.__init__(self, *args, **kwargs)
 
     return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,

@@ -55,15 +55,15 @@ def _placed(options: dict[str, Any], config: Config) -> dict[str, Any]:
     return {**options, "resources": {config.actor_resource: 0.01}}
 
 
-RemoteMerchantShard = ray.remote(MerchantShard)
+RemoteMerchantShard = ray.remote(engine_process(MerchantShard))
 RemoteStockShard = ray.remote(engine_process(StockShard))
 RemoteOrderShard = ray.remote(engine_process(OrderShard))
 RemoteGateway = ray.remote(engine_process(Gateway))
-RemoteRelay = ray.remote(Relay)
-RemoteController = ray.remote(Controller)
+RemoteRelay = ray.remote(engine_process(Relay))
+RemoteController = ray.remote(engine_process(Controller))
 
 
-RemoteConnector = ray.remote(Connector)
+RemoteConnector = ray.remote(engine_process(Connector))
 
 
 def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup[MerchantPeer],

@@ -73,9 +73,11 @@ async def test_order_metrics_are_exported(engine, shop: Client) -> None:
         short = [(sample, labels, total(body, sample, **labels) - total(before, sample, **labels))
                  for sample, labels, rise in EXPECTED
                  if total(body, sample, **labels) - total(before, sample, **labels) < rise]
-        if not short and "ray_flashtx_actors" in body and "ray_flashtx_carts{" in body:
+        if not short and "ray_flashtx_actors" in body and "ray_flashtx_carts{" in body and (
+                'ray_flashtx_actor_start_time_seconds{' in body and 'kind="OrderShard"' in body):
             break
-        assert time.monotonic() < deadline, f"never exported: {short}"
+        assert time.monotonic() < deadline, f"never exported: {short}" + str(
+            [line[:200] for line in body.splitlines() if "start_time" in line][:6])
         await asyncio.sleep(0.5)
 
 
