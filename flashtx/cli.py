@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="refresh every N seconds until Ctrl-C")
     status.add_argument("--json", action="store_true",
                         help="print the actors' statistics as JSON (for scripts)")
+    health = commands.add_parser(
+        "health", help="ask a gateway's gRPC health service; exit 0 when it serves")
+    health.add_argument("--address", default="127.0.0.1:50051", help="gateway host:port")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
     replay = commands.add_parser("replay-dead-letters",
                                  help="deliver a connector's dead letters again")
     replay.add_argument("connector", help="the connector's name")
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return status_command(options)
     if options.command == "replay-dead-letters":
         return replay_command(options)
+    if options.command == "health":
+        return health_command(options)
     if options.command in ("merchant", "key", "sku", "order"):
         return admin.run(options)
     from flashtx.demo import run_demo
@@ -149,6 +155,24 @@ def status_command(options: argparse.Namespace) -> int:
                 live.update(render(collect(options.watch)))
         except KeyboardInterrupt:
             return 0
+
+
+def health_command(options: argparse.Namespace) -> int:
+    """SERVING: exit 0; anything else (not serving, no answer): one line, exit 1. For
+    container health checks and scripts (the same check as Kubernetes' gRPC probe)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(options.address) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=options.timeout)
+    except grpc.RpcError as error:
+        console.print(f"{options.address}: no answer ({error.code().name})")
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    console.print(f"{options.address}: {status}")
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def replay_command(options: argparse.Namespace) -> int:

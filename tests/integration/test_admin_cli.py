@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -47,3 +48,16 @@ async def test_operators_manage_the_engine_from_the_command_line(engine: LocalEn
     code, denied = await flashtx("merchant", "create", unique_merchant_id("cli"), "--name",
                                  "x", *admin)  # an admin key is not the operator's
     assert code == 1 and denied["status"] == "PERMISSION_DENIED"
+
+
+def test_health_answers_for_a_serving_gateway_and_fails_for_none(engine) -> None:
+    """`flashtx health` (the image's HEALTHCHECK): exit 0 on a serving gateway, one line
+    and exit 1 where nothing answers."""
+    served = subprocess.run([sys.executable, "-m", "flashtx.cli", "health", "--address",
+                             engine.address], capture_output=True, text=True, timeout=60)
+    assert served.returncode == 0 and "SERVING" in served.stdout, served.stdout + served.stderr
+    nothing = subprocess.run([sys.executable, "-m", "flashtx.cli", "health", "--address",
+                              "127.0.0.1:1", "--timeout", "1"], capture_output=True, text=True,
+                             timeout=60)
+    assert nothing.returncode == 1 and "Traceback" not in nothing.stderr
+    assert "no answer" in nothing.stdout

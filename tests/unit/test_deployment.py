@@ -1,0 +1,112 @@
+"""The deployment files: cluster/kuberay.yaml against KubeRay's RayCluster schema, and the
+Dockerfile and docker-compose.yml against what the engine reads.
+
+The schema is KubeRay's CRD (ray-operator/config/crd/bases/ray.io_rayclusters.yaml, v1,
+from ray-project/kuberay at v1.7.0-rc.0-5-gfeeaf72), its openAPIV3Schema vendored as
+cluster/schemas/raycluster-v1.schema.json.gz. Kubernetes prunes fields a structural
+schema does not name instead of refusing them, so a misspelt field would vanish without
+a word: the walk below refuses every such field."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from engine.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+
+
+def _documents() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text())}
+
+
+def _schema() -> dict[str, Any]:
+    with gzip.open(CLUSTER / "schemas" / "raycluster-v1.schema.json.gz") as file:
+        schema: dict[str, Any] = json.loads(file.read())
+    return schema
+
+
+def _pruned(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields of `value` that a structural schema does not keep (Kubernetes prunes them)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if properties is not None and key in properties:
+                found += _pruned(item, properties[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += _pruned(item, extra, f"{path}.{key}")
+            elif properties is not None and not extra:
+                found.append(f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found += _pruned(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def test_the_raycluster_is_valid_and_loses_no_field() -> None:
+    cluster = _documents()["RayCluster"]
+    schema = _schema()
+    jsonschema.Draft7Validator(schema).validate(cluster)
+    assert _pruned(cluster, schema) == []
+    misspelt = {**cluster, "spec": {**cluster["spec"], "enableInTreeAutoscalling": True}}
+    assert _pruned(misspelt, schema) == [".spec.enableInTreeAutoscalling"]  # the walk sees it
+
+
+def test_the_raycluster_runs_the_engine_as_flashtx_expects() -> None:
+    cluster = _documents()["RayCluster"]
+    spec = cluster["spec"]
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    # The head runs its own command: KubeRay must not generate `ray start` over it.
+    assert "command" in head
+    assert cluster["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    # Every FLASHTX_ variable is one the engine knows (an unknown one fails its start).
+    load_config(environ={k: v for k, v in env.items() if k.startswith("FLASHTX_") and v})
+    resource = env["FLASHTX_ACTOR_RESOURCE"]
+    for group in spec["workerGroupSpecs"]:
+        offered = json.loads(json.loads(group["rayStartParams"]["resources"]))
+        assert offered.get(resource, 0) > 0  # actors asking for it fit here
+        worker = group["template"]["spec"]["containers"][0]
+        assert worker["readinessProbe"]["grpc"]["port"] == 50051
+        assert "livenessProbe" in worker
+    assert float(env["FLASHTX_GATEWAY_CPUS"]) > 0  # the autoscaler is asked for nodes
+    for container in (head, *(g["template"]["spec"]["containers"][0]
+                              for g in spec["workerGroupSpecs"])):
+        assert {"requests", "limits"} <= set(container["resources"]), container["name"]
+
+
+def test_the_grpc_service_reaches_gateways_on_every_pod() -> None:
+    service = _documents()["Service"]
+    assert service["spec"]["selector"] == {"ray.io/cluster": "flashtx"}
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [50051]
+    assert _documents()["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_the_image_is_pinned_non_root_and_checks_its_health() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert len(bases) == 2 and all(re.search(r":\d+\.\d+\.\d+-", b) for b in bases)  # pinned
+    assert re.search(r"^USER flashtx$", dockerfile, re.MULTILINE)
+    assert re.search(r'^HEALTHCHECK .*\n?.*"flashtx", "health"', dockerfile, re.MULTILINE)
+
+
+def test_the_compose_file_sets_only_known_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["flashtx"]["environment"]
+    config = load_config(environ=env)
+    assert config.log_format == "json"
+    with pytest.raises(Exception, match="FLASHTX_LOG_FORMT"):
+        load_config(environ={**env, "FLASHTX_LOG_FORMT": "json"})
