@@ -106,7 +106,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add(
         "--stock-per-sku",
         type=int,
-        help="flash-sale: units per hot SKU (default 100,000); cart-checkout: default half "
+        help="flash-sale: units per hot SKU (default: enough for 200,000 orders/s over the "
+        "whole run, at least 100,000, so no target sells out and answers refusals "
+        "instead of placing); cart-checkout: default half "
         "the units its buyers put in carts",
     )
     add("--per-buyer-limit", type=int, default=2, help="flash-sale: units per buyer and SKU")
@@ -214,12 +216,25 @@ def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+# The default stock is sized for this rate (orders/s) over the whole run, and the local
+# engine's per-key order rate raised above it: the bench's one API key must not cap it.
+ORDERS_PER_S_MAX = 200_000
+UNITS_PER_ORDER_MAX = 2
+BENCH_KEY_RATES = {"key_orders_per_s": 10.0 * ORDERS_PER_S_MAX,
+                   "key_orders_burst": 10.0 * ORDERS_PER_S_MAX,
+                   "key_reads_per_s": 100.0 * ORDERS_PER_S_MAX,
+                   "key_reads_burst": 100.0 * ORDERS_PER_S_MAX}
+
+
 def scenario_params(args: argparse.Namespace) -> ScenarioParams:
     cart_checkout = args.scenario == "cart-checkout"
     stock_per_sku = args.stock_per_sku
     if stock_per_sku is None:
-        # cart-checkout: 0 = half of each SKU's demand (ScenarioParams.skus).
-        stock_per_sku = 0 if cart_checkout else 100_000
+        # cart-checkout: 0 = half of each SKU's demand (ScenarioParams.skus). Else no
+        # target may sell out within the run: a sold-out target answers cheap refusals.
+        run_s = args.duration + args.warmup
+        stock_per_sku = 0 if cart_checkout else max(
+            100_000, int(UNITS_PER_ORDER_MAX * ORDERS_PER_S_MAX * run_s / args.hot_skus))
     buyers = args.buyers if args.buyers is not None else (20_000 if cart_checkout else 1_000_000)
     return ScenarioParams(
         name=args.scenario,

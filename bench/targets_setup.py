@@ -41,7 +41,7 @@ def engine(args: argparse.Namespace,
         f"starting a local engine ({args.gateways} gateway(s), {args.stock_shards} "
         f"stock and {args.order_shards} order shards) …"
     )
-    from bench.cli import engine_overrides
+    from bench.cli import BENCH_KEY_RATES, engine_overrides
 
     layout = {
         "gateways": args.gateways,
@@ -50,7 +50,8 @@ def engine(args: argparse.Namespace,
     }
     # An engine restarted on a kept Postgres knows only its operator key's hash: bring
     # our own key (a configured key wins) so that the bench can create its merchant.
-    overrides = {"operator_key": new_operator_key(), **engine_overrides(args)}
+    overrides = {"operator_key": new_operator_key(), **BENCH_KEY_RATES,
+                 **engine_overrides(args)}
     try:
         local = LocalEngine.start(port=0, **layout, **overrides)
     except Exception as error:  # any failure to start fails the run, said in one line
