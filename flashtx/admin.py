@@ -6,6 +6,7 @@ status, reason and metadata (docs/errors.md) and exits 1.
     flashtx merchant create shop-1 --name "Shop 1"      # operator key; prints the admin key
     flashtx sku upsert tee --name "T-shirt" --price-minor 1999 --on-hand 500
     flashtx sku adjust tee --delta 20 --request-id restock-42
+    flashtx sku import catalogue.csv   # sku_id,name,price_minor,on_hand[,per_buyer_limit]
     flashtx order get 0007ab…
 """
 
@@ -13,15 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from engine.config import Config
+from engine.errors import DomainError
+from engine.validation import check_sku
 from flashtx.client import Client
 from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
@@ -82,7 +90,11 @@ def add_commands(commands: Any) -> None:
                         help="applied once however often the command is retried")
     level = sku_ops.add_parser("get", help="a SKU's level, read from its shard")
     level.add_argument("sku_id")
-    for parser in (upsert, adjust, level):
+    imported = sku_ops.add_parser(
+        "import", help="upsert every SKU of a CSV file (header: sku_id,name,price_minor,"
+        "on_hand[,per_buyer_limit]); a file with a bad row is refused whole")
+    imported.add_argument("csv_file", help="the CSV file ('-': standard input)")
+    for parser in (upsert, adjust, level, imported):
         connection(parser)
 
     order = commands.add_parser("order", help="read or change orders")
@@ -104,6 +116,8 @@ def run(options: argparse.Namespace) -> int:
 
 
 async def _run(options: argparse.Namespace) -> int:
+    if (options.command, options.op) == ("sku", "import"):
+        return await _import_skus(options)
     async with Client(options.address, options.key, retries=True) as client:
         call = _call(client, options)
         try:
@@ -146,6 +160,68 @@ def _call(client: Client, o: argparse.Namespace) -> Callable[[], Awaitable[Any]]
             buyer_id=o.buyer_id, page_size=o.page_size, page_token=o.page_token)),
     }
     return calls[(o.command, o.op)]
+
+
+CSV_COLUMNS = ("sku_id", "name", "price_minor", "on_hand", "per_buyer_limit")
+UPSERT_CHUNK = 1000  # SKUs per UpsertSkus (the engine's skus_per_upsert_max default)
+
+
+def read_sku_csv(text: str) -> list[stock_pb2.Sku]:
+    """The SKUs of a CSV file, checked as the engine checks them (its default limits);
+    ValueError naming the first bad line: the file is refused whole, nothing is sent."""
+    limits = Config()
+    rows = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CSV_COLUMNS[:4] if c not in (rows.fieldnames or ())]
+    if missing:
+        raise ValueError(f"the header lacks {', '.join(missing)}")
+    unknown = [c for c in rows.fieldnames or () if c not in CSV_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown column {unknown[0]!r} (columns: {', '.join(CSV_COLUMNS)})")
+    skus = []
+    for row in rows:
+        try:
+            sku = stock_pb2.Sku(
+                sku_id=row["sku_id"], name=row["name"], price_minor=int(row["price_minor"]),
+                on_hand=int(row["on_hand"]), per_buyer_limit=int(row.get("per_buyer_limit")
+                                                                 or 0))
+            check_sku(limits, "", sku.sku_id, sku.name, sku.price_minor, sku.on_hand,
+                      sku.per_buyer_limit)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"line {rows.line_num}: {error}") from None
+        except DomainError as error:
+            raise ValueError(f"line {rows.line_num}: {error.message}") from None
+        skus.append(sku)
+    if not skus:
+        raise ValueError("no SKU in the file")
+    return skus
+
+
+async def _import_skus(options: argparse.Namespace) -> int:
+    """Upserts a CSV's SKUs in chunks; prints how many were upserted and each refusal."""
+    try:
+        path = options.csv_file
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        skus = read_sku_csv(text)
+    except (OSError, ValueError) as error:
+        print(json.dumps({"status": "INVALID_ARGUMENT", "message": str(error)}))
+        return 2
+    upserted, refused = 0, []
+    async with Client(options.address, options.key, retries=True) as client:
+        for start in range(0, len(skus), UPSERT_CHUNK):
+            chunk = skus[start:start + UPSERT_CHUNK]
+            try:
+                answer = await client.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=chunk))
+            except grpc.aio.AioRpcError as error:
+                print(json.dumps({**_refusal(error), "upserted": upserted}))
+                return 1
+            for sku, result in zip(chunk, answer.results, strict=True):
+                if result.code == common_pb2.RESULT_CODE_OK:
+                    upserted += 1
+                else:
+                    refused.append({"sku_id": sku.sku_id, "reason": result.reason,
+                                    "message": result.message})
+    print(json.dumps({"upserted": upserted, "refused": refused}, indent=2))
+    return 0 if not refused else 1
 
 
 def _refusal(error: grpc.aio.AioRpcError) -> dict[str, Any]:

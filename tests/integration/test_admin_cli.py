@@ -61,3 +61,30 @@ def test_health_answers_for_a_serving_gateway_and_fails_for_none(engine) -> None
                              timeout=60)
     assert nothing.returncode == 1 and "Traceback" not in nothing.stderr
     assert "no answer" in nothing.stdout
+
+
+async def test_skus_are_imported_from_a_csv_file_and_a_bad_file_changes_nothing(
+        engine: LocalEngine, tmp_path) -> None:
+    operator = ("--address", engine.address, "--key", engine.operator_key or "")
+    code, created = await flashtx("merchant", "create", unique_merchant_id("csv"), "--name",
+                                  "CSV shop", *operator)
+    admin = ("--address", engine.address, "--key", created["adminKeySecret"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sku_id,name,price_minor,on_hand\na,A,100,5\nb,B,cheap,5\n")
+    code, refused = await flashtx("sku", "import", str(bad), *admin)
+    assert code == 2 and refused["status"] == "INVALID_ARGUMENT" and "line 3" in refused[
+        "message"]
+    code, level = await flashtx("sku", "get", "a", *admin)
+    assert code == 1 and level["status"] == "NOT_FOUND"  # the bad file sent nothing
+    rows = "".join(f"s{n},S {n},{100 + n},{n},1\n" for n in range(1200))
+    bad.write_text("sku_id,name,price_minor,on_hand,per_buyer_limit\n" + rows
+                   + "bad id!,x,1,1,0\n")
+    code, refused = await flashtx("sku", "import", str(bad), *admin)
+    assert code == 2 and "line 1202" in refused["message"] and "sku_id" in refused["message"]
+    good = tmp_path / "good.csv"
+    good.write_text("sku_id,name,price_minor,on_hand,per_buyer_limit\n" + rows)
+    code, imported = await flashtx("sku", "import", str(good), *admin)
+    assert (code, imported["upserted"], imported["refused"]) == (0, 1200, [])  # two chunks
+    code, level = await flashtx("sku", "get", "s1199", *admin)
+    assert code == 0 and (level["level"]["onHand"], level["level"]["priceMinor"]) == (
+        "1199", "1299")
