@@ -210,10 +210,22 @@ class Hosts:
     def heal(self, host: str) -> None:
         _run("ip", "link", "set", self._veth(host), "up")
 
-    def netem(self, host: str, *spec: str) -> None:
-        """Delay or loss on the host's link, both ways (e.g. "delay", "200ms", "loss", "5%")."""
-        _run("tc", "qdisc", "replace", "dev", self._veth(host), "root", "netem", *spec)
-        self.exec(host, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *spec)
+    def netem(self, host: str, delay_ms: int, loss_percent: float) -> str:
+        """Delay and loss on the host's link, both ways, with tc netem; where the kernel
+        has no netem qdisc (containers often lack sch_netem), the loss alone, with
+        iptables' statistic match. Answers what was applied."""
+        spec = ("delay", f"{delay_ms}ms", "loss", f"{loss_percent}%")
+        tried = _run("tc", "qdisc", "replace", "dev", self._veth(host), "root", "netem",
+                     *spec, check=False)
+        if tried.returncode == 0:
+            self.exec(host, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *spec)
+            return f"tc netem: {delay_ms} ms delay and {loss_percent} % loss each way"
+        for chain in ("INPUT", "OUTPUT"):
+            self.exec(host, "iptables", "-A", chain, "-i" if chain == "INPUT" else "-o",
+                      "eth0", "-m", "statistic", "--mode", "random", "--probability",
+                      str(loss_percent / 100), "-j", "DROP")
+        return (f"{loss_percent} % loss each way (iptables); no delay: this kernel has no"
+                " netem qdisc")
 
     def block(self, host: str, port: int) -> None:
         """The host can no longer reach the machine's `port` (Postgres: PG_PORT)."""

@@ -137,8 +137,7 @@ def run(name: str, logs: Path) -> dict[str, Any]:
     dsn = SERVER_DSN.rsplit("/", 1)[0] + f"/{database}"
     try:
         with Hosts.up(dsn, logs=logs) as hosts:
-            if name == "netem":
-                hosts.netem("a", "delay", "200ms", "loss", "5%")
+            applied = hosts.netem("a", 200, 5.0) if name == "netem" else ""
             config = {"gateways": hosts.gateways, "operator_key": hosts.operator_key,
                       "merchant_id": "netns-shop", "units": UNITS, "buyers": BUYERS,
                       "rate": RATE, "give_up_s": 180}
@@ -166,10 +165,19 @@ def run(name: str, logs: Path) -> dict[str, Any]:
             invariants = asyncio.run(verify(dsn, report["acked"]))
     finally:
         asyncio.run(_database(database, create=False))
-    return {"scenario": name, "what": scenario.what, "invariants": invariants,
+    return {"scenario": name, "what": f"{scenario.what} ({applied})" if applied
+            else scenario.what, "invariants": invariants,
             "outcomes": report["outcomes"], "acked": len(report["acked"]),
             "fault_s": round(lifted_at - fault_at, 1),
             **phases(report["attempts"], fault_at, lifted_at)}
+
+
+def _recovered(result: dict[str, Any]) -> str:
+    if result["first_ok_after_s"] is not None:
+        return f"{result['first_ok_after_s']} s"
+    if result["during"]["codes"].get("OK"):
+        return "served throughout: sold out during the fault"
+    return "no order placed after it"
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -183,7 +191,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{'all 0' if not any(r['invariants'].values()) else r['invariants']} | "
             f"{r['before']['p50_ms']} / {r['before']['p99_ms']} | {during['attempts']},"
             f" {during['codes']}, {during['p99_ms']} | {r['after']['p50_ms']} /"
-            f" {r['after']['p99_ms']} | {r['first_ok_after_s']} s |")
+            f" {r['after']['p99_ms']} | {_recovered(r)} |")
     return "\n".join(lines)
 
 
