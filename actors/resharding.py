@@ -68,7 +68,11 @@ async def reshard_stock(orders: Sequence[OrderPeer], old: Sequence[StockPeer],
     except Exception as error:
         log.warning("stock reshard to table %d failed (%r); rolling back", table.version, error)
         back = RoutingTable(table.version + 1, old_table.shard_of_slot, settled=False)
-        await _Steps(orders, durable, rollback_tries).run(list(old), back)  # raises: paused
+        # The added shards may own slots by now (the new table was settled, then a later
+        # step failed): they take no catalogue write or move from here on, and the ones
+        # in flight end before the old shards read the database again.
+        await _Steps(orders, durable, rollback_tries).run(list(old), back,
+                                                           retiring=list(added))  # raises: paused
         raise ReshardFailed(dataclasses.replace(back, settled=True)) from error
     return dataclasses.replace(table, settled=True)
 
@@ -77,12 +81,21 @@ class _Steps:
     def __init__(self, orders: Sequence[OrderPeer], durable: bool, tries: int) -> None:
         self.orders, self.durable, self.tries = list(orders), durable, tries
 
-    async def run(self, stock: list[StockPeer], table: RoutingTable) -> None:
+    async def run(self, stock: list[StockPeer], table: RoutingTable,
+                  retiring: Sequence[StockPeer] = ()) -> None:
+        """`retiring`: shards outside `table`, narrowed to nothing before any rebuild. One
+        that cannot be reached is passed over: a shard that restarts reads the table and
+        takes no write until a reshard rebuilds it."""
         first = self.orders[0]
         if self.durable:
             await self.all([partial(first.save_stock_routing, table)])
         await self.all([partial(o.reroute_stock, stock, table) for o in self.orders])
         await self.all([partial(s.narrow, table.slots_of(i)) for i, s in enumerate(stock)])
+        for shard, answer in zip(retiring, await asyncio.gather(
+                *(self._until_done(partial(s.narrow, [])) for s in retiring),
+                return_exceptions=True), strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("stock reshard: %r not narrowed (%r); passed over", shard, answer)
         await self.all([partial(s.rebuild, table.slots_of(i)) for i, s in enumerate(stock)])
         if self.durable:
             await self.all([partial(first.save_stock_routing,

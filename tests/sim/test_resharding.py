@@ -5,6 +5,7 @@ step fails on purpose."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 
@@ -251,3 +252,58 @@ def test_a_call_waiting_for_a_starting_stock_shard_does_not_hold_up_a_reshard() 
     placed, settled = run_in(world, scenario, timeout_s=600)
     assert settled  # the reshard ended
     assert placed == ResultCode.UNAVAILABLE  # the waiting call was refused, to be retried
+
+
+def test_a_rollback_after_the_new_table_settled_waits_for_writes_on_the_added_shards() -> None:
+    """A reshard settles its new table (an added shard now owns a SKU), then its last step
+    fails and it rolls back. A catalogue write on the added shard was under way: before,
+    the old owner reloaded the SKU from Postgres before that write committed, and counted
+    units the database no longer had (seed 88547 of the long run: a campaign's units
+    moved out of a bucket twice, the bucket at -5 in Postgres). Now the rollback narrows
+    the added shards to nothing first, which waits for their writes in flight."""
+    world = World(47, dataclasses.replace(Faults.none(), restart_ms=NEVER,
+                                          store_delay_ms=(5, 5)))
+
+    async def scenario() -> tuple[int, int]:
+        old, stock, order = await _two_stock_shards(world)
+        table, added = _a_third_stock_shard(world, old)
+        sku = next(f"m{i}" for i in range(1000)
+                   if table.shard_of_slot[slot_of(MERCHANT, f"m{i}", 64)] == 2)
+        owner = stock[old.shard_of_slot[slot_of(MERCHANT, sku, 64)]]
+        await owner.upsert(SkuBatch.of([(MERCHANT, sku, sku, 100, 5, 0)]))
+        store, shard = world.store, world.instance("order-0")
+        reloaded, watching, writes = asyncio.Event(), [False], []
+        load_skus, adjust_once, resume = store.load_skus, store.adjust_once, shard.resume
+
+        async def watched_load(slots: object) -> object:
+            rows = await load_skus(slots)
+            if watching[0]:
+                reloaded.set()
+            return rows
+
+        async def held_write(*args: object, **kwargs: object) -> object:
+            # Held until a shard reloads from the database (at most 0.5 s): the window in
+            # which the old code let the rollback's rebuild read.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reloaded.wait(), 0.5)
+            return await adjust_once(*args, **kwargs)
+
+        async def failing_resume() -> None:  # the new table is settled by now
+            watching[0] = True
+            writes.append(asyncio.ensure_future(added.adjust(MERCHANT, sku, -3, "damaged",
+                                                             "d1")))
+            await asyncio.sleep(0.001)  # the write is under way on the added shard
+            shard.resume = resume
+            raise RuntimeError("the resume's answer was lost")
+
+        store.load_skus, store.adjust_once, shard.resume = watched_load, held_write, \
+            failing_resume
+        with pytest.raises(ReshardFailed):
+            await reshard_stock([order], stock, [added], old, table, tries=1)
+        with contextlib.suppress(DomainError):
+            await writes[0]
+        [level] = await owner.levels(SkuKeys([MERCHANT], [sku]))
+        return level.on_hand, store.on_hand(MERCHANT, sku)
+
+    memory, database = run_in(world, scenario, timeout_s=600)
+    assert memory == database == 2  # the write happened once, and the old owner counts it
