@@ -6,6 +6,7 @@ destination shard, so one Ray call carries many orders.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections import OrderedDict
@@ -68,6 +69,10 @@ class Gateway(clock.ClockControl):
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
         # Per SKU, its last level read and that level's answer bytes (adapters.wire).
         self._snapshots: OrderedDict[tuple[str, str], tuple[StockLevel, bytes]] = OrderedDict()
+        # Snapshot refreshes under way: SKU -> (the read's future, its index in the read).
+        # Concurrent reads of a stale SKU wait for the one refresh instead of each sending
+        # their own (bounded: only reads in flight are here).
+        self._refreshing: dict[tuple[str, str], tuple[asyncio.Future[Any], int]] = {}
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._read_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
@@ -328,23 +333,45 @@ class Gateway(clock.ClockControl):
     async def _stock_levels(self, merchant_id: str, sku_ids: Sequence[str],
                             strong: bool) -> list[bytes | None]:
         results: list[bytes | None] = [None] * len(sku_ids)
-        pending: list[tuple[int, asyncio.Future[Any]]] = []
-        snapshots = self._snapshots
+        snapshots, refreshing = self._snapshots, self._refreshing
         oldest_ms = clock.now_ms() - self.config.stock_snapshot_max_age_ms
+        waits: list[tuple[int, asyncio.Future[Any], int]] = []  # (position, read, index)
+        reads: dict[int, list[int]] = {}  # stock shard -> positions to read from it
         for i, sku_id in enumerate(sku_ids):
-            cached = None if strong else snapshots.get((merchant_id, sku_id))
-            if cached is not None and cached[0].as_of_ms >= oldest_ms:
-                results[i] = cached[1]
-                continue
-            shard = self._stock.shard_of(merchant_id, sku_id)
-            pending.append((i, self._read[shard].submit_chunk([(merchant_id, sku_id)])))
-        for i, future in pending:
-            [level] = await future
+            key = (merchant_id, sku_id)
+            if not strong:
+                cached = snapshots.get(key)
+                if cached is not None and cached[0].as_of_ms >= oldest_ms:
+                    results[i] = cached[1]
+                    continue
+                flight = refreshing.get(key)
+                if flight is not None:
+                    waits.append((i, *flight))
+                    continue
+            reads.setdefault(self._stock.shard_of(merchant_id, sku_id), []).append(i)
+        for shard, positions in reads.items():  # one read per shard, not one per SKU
+            keys = [(merchant_id, sku_ids[i]) for i in positions]
+            future = self._read[shard].submit_chunk(keys)
+            if not strong:
+                for index, key in enumerate(keys):
+                    refreshing[key] = (future, index)
+                future.add_done_callback(functools.partial(self._refreshed, keys))
+            waits.extend((i, future, index) for index, i in enumerate(positions))
+        for i, future, index in waits:
+            level = (await future)[index]
             if isinstance(level, DomainError):
                 raise level
-            if level is not None:
-                results[i] = self._remember(level)
+            if level is not None:  # the first reader of a refresh encodes it, once
+                cached = snapshots.get((merchant_id, level.sku_id))
+                results[i] = (cached[1] if cached is not None and cached[0] is level
+                              else self._remember(level))
         return results
+
+    def _refreshed(self, keys: list[tuple[str, str]], future: asyncio.Future[Any]) -> None:
+        for key in keys:
+            flight = self._refreshing.get(key)
+            if flight is not None and flight[0] is future:
+                del self._refreshing[key]
 
     def _admit(self, items: int) -> None:
         """The bound on work in flight in this gateway (orders, cart changes)."""
