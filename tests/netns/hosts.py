@@ -123,10 +123,10 @@ class Hosts:
         for listen, target in ((PG_PORT, self.dsn.split("@", 1)[1].split("/", 1)[0]),
                                (REDIS_PORT, f"127.0.0.1:{redis_port}")):
             host, _, port = target.partition(":")
-            self._proxies.append(subprocess.Popen(
+            self._proxies.append(subprocess.Popen(  # its own group: its forks end with it
                 ["socat", f"TCP-LISTEN:{listen},bind={SUBNET}.1,fork,reuseaddr",
                  f"TCP:{host}:{port or 5432}"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL))
+                stderr=subprocess.DEVNULL, start_new_session=True))
 
     def _ray(self) -> None:
         ray = str(Path(sys.executable).parent / "ray")
@@ -173,12 +173,16 @@ class Hosts:
 
     def down(self) -> None:
         """Everything back as it was (also after a failure half-way up)."""
-        for host in ADDRESSES:
-            self.kill(host)
-        for proxy in self._proxies:
-            proxy.kill()
+        for _ in range(20):  # Ray's daemons may start a process while others are killed
+            if not sum(self.kill(host) for host in ADDRESSES):
+                break
+            time.sleep(0.2)
+        for proxy in self._proxies:  # the listener and the forks serving connections
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proxy.pid, 9)
             proxy.wait()
         for host in ADDRESSES:
+            _run("ip", "link", "del", self._veth(host), check=False)
             _run("ip", "netns", "del", self.ns(host), check=False)
         _run("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(f"/tmp/ray-{self.ns('head')}", ignore_errors=True)
