@@ -145,51 +145,52 @@ def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
     return [(line.sku_id, line.quantity) for line in request.lines]
 
 
-_TOKEN_PREFIX = "o1."
+_ORDERS_TOKEN, _CAMPAIGNS_TOKEN = "o1.", "c1."
+
+
+def _token(prefix: str, raw: str) -> str:
+    """An opaque page token: a prefix naming the List RPC and its position, base64."""
+    return prefix + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _untoken(prefix: str, token: str) -> str:
+    """The position a `_token` carries; ValueError for anything else."""
+    if not token.startswith(prefix) or len(token) > 200:
+        raise ValueError(token)
+    body = token[len(prefix):]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
 
 
 def page_token(position: tuple[int, str]) -> str:
-    """An opaque page token: the (created_at_ms, order_id) the next page starts before."""
+    """A ListOrders token: the (created_at_ms, order_id) the next page starts before."""
     created_at_ms, order_id = position
-    raw = f"{created_at_ms}:{order_id}".encode()
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-_CAMPAIGN_TOKEN_PREFIX = "c1."
-
-
-def _campaign_token(campaign_id: str) -> str:
-    """An opaque ListCampaigns token: the campaign id the next page starts after."""
-    encoded = base64.urlsafe_b64encode(campaign_id.encode()).decode().rstrip("=")
-    return _CAMPAIGN_TOKEN_PREFIX + encoded
-
-
-def _campaign_position(token: str) -> str:
-    try:
-        if not token.startswith(_CAMPAIGN_TOKEN_PREFIX) or len(token) > 200:
-            raise ValueError(token)
-        body = token[len(_CAMPAIGN_TOKEN_PREFIX):]
-        campaign_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-        if not campaign_id:
-            raise ValueError(token)
-        return campaign_id
-    except ValueError:
-        raise InvalidArgument("page_token", "is not a token from ListCampaigns") from None
+    return _token(_ORDERS_TOKEN, f"{created_at_ms}:{order_id}")
 
 
 def page_position(token: str) -> tuple[int, str]:
-    """The position a page token names; INVALID_ARGUMENT for anything else."""
+    """The position a ListOrders token names; INVALID_ARGUMENT for anything else."""
     try:
-        if not token.startswith(_TOKEN_PREFIX) or len(token) > 200:
-            raise ValueError(token)
-        body = token[len(_TOKEN_PREFIX):]
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-        created, _, order_id = raw.partition(":")
+        created, _, order_id = _untoken(_ORDERS_TOKEN, token).partition(":")
         if not created.isdigit() or not order_id:
             raise ValueError(token)
         return int(created), order_id
     except ValueError:
         raise InvalidArgument("page_token", "is not a token from ListOrders") from None
+
+
+def _campaign_token(campaign_id: str) -> str:
+    """A ListCampaigns token: the campaign id the next page starts after."""
+    return _token(_CAMPAIGNS_TOKEN, campaign_id)
+
+
+def _campaign_position(token: str) -> str:
+    try:
+        campaign_id = _untoken(_CAMPAIGNS_TOKEN, token)
+        if not campaign_id:
+            raise ValueError(token)
+        return campaign_id
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token from ListCampaigns") from None
 
 
 def _only_key(principal: Principal) -> str:
