@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.journal import GroupCommitter
-from actors.persistence import cart_entry, commit_order_entries, order_rows, transition_rows
+from actors.persistence import (
+    cart_entry,
+    commit_order_entries,
+    finished_rows,
+    order_rows,
+    transition_rows,
+)
 from adapters.postgres import Store
 from engine.carts import Cart, CartKey
 from engine.config import Config
@@ -58,7 +64,7 @@ class OrderJournal:
                 row, lines = order_rows(order, slots_total)
                 entries.append(("order", row, lines))
             transition, event = transition_rows(change, order)
-            entries.append(("transition", transition, event))
+            entries.append(("transition", transition, event, finished_rows(change, order)))
         future = self.committer.append(entries)
         order_ids = [change.order_id for change in changes]
         for order_id in order_ids:

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import asyncpg
+
 from actors import clock, metrics
 from actors.cart_desk import CartDesk
 from actors.loops import every, until_done
@@ -44,7 +46,7 @@ from engine.cart_plans import (
     checkout_of,
 )
 from engine.config import Config
-from engine.errors import DomainError, FailedPrecondition, ResultCode, Unavailable
+from engine.errors import DomainError, FailedPrecondition, NotFound, ResultCode, Unavailable
 from engine.messages import (
     ActionBatch,
     CartBatch,
@@ -53,14 +55,15 @@ from engine.messages import (
     PlaceBatch,
 )
 from engine.order_state import OrderState, StockCalls
-from engine.orders import Order, PlaceResults
+from engine.orders import FINISHED, KEY_UNCHECKED, Order, OrderBook, OrderSnapshot, PlaceResults
 from engine.placing import FromCart, Placing
-from engine.sharding import RoutingTable
+from engine.sharding import RoutingTable, slot_of
 
 log = logging.getLogger(__name__)
 
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, reason)
 RESHARDING = "stock is being resharded; retry with the same key"
+STORE_UNAVAILABLE = "the database is unavailable; retry"
 
 
 class OrderShard(clock.ClockControl):
@@ -125,10 +128,24 @@ class OrderShard(clock.ClockControl):
         self._journal.open(store)
         for row in await store.load_campaigns():
             state.add_campaign(campaign_from_row(row))
-        rows = await store.load_orders(self._slots)
+        rows = await store.load_orders(self._slots)  # live orders only
         for row, lines in rows:
             state.restore_order(restore_order(row, lines))
-        state.book.check_invariants()
+        book = state.book
+        book.evicting = True
+        # Finished orders stay in the database: their keys within the window are kept,
+        # their sales counted; a key placed before the window is looked up when it comes.
+        window_start = clock.now_ms() - self._config.idempotency_window_s * 1000
+        for key in await store.recent_keys(self._slots, window_start):
+            book.retain(key["merchant_id"], key["idempotency_key"], key["order_id"],
+                        key["buyer_id"], tuple(zip(key["skus"], key["quantities"],
+                                                   strict=True)),
+                        key["campaign_id"], key["created_at_ms"])
+        for sale in await store.load_settled(self._slots):
+            state.restore_settled(*sale)
+        if await store.has_orders_before(self._slots, window_start):
+            book.forgot = book.partial = True
+        book.check_invariants()
         carts = await store.load_carts(self._slots)
         for row in carts:
             cart = cart_from_row(row)
@@ -197,10 +214,12 @@ class OrderShard(clock.ClockControl):
             return PlaceResults(await self._place_measured(batch))
 
     async def _place_measured(self, batch: PlaceBatch,
-                              from_carts: Sequence[FromCart | None] = ()) -> list[PlaceResult]:
+                              from_carts: Sequence[FromCart | None] = (),
+                              looked_up: set[tuple[str, str]] | None = None
+                              ) -> list[PlaceResult]:
         started = time.perf_counter()
         try:
-            results = await self._place(batch, from_carts)
+            results = await self._place(batch, from_carts, looked_up)
         finally:
             self._place_calls += 1
             self._place_seconds += time.perf_counter() - started
@@ -211,12 +230,16 @@ class OrderShard(clock.ClockControl):
             metrics.record(metrics.orders(), count, outcome=outcome)
         return results
 
-    async def _place(self, batch: PlaceBatch,
-                     from_carts: Sequence[FromCart | None] = ()) -> list[PlaceResult]:
+    async def _place(self, batch: PlaceBatch, from_carts: Sequence[FromCart | None] = (),
+                     looked_up: set[tuple[str, str]] | None = None) -> list[PlaceResult]:
+        """`looked_up`: keys the caller asked the database about already (a checkout)."""
         await self._ready
         journal = self._journal
+        recalled: dict[str, OrderSnapshot] = {}
+        if looked_up is None and self._state.book.forgot:
+            looked_up, recalled = await self._look_up_keys(batch.merchant_ids, batch.keys)
         placing = Placing(self._state, batch, clock.now_ms(), self.index, self._stock.shard_of,
-                          self._config.reservation_grace_ms, from_carts)
+                          self._config.reservation_grace_ms, from_carts, looked_up or ())
         attempts = placing.begin(journal.has_room(len(batch)), journal.full_message())
         waits = [(i, self._waiter(batch.merchant_ids[i], batch.keys[i]))
                  for i in placing.waits]
@@ -244,7 +267,52 @@ class OrderShard(clock.ClockControl):
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
             code, value = await waiter
             results[i] = (ResultCode.REPLAYED if code is ResultCode.OK else code, value)
+        await self._read_back(results, recalled)
         return await journal.settle(results)
+
+    async def _look_up_keys(self, merchant_ids: Sequence[str], keys: Sequence[str]
+                            ) -> tuple[set[tuple[str, str]], dict[str, OrderSnapshot]]:
+        """Keys this shard may have forgotten, asked of the database: (the keys asked
+        about, the orders found for some of them, now retained). A key not asked about
+        (the database could not answer) is refused with "retry"."""
+        book, store = self._state.book, self._store
+        unknown = sorted({(m, k) for m, k in zip(merchant_ids, keys, strict=True)
+                          if not book.knows(m, k)})
+        if not unknown or store is None:
+            return set(), {}
+        try:
+            found = await store.orders_by_keys([m for m, _ in unknown], [k for _, k in unknown])
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("order shard %d: idempotency key lookup failed: %r", self.index, error)
+            return set(), {}
+        recalled: dict[str, OrderSnapshot] = {}
+        for row, lines in found:
+            order = restore_order(row, lines)
+            if not book.knows(order.merchant_id, order.idempotency_key):
+                book.retain(order.merchant_id, order.idempotency_key, order.order_id,
+                            order.buyer_id, order.unpriced_lines, order.campaign_id,
+                            order.created_at_ms)
+            recalled[order.order_id] = order.snapshot()
+        return set(unknown), recalled
+
+    async def _read_back(self, results: list[Any], recalled: dict[str, OrderSnapshot]) -> None:
+        """Replays of orders that left memory name the order id: their answer is read
+        back from the database."""
+        for i, (code, value) in enumerate(results):
+            if code is not ResultCode.REPLAYED or not isinstance(value, str):
+                continue
+            snapshot = recalled.get(value)
+            if snapshot is None and self._store is not None:
+                try:
+                    found = await self._store.load_order(value)
+                except (OSError, asyncpg.PostgresError) as error:
+                    log.warning("order shard %d: reading order %s failed: %r", self.index,
+                                value, error)
+                    found = None
+                if found is not None:
+                    snapshot = restore_order(*found).snapshot()
+            results[i] = ((ResultCode.REPLAYED, snapshot) if snapshot is not None else
+                          (ResultCode.UNAVAILABLE, STORE_UNAVAILABLE))
 
     def _waiter(self, merchant_id: str, key: str) -> asyncio.Future[PlaceResult]:
         waiter = self._waiting.get((merchant_id, key))
@@ -270,11 +338,20 @@ class OrderShard(clock.ClockControl):
         payments: list[tuple[int, Order, str, Any]] = []
         now = clock.now_ms()
         act, shard_of, full = self._state.act, self._stock.shard_of, self._stock.full()
+        stored = self._state.book.partial and self._store is not None
+        from_store: list[tuple[int, str, str, str, Any, str]] = []
         for i, (op, merchant_id, target, argument, only_key) in enumerate(batch.rows()):
             answer: Any
+            if stored and op == "list":  # finished orders are in the database alone
+                from_store.append((i, op, merchant_id, target, argument, only_key))
+                continue
             try:
                 answer = act(op, merchant_id, target, argument, only_key, now, self._busy,
                              calls, shard_of, full)
+            except NotFound as error:
+                if stored:  # it may have left memory, finished
+                    from_store.append((i, op, merchant_id, target, argument, only_key))
+                answer = error
             except DomainError as error:
                 answer = error
             if isinstance(answer, Order):
@@ -298,7 +375,46 @@ class OrderShard(clock.ClockControl):
         if calls.freeing():
             await self._journal.durable()
             await self._stock.send(StockCalls(releases=calls.releases, returns=calls.returns))
+        for i, op, merchant_id, target, argument, only_key in from_store:
+            results[i] = await self._from_store(op, merchant_id, target, argument, only_key)
         return await self._journal.settle(results)
+
+    async def _from_store(self, op: str, merchant_id: str, target: str, argument: Any,
+                          only_key: str) -> Any:
+        """A read, or a step asked of an order not in memory, answered from the database
+        (finished orders leave memory). A buyer's list merges both."""
+        store, book = self._store, self._state.book
+        assert store is not None
+        try:
+            if op == "list":
+                before, limit = argument
+                memory, _ = book.list_for_buyer(merchant_id, target, before, limit + 1,
+                                                only_key)
+                slot = slot_of(merchant_id, target, self._config.slots_total)
+                rows = await store.buyer_orders(slot, merchant_id, target, before, limit + 1,
+                                                only_key)
+                found = {o.order_id: o for o in (restore_order(*r).snapshot() for r in rows)}
+                found.update((o.order_id, o) for o in memory)  # memory is newer
+                merged = sorted(found.values(), key=lambda o: (o.created_at_ms, o.order_id),
+                                reverse=True)
+                page = merged[:limit]
+                more = len(merged) > limit
+                return page, ((page[-1].created_at_ms, page[-1].order_id) if more else None)
+            loaded = await store.load_order(target)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("order shard %d: reading %s failed: %r", self.index, target, error)
+            return Unavailable(STORE_UNAVAILABLE)
+        try:
+            if loaded is None:
+                raise NotFound(f"no order {target}", order_id=target)
+            order = restore_order(*loaded)
+            in_memory = book.orders.get(order.order_id)
+            if in_memory is not None or order.status not in FINISHED:
+                # placed meanwhile, or live and not (yet) here: the client retries
+                raise Unavailable("the order is changing; retry", order_id=target)
+            return OrderBook.answer_stored(order, merchant_id, op, only_key)
+        except DomainError as error:
+            return error
 
     # --- carts --------------------------------------------------------------------------------
 
@@ -321,8 +437,25 @@ class OrderShard(clock.ClockControl):
         rows: list[tuple[Any, ...]] = []
         from_carts: list[FromCart | None] = []
         positions: list[int] = []
+        book = self._state.book
+        looked_up: set[tuple[str, str]] = set()
+        recalled: dict[str, OrderSnapshot] = {}
+        asked = list(batch.rows())
+        if book.forgot:
+            looked_up, recalled = await self._look_up_keys([r[0] for r in asked],
+                                                           [r[3] for r in asked])
+        stored: list[tuple[int, str, str]] = []  # replays of orders that left memory
         for i, (merchant_id, buyer_id, campaign_id, key, window_s, slot, deadline,
-                key_id, currency) in enumerate(batch.rows()):
+                key_id, currency) in enumerate(asked):
+            stored_id = book.retained_order(merchant_id, key)
+            if stored_id is not None:
+                results[i] = (ResultCode.REPLAYED, stored_id)
+                stored.append((i, buyer_id, campaign_id))
+                continue
+            if book.forgot and (merchant_id, key) not in looked_up and not book.knows(
+                    merchant_id, key):
+                results[i] = (ResultCode.UNAVAILABLE, KEY_UNCHECKED)
+                continue
             plan = checkout_of(self._state, merchant_id, buyer_id, campaign_id, key,
                                self._carts.busy, self._stock.shard_of)
             if not isinstance(plan, CheckoutPlan):
@@ -333,10 +466,18 @@ class OrderShard(clock.ClockControl):
             from_carts.append(plan.from_cart)
             positions.append(i)
         with self._changing_stock():
-            answers = (await self._place_measured(PlaceBatch.of(rows), from_carts)
-                       if rows else [])
+            answers = (await self._place_measured(PlaceBatch.of(rows), from_carts,
+                                                  looked_up) if rows else [])
         for i, answer in zip(positions, answers, strict=True):
             results[i] = answer
+        if stored:
+            await self._read_back(results, recalled)
+            for i, buyer_id, campaign_id in stored:
+                order = results[i][1]
+                if isinstance(order, OrderSnapshot) and (
+                        order.buyer_id, order.campaign_id) != (buyer_id, campaign_id):
+                    results[i] = (ResultCode.IDEMPOTENCY_CONFLICT,
+                                  "idempotency key was used with a different order")
         return PlaceResults(results)
 
     # --- housekeeping -------------------------------------------------------------------------
@@ -345,6 +486,8 @@ class OrderShard(clock.ClockControl):
         committer = self._journal.committer
         return {"index": self.index, "instance": self._instance,
                 "orders": len(self._state.book.orders), "releases_due": len(self._stock.due),
+                "orders_evicted": self._state.book.evicted,
+                "keys_retained": self._state.book.retained_keys,
                 "journal_depth": committer.depth if committer else 0,
                 "commits": committer.commits if committer else 0,
                 "committed_entries": committer.committed_entries if committer else 0,
@@ -368,6 +511,17 @@ class OrderShard(clock.ClockControl):
             yield
         finally:
             self._stock_calls_inflight -= 1
+
+    def _evict(self, now: int) -> None:
+        """Finished orders leave memory once durable and lingered; keys older than the
+        idempotency window are forgotten (the database answers for them)."""
+        config = self._config
+        window_start = now - config.idempotency_window_s * 1000
+        self._state.evict(now - int(config.finished_order_linger_s * 1000), window_start,
+                          self._journal.not_durable, config.expiry_sweep_items_max)
+        book = self._state.book
+        book.forget_keys(window_start, max(0, config.idempotency_keys_per_shard_max
+                                           - len(book.orders)))
 
     async def _sweep_once(self) -> None:
         if self._moving:
@@ -395,6 +549,8 @@ class OrderShard(clock.ClockControl):
         self._journal.carts_gone(self._state.drop_idle_carts(now, budget - expired, calls,
                                                              shard_of))
         self._journal.orders(self._state.book)
+        if self._state.book.evicting:
+            self._evict(now)
         covered = list(self._stock.due)  # queued before the wait: durable after it
         if calls.freeing() or covered:
             await self._journal.durable()  # expiries and dropped carts first, then stock

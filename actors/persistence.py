@@ -63,12 +63,32 @@ def transition_rows(change: OrderChange,
     return transition, event
 
 
+FINISHED = frozenset({int(OrderStatus.FULFILLED), int(OrderStatus.CANCELLED),
+                      int(OrderStatus.EXPIRED)})
+
+
+def finished_rows(change: OrderChange, order: Order) -> tuple[Any, ...] | None:
+    """A change that finishes its order: ((order_id, at_ms), settled_sales rows: the
+    units a fulfilment sold, which stay counted once the order leaves memory)."""
+    if change.status not in FINISHED:
+        return None
+    settled: list[tuple[Any, ...]] = []
+    if change.status == OrderStatus.FULFILLED:
+        slot = order_slot(order.order_id)
+        for (sku_id, quantity), (stock_key, _) in zip(order.unpriced_lines,
+                                                      order.stock_lines, strict=True):
+            settled.append((slot, order.merchant_id, order.buyer_id, stock_key, sku_id,
+                            order.campaign_id, quantity))
+    return (order.order_id, change.at_ms), settled
+
+
 async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False) -> None:
-    """entries: ("order", row, lines), ("transition", row, event), ("cart", key, row or
-    None: gone) tuples. A cart's latest entry wins. On a `retry`, entries whose earlier
-    try committed (its answer lost) are not written again: one transaction wrote all of
-    them, so their first event tells."""
-    orders, lines, transitions, outbox = [], [], [], []
+    """entries: ("order", row, lines), ("transition", row, event, finished_rows or
+    None), ("cart", key, row or None: gone) tuples. A cart's latest entry wins. On a
+    `retry`, entries whose earlier try committed (its answer lost) are not written again:
+    one transaction wrote all of them, so their first event tells."""
+    orders, lines, transitions, outbox, finished = [], [], [], [], []
+    settled: dict[tuple[Any, ...], int] = {}
     carts: dict[Any, Any] = {}
     for entry in entries:
         if entry[0] == "order":
@@ -80,12 +100,17 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
             if entry[1] is not None:
                 transitions.append(entry[1])
             outbox.append(entry[2])
+            if entry[3] is not None:
+                finished.append(entry[3][0])
+                for *key, units in entry[3][1]:  # one row per key: an upsert adds once
+                    settled[tuple(key)] = settled.get(tuple(key), 0) + units
     if retry and outbox and await store.has_event(outbox[0][0]):
         return
     kept = [row for row in carts.values() if row is not None]
     gone = [key for key, row in carts.items() if row is None]
     try:
-        await store.commit_orders(orders, lines, transitions, outbox, kept, gone)
+        await store.commit_orders(orders, lines, transitions, outbox, kept, gone, finished,
+                                  [(*key, units) for key, units in settled.items()])
     except asyncpg.IntegrityConstraintViolationError as error:
         raise InvariantViolation(f"database refused the journal: {error}") from error
 

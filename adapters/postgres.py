@@ -46,6 +46,9 @@ TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "
 PLACED_TRANSITION_COLUMNS = (*TRANSITION_COLUMNS, "reference")
 OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
                   "created_at_ms")
+# Units of fulfilled orders (migration 0012).
+SETTLED_COLUMNS = ("slot", "merchant_id", "buyer_id", "stock_key", "sku_id", "campaign_id",
+                   "units")
 ADJUSTMENT_COLUMNS = ("merchant_id", "sku_id", "slot", "delta", "reason", "at_ms")
 
 
@@ -133,6 +136,37 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+_ORDER_SELECT = (
+    # No transition: the implied "placed" (migration 0008).
+    "SELECT o.*, coalesce(t.sequence, 1) AS sequence,"
+    " coalesce(t.status, 1::smallint) AS status,"
+    " coalesce(t.refunded, false) AS refunded,"
+    " coalesce(t.at_ms, o.created_at_ms) AS updated_at_ms,"
+    " coalesce(t.reference, '') AS payment_reference"
+    " FROM flashtx.orders o LEFT JOIN LATERAL (SELECT sequence, status, refunded, at_ms,"
+    "   reference FROM flashtx.order_transitions t WHERE t.order_id = o.order_id"
+    "   ORDER BY sequence DESC LIMIT 1) t ON true")
+
+
+async def _orders_where(connection: asyncpg.Connection, condition: str, *args: Any,
+                        order: str = "o.created_at_ms, o.order_id"
+                        ) -> list[tuple[Any, list[Any]]]:
+    """Orders matching `condition` with their latest state, and their lines (two
+    queries, merged here)."""
+    orders = await connection.fetch(f"{_ORDER_SELECT} WHERE {condition} ORDER BY {order}",
+                                    *args)
+    if not orders:
+        return []
+    lines = await connection.fetch(
+        "SELECT order_id, sku_id, quantity, unit_price_minor, stock_key"
+        " FROM flashtx.order_lines WHERE order_id = ANY($1::text[])"
+        " ORDER BY order_id, line_no", [row["order_id"] for row in orders])
+    by_order: dict[str, list[tuple[str, int, int, str]]] = {}
+    for line in lines:
+        by_order.setdefault(line[0], []).append((line[1], line[2], line[3], line[4]))
+    return [(row, by_order.get(row["order_id"], [])) for row in orders]
+
+
 class Store:
     """Every SQL statement flashtx runs against its own tables."""
 
@@ -164,16 +198,20 @@ class Store:
                             transitions: Sequence[tuple[Any, ...]],
                             outbox: Sequence[tuple[Any, ...]],
                             carts: Sequence[tuple[Any, ...]] = (),
-                            carts_gone: Sequence[tuple[str, str, str]] = ()) -> None:
+                            carts_gone: Sequence[tuple[str, str, str]] = (),
+                            finished: Sequence[tuple[str, int]] = (),
+                            settled: Sequence[tuple[Any, ...]] = ()) -> None:
         """All of it or none of it: one statement for a small commit, else one
         transaction with one COPY per table. Carts (written behind) ride along: `carts`
-        rows are upserted, `carts_gone` keys deleted."""
+        rows are upserted, `carts_gone` keys deleted. `finished`: (order_id, at_ms) of
+        orders fulfilled, cancelled or expired by this commit; `settled`: units of the
+        fulfilled ones, SETTLED_COLUMNS rows added to settled_sales."""
         async with self._commit_lock:
             connection = self._commit_connection
             if connection is None or _lost(connection):
                 connection = self._commit_connection = await self.pool.acquire()
             try:
-                if not carts and not carts_gone and (
+                if not carts and not carts_gone and not finished and (
                         len(orders) + len(transitions) <= SMALL_COMMIT_ROWS_MAX):
                     await connection.execute(
                         _SMALL_COMMIT_SQL, *_columns(orders, len(PLACED_ORDER_COLUMNS)),
@@ -182,7 +220,7 @@ class Store:
                         *_columns(outbox, len(OUTBOX_COLUMNS)))
                 else:
                     await self._commit_copying(connection, orders, lines, transitions,
-                                               outbox, carts, carts_gone)
+                                               outbox, carts, carts_gone, finished, settled)
             except BaseException:
                 # Whatever state the connection is in (a lost answer, a cancelled call),
                 # it goes back to the pool, which resets or closes it; the next commit
@@ -200,7 +238,9 @@ class Store:
                               transitions: Sequence[tuple[Any, ...]],
                               outbox: Sequence[tuple[Any, ...]],
                               carts: Sequence[tuple[Any, ...]],
-                              carts_gone: Sequence[tuple[str, str, str]]) -> None:
+                              carts_gone: Sequence[tuple[str, str, str]],
+                              finished: Sequence[tuple[str, int]] = (),
+                              settled: Sequence[tuple[Any, ...]] = ()) -> None:
         async with connection.transaction():
             if carts_gone:
                 await connection.executemany(
@@ -228,6 +268,19 @@ class Store:
             if outbox:
                 await connection.copy_records_to_table(
                     "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+            if finished:  # after the orders' rows: an order may be placed in this commit
+                await connection.execute(
+                    "UPDATE flashtx.orders o SET finished_at_ms = f.at_ms"
+                    " FROM unnest($1::text[], $2::bigint[]) f(order_id, at_ms)"
+                    " WHERE o.order_id = f.order_id", *_columns(finished, 2))
+            if settled:
+                await connection.execute(
+                    f"INSERT INTO flashtx.settled_sales ({', '.join(SETTLED_COLUMNS)})"
+                    " SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[],"
+                    " $5::text[], $6::text[], $7::bigint[])"
+                    " ON CONFLICT (merchant_id, buyer_id, stock_key, sku_id, campaign_id)"
+                    " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units",
+                    *_columns(settled, len(SETTLED_COLUMNS)))
 
 
     # --- catalogue and stock ------------------------------------------------------------------
@@ -389,30 +442,68 @@ class Store:
     # --- orders -------------------------------------------------------------------------------
 
     async def load_orders(self, slots: Iterable[int]) -> list[tuple[Any, list[Any]]]:
-        """Every order of these slots with its latest state and its lines (two set-based
-        queries, merged here: much faster than a subquery per order)."""
-        slot_list = list(slots)
+        """The live orders of these slots (not fulfilled, cancelled or expired: migration
+        0012) with their latest state and their lines."""
         async with self.pool.acquire() as connection:
-            orders = await connection.fetch(
-                # No transition: the implied "placed" (migration 0008).
-                "SELECT o.*, coalesce(t.sequence, 1) AS sequence,"
-                " coalesce(t.status, 1::smallint) AS status,"
-                " coalesce(t.refunded, false) AS refunded,"
-                " coalesce(t.at_ms, o.created_at_ms) AS updated_at_ms,"
-                " coalesce(t.reference, '') AS payment_reference"
-                " FROM flashtx.orders o LEFT JOIN (SELECT DISTINCT ON (order_id) order_id,"
-                "   sequence, status, refunded, at_ms, reference FROM flashtx.order_transitions"
-                "   WHERE slot = ANY($1::int[]) ORDER BY order_id, sequence DESC) t"
-                " USING (order_id) WHERE o.slot = ANY($1::int[])"
-                " ORDER BY o.created_at_ms, o.order_id", slot_list)
-            lines = await connection.fetch(
-                "SELECT l.order_id, l.sku_id, l.quantity, l.unit_price_minor, l.stock_key"
-                " FROM flashtx.order_lines l JOIN flashtx.orders o USING (order_id)"
-                " WHERE o.slot = ANY($1::int[]) ORDER BY l.order_id, l.line_no", slot_list)
-        by_order: dict[str, list[tuple[str, int, int, str]]] = {}
-        for line in lines:
-            by_order.setdefault(line[0], []).append((line[1], line[2], line[3], line[4]))
-        return [(row, by_order.get(row["order_id"], [])) for row in orders]
+            return await _orders_where(connection, "o.slot = ANY($1::int[])"
+                                       " AND o.finished_at_ms IS NULL", list(slots))
+
+    async def load_order(self, order_id: str) -> tuple[Any, list[Any]] | None:
+        """One order, live or finished, as load_orders answers it; None if there is none."""
+        async with self.pool.acquire() as connection:
+            found = await _orders_where(connection, "o.order_id = $1", order_id)
+        return found[0] if found else None
+
+    async def orders_by_keys(self, merchant_ids: Sequence[str],
+                             keys: Sequence[str]) -> list[tuple[Any, list[Any]]]:
+        """The orders placed with these (merchant, idempotency key) pairs, where any."""
+        async with self.pool.acquire() as connection:
+            return await _orders_where(
+                connection, "(o.merchant_id, o.idempotency_key) IN (SELECT * FROM"
+                " unnest($1::text[], $2::text[]))", list(merchant_ids), list(keys))
+
+    async def buyer_orders(self, slot: int, merchant_id: str, buyer_id: str,
+                           before: tuple[int, str] | None, limit: int, only_key: str = ""
+                           ) -> list[tuple[Any, list[Any]]]:
+        """A buyer's orders, newest first by (created_at_ms, order_id), before `before`."""
+        created, order_id = before if before is not None else (2**62, "")
+        async with self.pool.acquire() as connection:
+            return await _orders_where(
+                connection, "o.slot = $1 AND o.merchant_id = $2 AND o.buyer_id = $3"
+                " AND (o.created_at_ms, o.order_id) < ($4, $6)"
+                " AND ($7 = '' OR o.key_id = $7)",
+                slot, merchant_id, buyer_id, created, limit, order_id, only_key,
+                order="o.created_at_ms DESC, o.order_id DESC LIMIT $5")
+
+    async def recent_keys(self, slots: Iterable[int], since_ms: int) -> list[Any]:
+        """Finished orders of these slots placed at or after `since_ms`: (merchant_id,
+        idempotency_key, order_id, buyer_id, campaign_id, created_at_ms, skus,
+        quantities) rows, lines in order (the idempotency window rebuilt at recovery)."""
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT o.merchant_id, o.idempotency_key, o.order_id, o.buyer_id,"
+                " o.campaign_id, o.created_at_ms,"
+                " array_agg(l.sku_id ORDER BY l.line_no) AS skus,"
+                " array_agg(l.quantity ORDER BY l.line_no) AS quantities"
+                " FROM flashtx.orders o JOIN flashtx.order_lines l USING (order_id)"
+                " WHERE o.slot = ANY($1::int[]) AND o.created_at_ms >= $2"
+                "   AND o.finished_at_ms IS NOT NULL"
+                " GROUP BY o.order_id ORDER BY o.created_at_ms", list(slots), since_ms))
+
+    async def has_orders_before(self, slots: Iterable[int], before_ms: int) -> bool:
+        """Does any order of these slots predate `before_ms` (its key may be unknown to
+        an order shard's memory)?"""
+        async with self.pool.acquire() as connection:
+            return bool(await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM flashtx.orders o, unnest($1::int[]) s(slot)"
+                " WHERE o.slot = s.slot AND o.created_at_ms < $2)", list(slots), before_ms))
+
+    async def load_settled(self, slots: Iterable[int]) -> list[Any]:
+        """Units of fulfilled orders per (merchant, buyer, stock key, SKU, campaign)."""
+        async with self.pool.acquire() as connection:
+            return list(await connection.fetch(
+                "SELECT merchant_id, buyer_id, stock_key, sku_id, campaign_id, units"
+                " FROM flashtx.settled_sales WHERE slot = ANY($1::int[])", list(slots)))
 
     # --- outbox -------------------------------------------------------------------------------
 

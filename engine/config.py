@@ -192,7 +192,16 @@ class Config:
     expiry_sweep_items_max: int = 10_000
     merchants_max: int = 1_000_000
     skus_per_shard_max: int = 2_000_000
+    # Orders an order shard keeps in memory. With a database, finished orders (fulfilled,
+    # cancelled, expired) leave memory once durable and `finished_order_linger_s` old, and
+    # are read from Postgres when asked for; the bound is on live orders, not history.
     orders_per_shard_max: int = 5_000_000
+    finished_order_linger_s: float = 60.0
+    # Idempotency keys of orders that left memory, kept in memory (a replay is answered
+    # without a database read to find it) for this long after the order was placed.
+    # Older keys are looked up in Postgres: a key is never placed twice while its order's
+    # row exists (docs/operations.md, "History and retention").
+    idempotency_window_s: int = 86_400
     idempotency_keys_per_shard_max: int = 5_000_000
     # Stock releases and returns an order shard keeps for retry while a stock shard is
     # unreachable; when full, cancels, refunds, cart clears and expiries wait (UNAVAILABLE).

@@ -57,6 +57,9 @@ class OrderState:
     campaigns: dict[tuple[str, str], Campaign] = field(default_factory=dict)
     units: BuyerUnits = field(default_factory=BuyerUnits)  # per buyer: orders and carts
     holds_made: int = 0  # cart holds started by this incarnation (their nonces)
+    # Units of fulfilled orders that left memory, per (merchant, stock key, buyer): still
+    # sold, handed over to the stock shards with the sales of orders in memory.
+    settled: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, config: Config, epoch: str) -> OrderState:
@@ -75,6 +78,28 @@ class OrderState:
         if order.campaign_id and order.live:
             self.count_units(order.merchant_id, order.campaign_id, order.buyer_id,
                              order.unpriced_lines, 1)
+
+    def restore_settled(self, merchant_id: str, buyer_id: str, stock_key: str, sku_id: str,
+                        campaign_id: str, units: int) -> None:
+        """Units of fulfilled orders, from the database (settled_sales)."""
+        key = (merchant_id, stock_key, buyer_id)
+        self.settled[key] = self.settled.get(key, 0) + units
+        if campaign_id:
+            self.count_units(merchant_id, campaign_id, buyer_id, ((sku_id, units),), 1)
+
+    def evict(self, finished_before_ms: int, window_start_ms: int,
+              not_durable: Container[str], items_max: int) -> int:
+        """Finished orders leave memory (``OrderBook.evict``); a fulfilled one's units
+        stay sold (and, in a campaign, counted for its buyer: they are not given back).
+        Answers how many left."""
+        gone = self.book.evict(finished_before_ms, window_start_ms, not_durable, items_max)
+        settled = self.settled
+        for order in gone:
+            if order.status == OrderStatus.FULFILLED:
+                for stock_key, quantity in order.stock_lines:
+                    key = (order.merchant_id, stock_key, order.buyer_id)
+                    settled[key] = settled.get(key, 0) + quantity
+        return len(gone)
 
     def new_hold_id(self, key: CartKey, sku_id: str) -> str:
         """A cart line's new hold: unique to this shard incarnation (epoch + count)."""
@@ -211,4 +236,7 @@ class OrderState:
             else:
                 sold.extend((order.merchant_id, sku_id, order.buyer_id, quantity)
                             for sku_id, quantity in part)
+        for (merchant_id, stock_key, buyer_id), units in self.settled.items():
+            if shard_of(merchant_id, stock_key) == stock_shard:
+                sold.append((merchant_id, stock_key, buyer_id, units))
         return Holds.of(holds), Sales.of(sold)

@@ -14,7 +14,8 @@ order's sequence number and is journaled in ``changes``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -66,6 +67,7 @@ _TRANSITIONS: dict[tuple[OrderStatus, str], tuple[OrderStatus, StockAction]] = {
     (OrderStatus.PAID, "fulfil"): (OrderStatus.FULFILLED, StockAction.NONE),
     (OrderStatus.PAID, "cancel"): (OrderStatus.CANCELLED, StockAction.RETURN),
 }
+FINISHED = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED})
 # Repeating a step that already happened answers the order as it is.
 _ALREADY = {("pay", OrderStatus.PAID), ("cancel", OrderStatus.CANCELLED),
             ("fulfil", OrderStatus.FULFILLED), ("expire", OrderStatus.EXPIRED)}
@@ -215,6 +217,7 @@ class Begin(NamedTuple):
     message: str
 
 
+KEY_UNCHECKED = "the idempotency key is being looked up; retry with the same key"
 IdempotencyKey = tuple[str, str]  # (merchant_id, idempotency_key)
 Fingerprint = tuple[str, tuple[Line, ...], str]  # (buyer_id, lines, campaign_id)
 
@@ -232,6 +235,18 @@ class OrderBook:
         self._pending: dict[IdempotencyKey, tuple[str, Fingerprint]] = {}
         self._by_buyer: dict[tuple[str, str], list[str]] = {}
         self._deadlines: list[tuple[int, str]] = []
+        # Orders that left memory: their keys within the idempotency window (order id and
+        # a hash of what was ordered, to tell a replay from a conflict), oldest first.
+        self._retained: dict[IdempotencyKey, tuple[str, int]] = {}
+        self._retained_by_age: list[tuple[int, str, str]] = []  # (placed at, merchant, key)
+        self._finished: deque[tuple[int, str]] = deque()  # (finished at, order_id)
+        # True once a key may be known to the database alone (it left memory, or was
+        # never loaded): a key not in memory is then looked up before it places an order.
+        self.forgot = False
+        # True once some order may be in the database alone: reads look there too.
+        self.partial = False
+        self.evicted = 0
+        self.evicting = False  # finished orders are queued to leave memory (a database)
 
     # --- placing ---------------------------------------------------------------------------
 
@@ -241,7 +256,10 @@ class OrderBook:
         return self._epoch
 
     def begin(self, merchant_id: str, idempotency_key: str, buyer_id: str,
-              lines: tuple[Line, ...], slot: int, campaign_id: str = "") -> Begin:
+              lines: tuple[Line, ...], slot: int, campaign_id: str = "",
+              looked_up: bool = False) -> Begin:
+        """`looked_up`: the database was asked for the key since it was last unknown here
+        (needed once `forgot` is set; else the answer is UNAVAILABLE with no order id)."""
         key = (merchant_id, idempotency_key)
         fingerprint = (buyer_id, lines, campaign_id)
         order_id = self._by_key.get(key)
@@ -251,12 +269,21 @@ class OrderBook:
                 return Begin(ResultCode.IDEMPOTENCY_CONFLICT, order_id, None,
                              "idempotency key was used with a different order")
             return Begin(ResultCode.REPLAYED, order_id, order.snapshot(), "")
+        if self._retained:
+            retained = self._retained.get(key)
+            if retained is not None:  # its order left memory: the caller reads it back
+                if retained[1] != hash(fingerprint):
+                    return Begin(ResultCode.IDEMPOTENCY_CONFLICT, retained[0], None,
+                                 "idempotency key was used with a different order")
+                return Begin(ResultCode.REPLAYED, retained[0], None, "")
         pending = self._pending.get(key)
         if pending is not None:
             if pending[1] != fingerprint:
                 return Begin(ResultCode.IDEMPOTENCY_CONFLICT, pending[0], None,
                              "idempotency key is in use by a different order")
             return Begin(ResultCode.UNAVAILABLE, pending[0], None, "order is being placed")
+        if self.forgot and not looked_up:
+            return Begin(ResultCode.UNAVAILABLE, "", None, KEY_UNCHECKED)
         if len(self.orders) + len(self._pending) >= self._orders_max:
             return Begin(ResultCode.OVERLOADED, "", None, "order shard is full")
         if len(self._by_key) + len(self._pending) >= self._keys_max:
@@ -295,9 +322,83 @@ class OrderBook:
         order_id = self._by_key.get((merchant_id, idempotency_key))
         return None if order_id is None else self.orders[order_id]
 
+    def knows(self, merchant_id: str, idempotency_key: str) -> bool:
+        """Is the key's fate known here (an order in memory or its key retained, or a try
+        under way)?"""
+        key = (merchant_id, idempotency_key)
+        return key in self._by_key or key in self._retained or key in self._pending
+
     def restore(self, order: Order) -> None:
         """Loads an order from durable state (recovery)."""
         self._add(order)
+
+    def retain(self, merchant_id: str, idempotency_key: str, order_id: str, buyer_id: str,
+               lines: tuple[Line, ...], campaign_id: str, created_at_ms: int) -> None:
+        """Remembers the key of an order that is not in memory (it left, or recovery did
+        not load it: finished)."""
+        key = (merchant_id, idempotency_key)
+        if key in self._by_key:
+            return
+        self._retained[key] = (order_id, hash((buyer_id, lines, campaign_id)))
+        heapq.heappush(self._retained_by_age, (created_at_ms, merchant_id, idempotency_key))
+        self.partial = True
+
+    # --- bounded memory --------------------------------------------------------------------
+
+    def evict(self, finished_before_ms: int, window_start_ms: int,
+              not_durable: Container[str], items_max: int) -> list[Order]:
+        """Finished orders leave memory once their last change is durable and they
+        finished before `finished_before_ms` (at most `items_max`); their keys stay
+        (``retain``) if placed at or after `window_start_ms`. Answers the orders that
+        left."""
+        gone: list[Order] = []
+        finished, orders = self._finished, self.orders
+        while finished and finished[0][0] < finished_before_ms and len(gone) < items_max:
+            order_id = finished[0][1]
+            if order_id in not_durable:
+                break  # its commit is under way: the next sweep looks again
+            finished.popleft()
+            order = orders.pop(order_id, None)
+            if order is None:
+                continue
+            key = (order.merchant_id, order.idempotency_key)
+            del self._by_key[key]
+            by_buyer = self._by_buyer[(order.merchant_id, order.buyer_id)]
+            by_buyer.remove(order_id)
+            if not by_buyer:
+                del self._by_buyer[(order.merchant_id, order.buyer_id)]
+            if order.created_at_ms >= window_start_ms:
+                self.retain(order.merchant_id, order.idempotency_key, order_id,
+                            order.buyer_id, order.unpriced_lines, order.campaign_id,
+                            order.created_at_ms)
+            else:
+                self.forgot = True
+            self.partial = True
+            gone.append(order)
+        self.evicted += len(gone)
+        return gone
+
+    def forget_keys(self, window_start_ms: int, keys_max: int) -> int:
+        """Drops retained keys placed before the window, and the oldest beyond `keys_max`
+        (the database still answers for them). Answers how many."""
+        by_age, retained = self._retained_by_age, self._retained
+        dropped = 0
+        while by_age and (by_age[0][0] < window_start_ms or len(retained) > keys_max):
+            _, merchant_id, idempotency_key = heapq.heappop(by_age)
+            if retained.pop((merchant_id, idempotency_key), None) is not None:
+                dropped += 1
+        if dropped:
+            self.forgot = True
+        return dropped
+
+    def retained_order(self, merchant_id: str, idempotency_key: str) -> str | None:
+        """The id of the order placed with a retained key (it left memory), if any."""
+        retained = self._retained.get((merchant_id, idempotency_key))
+        return None if retained is None else retained[0]
+
+    @property
+    def retained_keys(self) -> int:
+        return len(self._retained)
 
     def _add(self, order: Order) -> None:
         self.orders[order.order_id] = order
@@ -343,8 +444,21 @@ class OrderBook:
         order.refunded = event == "cancel" and previous == OrderStatus.PAID
         order.sequence += 1
         order.updated_at_ms = now_ms
+        if self.evicting and order.status in FINISHED:
+            self._finished.append((now_ms, order.order_id))
         self.changes.append(OrderChange(order.order_id, order.merchant_id, order.sequence,
                                         int(order.status), event, now_ms))
+        return order.snapshot()
+
+    @staticmethod
+    def answer_stored(order: Order, merchant_id: str, event: str, only_key: str = ""
+                      ) -> OrderSnapshot:
+        """A read or a step asked of a finished order read back from the database: the
+        order as it is (a read, or a step that already happened), else the refusal."""
+        if order.merchant_id != merchant_id or (only_key and order.key_id != only_key):
+            raise NotFound(f"no order {order.order_id}", order_id=order.order_id)
+        if event != "get" and (event, order.status) not in _ALREADY:
+            transition(order.status, event)  # raises: a finished order takes no step
         return order.snapshot()
 
     def due_for_expiry(self, now_ms: int, items_max: int) -> list[Order]:
@@ -385,6 +499,8 @@ class OrderBook:
 
     def check_invariants(self) -> None:
         invariant(len(self._by_key) == len(self.orders), "one order per idempotency key")
+        invariant(not any(key in self._by_key for key in self._retained),
+                  "a key both in memory and retained")
         for order in self.orders.values():
             invariant(order.total_minor == sum(q * p for _, q, p in order.lines),
                       f"{order.order_id}: total drifted")

@@ -14,7 +14,7 @@ A ``Placing`` takes a PlaceBatch through its steps; the order shard does the awa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -69,8 +69,12 @@ class Round:
 class Placing:
     def __init__(self, state: OrderState, batch: PlaceBatch, now: int, owner: int,
                  shard_of: ShardOf, grace_ms: int,
-                 from_carts: Sequence[FromCart | None] = ()) -> None:
+                 from_carts: Sequence[FromCart | None] = (),
+                 looked_up: Container[tuple[str, str]] = ()) -> None:
+        """`looked_up`: keys unknown to memory that the database was asked about (and
+        did not know), needed once the book may have forgotten keys."""
         self.state, self.batch, self.now = state, batch, now
+        self.looked_up = looked_up
         self.owner, self.shard_of, self.grace_ms = owner, shard_of, grace_ms
         self.from_carts = from_carts
         self.results: list[Any] = [None] * len(batch)  # (code, snapshot or reason)
@@ -82,6 +86,7 @@ class Placing:
         take the batch (else a new order is refused with `full_message`, or told why it
         would be refused anyway)."""
         b, now, book, results = self.batch, self.now, self.state.book, self.results
+        looked_up = self.looked_up if book.forgot else None
         new: list[Attempt] = []
         for i, (merchant_id, key, buyer_id, lines, campaign_id, deadline) in enumerate(zip(
                 b.merchant_ids, b.keys, b.buyer_ids, b.lines, b.campaign_ids,
@@ -89,7 +94,8 @@ class Placing:
             if deadline and now >= deadline:
                 results[i] = (ResultCode.UNAVAILABLE, DEADLINE_PASSED)
                 continue
-            begun = book.begin(merchant_id, key, buyer_id, lines, b.slots[i], campaign_id)
+            begun = book.begin(merchant_id, key, buyer_id, lines, b.slots[i], campaign_id,
+                               looked_up is not None and (merchant_id, key) in looked_up)
             code = begun.code
             if code is ResultCode.OK and not room:
                 book.abandon(merchant_id, key)
@@ -105,9 +111,9 @@ class Placing:
                 except DomainError as error:  # travels whole: its reason names the cause
                     book.abandon(merchant_id, key)
                     results[i] = (error.code, error)
-            elif code is ResultCode.REPLAYED:
-                results[i] = (ResultCode.REPLAYED, begun.order)
-            elif code is ResultCode.UNAVAILABLE:
+            elif code is ResultCode.REPLAYED:  # an order id: it left memory, read it back
+                results[i] = (ResultCode.REPLAYED, begun.order or begun.order_id)
+            elif code is ResultCode.UNAVAILABLE and begun.order_id:
                 self.waits.append(i)
             elif code is ResultCode.IDEMPOTENCY_CONFLICT:
                 results[i] = (code, refusal(begun.message, idempotency_key=key))

@@ -73,7 +73,10 @@ def sim_config(**changes: Any) -> Config:
         "stock_shards": 2, "order_shards": 2, "slots_total": 64, "postgres_dsn": "sim",
         "redis_url": "none", "expiry_sweep_interval_ms": 50, "journal_entries_max": 300,
         "commit_orders_max": 40, "commit_delay_ms_max": 2.0, "reservation_grace_ms": 1_000,
-        "commit_retry_delay_ms_max": 200, **changes})
+        "commit_retry_delay_ms_max": 200,
+        # Finished orders leave memory soon, and keys leave the window within a run: reads,
+        # replays and recoveries go to the database for them.
+        "finished_order_linger_s": 0.1, "idempotency_window_s": 1, **changes})
 
 
 class Run:
@@ -96,6 +99,7 @@ class Run:
         self.resharding = False
         self.reshards: dict[str, int] = defaultdict(int)
         self._seen: set[str] = set()
+        self.placed: dict[int, list[tuple[str, tuple[tuple[str, int], ...], str]]] = {}
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -178,11 +182,41 @@ class Run:
                 roll = self.rng.random()
                 if roll < 0.35:
                     await self.act("pay", order_id)
-                    if self.rng.random() < 0.3:
+                    after = self.rng.random()
+                    if after < 0.3:
                         await self.act("cancel", order_id)  # a refund
+                    elif after < 0.7:
+                        await self.act("fulfil", order_id)
                 elif roll < 0.6:
                     await self.act("cancel", order_id)
+            placed = self.placed.setdefault(buyer, [])
+            if self.rng.random() < 0.15 and placed:  # a late retry: its order may be gone
+                key, lines, campaign_id = self.rng.choice(placed)
+                await self.place(key, f"buyer-{buyer}", lines, campaign_id)
+            if self.rng.random() < 0.15:
+                await self.reread()
             await asyncio.sleep(self.rng.randint(0, 50) / 1000)
+
+    async def reread(self) -> None:
+        """Reads back a finished order (it may have left memory): answered, as durable."""
+        store = self.world.store
+        finished = sorted(order_id for order_id in self.acked.values()
+                          if store.orders[order_id].get("finished_at_ms") is not None)
+        if not finished:
+            return
+        order_id = self.rng.choice(finished)
+        shard = self.order_table.shard_of_slot[order_slot(order_id)]
+        answer = await self.until_answered(f"order-{shard}", "act", ActionBatch.of(
+            [("get", MERCHANT, order_id, None, "")]))
+        if answer is DONE:
+            return
+        [found] = answer
+        if isinstance(found, DomainError):
+            if found.code not in RETRYABLE:
+                self.fail(f"reading finished order {order_id}: {found!r}")
+        elif found.status != store.status(order_id):
+            self.fail(f"order {order_id} read as {found.status}, the database says"
+                      f" {store.status(order_id)}")
 
     async def place(self, key: str, buyer_id: str, lines: tuple[tuple[str, int], ...],
                     campaign_id: str = "") -> str | None:
@@ -192,6 +226,8 @@ class Run:
         placement = (MERCHANT, key, buyer_id, lines, window_s, slot, 0, "key", campaign_id,
                      "USD")
         answer = await self.until_answered(f"order-{shard}", "place", PlaceBatch.of([placement]))
+        self.placed.setdefault(int(buyer_id.split("-")[1]), []).append(
+            (key, lines, campaign_id))
         return self.acknowledged(key, answer)
 
     def acknowledged(self, key: str, answer: Any) -> str | None:

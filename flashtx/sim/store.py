@@ -47,6 +47,7 @@ class MemoryStore:
         self.settings: dict[str, str] = {}
         self.outbox = 0
         self.events: set[str] = set()  # outbox event ids (unique, as in Postgres)
+        self.settled: dict[tuple[Any, ...], int] = defaultdict(int)  # settled_sales
         self.writes = 0
 
     # --- what the simulator checks against ---------------------------------------------
@@ -98,7 +99,9 @@ class MemoryStore:
                             transitions: Sequence[tuple[Any, ...]],
                             outbox: Sequence[tuple[Any, ...]],
                             carts: Sequence[tuple[Any, ...]] = (),
-                            carts_gone: Sequence[tuple[str, str, str]] = ()) -> None:
+                            carts_gone: Sequence[tuple[str, str, str]] = (),
+                            finished: Sequence[tuple[str, int]] = (),
+                            settled: Sequence[tuple[Any, ...]] = ()) -> None:
         def apply() -> None:
             for row in orders:  # constraints first: all or nothing
                 if row[0] in self.orders or (row[1], row[3]) in self.keys:
@@ -135,6 +138,10 @@ class MemoryStore:
                                                         "reference": reference}
             self.outbox += len(outbox)
             self.events.update(row[0] for row in outbox)
+            for order_id, at_ms in finished:
+                self.orders[order_id]["finished_at_ms"] = at_ms
+            for slot, *key, units in settled:
+                self.settled[(slot, *key)] += units
 
         await self._write(apply)
 
@@ -281,13 +288,60 @@ class MemoryStore:
                 for (m, s), row in self.skus.items() if row["slot"] in wanted]
 
     async def load_orders(self, slots: Iterable[int]) -> list[tuple[Any, list[Any]]]:
+        wanted = set(slots)
+        return await self._orders_where(lambda row: row["slot"] in wanted
+                                        and row.get("finished_at_ms") is None)
+
+    async def load_order(self, order_id: str) -> tuple[Any, list[Any]] | None:
+        found = await self._orders_where(lambda row: row["order_id"] == order_id)
+        return found[0] if found else None
+
+    async def orders_by_keys(self, merchant_ids: Sequence[str],
+                             keys: Sequence[str]) -> list[tuple[Any, list[Any]]]:
+        wanted = set(zip(merchant_ids, keys, strict=True))
+        return await self._orders_where(
+            lambda row: (row["merchant_id"], row["idempotency_key"]) in wanted)
+
+    async def buyer_orders(self, slot: int, merchant_id: str, buyer_id: str,
+                           before: tuple[int, str] | None, limit: int, only_key: str = ""
+                           ) -> list[tuple[Any, list[Any]]]:
+        found = await self._orders_where(
+            lambda row: (row["slot"], row["merchant_id"], row["buyer_id"]) == (
+                slot, merchant_id, buyer_id) and (before is None or (
+                    row["created_at_ms"], row["order_id"]) < before)
+            and (not only_key or row["key_id"] == only_key))
+        return found[::-1][:limit]
+
+    async def recent_keys(self, slots: Iterable[int], since_ms: int) -> list[Any]:
+        wanted = set(slots)
+        found = await self._orders_where(
+            lambda row: row["slot"] in wanted and row["created_at_ms"] >= since_ms
+            and row.get("finished_at_ms") is not None)
+        return [{"merchant_id": row["merchant_id"], "idempotency_key": row["idempotency_key"],
+                 "order_id": row["order_id"], "buyer_id": row["buyer_id"],
+                 "campaign_id": row["campaign_id"], "created_at_ms": row["created_at_ms"],
+                 "skus": [line[0] for line in lines],
+                 "quantities": [line[1] for line in lines]} for row, lines in found]
+
+    async def has_orders_before(self, slots: Iterable[int], before_ms: int) -> bool:
         await self._read()
         wanted = set(slots)
+        return any(row["slot"] in wanted and row["created_at_ms"] < before_ms
+                   for row in self.orders.values())
+
+    async def load_settled(self, slots: Iterable[int]) -> list[Any]:
+        await self._read()
+        wanted = set(slots)
+        return [(*key[1:], units) for key, units in self.settled.items() if key[0] in wanted]
+
+    async def _orders_where(self, wanted: Callable[[dict[str, Any]], bool]
+                            ) -> list[tuple[Any, list[Any]]]:
+        await self._read()
         loaded = []
         for order_id, row in sorted(self.orders.items(),
                                     key=lambda item: (item[1]["created_at_ms"], item[0])):
             steps = self.transitions[order_id]
-            if row["slot"] not in wanted or not steps:
+            if not steps or not wanted(row):
                 continue
             sequence = max(steps)
             latest = steps[sequence]
