@@ -18,6 +18,7 @@ from adapters.wire import order_event
 from engine.campaigns import Campaign, CampaignSku
 from engine.carts import Cart, CartKey, CartLine
 from engine.errors import InvariantViolation
+from engine.order_state import settled_buyer
 from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus, order_slot
 from engine.sharding import sku_slot
 
@@ -69,7 +70,9 @@ FINISHED = frozenset({int(OrderStatus.FULFILLED), int(OrderStatus.CANCELLED),
 
 def finished_rows(change: OrderChange, order: Order) -> tuple[Any, ...] | None:
     """A change that finishes its order: ((order_id, at_ms), settled_sales rows: the
-    units a fulfilment sold, which stay counted once the order leaves memory)."""
+    units a fulfilment sold, which stay counted once the order leaves memory; per buyer
+    for a campaign order (its per-buyer limits count the whole campaign), else per SKU
+    alone: ``engine.order_state.settled_key``)."""
     if change.status not in FINISHED:
         return None
     settled: list[tuple[Any, ...]] = []
@@ -77,8 +80,8 @@ def finished_rows(change: OrderChange, order: Order) -> tuple[Any, ...] | None:
         slot = order_slot(order.order_id)
         for (sku_id, quantity), (stock_key, _) in zip(order.unpriced_lines,
                                                       order.stock_lines, strict=True):
-            settled.append((slot, order.merchant_id, order.buyer_id, stock_key, sku_id,
-                            order.campaign_id, quantity))
+            settled.append((slot, order.merchant_id, settled_buyer(order), stock_key,
+                            sku_id, order.campaign_id, quantity))
     return (order.order_id, change.at_ms), settled
 
 

@@ -278,7 +278,7 @@ class Store:
                     f"INSERT INTO flashtx.settled_sales ({', '.join(SETTLED_COLUMNS)})"
                     " SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[],"
                     " $5::text[], $6::text[], $7::bigint[])"
-                    " ON CONFLICT (merchant_id, buyer_id, stock_key, sku_id, campaign_id)"
+                    " ON CONFLICT (slot, merchant_id, buyer_id, stock_key, sku_id, campaign_id)"
                     " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units",
                     *_columns(settled, len(SETTLED_COLUMNS)))
 

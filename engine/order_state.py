@@ -34,6 +34,15 @@ def split_lines(shard_of: ShardOf, merchant_id: str,
     return parts
 
 
+def settled_buyer(order: Order) -> str:
+    """Whose units a fulfilled order's sale counts as once it leaves memory: its buyer's
+    in a campaign (the campaign's per-buyer limits count until it ends), else no one's:
+    a SKU's per-buyer limit counts units in live orders (reserved or paid, or fulfilled
+    and still in memory), so the history of fulfilled orders is summed per SKU, not per
+    buyer (docs/operations.md, "History and retention")."""
+    return order.buyer_id if order.campaign_id else ""
+
+
 @dataclass(slots=True)
 class StockCalls:
     """Stock calls, per stock shard: commits (payments, made before the state changes),
@@ -57,8 +66,9 @@ class OrderState:
     campaigns: dict[tuple[str, str], Campaign] = field(default_factory=dict)
     units: BuyerUnits = field(default_factory=BuyerUnits)  # per buyer: orders and carts
     holds_made: int = 0  # cart holds started by this incarnation (their nonces)
-    # Units of fulfilled orders that left memory, per (merchant, stock key, buyer): still
-    # sold, handed over to the stock shards with the sales of orders in memory.
+    # Units of fulfilled orders that left memory, per (merchant, stock key, buyer or "":
+    # settled_buyer): still sold, handed to the stock shards with the sales of orders in
+    # memory.
     settled: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @classmethod
@@ -96,8 +106,9 @@ class OrderState:
         settled = self.settled
         for order in gone:
             if order.status == OrderStatus.FULFILLED:
+                buyer_id = settled_buyer(order)
                 for stock_key, quantity in order.stock_lines:
-                    key = (order.merchant_id, stock_key, order.buyer_id)
+                    key = (order.merchant_id, stock_key, buyer_id)
                     settled[key] = settled.get(key, 0) + quantity
         return len(gone)
 

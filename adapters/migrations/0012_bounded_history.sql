@@ -13,10 +13,11 @@ CREATE INDEX IF NOT EXISTS orders_live ON flashtx.orders (slot) WHERE finished_a
 CREATE INDEX IF NOT EXISTS orders_slot_created ON flashtx.orders (slot, created_at_ms);
 DROP INDEX IF EXISTS flashtx.orders_slot;
 
--- Units of fulfilled orders, summed per buyer and stock counter: a fulfilled order leaves
--- memory, but its sale still counts against the stock it came from and the buyer's
--- limits. Written in the same transaction as the fulfilment; grows with distinct
--- (buyer, SKU) pairs, not with orders.
+-- Units of fulfilled orders, summed per stock counter: a fulfilled order leaves memory,
+-- but its sale still counts against the stock it came from. Per buyer only for campaign
+-- orders (buyer_id '' otherwise): a campaign's per-buyer limits count the whole campaign,
+-- a SKU's count live orders. Written in the same transaction as the fulfilment; grows
+-- with slots x SKUs sold and campaign buyers, not with orders.
 CREATE TABLE IF NOT EXISTS flashtx.settled_sales (
     slot        integer NOT NULL,
     merchant_id text NOT NULL,
@@ -25,12 +26,12 @@ CREATE TABLE IF NOT EXISTS flashtx.settled_sales (
     sku_id      text NOT NULL,
     campaign_id text NOT NULL,
     units       bigint NOT NULL,
-    PRIMARY KEY (merchant_id, buyer_id, stock_key, sku_id, campaign_id)
+    -- per slot: each order shard hands over the sales of its own slots
+    PRIMARY KEY (slot, merchant_id, buyer_id, stock_key, sku_id, campaign_id)
 );
-CREATE INDEX IF NOT EXISTS settled_sales_slot ON flashtx.settled_sales (slot);
 INSERT INTO flashtx.settled_sales (slot, merchant_id, buyer_id, stock_key, sku_id,
                                    campaign_id, units)
-SELECT o.slot, o.merchant_id, o.buyer_id,
+SELECT o.slot, o.merchant_id, CASE WHEN o.campaign_id = '' THEN '' ELSE o.buyer_id END,
        CASE WHEN l.stock_key = '' THEN l.sku_id ELSE l.stock_key END, l.sku_id,
        o.campaign_id, sum(l.quantity)
   FROM flashtx.orders o

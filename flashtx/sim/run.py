@@ -388,6 +388,7 @@ class Run:
         by_counter: dict[str, int] = defaultdict(int)
         by_buyer: dict[tuple[str, str], int] = defaultdict(int)
         by_campaign: dict[tuple[str, str, str], int] = defaultdict(int)
+        linger_ms = int(self.config.finished_order_linger_s * 1000)
         for order_id, row in store.orders.items():
             if not store.transitions[order_id]:
                 continue
@@ -395,10 +396,16 @@ class Run:
             holding = status in (OrderStatus.PAID, OrderStatus.FULFILLED) or (
                 status == OrderStatus.RESERVED
                 and now_ms < row["payment_deadline_ms"] + self.config.reservation_grace_ms)
+            # A SKU's per-buyer limit counts live orders: a fulfilled order counts for its
+            # buyer until it may leave memory (engine.order_state.settled_buyer).
+            finished_at = row.get("finished_at_ms")
+            counts_for_buyer = not (status == OrderStatus.FULFILLED and finished_at is not None
+                                    and finished_at <= now_ms - linger_ms)
             if holding:
                 for _, sku_id, quantity, _, stock_key in store.lines[order_id]:
                     by_counter[stock_key or sku_id] += quantity
-                    by_buyer[(row["buyer_id"], stock_key or sku_id)] += quantity
+                    if counts_for_buyer:
+                        by_buyer[(row["buyer_id"], stock_key or sku_id)] += quantity
                     if row["campaign_id"]:
                         by_campaign[(row["buyer_id"], row["campaign_id"], sku_id)] += quantity
         return by_counter, by_buyer, by_campaign

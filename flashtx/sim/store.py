@@ -140,8 +140,8 @@ class MemoryStore:
             self.events.update(row[0] for row in outbox)
             for order_id, at_ms in finished:
                 self.orders[order_id]["finished_at_ms"] = at_ms
-            for slot, *key, units in settled:
-                self.settled[(slot, *key)] += units
+            for sale in settled:
+                self.settled[tuple(sale[:-1])] += sale[-1]
 
         await self._write(apply)
 
