@@ -1,15 +1,24 @@
-"""The recovery bench's fill writes the engine's current row shapes: what it writes is
-what a shard loads (it once broke silently when columns were added)."""
+"""The recovery bench works: its fill writes the engine's current row shapes (it once
+broke silently when columns were added) and a small run of the bench itself starts a
+deployment on such a history, which loads the live orders alone."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 from adapters import embedded
 from adapters.postgres import Store
 from bench.recovery import MERCHANT, fill
 from engine.config import load_config
+from engine.orders import OrderStatus
 from tests.integration.conftest import _database, database_on
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_the_recovery_fill_is_loaded_back_by_the_shards_query() -> None:
@@ -18,15 +27,44 @@ async def test_the_recovery_fill_is_loaded_back_by_the_shards_query() -> None:
     await _database(server_dsn, name, create=True)
     try:
         dsn = database_on(server_dsn, name)
-        await fill(dsn, 500, batch=200)
+        states = await fill(dsn, 500, live=100, batch=200)
         store = await Store.open(dsn, 2)
         try:
-            loaded = await store.load_orders(range(load_config().slots_total))
+            slots = range(load_config().slots_total)
+            loaded = await store.load_orders(slots)
+            settled = await store.load_settled(slots)
         finally:
             await store.close()
     finally:
         await _database(server_dsn, name, create=False)
-    assert len(loaded) == 500
+    assert states == {OrderStatus.RESERVED: 10, OrderStatus.PAID: 90,
+                      OrderStatus.FULFILLED: 320, OrderStatus.CANCELLED: 40,
+                      OrderStatus.EXPIRED: 40}
+    assert len(loaded) == 100  # the live ones only
     statuses = sorted(row["status"] for row, _ in loaded)
-    assert statuses == [1] * 50 + [2] * 450  # a tenth still reserved, the rest paid
+    assert statuses == [1] * 10 + [2] * 90  # a tenth still reserved, the rest paid
     assert all(row["merchant_id"] == MERCHANT and len(lines) == 1 for row, lines in loaded)
+    assert sum(row["units"] for row in settled) == 320  # every fulfilled unit still sold
+
+
+def test_a_small_recovery_bench_run_starts_on_a_long_history(tmp_path: Path) -> None:
+    server_dsn = embedded.postgres_dsn()
+    name = f"flashtx_recovery_{secrets.token_hex(4)}"
+    import asyncio
+    asyncio.run(_database(server_dsn, name, create=True))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.recovery", "--orders", "1200", "--live", "200",
+             "--days", "3", "--dsn", database_on(server_dsn, name)],
+            cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                                "FLASHTX_DATA_DIR": str(tmp_path)},
+            capture_output=True, text=True, timeout=300)
+    finally:
+        asyncio.run(_database(server_dsn, name, create=False))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["orders_loaded"] == 200  # the live orders alone
+    # Placed over 3 days, 1 in 3 within the last day: of those, the finished ones keep
+    # their keys in memory (the live ones hold theirs anyway); older keys are looked up.
+    assert 0 < report["keys_retained"] <= 200
+    assert report["start_to_serving_s"] > 0 and report["ray_start_s"] > 0
