@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -154,7 +155,8 @@ class Gateway(clock.ClockControl):
             await self._server.stop(grace_s)
 
     async def stats(self) -> dict[str, Any]:
-        return {"index": self.index, "inflight": self.inflight, "rpc_count": self.rpc_count,
+        return {"index": self.index, "pid": os.getpid(), "inflight": self.inflight,
+                "rpc_count": self.rpc_count,
                 "rpc_seconds": self.rpc_seconds,
                 "batches_sent": self.batches_sent, "items_sent": self.items_sent,
                 "auth_cache": len(self._auth_cache), "snapshots": len(self._snapshots)}

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -484,7 +485,7 @@ class OrderShard(clock.ClockControl):
 
     async def stats(self) -> dict[str, Any]:
         committer = self._journal.committer
-        return {"index": self.index, "instance": self._instance,
+        return {"index": self.index, "instance": self._instance, "pid": os.getpid(),
                 "orders": len(self._state.book.orders), "releases_due": len(self._stock.due),
                 "orders_evicted": self._state.book.evicted,
                 "keys_retained": self._state.book.retained_keys,

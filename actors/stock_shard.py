@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -517,7 +518,8 @@ class StockShard(clock.ClockControl):
     # --- housekeeping -----------------------------------------------------------------------
 
     async def stats(self) -> dict[str, Any]:
-        return {"index": self.index, "instance": self._instance, "skus": len(self._ledger.skus),
+        return {"index": self.index, "instance": self._instance, "pid": os.getpid(),
+                "skus": len(self._ledger.skus),
                 "reservations": len(self._ledger.reservations)}
 
     async def check_invariants(self) -> bool:

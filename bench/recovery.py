@@ -116,9 +116,9 @@ def measure(dsn: str, orders: int, live: int, stock_shards: int,
         engine = LocalEngine.start(postgres_dsn=dsn, redis_url="none",
                                    operator_key=new_operator_key(),
                                    stock_shards=stock_shards, order_shards=order_shards)
+        engine.check_invariants()  # waits for every shard's recovery
         ready_s = time.perf_counter() - started
         stats = engine.stats()
-        engine.check_invariants()
         engine.stop()
     finally:
         ray.shutdown()
