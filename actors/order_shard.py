@@ -129,11 +129,11 @@ class OrderShard(clock.ClockControl):
         self._journal.open(store)
         for row in await store.load_campaigns():
             state.add_campaign(campaign_from_row(row))
+        book = state.book
+        book.evicting = True
         rows = await store.load_orders(self._slots)  # live orders only
         for row, lines in rows:
             state.restore_order(restore_order(row, lines))
-        book = state.book
-        book.evicting = True
         # Finished orders stay in the database: their keys within the window are kept,
         # their sales counted; a key placed before the window is looked up when it comes.
         window_start = clock.now_ms() - self._config.idempotency_window_s * 1000

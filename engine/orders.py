@@ -329,8 +329,11 @@ class OrderBook:
         return key in self._by_key or key in self._retained or key in self._pending
 
     def restore(self, order: Order) -> None:
-        """Loads an order from durable state (recovery)."""
+        """Loads an order from durable state (recovery). One loaded finished (its row was
+        not marked: written before migration 0012) leaves memory like any other."""
         self._add(order)
+        if self.evicting and order.status in FINISHED:
+            self._finished.append((order.updated_at_ms, order.order_id))
 
     def retain(self, merchant_id: str, idempotency_key: str, order_id: str, buyer_id: str,
                lines: tuple[Line, ...], campaign_id: str, created_at_ms: int) -> None:

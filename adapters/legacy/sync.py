@@ -320,6 +320,8 @@ class _Run:
             self.progress.advance(task, len(batch))
         if self.write:
             await self._remove_orders()
+            async with self.target.transaction():
+                await target.mark_finished(self.target, self.report.merchant_ids)
 
     def _convert_orders(self, batch: list[tuple[Any, list[Any]]]) -> list[OrderRow]:
         counts = self.report.counts("orders")

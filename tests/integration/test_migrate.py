@@ -166,6 +166,13 @@ async def test_resync_applies_only_the_differences(legacy: Legacy) -> None:
         [f"legacy:{paid}", f"legacy:{removed}"], f"{legacy.prefix}-%")
     assert {(row[0], row[2], row[3]) for row in events} == {
         (f"legacy:{paid}", 2, "legacy-resync"), (f"legacy:{removed}", 4, "legacy-removed")}
+    # The removed order is finished: marked, so an order shard's recovery skips it
+    # (migration 0012); the paid one is live.
+    finished = dict(await connection.fetch(
+        "SELECT idempotency_key, finished_at_ms IS NOT NULL FROM flashtx.orders"
+        " WHERE idempotency_key = ANY($1::text[]) AND merchant_id LIKE $2",
+        [f"legacy:{paid}", f"legacy:{removed}"], f"{legacy.prefix}-%"))
+    assert finished == {f"legacy:{paid}": False, f"legacy:{removed}": True}
     assert (await legacy.sync()).written == 0
 
 
