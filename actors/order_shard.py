@@ -127,27 +127,30 @@ class OrderShard(clock.ClockControl):
         if stored is not None and not stored.settled:
             self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
-        for row in await store.load_campaigns():
+        # The reads are independent: made at once (the pool has connections for them).
+        window_start = clock.now_ms() - self._config.idempotency_window_s * 1000
+        campaigns, rows, keys, sales, older, carts = await asyncio.gather(
+            store.load_campaigns(), store.load_orders(self._slots),  # live orders only
+            store.recent_keys(self._slots, window_start), store.load_settled(self._slots),
+            store.has_orders_before(self._slots, window_start), store.load_carts(self._slots))
+        for row in campaigns:
             state.add_campaign(campaign_from_row(row))
         book = state.book
         book.evicting = True
-        rows = await store.load_orders(self._slots)  # live orders only
         for row, lines in rows:
             state.restore_order(restore_order(row, lines))
         # Finished orders stay in the database: their keys within the window are kept,
         # their sales counted; a key placed before the window is looked up when it comes.
-        window_start = clock.now_ms() - self._config.idempotency_window_s * 1000
-        for key in await store.recent_keys(self._slots, window_start):
+        for key in keys:
             book.retain(key["merchant_id"], key["idempotency_key"], key["order_id"],
                         key["buyer_id"], tuple(zip(key["skus"], key["quantities"],
                                                    strict=True)),
                         key["campaign_id"], key["created_at_ms"])
-        for sale in await store.load_settled(self._slots):
+        for sale in sales:
             state.restore_settled(*sale)
-        if await store.has_orders_before(self._slots, window_start):
+        if older:
             book.forgot = book.partial = True
         book.check_invariants()
-        carts = await store.load_carts(self._slots)
         for row in carts:
             cart = cart_from_row(row)
             state.carts.restore(cart)

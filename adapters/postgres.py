@@ -499,11 +499,13 @@ class Store:
                 " WHERE o.slot = s.slot AND o.created_at_ms < $2)", list(slots), before_ms))
 
     async def load_settled(self, slots: Iterable[int]) -> list[Any]:
-        """Units of fulfilled orders per (merchant, buyer, stock key, SKU, campaign)."""
+        """Units of fulfilled orders per (merchant, buyer, stock key, SKU, campaign), summed
+        over these slots (the rows are per slot: one per slot and SKU sold there)."""
         async with self.pool.acquire() as connection:
             return list(await connection.fetch(
-                "SELECT merchant_id, buyer_id, stock_key, sku_id, campaign_id, units"
-                " FROM flashtx.settled_sales WHERE slot = ANY($1::int[])", list(slots)))
+                "SELECT merchant_id, buyer_id, stock_key, sku_id, campaign_id, sum(units)"
+                " AS units FROM flashtx.settled_sales WHERE slot = ANY($1::int[])"
+                " GROUP BY 1, 2, 3, 4, 5", list(slots)))
 
     # --- outbox -------------------------------------------------------------------------------
 

@@ -332,7 +332,11 @@ class MemoryStore:
     async def load_settled(self, slots: Iterable[int]) -> list[Any]:
         await self._read()
         wanted = set(slots)
-        return [(*key[1:], units) for key, units in self.settled.items() if key[0] in wanted]
+        summed: dict[tuple[Any, ...], int] = defaultdict(int)
+        for key, units in self.settled.items():
+            if key[0] in wanted:
+                summed[key[1:]] += units
+        return [(*key, units) for key, units in summed.items()]
 
     async def _orders_where(self, wanted: Callable[[dict[str, Any]], bool]
                             ) -> list[tuple[Any, list[Any]]]:
