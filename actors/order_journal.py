@@ -24,8 +24,10 @@ from engine.sharding import slot_of
 
 
 class OrderJournal:
-    def __init__(self, config: Config, name: str) -> None:
+    def __init__(self, config: Config, name: str, owners: int = 1) -> None:
+        """`owners`: the number of order shards (fulfilled units are summed per shard)."""
         self._config = config
+        self._owners = owners
         self._name = name
         self.committer: GroupCommitter | None = None  # None: nothing durable (no database)
         self.not_durable: dict[str, asyncio.Future[None]] = {}
@@ -33,7 +35,8 @@ class OrderJournal:
     def open(self, store: Store) -> None:
         config = self._config
         self.committer = self.committer or GroupCommitter(
-            lambda entries, retry: commit_order_entries(store, entries, retry),
+            lambda entries, retry: commit_order_entries(store, entries, retry,
+                                                        self._owners),
             batch_max=config.commit_orders_max, delay_s=config.commit_delay_ms_max / 1000,
             entries_max=config.journal_entries_max,
             retry_delay_s_max=config.commit_retry_delay_ms_max / 1000, name=self._name)

@@ -47,7 +47,14 @@ from engine.cart_plans import (
     checkout_of,
 )
 from engine.config import Config
-from engine.errors import DomainError, FailedPrecondition, NotFound, ResultCode, Unavailable
+from engine.errors import (
+    DomainError,
+    FailedPrecondition,
+    NotFound,
+    ResultCode,
+    Unavailable,
+    invariant,
+)
 from engine.messages import (
     ActionBatch,
     CartBatch,
@@ -79,7 +86,12 @@ class OrderShard(clock.ClockControl):
         self._state = OrderState.empty(config, secrets.token_hex(3))
         self._stock = StockLink(index, [], stock_table, config.slots_total,
                                 config.releases_due_max)
-        self._journal = OrderJournal(config, f"order-{index}")
+        # Order tables are uniform (slot % shards): fulfilled units are summed per shard.
+        invariant(order_table.shard_of_slot == RoutingTable.uniform(
+            len(order_table.shard_of_slot), order_table.shards).shard_of_slot,
+                  "order shards own slot % shards")
+        self._journal = OrderJournal(config, f"order-{index}", order_table.shards)
+        self._owners = order_table.shards
         self._carts = CartDesk(self._state, self._stock, self._journal, config)
         self._slots = order_table.slots_of(index)
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
@@ -128,27 +140,21 @@ class OrderShard(clock.ClockControl):
             self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
         # The reads are independent: made at once (the pool has connections for them).
-        window_start = clock.now_ms() - self._config.idempotency_window_s * 1000
-        campaigns, rows, keys, sales, older, carts = await asyncio.gather(
+        campaigns, rows, sales, finished, carts = await asyncio.gather(
             store.load_campaigns(), store.load_orders(self._slots),  # live orders only
-            store.recent_keys(self._slots, window_start), store.load_settled(self._slots),
-            store.has_orders_before(self._slots, window_start), store.load_carts(self._slots))
+            store.load_settled(self._owners, self.index),
+            store.has_finished_orders(self._slots), store.load_carts(self._slots))
         for row in campaigns:
             state.add_campaign(campaign_from_row(row))
         book = state.book
         book.evicting = True
         for row, lines in rows:
             state.restore_order(restore_order(row, lines))
-        # Finished orders stay in the database: their keys within the window are kept,
-        # their sales counted; a key placed before the window is looked up when it comes.
-        for key in keys:
-            book.retain(key["merchant_id"], key["idempotency_key"], key["order_id"],
-                        key["buyer_id"], tuple(zip(key["skus"], key["quantities"],
-                                                   strict=True)),
-                        key["campaign_id"], key["created_at_ms"])
+        # Finished orders stay in the database, their sales counted (settled_sales); a key
+        # memory does not know is looked up there when it comes.
         for sale in sales:
             state.restore_settled(*sale)
-        if older:
+        if finished:
             book.forgot = book.partial = True
         book.check_invariants()
         for row in carts:

@@ -85,9 +85,11 @@ def finished_rows(change: OrderChange, order: Order) -> tuple[Any, ...] | None:
     return (order.order_id, change.at_ms), settled
 
 
-async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False) -> None:
+async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False,
+                               owners: int = 1) -> None:
     """entries: ("order", row, lines), ("transition", row, event, finished_rows or
-    None), ("cart", key, row or None: gone) tuples. A cart's latest entry wins. On a
+    None), ("cart", key, row or None: gone) tuples; `owners`: the number of order shards
+    (fulfilled units are summed per shard). A cart's latest entry wins. On a
     `retry`, entries whose earlier try committed (its answer lost) are not written again:
     one transaction wrote all of them, so their first event tells."""
     orders, lines, transitions, outbox, finished = [], [], [], [], []
@@ -105,8 +107,9 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
             outbox.append(entry[2])
             if entry[3] is not None:
                 finished.append(entry[3][0])
-                for *key, units in entry[3][1]:  # one row per key: an upsert adds once
-                    settled[tuple(key)] = settled.get(tuple(key), 0) + units
+                for slot, *rest, units in entry[3][1]:  # one row per key: upserts add once
+                    key = (owners, slot % owners, *rest)
+                    settled[key] = settled.get(key, 0) + units
     if retry and outbox and await store.has_event(outbox[0][0]):
         return
     kept = [row for row in carts.values() if row is not None]

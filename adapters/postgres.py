@@ -47,8 +47,23 @@ PLACED_TRANSITION_COLUMNS = (*TRANSITION_COLUMNS, "reference")
 OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
                   "created_at_ms")
 # Units of fulfilled orders (migration 0012).
-SETTLED_COLUMNS = ("slot", "merchant_id", "buyer_id", "stock_key", "sku_id", "campaign_id",
-                   "units")
+SETTLED_COLUMNS = ("owners", "owner", "merchant_id", "buyer_id", "stock_key", "sku_id",
+                   "campaign_id", "units")
+# Taken (exclusive) to rebuild settled_sales for another number of order shards, and
+# (shared) by every commit that adds to it.
+_SETTLED_LOCK = 0x0F1A58
+# settled_sales from the ledger, for $1 order shards.
+REBUILD_SETTLED_SQL = (
+    "INSERT INTO flashtx.settled_sales (owners, owner, merchant_id, buyer_id, stock_key,"
+    " sku_id, campaign_id, units)"
+    " SELECT $1::int, o.slot % $1::int, o.merchant_id,"
+    "  CASE WHEN o.campaign_id = '' THEN '' ELSE o.buyer_id END,"
+    "  CASE WHEN l.stock_key = '' THEN l.sku_id ELSE l.stock_key END, l.sku_id,"
+    "  o.campaign_id, sum(l.quantity)"
+    " FROM flashtx.orders o JOIN flashtx.order_lines l USING (order_id)"
+    " WHERE o.finished_at_ms IS NOT NULL AND EXISTS (SELECT 1 FROM flashtx.order_transitions t"
+    "   WHERE t.order_id = o.order_id AND t.status = 3)"  # fulfilled: a final state
+    " GROUP BY 1, 2, 3, 4, 5, 6, 7")
 ADJUSTMENT_COLUMNS = ("merchant_id", "sku_id", "slot", "delta", "reason", "at_ms")
 
 
@@ -274,11 +289,14 @@ class Store:
                     " FROM unnest($1::text[], $2::bigint[]) f(order_id, at_ms)"
                     " WHERE o.order_id = f.order_id", *_columns(finished, 2))
             if settled:
+                await connection.execute("SELECT pg_advisory_xact_lock_shared($1)",
+                                         _SETTLED_LOCK)
                 await connection.execute(
                     f"INSERT INTO flashtx.settled_sales ({', '.join(SETTLED_COLUMNS)})"
-                    " SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[],"
-                    " $5::text[], $6::text[], $7::bigint[])"
-                    " ON CONFLICT (slot, merchant_id, buyer_id, stock_key, sku_id, campaign_id)"
+                    " SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[],"
+                    " $5::text[], $6::text[], $7::text[], $8::bigint[])"
+                    " ON CONFLICT (owners, owner, merchant_id, buyer_id, stock_key, sku_id,"
+                    " campaign_id)"
                     " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units",
                     *_columns(settled, len(SETTLED_COLUMNS)))
 
@@ -475,37 +493,41 @@ class Store:
                 slot, merchant_id, buyer_id, created, limit, order_id, only_key,
                 order="o.created_at_ms DESC, o.order_id DESC LIMIT $5")
 
-    async def recent_keys(self, slots: Iterable[int], since_ms: int) -> list[Any]:
-        """Finished orders of these slots placed at or after `since_ms`: (merchant_id,
-        idempotency_key, order_id, buyer_id, campaign_id, created_at_ms, skus,
-        quantities) rows, lines in order (the idempotency window rebuilt at recovery)."""
-        async with self.pool.acquire() as connection:
-            return list(await connection.fetch(
-                "SELECT o.merchant_id, o.idempotency_key, o.order_id, o.buyer_id,"
-                " o.campaign_id, o.created_at_ms,"
-                " array_agg(l.sku_id ORDER BY l.line_no) AS skus,"
-                " array_agg(l.quantity ORDER BY l.line_no) AS quantities"
-                " FROM flashtx.orders o JOIN flashtx.order_lines l USING (order_id)"
-                " WHERE o.slot = ANY($1::int[]) AND o.created_at_ms >= $2"
-                "   AND o.finished_at_ms IS NOT NULL"
-                " GROUP BY o.order_id ORDER BY o.created_at_ms", list(slots), since_ms))
-
-    async def has_orders_before(self, slots: Iterable[int], before_ms: int) -> bool:
-        """Does any order of these slots predate `before_ms` (its key may be unknown to
-        an order shard's memory)?"""
+    async def has_finished_orders(self, slots: Iterable[int]) -> bool:
+        """Has any order of these slots finished (left memory, or never loaded)?"""
         async with self.pool.acquire() as connection:
             return bool(await connection.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM flashtx.orders o, unnest($1::int[]) s(slot)"
-                " WHERE o.slot = s.slot AND o.created_at_ms < $2)", list(slots), before_ms))
+                " WHERE o.slot = s.slot AND o.finished_at_ms IS NOT NULL)", list(slots)))
 
-    async def load_settled(self, slots: Iterable[int]) -> list[Any]:
-        """Units of fulfilled orders per (merchant, buyer, stock key, SKU, campaign), summed
-        over these slots (the rows are per slot: one per slot and SKU sold there)."""
-        async with self.pool.acquire() as connection:
+    async def load_settled(self, owners: int, owner: int) -> list[Any]:
+        """Units of fulfilled orders of order shard `owner` of `owners`, per (merchant,
+        buyer, stock key, SKU, campaign). Rebuilt from the ledger first when they were
+        summed for another number of order shards (or never: migration 0012)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _SETTLED_LOCK)
+            summed_for = await connection.fetchval(
+                "SELECT value FROM flashtx.settings WHERE name = 'settled_sales_owners'")
+            if summed_for != str(owners):
+                log.warning("settled_sales: summing fulfilled orders for %d order shards"
+                            " (were: %s)", owners, summed_for)
+                await connection.execute("DELETE FROM flashtx.settled_sales")
+                await connection.execute(REBUILD_SETTLED_SQL, owners)
+                await connection.execute(
+                    "INSERT INTO flashtx.settings (name, value)"
+                    " VALUES ('settled_sales_owners', $1)"
+                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", str(owners))
             return list(await connection.fetch(
-                "SELECT merchant_id, buyer_id, stock_key, sku_id, campaign_id, sum(units)"
-                " AS units FROM flashtx.settled_sales WHERE slot = ANY($1::int[])"
-                " GROUP BY 1, 2, 3, 4, 5", list(slots)))
+                "SELECT merchant_id, buyer_id, stock_key, sku_id, campaign_id, units"
+                " FROM flashtx.settled_sales WHERE owners = $1 AND owner = $2",
+                owners, owner))
+
+    async def forget_settled_sums(self) -> None:
+        """The next order shard to start sums settled_sales again from the ledger (after
+        rows were written outside the engine: an import)."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "DELETE FROM flashtx.settings WHERE name = 'settled_sales_owners'")
 
     # --- outbox -------------------------------------------------------------------------------
 

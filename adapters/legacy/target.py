@@ -151,25 +151,14 @@ async def removed_orders(connection: asyncpg.Connection,
 
 async def mark_finished(connection: asyncpg.Connection, merchant_ids: list[str]) -> int:
     """Marks the imported orders whose latest state is finished (migration 0012: recovery
-    then skips them) and adds the units of the fulfilled ones to settled_sales, as the
-    engine's own commits do. Answers how many it marked."""
-    marked = await connection.fetchval(
-        "WITH marked AS ("
-        " UPDATE flashtx.orders o SET finished_at_ms = s.at_ms FROM flashtx.order_states s"
+    then skips them), and has the next order shard to start sum fulfilled units again
+    from the ledger (settled_sales). Answers how many it marked."""
+    status = await connection.execute(
+        "UPDATE flashtx.orders o SET finished_at_ms = s.at_ms FROM flashtx.order_states s"
         " WHERE s.order_id = o.order_id AND s.status IN (3, 4, 5)"
-        "   AND o.finished_at_ms IS NULL AND o.merchant_id = ANY($1::text[])"
-        " RETURNING o.order_id, o.slot, o.merchant_id, o.buyer_id, o.campaign_id, s.status),"
-        " settled AS ("
-        " INSERT INTO flashtx.settled_sales (slot, merchant_id, buyer_id, stock_key, sku_id,"
-        "   campaign_id, units)"
-        " SELECT m.slot, m.merchant_id,"
-        "   CASE WHEN m.campaign_id = '' THEN '' ELSE m.buyer_id END,"
-        "   CASE WHEN l.stock_key = '' THEN l.sku_id ELSE l.stock_key END, l.sku_id,"
-        "   m.campaign_id, sum(l.quantity)"
-        " FROM marked m JOIN flashtx.order_lines l USING (order_id) WHERE m.status = 3"
-        " GROUP BY 1, 2, 3, 4, 5, 6"
-        " ON CONFLICT (slot, merchant_id, buyer_id, stock_key, sku_id, campaign_id)"
-        " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units)"
-        " SELECT count(*) FROM marked", merchant_ids)
-    return int(marked)
-
+        "   AND o.finished_at_ms IS NULL AND o.merchant_id = ANY($1::text[])", merchant_ids)
+    marked = int(status.split()[-1])
+    if marked:
+        await connection.execute(
+            "DELETE FROM flashtx.settings WHERE name = 'settled_sales_owners'")
+    return marked

@@ -312,31 +312,27 @@ class MemoryStore:
             and (not only_key or row["key_id"] == only_key))
         return found[::-1][:limit]
 
-    async def recent_keys(self, slots: Iterable[int], since_ms: int) -> list[Any]:
-        wanted = set(slots)
-        found = await self._orders_where(
-            lambda row: row["slot"] in wanted and row["created_at_ms"] >= since_ms
-            and row.get("finished_at_ms") is not None)
-        return [{"merchant_id": row["merchant_id"], "idempotency_key": row["idempotency_key"],
-                 "order_id": row["order_id"], "buyer_id": row["buyer_id"],
-                 "campaign_id": row["campaign_id"], "created_at_ms": row["created_at_ms"],
-                 "skus": [line[0] for line in lines],
-                 "quantities": [line[1] for line in lines]} for row, lines in found]
-
-    async def has_orders_before(self, slots: Iterable[int], before_ms: int) -> bool:
+    async def has_finished_orders(self, slots: Iterable[int]) -> bool:
         await self._read()
         wanted = set(slots)
-        return any(row["slot"] in wanted and row["created_at_ms"] < before_ms
+        return any(row["slot"] in wanted and row.get("finished_at_ms") is not None
                    for row in self.orders.values())
 
-    async def load_settled(self, slots: Iterable[int]) -> list[Any]:
+    async def load_settled(self, owners: int, owner: int) -> list[Any]:
         await self._read()
-        wanted = set(slots)
-        summed: dict[tuple[Any, ...], int] = defaultdict(int)
-        for key, units in self.settled.items():
-            if key[0] in wanted:
-                summed[key[1:]] += units
-        return [(*key, units) for key, units in summed.items()]
+        if self.settings.get("settled_sales_owners") != str(owners):  # rebuilt, as in SQL
+            self.settled.clear()
+            for order_id, row in self.orders.items():
+                if row.get("finished_at_ms") is None or not any(
+                        step["status"] == 3 for step in self.transitions[order_id].values()):
+                    continue
+                buyer_id = row["buyer_id"] if row["campaign_id"] else ""
+                for _, sku_id, quantity, _, stock_key in self.lines[order_id]:
+                    self.settled[(owners, row["slot"] % owners, row["merchant_id"], buyer_id,
+                                  stock_key or sku_id, sku_id, row["campaign_id"])] += quantity
+            self.settings["settled_sales_owners"] = str(owners)
+        return [(*key[2:], units) for key, units in self.settled.items()
+                if key[:2] == (owners, owner)]
 
     async def _orders_where(self, wanted: Callable[[dict[str, Any]], bool]
                             ) -> list[tuple[Any, list[Any]]]:

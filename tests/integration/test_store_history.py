@@ -39,25 +39,41 @@ async def test_finished_orders_are_marked_and_found(own_store: Store) -> None:
         entries.append(("order", row, lines))
         placed = OrderChange(order.order_id, MERCHANT, 1, 1, "placed", order.created_at_ms)
         entries.append(("transition", *transition_rows(placed, order), None))
-    await commit_order_entries(store, entries)
+    await commit_order_entries(store, entries, owners=2)
     # 0..3 fulfilled (paid first), 4 cancelled, 5 a fulfilled campaign order; 6, 7 live
     steps = []
-    for order in (*orders[:4], orders[5]):
+    for order in (*orders[:3], orders[5]):
         steps.append(_step(order, "pay", OrderStatus.PAID, 5_000))
         steps.append(_step(order, "fulfil", OrderStatus.FULFILLED, 6_000))
     steps.append(_step(orders[4], "cancel", OrderStatus.CANCELLED, 7_000))
-    await commit_order_entries(store, steps)
+    await commit_order_entries(store, steps, owners=2)
 
     slots = range(SLOTS)
     live = await store.load_orders(slots)
-    assert sorted(row["order_id"] for row, _ in live) == sorted(o.order_id for o in orders[6:])
-    sums = await store.load_settled(slots)
-    settled = {tuple(row.values())[:5]: row["units"] for row in sums}
-    # Per SKU for plain orders (orders 0..3: lines a1 b2, a3, a1 b2, a3), per buyer and
-    # bucket for the campaign order.
-    assert settled == {(MERCHANT, "", "a", "a", ""): 8, (MERCHANT, "", "b", "b", ""): 4,
-                       (MERCHANT, "b1", "bucket-1", "a", "c1"): 1,
-                       (MERCHANT, "b1", "bucket-1", "b", "c1"): 2}
+    assert sorted(row["order_id"] for row, _ in live) == sorted(
+        o.order_id for o in (orders[3], *orders[6:]))
+    assert await store.has_finished_orders(slots)
+    owner = slot_of(MERCHANT, "b1", SLOTS) % 2  # b1 placed orders 0..5
+
+    async def settled(owners: int, index: int) -> dict[tuple[object, ...], int]:
+        return {tuple(row.values())[:5]: row["units"]
+                for row in await store.load_settled(owners, index)}
+
+    # Summed from the ledger at the first load (rows written before it are replaced), per
+    # SKU for plain orders (0..2: lines a3, a1 b2, a3), per buyer and bucket for the
+    # campaign order; then added to by commits.
+    assert await settled(2, owner) == {
+        (MERCHANT, "", "a", "a", ""): 7, (MERCHANT, "", "b", "b", ""): 2,
+        (MERCHANT, "b1", "bucket-1", "a", "c1"): 1, (MERCHANT, "b1", "bucket-1", "b", "c1"): 2}
+    assert await settled(2, 1 - owner) == {}
+    await commit_order_entries(store, [_step(orders[3], "pay", OrderStatus.PAID, 8_000),
+                                       _step(orders[3], "fulfil", OrderStatus.FULFILLED,
+                                             8_000)], owners=2)
+    after = await settled(2, owner)
+    assert after[(MERCHANT, "", "b", "b", "")] == 4 and after[(MERCHANT, "", "a", "a", "")] == 8
+    # Another number of order shards: summed again, each shard its own slots.
+    one = await settled(1, 0)
+    assert one == after
 
     row, lines = await store.load_order(orders[4].order_id) or (None, [])
     assert row is not None and row["status"] == OrderStatus.CANCELLED and row["sequence"] == 2
@@ -75,8 +91,5 @@ async def test_finished_orders_are_marked_and_found(own_store: Store) -> None:
                                     (last_row["created_at_ms"], last_row["order_id"]), 4)
     assert [row["idempotency_key"] for row, _ in rest] == ["k1", "k0"]
 
-    recent = await store.recent_keys(slots, 1_003)  # finished, placed at or after 1,003
-    assert [(r["idempotency_key"], list(r["skus"]), list(r["quantities"])) for r in recent] == [
-        ("k3", ["a", "b"], [1, 2]), ("k4", ["a"], [3]), ("k5", ["a", "b"], [1, 2])]
-    assert await store.has_orders_before(slots, 1_001)
-    assert not await store.has_orders_before(slots, 1_000)
+    assert not await store.has_finished_orders(
+        [slot for slot in slots if slot != slot_of(MERCHANT, "b1", SLOTS)])
