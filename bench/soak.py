@@ -39,15 +39,14 @@ COMPRESSED = {"finished_order_linger_s": 1.0, "idempotency_window_s": 60,
               "outbox_retention_s": 30, "outbox_prune_interval_s": 5.0,
               "reservation_grace_ms": 2_000, "key_orders_per_s": 1_000_000,
               "key_orders_burst": 1_000_000}
-PAYMENT_WINDOW_S = 2
 FULFIL_AFTER_S = 3.0
 
 
-async def set_up(address: str, operator_key: str) -> str:
+async def set_up(address: str, operator_key: str, payment_window_s: int) -> str:
     """A merchant with SKUs of (practically) endless stock; answers its admin secret."""
     async with Client(address, operator_key) as operator:
         created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
-            merchant_id="soak-shop", name="Soak shop", payment_window_s=PAYMENT_WINDOW_S))
+            merchant_id="soak-shop", name="Soak shop", payment_window_s=payment_window_s))
     async with Client(address, created.admin_key_secret) as shop:
         await shop.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=[
             stock_pb2.Sku(sku_id=f"s{i}", name=f"SKU {i}", price_minor=100,
@@ -157,6 +156,19 @@ async def table_sizes(dsn: str) -> dict[str, int]:
         await connection.close()
 
 
+def settled(engine: Any, dsn: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Waits until the order shards hold live orders alone (every finished order has left
+    memory: the expiries have run and the linger passed); answers their stats."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats: dict[str, Any] = engine.stats()
+        in_memory = sum(s["orders"] for s in stats["order_shards"])
+        live = asyncio.run(table_sizes(dsn))["live_orders"]
+        if in_memory <= live or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.5)
+
+
 def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
     import ray
 
@@ -173,7 +185,7 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     try:
         engine = LocalEngine.start(**overrides)
-        secret = asyncio.run(set_up(engine.address, operator_key))
+        secret = asyncio.run(set_up(engine.address, operator_key, options.payment_window_s))
         load = Load(options.batch, options.concurrency)
         started = time.perf_counter()
         for point in range(1, options.checkpoints + 1):
@@ -181,10 +193,9 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
             leg = time.perf_counter()
             asyncio.run(load.run(engine.address, secret, until))
             leg_s = time.perf_counter() - leg
-            time.sleep(FULFIL_AFTER_S + 2)  # the last expiries and evictions happen
-            stats = engine.stats()
-            memory = actor_memory(stats)
+            stats = settled(engine, options.dsn)
             sizes = asyncio.run(table_sizes(options.dsn))
+            memory = actor_memory(stats)
             engine.stop()
             restart = time.perf_counter()
             engine = LocalEngine.start(**overrides)
@@ -240,6 +251,8 @@ def main() -> None:
     parser.add_argument("--dsn", required=True, help="an empty database")
     parser.add_argument("--batch", type=int, default=500, help="orders per PlaceOrders")
     parser.add_argument("--concurrency", type=int, default=4, help="PlaceOrders in flight")
+    parser.add_argument("--payment-window-s", type=int, default=2,
+                        help="unpaid orders expire after this many seconds")
     parser.add_argument("--stock-shards", type=int, default=2)
     parser.add_argument("--order-shards", type=int, default=2)
     parser.add_argument("--json", type=Path)

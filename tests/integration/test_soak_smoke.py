@@ -1,6 +1,7 @@
-"""A small soak run (bench/soak.py) works end to end: orders placed, paid, fulfilled,
-cancelled and expired on the compressed clock leave memory, and each checkpoint restarts
-the deployment, which recovers and passes its invariant checks."""
+"""A small soak run (bench/soak.py) works end to end: orders placed, paid, fulfilled and
+cancelled leave memory once finished (a long payment window here: no payment is late on
+a slow machine), and each checkpoint restarts the deployment, which recovers and passes
+its invariant checks."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bench.soak", "--orders", "4000", "--checkpoints", "2",
-             "--batch", "200", "--dsn", database_on(server_dsn, name), "--json", str(out),
+             "--batch", "200", "--payment-window-s", "600",
+             "--dsn", database_on(server_dsn, name), "--json", str(out),
              "--plot", str(tmp_path / "soak.png")],
             cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                                 "FLASHTX_DATA_DIR": str(tmp_path)},
@@ -44,8 +46,8 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
                                      "CancelOrder OK", "retried RESOURCE_EXHAUSTED",
                                      "retried UNAVAILABLE"}, last["outcomes"]
     assert last["orders_evicted"] > 0  # finished orders left memory
-    # What is left in memory is live: paid orders waiting for fulfilment, at most.
-    assert last["orders_in_memory"] <= last["tables"]["live_orders"] + 400
+    # The checkpoint waited for finished orders to leave: what is left is live.
+    assert last["orders_in_memory"] == last["tables"]["live_orders"]
     assert last["outcomes"].get("FulfillOrder OK", 0) > 0
     assert all(p["recovery_s"] > 0 and p["memory_mb"] for p in points)
     assert (tmp_path / "soak.png").stat().st_size > 0
