@@ -46,6 +46,9 @@ TRANSITION_COLUMNS = ("order_id", "sequence", "merchant_id", "slot", "status", "
 PLACED_TRANSITION_COLUMNS = (*TRANSITION_COLUMNS, "reference")
 OUTBOX_COLUMNS = ("event_id", "merchant_id", "event_type", "order_id", "sequence", "payload",
                   "created_at_ms")
+# The outbox lag metric counts waiting rows up to this many (a count of millions of rows
+# every few seconds would itself slow the relay down).
+OUTBOX_LAG_COUNT_MAX = 100_000
 # Units of fulfilled orders (migration 0012).
 SETTLED_COLUMNS = ("owners", "owner", "merchant_id", "buyer_id", "stock_key", "sku_id",
                    "campaign_id", "units")
@@ -541,11 +544,15 @@ class Store:
         order's columns (event_payload builds those events)."""
         async with self.pool.acquire() as connection:
             rows = [dict(row) for row in await connection.fetch(
-                "SELECT txid::text::bigint AS txid, outbox_id, event_id, merchant_id,"
-                " event_type, order_id, sequence, payload, created_at_ms FROM flashtx.outbox"
-                " WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint)"
-                "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-                " ORDER BY txid, outbox_id LIMIT $3", str(cursor[0]), cursor[1], limit)]
+                # Ordered by the table's columns (o.txid), not the output's bigint txid:
+                # the index range scan, whatever the outbox's size (ordered by the output
+                # column, every read sorted the whole outbox once the relay lagged).
+                "SELECT o.txid::text::bigint AS txid, o.outbox_id, o.event_id, o.merchant_id,"
+                " o.event_type, o.order_id, o.sequence, o.payload, o.created_at_ms"
+                " FROM flashtx.outbox o"
+                " WHERE (o.txid, o.outbox_id) > ($1::text::xid8, $2::bigint)"
+                "   AND o.txid < pg_snapshot_xmin(pg_current_snapshot())"
+                " ORDER BY o.txid, o.outbox_id LIMIT $3", str(cursor[0]), cursor[1], limit)]
             older = [row for row in rows if not row["payload"] and row["order_id"]]
             if older:
                 await self._with_ledger_orders(connection, older)
@@ -600,13 +607,19 @@ class Store:
                 str(cursor[0]), cursor[1], before_ms, limit)
         return int(status.split()[-1])
 
-    async def outbox_lag(self, cursor: tuple[int, int]) -> tuple[int, int | None]:
-        """(rows after `cursor`, created_at_ms of the oldest)."""
+    async def outbox_lag(self, cursor: tuple[int, int],
+                         count_max: int = OUTBOX_LAG_COUNT_MAX) -> tuple[int, int | None]:
+        """(rows after `cursor`, counted up to `count_max`; created_at_ms of the first of
+        them): two index range reads, however far behind the relay is."""
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(
-                "SELECT count(*) AS waiting, min(created_at_ms) AS oldest FROM flashtx.outbox"
-                " WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint)",
-                str(cursor[0]), cursor[1])
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM flashtx.outbox"
+                "   WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint) LIMIT $3) w)"
+                "   AS waiting,"
+                " (SELECT created_at_ms FROM flashtx.outbox"
+                "   WHERE (txid, outbox_id) > ($1::text::xid8, $2::bigint)"
+                "   ORDER BY txid, outbox_id LIMIT 1) AS oldest",
+                str(cursor[0]), cursor[1], count_max)
         return int(row["waiting"]), row["oldest"]
 
     # --- merchants ----------------------------------------------------------------------------
