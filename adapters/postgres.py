@@ -201,6 +201,12 @@ class Store:
         pool = await connect_pool(dsn, size_max)
         async with pool.acquire() as connection:
             await migrate(connection)
+            if await connection.fetchval("SHOW autovacuum") == "off":
+                # Finished orders (marked) and pruned outbox rows leave dead tuples: without
+                # vacuum the live-orders index and the outbox only grow, and recovery and
+                # the relay slow down with history (measured: bench/RESULTS.md, soak).
+                log.warning("Postgres runs with autovacuum off: run VACUUM on flashtx.orders"
+                            " and flashtx.outbox regularly")
         return cls(pool)
 
     async def close(self) -> None:
