@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, reason)
 RESHARDING = "stock is being resharded; retry with the same key"
 STORE_UNAVAILABLE = "the database is unavailable; retry"
+DATABASE_DOWN = "the database is unavailable; retry with the same key"
 
 
 class OrderShard(clock.ClockControl):
@@ -277,6 +278,9 @@ class OrderShard(clock.ClockControl):
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
             code, value = await waiter
             results[i] = (ResultCode.REPLAYED if code is ResultCode.OK else code, value)
+        for i, (_, value) in enumerate(results):
+            if value == KEY_UNCHECKED:  # the lookup failed: as a failing commit answers
+                results[i] = (ResultCode.OVERLOADED, DATABASE_DOWN)
         await self._read_back(results, recalled)
         return await journal.settle(results)
 

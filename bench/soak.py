@@ -198,7 +198,14 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
             memory = actor_memory(stats)
             engine.stop()
             restart = time.perf_counter()
-            engine = LocalEngine.start(**overrides)
+            for attempt in range(3):  # a free port picked may be taken meanwhile
+                try:
+                    engine = LocalEngine.start(**overrides)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
+                    time.sleep(1)
             engine.check_invariants()  # waits for every shard's recovery
             recovery_s = time.perf_counter() - restart
             points.append({
