@@ -41,6 +41,7 @@ class GroupCommitter:
         self._groups: deque[tuple[list[Any], asyncio.Future[None]]] = deque()
         self._committing: list[asyncio.Future[None]] = []  # the batch being written
         self.depth = 0  # entries waiting
+        self.held = 0  # room taken by work that waits on the database before it appends
         self._wakeup = asyncio.Event()
         self.failing = False
         self.commits = 0
@@ -49,12 +50,36 @@ class GroupCommitter:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def has_room(self, entries: int = 1) -> bool:
-        return self.depth + entries <= self._entries_max
+        return self.depth + self.held + entries <= self._entries_max
 
     def room(self, share: float = 1.0) -> int:
         """Entries that may still be appended while the queue stays within `share` of its
         bound (background work passes its share, leaving the rest to new orders)."""
-        return max(0, int(self._entries_max * share) - self.depth)
+        return max(0, int(self._entries_max * share) - self.depth - self.held)
+
+    def hold(self, entries: int) -> bool:
+        """Takes room for `entries` to be appended once something else is read from the
+        database (False, nothing taken, when there is none): what waits for the database
+        is bounded with what waits for its commit. Give it back with `release`."""
+        if not self.has_room(entries):
+            return False
+        self.held += entries
+        return True
+
+    def release(self, entries: int) -> None:
+        self.held -= entries
+
+    def database_failed(self, error: BaseException) -> None:
+        """A read for this journal's work failed: the database is reported failing (in
+        stats, and in the answer to refused work) until a read or a commit succeeds."""
+        if not self.failing:
+            log.warning("%s: the database failed: %r", self._name, error)
+        self.failing = True
+
+    def database_answered(self) -> None:
+        if self.failing and not self._groups and not self._committing:
+            log.warning("%s: the database answers again", self._name)
+            self.failing = False
 
     def append(self, entries: list[Any]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -26,8 +26,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import asyncpg
-
 from actors import clock, metrics
 from actors.cart_desk import CartDesk
 from actors.loops import every, until_done
@@ -40,7 +38,7 @@ from actors.persistence import (
 )
 from actors.ports import MerchantPeer, StockPeer, find_peers
 from actors.stock_link import StockLink
-from adapters.postgres import Store
+from adapters.postgres import DATABASE_ERRORS, Store
 from engine.campaigns import Campaign
 from engine.cart_plans import (
     CheckoutPlan,
@@ -287,18 +285,36 @@ class OrderShard(clock.ClockControl):
     async def _look_up_keys(self, merchant_ids: Sequence[str], keys: Sequence[str]
                             ) -> tuple[set[tuple[str, str]], dict[str, OrderSnapshot]]:
         """Keys this shard may have forgotten, asked of the database: (the keys asked
-        about, the orders found for some of them, now retained). A key not asked about
-        (the database could not answer) is refused with "retry"."""
+        about, the orders found for some of them, now retained). While the database does
+        not answer, the keys wait for it (retried with backoff, like a commit) within the
+        journal's room, which they hold meanwhile: a new order is taken during an outage
+        as far as it would have been without forgotten keys, and acknowledged once the
+        database is back. Keys beyond that room are not asked about (refused, "retry")."""
         book, store = self._state.book, self._store
         unknown = sorted({(m, k) for m, k in zip(merchant_ids, keys, strict=True)
                           if not book.knows(m, k)})
-        if not unknown or store is None:
+        committer = self._journal.committer
+        if not unknown or store is None or committer is None:
             return set(), {}
+        held = 0
+        delay_s = 0.05
         try:
-            found = await store.orders_by_keys([m for m, _ in unknown], [k for _, k in unknown])
-        except (OSError, asyncpg.PostgresError) as error:
-            log.warning("order shard %d: idempotency key lookup failed: %r", self.index, error)
-            return set(), {}
+            while True:
+                try:
+                    found = await store.orders_by_keys([m for m, _ in unknown],
+                                                       [k for _, k in unknown])
+                    committer.database_answered()
+                    break
+                except DATABASE_ERRORS as error:
+                    committer.database_failed(error)
+                    if not held:
+                        if not committer.hold(len(unknown)):
+                            return set(), {}
+                        held = len(unknown)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, self._config.commit_retry_delay_ms_max / 1000)
+        finally:
+            committer.release(held)  # room the orders now take in the journal themselves
         recalled: dict[str, OrderSnapshot] = {}
         for row, lines in found:
             order = restore_order(row, lines)
@@ -319,7 +335,7 @@ class OrderShard(clock.ClockControl):
             if snapshot is None and self._store is not None:
                 try:
                     found = await self._store.load_order(value)
-                except (OSError, asyncpg.PostgresError) as error:
+                except DATABASE_ERRORS as error:
                     log.warning("order shard %d: reading order %s failed: %r", self.index,
                                 value, error)
                     found = None
@@ -415,7 +431,7 @@ class OrderShard(clock.ClockControl):
                 more = len(merged) > limit
                 return page, ((page[-1].created_at_ms, page[-1].order_id) if more else None)
             loaded = await store.load_order(target)
-        except (OSError, asyncpg.PostgresError) as error:
+        except DATABASE_ERRORS as error:
             log.warning("order shard %d: reading %s failed: %r", self.index, target, error)
             return Unavailable(STORE_UNAVAILABLE)
         try:
@@ -502,7 +518,8 @@ class OrderShard(clock.ClockControl):
                 "orders": len(self._state.book.orders), "releases_due": len(self._stock.due),
                 "orders_evicted": self._state.book.evicted,
                 "keys_retained": self._state.book.retained_keys,
-                "journal_depth": committer.depth if committer else 0,
+                "keys_looked_up": self._state.book.forgot,  # new keys are asked of Postgres
+                "journal_depth": committer.depth + committer.held if committer else 0,
                 "commits": committer.commits if committer else 0,
                 "committed_entries": committer.committed_entries if committer else 0,
                 "commit_failing": committer.failing if committer else False,

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 # Any fixed number: every flashtx process that migrates takes this advisory lock first.
 _MIGRATION_LOCK = 0x0F1A57
+# What a read raises when the database is down, slow (a timeout is an OSError) or its
+# connection was lost: worth a retry, not a crash.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 ORDER_COLUMNS = ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
                  "total_minor", "created_at_ms", "payment_deadline_ms")

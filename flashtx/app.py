@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
 import socket
 import urllib.parse
@@ -23,9 +24,35 @@ from engine.merchants import hash_secret
 __all__ = ["LocalEngine", "free_port"]
 
 
+# Ray's workers listen on 10002-19999 by default; outgoing connections take their local
+# ports from the kernel's ephemeral range. A port picked between the two is not taken
+# meanwhile by a connection (which would make the later bind fail with "address in use").
+_PORTS_LOW = 20_000
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low, high = (int(p) for p in ports.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port() -> int:
+    """A port free on every address now, outside the ranges Ray and outgoing connections
+    take ports from where the system leaves room for that (else any free port)."""
+    low = _ephemeral_ports()[0]
+    candidates = random.sample(range(_PORTS_LOW, low), min(200, max(0, low - _PORTS_LOW)))
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("0.0.0.0", 0))
         return int(probe.getsockname()[1])
 
 

@@ -8,7 +8,10 @@ import asyncio
 import itertools
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -21,6 +24,8 @@ from flashtx.client import Client
 from protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.retrying import until_answered
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Ray exports metrics every second (not every ten) in tests: metric tests wait less.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
@@ -66,6 +71,23 @@ def database_on(server_dsn: str, name: str) -> str:
     """The DSN of database `name` on the server of `server_dsn`."""
     base, _, query = server_dsn.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def run_bench(module: str, args: list[str], data_dir: Path, timeout_s: float
+              ) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m module args --dsn DSN` on a database of its own (dropped after), as
+    an operator runs a bench: its own Ray, its data under `data_dir`."""
+    server_dsn = embedded.postgres_dsn()
+    name = f"flashtx_{module.rsplit('.', 1)[-1]}_{secrets.token_hex(4)}"
+    asyncio.run(_database(server_dsn, name, create=True))
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args, "--dsn", database_on(server_dsn, name)],
+            cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                                "FLASHTX_DATA_DIR": str(data_dir)},
+            capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        asyncio.run(_database(server_dsn, name, create=False))
 
 
 def unique_merchant_id(prefix: str) -> str:

@@ -4,18 +4,17 @@ and Postgres, without stopping the machine's Postgres."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from urllib.parse import parse_qs, urlsplit
+
+from flashtx.app import free_port
 
 
 class CuttableProxy:
     def __init__(self, target: str | tuple[str, int]) -> None:
         """target: (host, port) or the path of a unix socket."""
         self._target = target
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()  # outside the ephemeral range: free again at a restore
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()

@@ -222,3 +222,57 @@ async def test_an_expiry_storm_leaves_room_for_new_orders(
         finally:
             postgres_link.restore()
         assert (await late).order.order_id  # taken, and durable once Postgres is back
+
+
+async def test_a_shard_that_looks_up_keys_takes_orders_through_an_outage(
+        engine, shop: Client, postgres_link) -> None:
+    """An order shard restarted with finished orders in its history asks Postgres about
+    every key it does not know. With Postgres cut, a new order waits for that lookup (in
+    the journal's room, reported as a failing database) instead of being refused, and is
+    acknowledged once Postgres is back; a replay of a finished order that left memory is
+    answered from Postgres, never placed again."""
+    from protos.flashtx.v1 import order_pb2
+
+    await add_skus(shop, stock_pb2.Sku(sku_id="lookup", name="Lookup", price_minor=1,
+                                       on_hand=1_000))
+    shards = engine.topology.orders.handles
+    finished: dict[str, str] = {}
+    for n in range(8 * len(shards)):  # a finished order in every shard's history
+        order = (await shop.orders.PlaceOrder(one_unit(f"done-{n}", f"b-{n}", "lookup"))).order
+        await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=order.order_id))
+        finished[f"done-{n}"] = order.order_id
+    before = ray.get([s.stats.remote() for s in shards])
+    for shard in shards:
+        ray.kill(shard, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:  # restarted from Postgres, each with finished orders in its history
+        try:
+            after = ray.get([s.stats.remote() for s in shards], timeout=5)
+            if all(a["instance"] != b["instance"] for a, b in zip(after, before, strict=True)):
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the order shards did not come back"
+        await asyncio.sleep(0.1)
+    assert all(a["keys_looked_up"] for a in after)
+
+    postgres_link.cut()
+    try:
+        late = asyncio.ensure_future(shop.orders.PlaceOrder(
+            one_unit("during-the-outage", "buyer-late", "lookup"), timeout=120))
+        while not late.done():  # until it waits in a journal (or is answered)
+            stats = await asyncio.gather(*(o.stats.remote() for o in shards))
+            if any(s["journal_depth"] for s in stats):
+                break
+            assert time.monotonic() < deadline + 60, "the new order went nowhere"
+            await asyncio.sleep(0.02)
+        assert not late.done()
+        assert any(s["commit_failing"] for s in stats if s["journal_depth"])
+    finally:
+        postgres_link.restore()
+    placed = (await late).order
+    assert placed.order_id and placed.status == order_pb2.ORDER_STATUS_RESERVED
+    for key, order_id in list(finished.items())[:4]:  # replays of orders left in Postgres
+        replay = await shop.orders.PlaceOrder(one_unit(key, f"b-{key[5:]}", "lookup"))
+        assert (replay.order.order_id, replay.replayed) == (order_id, True)
+        assert replay.order.status == order_pb2.ORDER_STATUS_CANCELLED

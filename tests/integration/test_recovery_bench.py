@@ -5,10 +5,7 @@ deployment on such a history, which loads the live orders alone."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 from adapters import embedded
@@ -16,9 +13,7 @@ from adapters.postgres import Store
 from bench.recovery import MERCHANT, fill
 from engine.config import load_config
 from engine.orders import OrderStatus
-from tests.integration.conftest import _database, database_on
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.conftest import _database, database_on, run_bench
 
 
 async def test_the_recovery_fill_is_loaded_back_by_the_shards_query() -> None:
@@ -48,19 +43,8 @@ async def test_the_recovery_fill_is_loaded_back_by_the_shards_query() -> None:
 
 
 def test_a_small_recovery_bench_run_starts_on_a_long_history(tmp_path: Path) -> None:
-    server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_recovery_{secrets.token_hex(4)}"
-    import asyncio
-    asyncio.run(_database(server_dsn, name, create=True))
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.recovery", "--orders", "1200", "--live", "200",
-             "--days", "3", "--dsn", database_on(server_dsn, name)],
-            cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                                "FLASHTX_DATA_DIR": str(tmp_path)},
-            capture_output=True, text=True, timeout=300)
-    finally:
-        asyncio.run(_database(server_dsn, name, create=False))
+    done = run_bench("bench.recovery", ["--orders", "1200", "--live", "200", "--days", "3"],
+                     tmp_path, timeout_s=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["orders_loaded"] == 200  # the live orders alone

@@ -5,36 +5,18 @@ its invariant checks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import secrets
-import subprocess
-import sys
 from pathlib import Path
 
-from adapters import embedded
-from tests.integration.conftest import _database, database_on
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.conftest import run_bench
 
 
 def test_a_small_soak_run(tmp_path: Path) -> None:
-    server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_soak_{secrets.token_hex(4)}"
-    asyncio.run(_database(server_dsn, name, create=True))
     out = tmp_path / "soak.json"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.soak", "--orders", "4000", "--checkpoints", "2",
-             "--batch", "200", "--payment-window-s", "600",
-             "--dsn", database_on(server_dsn, name), "--json", str(out),
-             "--plot", str(tmp_path / "soak.png")],
-            cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                                "FLASHTX_DATA_DIR": str(tmp_path)},
-            capture_output=True, text=True, timeout=600)
-    finally:
-        asyncio.run(_database(server_dsn, name, create=False))
+    done = run_bench("bench.soak", ["--orders", "4000", "--checkpoints", "2", "--batch", "200",
+                                    "--payment-window-s", "600", "--json", str(out),
+                                    "--plot", str(tmp_path / "soak.png")],
+                     tmp_path, timeout_s=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     points = json.loads(out.read_text())
     assert [p["orders_placed"] for p in points] == [2000, 4000]
