@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from engine.errors import Overloaded
+from flashtx.engine.errors import Overloaded
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

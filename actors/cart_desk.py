@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.order_journal import OrderJournal
-from actors.persistence import cart_entry
-from actors.stock_link import StockLink
-from engine.cart_plans import (
+from flashtx.actors.order_journal import OrderJournal
+from flashtx.actors.persistence import cart_entry
+from flashtx.actors.stock_link import StockLink
+from flashtx.engine.cart_plans import (
     CartHold,
     after_hold,
     apply_change,
@@ -21,12 +21,12 @@ from engine.cart_plans import (
     replayed_add,
     snapshot_of,
 )
-from engine.carts import Cart, CartKey, CartSnapshot
-from engine.config import Config
-from engine.errors import DomainError, Overloaded, ResultCode, Unavailable
-from engine.messages import CartBatch, PlaceBatch
-from engine.order_state import RELEASES_WAITING, OrderState, StockCalls
-from engine.orders import OrderSnapshot
+from flashtx.engine.carts import Cart, CartKey, CartSnapshot
+from flashtx.engine.config import Config
+from flashtx.engine.errors import DomainError, Overloaded, ResultCode, Unavailable
+from flashtx.engine.messages import CartBatch, PlaceBatch
+from flashtx.engine.order_state import RELEASES_WAITING, OrderState, StockCalls
+from flashtx.engine.orders import OrderSnapshot
 
 
 class CartDesk:

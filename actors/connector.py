@@ -8,9 +8,9 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from actors import metrics
-from actors.loops import every
-from adapters.connectors import SINKS, ConnectorRunner, ConnectorSpec
+from flashtx.actors import metrics
+from flashtx.actors.loops import every
+from flashtx.adapters.connectors import SINKS, ConnectorRunner, ConnectorSpec
 
 REPORT_INTERVAL_S = 5.0
 

@@ -11,11 +11,11 @@ import logging
 import time
 from typing import Any
 
-from actors.loops import every
-from actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer, stop
-from actors.routing import ShardGroup
-from engine.autoscale import Decision, Observation, ScalingPolicy
-from engine.config import Config
+from flashtx.actors.loops import every
+from flashtx.actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer, stop
+from flashtx.actors.routing import ShardGroup
+from flashtx.engine.autoscale import Decision, Observation, ScalingPolicy
+from flashtx.engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Controller:
             self.history.append((time.time(), len(self._gateways)))
 
     async def _resize(self, wanted: int) -> None:
-        from actors.topology import start_gateway
+        from flashtx.actors.topology import start_gateway
 
         self._request_resources(wanted)
         while len(self._gateways) < wanted:

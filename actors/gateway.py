@@ -21,16 +21,16 @@ import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import clock, metrics
-from actors.batcher import MicroBatcher
-from actors.loops import until_done
-from actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
-from actors.routing import ShardGroup
-from adapters.grpc_errors import FlashtxInterceptor, current_principal
-from adapters.grpc_service import Placement, add_servicers
-from adapters.wire import level_entry
-from engine.config import Config
-from engine.errors import (
+from flashtx.actors import clock, metrics
+from flashtx.actors.batcher import MicroBatcher
+from flashtx.actors.loops import until_done
+from flashtx.actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
+from flashtx.actors.routing import ShardGroup
+from flashtx.adapters.grpc_errors import FlashtxInterceptor, current_principal
+from flashtx.adapters.grpc_service import Placement, add_servicers
+from flashtx.adapters.wire import level_entry
+from flashtx.engine.config import Config
+from flashtx.engine.errors import (
     DomainError,
     NotFound,
     Overloaded,
@@ -38,8 +38,8 @@ from engine.errors import (
     Unauthenticated,
     Unavailable,
 )
-from engine.merchants import Principal, hash_secret, operator_principal, parse_token
-from engine.messages import (
+from flashtx.engine.merchants import Principal, hash_secret, operator_principal, parse_token
+from flashtx.engine.messages import (
     ActionBatch,
     Adjusted,
     CampaignSkus,
@@ -49,10 +49,10 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.orders import order_slot
-from engine.ratelimit import TokenBucket
-from engine.sharding import RoutingTable
-from engine.stock import StockLevel
+from flashtx.engine.orders import order_slot
+from flashtx.engine.ratelimit import TokenBucket
+from flashtx.engine.sharding import RoutingTable
+from flashtx.engine.stock import StockLevel
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")

@@ -21,8 +21,8 @@ from __future__ import annotations
 import gc
 from typing import Any, TypeVar
 
-from actors import metrics
-from engine.config import Config
+from flashtx.actors import metrics
+from flashtx.engine.config import Config
 
 T = TypeVar("T")
 _installed = False

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors import metrics
-from engine.errors import InvariantViolation
+from flashtx.actors import metrics
+from flashtx.engine.errors import InvariantViolation
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from engine.errors import InvariantViolation
+from flashtx.engine.errors import InvariantViolation
 
 T = TypeVar("T")
 

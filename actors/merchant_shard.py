@@ -16,14 +16,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from actors import clock, metrics
-from actors.loops import every, until_done
-from actors.persistence import campaign_from_row, open_store
-from actors.ports import OrderPeer, StockPeer, find_peers
-from actors.routing import ShardGroup
-from adapters.events import stock_event
-from adapters.postgres import Store
-from engine.campaigns import (
+from flashtx.actors import clock, metrics
+from flashtx.actors.loops import every, until_done
+from flashtx.actors.persistence import campaign_from_row, open_store
+from flashtx.actors.ports import OrderPeer, StockPeer, find_peers
+from flashtx.actors.routing import ShardGroup
+from flashtx.adapters.events import stock_event
+from flashtx.adapters.postgres import Store
+from flashtx.engine.campaigns import (
     Campaign,
     CampaignSku,
     bucket_key,
@@ -32,16 +32,16 @@ from engine.campaigns import (
     split_units,
     validate_campaign,
 )
-from engine.config import Config
-from engine.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from engine.merchants import (
+from flashtx.engine.config import Config
+from flashtx.engine.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from flashtx.engine.merchants import (
     ApiKeyRecord,
     MerchantDirectory,
     MerchantRecord,
     Principal,
     Scope,
 )
-from engine.messages import (
+from flashtx.engine.messages import (
     CampaignSkus,
     Expected,
     KeyCreated,
@@ -51,7 +51,7 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.sharding import slot_of
+from flashtx.engine.sharding import slot_of
 
 log = logging.getLogger(__name__)
 

@@ -8,19 +8,19 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from actors.journal import GroupCommitter
-from actors.persistence import (
+from flashtx.actors.journal import GroupCommitter
+from flashtx.actors.persistence import (
     cart_entry,
     commit_order_entries,
     finished_rows,
     order_rows,
     transition_rows,
 )
-from adapters.postgres import Store
-from engine.carts import Cart, CartKey
-from engine.config import Config
-from engine.orders import OrderBook, OrderSnapshot
-from engine.sharding import slot_of
+from flashtx.adapters.postgres import Store
+from flashtx.engine.carts import Cart, CartKey
+from flashtx.engine.config import Config
+from flashtx.engine.orders import OrderBook, OrderSnapshot
+from flashtx.engine.sharding import slot_of
 
 
 class OrderJournal:

@@ -26,26 +26,26 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from actors import clock, metrics
-from actors.cart_desk import CartDesk
-from actors.loops import every, until_done
-from actors.order_journal import OrderJournal
-from actors.persistence import (
+from flashtx.actors import clock, metrics
+from flashtx.actors.cart_desk import CartDesk
+from flashtx.actors.loops import every, until_done
+from flashtx.actors.order_journal import OrderJournal
+from flashtx.actors.persistence import (
     campaign_from_row,
     cart_from_row,
     open_store,
     restore_order,
 )
-from actors.ports import MerchantPeer, StockPeer, find_peers
-from actors.stock_link import StockLink
-from adapters.postgres import DATABASE_ERRORS, Store
-from engine.campaigns import Campaign
-from engine.cart_plans import (
+from flashtx.actors.ports import MerchantPeer, StockPeer, find_peers
+from flashtx.actors.stock_link import StockLink
+from flashtx.adapters.postgres import DATABASE_ERRORS, Store
+from flashtx.engine.campaigns import Campaign
+from flashtx.engine.cart_plans import (
     CheckoutPlan,
     checkout_of,
 )
-from engine.config import Config
-from engine.errors import (
+from flashtx.engine.config import Config
+from flashtx.engine.errors import (
     DomainError,
     FailedPrecondition,
     NotFound,
@@ -53,17 +53,24 @@ from engine.errors import (
     Unavailable,
     invariant,
 )
-from engine.messages import (
+from flashtx.engine.messages import (
     ActionBatch,
     CartBatch,
     CheckoutBatch,
     Handover,
     PlaceBatch,
 )
-from engine.order_state import OrderState, StockCalls
-from engine.orders import FINISHED, KEY_UNCHECKED, Order, OrderBook, OrderSnapshot, PlaceResults
-from engine.placing import FromCart, Placing
-from engine.sharding import RoutingTable, slot_of
+from flashtx.engine.order_state import OrderState, StockCalls
+from flashtx.engine.orders import (
+    FINISHED,
+    KEY_UNCHECKED,
+    Order,
+    OrderBook,
+    OrderSnapshot,
+    PlaceResults,
+)
+from flashtx.engine.placing import FromCart, Placing
+from flashtx.engine.sharding import RoutingTable, slot_of
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import asyncpg
 
-from adapters.events import ORDER_EVENT_TYPES
-from adapters.postgres import Store
-from adapters.wire import order_event
-from engine.campaigns import Campaign, CampaignSku
-from engine.carts import Cart, CartKey, CartLine
-from engine.errors import InvariantViolation
-from engine.order_state import settled_buyer
-from engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus, order_slot
-from engine.sharding import sku_slot
+from flashtx.adapters.events import ORDER_EVENT_TYPES
+from flashtx.adapters.postgres import Store
+from flashtx.adapters.wire import order_event
+from flashtx.engine.campaigns import Campaign, CampaignSku
+from flashtx.engine.carts import Cart, CartKey, CartLine
+from flashtx.engine.errors import InvariantViolation
+from flashtx.engine.order_state import settled_buyer
+from flashtx.engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus, order_slot
+from flashtx.engine.sharding import sku_slot
 
 log = logging.getLogger(__name__)
 

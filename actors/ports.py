@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import ray
 
-from engine.campaigns import Campaign
-from engine.errors import DomainError
-from engine.merchants import Principal
-from engine.messages import (
+from flashtx.engine.campaigns import Campaign
+from flashtx.engine.errors import DomainError
+from flashtx.engine.merchants import Principal
+from flashtx.engine.messages import (
     ActionBatch,
     Adjusted,
     Answers,
@@ -41,8 +41,8 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.sharding import RoutingTable
-from engine.stock import StockLevel
+from flashtx.engine.sharding import RoutingTable
+from flashtx.engine.stock import StockLevel
 
 NAMESPACE = "flashtx"
 T = TypeVar("T")
@@ -220,10 +220,10 @@ def stop(actor: Any) -> None:
 
 
 if TYPE_CHECKING:  # mypy checks that each shard class implements its port
-    from actors.gateway import Gateway
-    from actors.merchant_shard import MerchantShard
-    from actors.order_shard import OrderShard
-    from actors.stock_shard import StockShard
+    from flashtx.actors.gateway import Gateway
+    from flashtx.actors.merchant_shard import MerchantShard
+    from flashtx.actors.order_shard import OrderShard
+    from flashtx.actors.stock_shard import StockShard
 
     def _conformance(stock: StockShard, order: OrderShard, merchant: MerchantShard,
                      gateway: Gateway) -> tuple[StockPeer, OrderPeer, MerchantPeer,

@@ -17,11 +17,11 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from actors import clock, metrics
-from actors.loops import every
-from adapters.events import StreamWriter, event_payload
-from adapters.postgres import Store
-from engine.config import Config
+from flashtx.actors import clock, metrics
+from flashtx.actors.loops import every
+from flashtx.adapters.events import StreamWriter, event_payload
+from flashtx.adapters.postgres import Store
+from flashtx.engine.config import Config
 
 log = logging.getLogger(__name__)
 

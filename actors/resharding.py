@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar, cast
 
-from actors.ports import OrderPeer, StockPeer
-from engine.sharding import RoutingTable
+from flashtx.actors.ports import OrderPeer, StockPeer
+from flashtx.engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from actors.ports import NAMESPACE as NAMESPACE  # where operators' tools look it up
-from actors.ports import handle_of
-from engine.sharding import RoutingTable, sku_slot, slot_of
+from flashtx.actors.ports import NAMESPACE as NAMESPACE  # where operators' tools look it up
+from flashtx.actors.ports import handle_of
+from flashtx.engine.sharding import RoutingTable, sku_slot, slot_of
 
 P = TypeVar("P")
 

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Container, Sequence
 from typing import Any, NamedTuple, cast
 
-from actors import clock, metrics
-from actors.ports import StockPeer
-from actors.routing import ShardGroup
-from engine.errors import DomainError, InvalidTransition, ResultCode, Unavailable
-from engine.messages import (
+from flashtx.actors import clock, metrics
+from flashtx.actors.ports import StockPeer
+from flashtx.actors.routing import ShardGroup
+from flashtx.engine.errors import DomainError, InvalidTransition, ResultCode, Unavailable
+from flashtx.engine.messages import (
     Answers,
     Generation,
     Handover,
@@ -27,8 +27,8 @@ from engine.messages import (
     ReserveBatch,
     ReturnBatch,
 )
-from engine.order_state import OrderState, StockCalls
-from engine.sharding import RoutingTable
+from flashtx.engine.order_state import OrderState, StockCalls
+from flashtx.engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from actors import clock
-from actors.loops import every, until_done
-from actors.persistence import campaign_row, open_store
-from actors.ports import OrderPeer, find_peers
-from adapters.events import stock_event
-from adapters.postgres import Store
-from engine.campaigns import Campaign
-from engine.config import Config
-from engine.errors import DomainError, Unavailable
-from engine.messages import (
+from flashtx.actors import clock
+from flashtx.actors.loops import every, until_done
+from flashtx.actors.persistence import campaign_row, open_store
+from flashtx.actors.ports import OrderPeer, find_peers
+from flashtx.adapters.events import stock_event
+from flashtx.adapters.postgres import Store
+from flashtx.engine.campaigns import Campaign
+from flashtx.engine.config import Config
+from flashtx.engine.errors import DomainError, Unavailable
+from flashtx.engine.messages import (
     FIRST_GENERATION,
     Adjusted,
     Answers,
@@ -38,8 +38,8 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.sharding import RoutingTable, slot_of
-from engine.stock import StockChange, StockLedger, StockLevel
+from flashtx.engine.sharding import RoutingTable, slot_of
+from flashtx.engine.stock import StockChange, StockLedger, StockLevel
 
 log = logging.getLogger(__name__)
 

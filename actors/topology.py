@@ -10,13 +10,13 @@ from typing import Any
 
 import ray
 
-from actors.connector import Connector
-from actors.controller import Controller
-from actors.gateway import Gateway
-from actors.gcpolicy import engine_process
-from actors.merchant_shard import MerchantShard
-from actors.order_shard import OrderShard
-from actors.ports import (
+from flashtx.actors.connector import Connector
+from flashtx.actors.controller import Controller
+from flashtx.actors.gateway import Gateway
+from flashtx.actors.gcpolicy import engine_process
+from flashtx.actors.merchant_shard import MerchantShard
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.ports import (
     NAMESPACE,
     MerchantPeer,
     OrderPeer,
@@ -28,13 +28,13 @@ from actors.ports import (
     wait_all,
     wait_each,
 )
-from actors.relay import Relay
-from actors.resharding import ReshardFailed, reshard_stock, spread
-from actors.routing import ShardGroup
-from actors.stock_shard import StockShard
-from adapters.connectors import ConnectorSpec, load_specs
-from engine.config import Config
-from engine.sharding import RoutingTable
+from flashtx.actors.relay import Relay
+from flashtx.actors.resharding import ReshardFailed, reshard_stock, spread
+from flashtx.actors.routing import ShardGroup
+from flashtx.actors.stock_shard import StockShard
+from flashtx.adapters.connectors import ConnectorSpec, load_specs
+from flashtx.engine.config import Config
+from flashtx.engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
 

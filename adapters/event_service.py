@@ -11,11 +11,11 @@ from typing import Any, cast
 import grpc
 import redis.asyncio as redis
 
-from adapters.events import EVENT_TYPES, StreamEntry, StreamsRead, decode, stream_key
-from adapters.grpc_errors import current_principal
-from engine.config import Config
-from engine.errors import InvalidArgument, Overloaded, Unavailable
-from protos.flashtx.v1 import event_pb2, event_pb2_grpc
+from flashtx.adapters.events import EVENT_TYPES, StreamEntry, StreamsRead, decode, stream_key
+from flashtx.adapters.grpc_errors import current_principal
+from flashtx.engine.config import Config
+from flashtx.engine.errors import InvalidArgument, Overloaded, Unavailable
+from flashtx.protos.flashtx.v1 import event_pb2, event_pb2_grpc
 
 RESUME_CURSOR = "flashtx-resume-cursor"
 # Sent in the initial metadata once a stream is served: the cursor it starts after (a

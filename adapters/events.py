@@ -11,9 +11,9 @@ from typing import Any, TypeAlias, cast
 import msgpack
 import redis.asyncio as redis
 
-from adapters.wire import order_event
-from engine.orders import OrderSnapshot
-from protos.flashtx.v1 import event_pb2
+from flashtx.adapters.wire import order_event
+from flashtx.engine.orders import OrderSnapshot
+from flashtx.protos.flashtx.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from engine import errors
-from engine.merchants import Principal, Scope
+from flashtx.engine import errors
+from flashtx.engine.merchants import Principal, Scope
 
 log = logging.getLogger(__name__)
 

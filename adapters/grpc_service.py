@@ -14,17 +14,17 @@ from typing import Any, Protocol
 
 import grpc
 
-from adapters.grpc_errors import current_principal
-from adapters.wire import fill_order
-from engine import errors
-from engine.carts import CartSnapshot
-from engine.config import Config
-from engine.errors import DomainError, InvalidArgument, ResultCode, explain
-from engine.merchants import Principal, Scope
-from engine.messages import PageRequest
-from engine.orders import OrderSnapshot, order_slot
-from engine.stock import StockLevel
-from engine.validation import (
+from flashtx.adapters.grpc_errors import current_principal
+from flashtx.adapters.wire import fill_order
+from flashtx.engine import errors
+from flashtx.engine.carts import CartSnapshot
+from flashtx.engine.config import Config
+from flashtx.engine.errors import DomainError, InvalidArgument, ResultCode, explain
+from flashtx.engine.merchants import Principal, Scope
+from flashtx.engine.messages import PageRequest
+from flashtx.engine.orders import OrderSnapshot, order_slot
+from flashtx.engine.stock import StockLevel
+from flashtx.engine.validation import (
     check_columns,
     check_id,
     check_ids,
@@ -33,7 +33,7 @@ from engine.validation import (
     check_range,
     check_sku,
 )
-from protos.flashtx.v1 import (
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     cart_pb2,
@@ -609,7 +609,7 @@ class CampaignServicer(campaign_pb2_grpc.CampaignServiceServicer):
 
 def add_servicers(server: grpc.aio.Server, backend: Backend) -> list[str]:
     """Registers every flashtx.v1 service; returns their full names (for reflection)."""
-    from adapters.event_service import EventServicer
+    from flashtx.adapters.event_service import EventServicer
 
     merchant_pb2_grpc.add_MerchantServiceServicer_to_server(MerchantServicer(backend), server)
     stock_pb2_grpc.add_StockServiceServicer_to_server(StockServicer(backend), server)

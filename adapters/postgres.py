@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from engine.errors import IdempotencyConflict
-from engine.sharding import RoutingTable
+from flashtx.engine.errors import IdempotencyConflict
+from flashtx.engine.sharding import RoutingTable
 
 # (merchant_id, sku_id, delta, reason, at_ms) -> an outbox row (OUTBOX_COLUMNS)
 StockEventRow = Callable[[str, str, int, str, int], tuple[Any, ...]]

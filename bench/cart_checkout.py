@@ -44,13 +44,13 @@ import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import report, verify, verify_postgres
-from bench.recorder import decode_histogram, encode_histogram, new_histogram
-from bench.scenarios import CartSpec, ScenarioParams
-from bench.targets import engine_setup
-from bench.targets.engine_setup import bearer
-from bench.targets.grpc_client import CHANNEL_OPTIONS, error_code
-from protos.flashtx.v1 import cart_pb2, cart_pb2_grpc, order_pb2_grpc, stock_pb2_grpc
+from flashtx.bench import report, verify, verify_postgres
+from flashtx.bench.recorder import decode_histogram, encode_histogram, new_histogram
+from flashtx.bench.scenarios import CartSpec, ScenarioParams
+from flashtx.bench.targets import engine_setup
+from flashtx.bench.targets.engine_setup import bearer
+from flashtx.bench.targets.grpc_client import CHANNEL_OPTIONS, error_code
+from flashtx.protos.flashtx.v1 import cart_pb2, cart_pb2_grpc, order_pb2_grpc, stock_pb2_grpc
 
 READY_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 600.0
@@ -275,7 +275,7 @@ def run(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Runs the scenario against the engine: (merged storm results in run_target's shape,
     verification, the scenario's own figures for the JSON document)."""
-    from bench import targets_setup
+    from flashtx.bench import targets_setup
 
     carts = params.carts()
     skus = params.skus()

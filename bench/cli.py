@@ -30,11 +30,11 @@ from typing import Any
 import grpc
 from rich.console import Console
 
-from bench import report
-from bench.events_lag import event_lag
-from bench.loadgen import WorkerSpec
-from bench.runner import LoadShape, run_target
-from bench.scenarios import HOT_SCENARIOS, SCENARIOS, ScenarioParams
+from flashtx.bench import report
+from flashtx.bench.events_lag import event_lag
+from flashtx.bench.loadgen import WorkerSpec
+from flashtx.bench.runner import LoadShape, run_target
+from flashtx.bench.scenarios import HOT_SCENARIOS, SCENARIOS, ScenarioParams
 
 BASELINES = ("echo", "postgres", "redis")
 # Not run by default: the physical limit of the engine's durable write (bench/targets/bare_copy.py).
@@ -176,7 +176,7 @@ def _overload(args: argparse.Namespace) -> int:
     """``--scenario overload``: capacity, then twice it open loop (accepted p99, how the
     excess is refused, engine memory before and after), then order latency alone and
     beside a greedy SaaS reader (bench/robustness.py). Engine only, a local one."""
-    from bench import robustness
+    from flashtx.bench import robustness
 
     overrides = engine_overrides(args)
     result = robustness.measure(args.duration, **overrides)
@@ -319,7 +319,7 @@ def _notes(args: argparse.Namespace) -> list[str]:
 def _run(
     args: argparse.Namespace, baselines: list[str], console: Console
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from bench import targets_setup
+    from flashtx.bench import targets_setup
 
     # Unique per run: runs against one --target must not share a merchant.
     run_id = f"r{int(time.time()) % 10**8}-{args.seed}-{secrets.token_hex(2)}"
@@ -364,7 +364,7 @@ def _run_cart_checkout(
     load_at_start: float,
     console: Console,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from bench import cart_checkout
+    from flashtx.bench import cart_checkout
 
     if args.no_engine:
         raise SystemExit("cart-checkout runs against the engine only")

@@ -14,10 +14,10 @@ import time
 
 from aiohttp import web
 
-from adapters.connectors import ConnectorSpec
+from flashtx.adapters.connectors import ConnectorSpec
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
 
 
 async def hanging_endpoint() -> tuple[web.AppRunner, str]:

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 _ROLES = (
-    ("bench.echo_server", "echo server"),
+    ("flashtx.bench.echo_server", "echo server"),
     ("ray::Gateway", "gateway"),
     ("ray::OrderShard", "order shards"),
     ("ray::StockShard", "stock shards"),

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from adapters.events import stream_key
-from protos.flashtx.v1 import event_pb2
+from flashtx.adapters.events import stream_key
+from flashtx.protos.flashtx.v1 import event_pb2
 
 CHUNK = 10_000
 

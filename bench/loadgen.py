@@ -17,9 +17,9 @@ from typing import Any
 
 import uvloop
 
-from bench.recorder import Recorder
-from bench.scenarios import CANCEL, PAY, READ, OperationSource, ScenarioParams
-from bench.targets import TargetClient, connect
+from flashtx.bench.recorder import Recorder
+from flashtx.bench.scenarios import CANCEL, PAY, READ, OperationSource, ScenarioParams
+from flashtx.bench.targets import TargetClient, connect
 
 PROGRESS_INTERVAL_S = 0.25
 DRAIN_TIMEOUT_S = 15.0

@@ -36,10 +36,10 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from bench import targets_setup
-from bench.scenarios import SkuSpec
-from bench.targets import engine_setup
-from protos.flashtx.v1 import common_pb2, stock_pb2
+from flashtx.bench import targets_setup
+from flashtx.bench.scenarios import SkuSpec
+from flashtx.bench.targets import engine_setup
+from flashtx.protos.flashtx.v1 import common_pb2, stock_pb2
 
 GET_STOCK = "/flashtx.v1.StockService/GetStock"
 GET_STOCK_LEVELS = "/flashtx.v1.StockService/GetStockLevels"

@@ -18,7 +18,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.scenarios import OrderSpec
+from flashtx.bench.scenarios import OrderSpec
 
 LATENCY_US_MIN = 1
 LATENCY_US_MAX = 120_000_000

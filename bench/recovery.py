@@ -16,10 +16,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from adapters.postgres import Store
-from engine.config import load_config
-from engine.orders import OrderStatus, new_order_id
-from engine.sharding import slot_of
+from flashtx.adapters.postgres import Store
+from flashtx.engine.config import load_config
+from flashtx.engine.orders import OrderStatus, new_order_id
+from flashtx.engine.sharding import slot_of
 
 MERCHANT = "recovery-shop"
 SKUS = 1000
@@ -123,7 +123,7 @@ def measure(dsn: str, orders: int, live: int, stock_shards: int,
 
     import ray
 
-    from actors.routing import NAMESPACE
+    from flashtx.actors.routing import NAMESPACE
     from flashtx.app import LocalEngine, new_operator_key
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
 
 def engine_rss_mb() -> float:

@@ -12,9 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cpu import WindowCpu
-from bench.loadgen import DRAIN_TIMEOUT_S, WorkerSpec, worker_main
-from bench.recorder import decode_histogram, new_histogram
+from flashtx.bench.cpu import WindowCpu
+from flashtx.bench.loadgen import DRAIN_TIMEOUT_S, WorkerSpec, worker_main
+from flashtx.bench.recorder import decode_histogram, new_histogram
 
 READY_TIMEOUT_S = 60.0
 RESULT_GRACE_S = 60.0

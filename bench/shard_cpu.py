@@ -16,11 +16,11 @@ import argparse
 import cProfile
 import time
 
-from actors import gcpolicy
-from actors.order_shard import OrderShard
-from actors.stock_shard import StockShard
-from engine.messages import PlaceBatch, SkuBatch
-from engine.sharding import RoutingTable, slot_of
+from flashtx.actors import gcpolicy
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.messages import PlaceBatch, SkuBatch
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, SimPeer, World, run_in
 

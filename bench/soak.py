@@ -30,7 +30,7 @@ import asyncpg
 import grpc
 
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
 SKUS = 100
 BUYERS = 100_000
@@ -172,7 +172,7 @@ def settled(engine: Any, dsn: str, timeout_s: float = 300.0) -> dict[str, Any]:
 def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
     import ray
 
-    from actors.routing import NAMESPACE
+    from flashtx.actors.routing import NAMESPACE
     from flashtx.app import LocalEngine, new_operator_key
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

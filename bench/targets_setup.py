@@ -12,10 +12,10 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import verify as verify_module
-from bench import verify_postgres
-from bench.scenarios import ScenarioParams
-from bench.targets import bare_copy, engine_setup, postgres, redis_lua
+from flashtx.bench import verify as verify_module
+from flashtx.bench import verify_postgres
+from flashtx.bench.scenarios import ScenarioParams
+from flashtx.bench.targets import bare_copy, engine_setup, postgres, redis_lua
 
 ECHO_START_TIMEOUT_S = 30.0
 
@@ -41,7 +41,7 @@ def engine(args: argparse.Namespace,
         f"starting a local engine ({args.gateways} gateway(s), {args.stock_shards} "
         f"stock and {args.order_shards} order shards) …"
     )
-    from bench.cli import BENCH_KEY_RATES, engine_overrides
+    from flashtx.bench.cli import BENCH_KEY_RATES, engine_overrides
 
     layout = {
         "gateways": args.gateways,
@@ -150,7 +150,7 @@ def baseline(
 
 
 def _embedded(function: str) -> str:
-    from adapters import embedded
+    from flashtx.adapters import embedded
 
     return str(getattr(embedded, function)())
 
@@ -159,7 +159,7 @@ def _embedded(function: str) -> str:
 def echo_server(answers: tuple[str, ...] = ()) -> Iterator[str]:
     """A bare grpc.aio server in its own process; `answers`: METHOD=FILE pairs."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server", "--port", "0",
+        [sys.executable, "-m", "flashtx.bench.echo_server", "--port", "0",
          *(f"--answer={pair}" for pair in answers)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 
-from bench.scenarios import ScenarioParams
-from bench.targets.engine_setup import bearer
-from protos.flashtx.v1 import (
+from flashtx.bench.scenarios import ScenarioParams
+from flashtx.bench.targets.engine_setup import bearer
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     common_pb2,

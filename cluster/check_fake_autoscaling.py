@@ -25,7 +25,7 @@ import ray
 
 from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from engine.errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
+from flashtx.engine.errors import FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 
 __all__ = [
     "BuyerUnits",

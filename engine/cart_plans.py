@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from engine.campaigns import Campaign
-from engine.carts import Cart, CartKey, CartSnapshot, line_hold_id
-from engine.errors import (
+from flashtx.engine.campaigns import Campaign
+from flashtx.engine.carts import Cart, CartKey, CartSnapshot, line_hold_id
+from flashtx.engine.errors import (
     DomainError,
     IdempotencyConflict,
     InvalidArgument,
@@ -22,10 +22,10 @@ from engine.errors import (
     Unavailable,
     error_for,
 )
-from engine.messages import HoldBatch, Lines
-from engine.order_state import OrderState, ShardOf
-from engine.orders import Order
-from engine.placing import FromCart
+from flashtx.engine.messages import HoldBatch, Lines
+from flashtx.engine.order_state import OrderState, ShardOf
+from flashtx.engine.orders import Order
+from flashtx.engine.placing import FromCart
 
 
 class CartHold(NamedTuple):

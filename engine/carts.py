@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from engine.errors import FailedPrecondition, InvalidArgument
+from flashtx.engine.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["Cart", "CartBook", "CartKey", "CartLine", "CartSnapshot", "hold_id", "line_hold_id"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
 
-from engine.errors import (
+from flashtx.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
     IdempotencyConflict,

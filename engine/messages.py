@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, ClassVar, NamedTuple, Self
 
-from engine.errors import ResultCode
+from flashtx.engine.errors import ResultCode
 
 Line = tuple[str, int]  # (SKU or campaign bucket, quantity)
 Lines = tuple[Line, ...]

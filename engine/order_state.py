@@ -12,12 +12,12 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.campaigns import BuyerUnits, Campaign, not_found
-from engine.carts import Cart, CartBook, CartKey, hold_id, line_hold_id
-from engine.config import Config
-from engine.errors import IdempotencyConflict, Unavailable
-from engine.messages import Holds, Line, Lines, Sales
-from engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
+from flashtx.engine.campaigns import BuyerUnits, Campaign, not_found
+from flashtx.engine.carts import Cart, CartBook, CartKey, hold_id, line_hold_id
+from flashtx.engine.config import Config
+from flashtx.engine.errors import IdempotencyConflict, Unavailable
+from flashtx.engine.messages import Holds, Line, Lines, Sales
+from flashtx.engine.orders import Order, OrderBook, OrderSnapshot, OrderStatus, StockAction
 
 RELEASES_WAITING = "a stock shard is unreachable and stock releases are waiting; retry"
 # orders, and the position to continue from (None: the last page)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from engine.errors import InvalidTransition, NotFound, ResultCode, invariant
+from flashtx.engine.errors import InvalidTransition, NotFound, ResultCode, invariant
 
 __all__ = [
     "Begin",

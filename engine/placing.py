@@ -18,10 +18,10 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from engine.campaigns import Campaign
-from engine.errors import DomainError, ResultCode, invariant, refusal
-from engine.messages import Answers, Line, Lines, PlaceBatch, ReserveBatch
-from engine.order_state import OrderState, ShardOf, split_lines
+from flashtx.engine.campaigns import Campaign
+from flashtx.engine.errors import DomainError, ResultCode, invariant, refusal
+from flashtx.engine.messages import Answers, Line, Lines, PlaceBatch, ReserveBatch
+from flashtx.engine.order_state import OrderState, ShardOf, split_lines
 
 DEADLINE_PASSED = ("the call's deadline passed before the order was placed; nothing was"
                    " applied")

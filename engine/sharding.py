@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engine.errors import invariant
+from flashtx.engine.errors import invariant
 
 __all__ = ["RoutingTable", "sku_slot", "slot_of"]
 

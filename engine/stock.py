@@ -28,8 +28,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from engine.campaigns import BUCKET_SEPARATOR
-from engine.errors import FailedPrecondition, NotFound, Refusal, ResultCode, invariant, refusal
+from flashtx.engine.campaigns import BUCKET_SEPARATOR
+from flashtx.engine.errors import (
+    FailedPrecondition,
+    NotFound,
+    Refusal,
+    ResultCode,
+    invariant,
+    refusal,
+)
 
 __all__ = ["Reservation", "SkuKey", "SkuState", "StockChange", "StockLedger", "StockLevel"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from engine.config import Config
-from engine.errors import InvalidArgument
+from flashtx.engine.config import Config
+from flashtx.engine.errors import InvalidArgument
 
 __all__ = ["check_id", "check_ids", "check_length", "check_order", "check_range", "check_sku"]
 

@@ -27,11 +27,11 @@ import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from engine.config import Config
-from engine.errors import DomainError
-from engine.validation import check_sku
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx.engine.config import Config
+from flashtx.engine.errors import DomainError
+from flashtx.engine.validation import check_sku
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
 __all__ = ["add_commands", "run"]
 

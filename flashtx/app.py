@@ -14,12 +14,12 @@ from typing import Any
 import asyncpg
 import ray
 
-from actors.routing import NAMESPACE
-from actors.topology import Topology
-from adapters import embedded
-from adapters.postgres import Store
-from engine.config import Config, load_config
-from engine.merchants import hash_secret
+from flashtx.actors.routing import NAMESPACE
+from flashtx.actors.topology import Topology
+from flashtx.adapters import embedded
+from flashtx.adapters.postgres import Store
+from flashtx.engine.config import Config, load_config
+from flashtx.engine.merchants import hash_secret
 
 __all__ = ["LocalEngine", "free_port"]
 

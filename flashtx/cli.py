@@ -19,14 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
         try:
-            from bench.cli import main as bench_main
+            from flashtx.bench.cli import main as bench_main
         except ImportError as error:  # installed without the bench extra
             console.print(f"[red]flashtx bench needs the bench extra ({error.name} is"
                           " missing): pip install 'flashtx[bench]'[/red]")
             return 2
         return bench_main(argv[1:])
     if argv and argv[0] == "migrate":
-        from adapters.legacy.cli import main as migrate_main
+        from flashtx.adapters.legacy.cli import main as migrate_main
 
         return migrate_main(argv[1:])
     parser = argparse.ArgumentParser(prog="flashtx", description=__doc__)
@@ -94,8 +94,8 @@ def _version() -> str:
 
 
 def serve_command(options: argparse.Namespace) -> int:
-    from engine.config import ConfigError, load_config
     from flashtx.app import EngineStartError, LocalEngine
+    from flashtx.engine.config import ConfigError, load_config
 
     overrides = {name: value for name, value in (
         ("gateways", options.gateways), ("stock_shards", options.stock_shards),
@@ -133,7 +133,7 @@ def status_command(options: argparse.Namespace) -> int:
     import ray
     from rich.live import Live
 
-    from actors.routing import NAMESPACE
+    from flashtx.actors.routing import NAMESPACE
     from flashtx.status import collect, render
 
     try:
@@ -178,7 +178,7 @@ def health_command(options: argparse.Namespace) -> int:
 def replay_command(options: argparse.Namespace) -> int:
     import ray
 
-    from actors.ports import NAMESPACE, RayPeer, wait_all
+    from flashtx.actors.ports import NAMESPACE, RayPeer, wait_all
 
     ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
     connector: Any = RayPeer(name=f"connector-{options.connector}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from protos.flashtx.v1 import (
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2_grpc,
     cart_pb2_grpc,
     event_pb2_grpc,

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import (
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     cart_pb2,
     common_pb2,

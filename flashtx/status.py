@@ -10,7 +10,7 @@ import ray
 from rich.console import Group
 from rich.table import Table
 
-from actors.ports import NAMESPACE, Admin, RayPeer, wait_all
+from flashtx.actors.ports import NAMESPACE, Admin, RayPeer, wait_all
 
 KINDS = ("gateway", "merchant", "stock", "order", "relay", "connector")
 

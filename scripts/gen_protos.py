@@ -4,7 +4,7 @@
     python scripts/gen_protos.py --check    # exit 1 if the committed code has drifted
 
 The generated modules import each other as `flashtx.v1.x_pb2`; they live in the
-`protos` package, so those imports are rewritten to `protos.flashtx.v1.x_pb2`.
+`flashtx.protos` package, so those imports are rewritten to `flashtx.protos.flashtx.v1.x_pb2`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def generate(out_root: Path) -> dict[str, str]:
         raise SystemExit("protoc failed")
     generated = {}
     for path in sorted((out_root / "flashtx" / "v1").glob("*_pb2*.py*")):
-        generated[path.name] = _IMPORT.sub("from protos.flashtx.v1 import", path.read_text())
+        generated[path.name] = _IMPORT.sub("from flashtx.protos.flashtx.v1 import",
+                                           path.read_text())
     return generated
 
 

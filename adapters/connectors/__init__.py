@@ -6,8 +6,8 @@ To write one: subclass ``Sink`` with ``deliver(events)`` that raises on failure,
 register its kind in ``SINKS``.
 """
 
-from adapters.connectors.runner import ConnectorRunner, ConnectorSpec, load_specs
-from adapters.connectors.sinks import SINKS, ExportSink, Sink, WebhookSink, sign, verify
+from flashtx.adapters.connectors.runner import ConnectorRunner, ConnectorSpec, load_specs
+from flashtx.adapters.connectors.sinks import SINKS, ExportSink, Sink, WebhookSink, sign, verify
 
 __all__ = ["SINKS", "ConnectorRunner", "ConnectorSpec", "ExportSink", "Sink", "WebhookSink",
            "load_specs", "sign", "verify"]

@@ -15,9 +15,9 @@ from typing import Any, cast
 
 import redis.asyncio as redis
 
-from adapters.connectors.sinks import SINKS, Sink
-from adapters.events import GroupRead, StreamEntry, decode, stream_key
-from protos.flashtx.v1 import event_pb2
+from flashtx.adapters.connectors.sinks import SINKS, Sink
+from flashtx.adapters.events import GroupRead, StreamEntry, decode, stream_key
+from flashtx.protos.flashtx.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 

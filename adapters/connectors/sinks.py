@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 from google.protobuf import json_format
 
-from protos.flashtx.v1 import event_pb2
+from flashtx.protos.flashtx.v1 import event_pb2
 
 SIGNATURE_HEADER = "X-Flashtx-Signature"
 SIGNATURE_TOLERANCE_S = 300

@@ -14,7 +14,7 @@ commerce system into flashtx's durable tables, repeatably and checkably.
     cli.py        the command line
 """
 
-from adapters.legacy.mapping import Mapping, load_mapping
-from adapters.legacy.sync import SyncOptions, SyncReport, run_sync
+from flashtx.adapters.legacy.mapping import Mapping, load_mapping
+from flashtx.adapters.legacy.sync import SyncOptions, SyncReport, run_sync
 
 __all__ = ["Mapping", "SyncOptions", "SyncReport", "load_mapping", "run_sync"]

@@ -12,9 +12,9 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from adapters.legacy.mapping import MappingError, load_mapping
-from adapters.legacy.sample import SIZES, create_sample, export_csv, sample_mapping
-from adapters.legacy.sync import SyncOptions, SyncReport, run_sync
+from flashtx.adapters.legacy.mapping import MappingError, load_mapping
+from flashtx.adapters.legacy.sample import SIZES, create_sample, export_csv, sample_mapping
+from flashtx.adapters.legacy.sync import SyncOptions, SyncReport, run_sync
 
 __all__ = ["main"]
 
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
 
 
 def _default_dsn() -> str:
-    from adapters.embedded import postgres_dsn
+    from flashtx.adapters.embedded import postgres_dsn
 
     return postgres_dsn()
 

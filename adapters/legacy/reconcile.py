@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from adapters.legacy.target import LATEST_SQL
+from flashtx.adapters.legacy.target import LATEST_SQL
 
 if TYPE_CHECKING:
-    from adapters.legacy.sync import SyncReport
+    from flashtx.adapters.legacy.sync import SyncReport
 
 __all__ = ["ReconcileRow", "reconcile"]
 

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from adapters.legacy.mapping import Entity, Mapping
+from flashtx.adapters.legacy.mapping import Entity, Mapping
 
 __all__ = ["LegacySource", "open_source"]
 

@@ -22,11 +22,11 @@ from typing import IO, Any
 
 import asyncpg
 
-from adapters.legacy import target
-from adapters.legacy.mapping import Mapping
-from adapters.legacy.progress import EntityProgress
-from adapters.legacy.source import LegacySource, open_source
-from adapters.legacy.transform import (
+from flashtx.adapters.legacy import target
+from flashtx.adapters.legacy.mapping import Mapping
+from flashtx.adapters.legacy.progress import EntityProgress
+from flashtx.adapters.legacy.source import LegacySource, open_source
+from flashtx.adapters.legacy.transform import (
     Catalogue,
     OrderRow,
     Rejected,
@@ -37,9 +37,9 @@ from adapters.legacy.transform import (
     convert_sku,
     to_int,
 )
-from adapters.postgres import Store
-from engine.config import Config
-from engine.sharding import slot_of
+from flashtx.adapters.postgres import Store
+from flashtx.engine.config import Config
+from flashtx.engine.sharding import slot_of
 
 __all__ = ["EntityCounts", "SyncOptions", "SyncReport", "run_sync", "transition_path"]
 
@@ -140,7 +140,7 @@ class Rejects:
 
 
 async def run_sync(mapping: Mapping, options: SyncOptions) -> SyncReport:
-    from adapters.legacy.reconcile import reconcile
+    from flashtx.adapters.legacy.reconcile import reconcile
 
     started = time.perf_counter()
     store = await Store.open(options.target_dsn)

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from adapters.postgres import (
+from flashtx.adapters.postgres import (
     ADJUSTMENT_COLUMNS,
     LINE_COLUMNS,
     ORDER_COLUMNS,

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from engine.config import Config
-from engine.sharding import slot_of
+from flashtx.engine.config import Config
+from flashtx.engine.sharding import slot_of
 
 __all__ = ["Catalogue", "MerchantRow", "OrderRow", "Rejected", "SkuRow", "checksum_of",
            "convert_customer", "convert_merchant", "convert_order", "convert_sku",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Protocol
 
-from bench.scenarios import OrderSpec
+from flashtx.bench.scenarios import OrderSpec
 
 __all__ = ["Outcome", "TargetClient", "connect", "report_first_error"]
 
@@ -55,19 +55,19 @@ class TargetClient(Protocol):
 def connect(kind: str, info: dict[str, Any]) -> TargetClient:
     """The worker-side client for a prepared target."""
     if kind in ("engine", "echo"):
-        from bench.targets.grpc_client import GrpcClient
+        from flashtx.bench.targets.grpc_client import GrpcClient
 
         return GrpcClient(kind, info)
     if kind == "postgres":
-        from bench.targets.postgres import PostgresClient
+        from flashtx.bench.targets.postgres import PostgresClient
 
         return PostgresClient(info)
     if kind == "copy":
-        from bench.targets.bare_copy import CopyClient
+        from flashtx.bench.targets.bare_copy import CopyClient
 
         return CopyClient(info)
     if kind == "redis":
-        from bench.targets.redis_lua import RedisClient
+        from flashtx.bench.targets.redis_lua import RedisClient
 
         return RedisClient(info)
     raise ValueError(f"unknown target {kind!r}")

@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 
-from bench.scenarios import SkuSpec
-from protos.flashtx.v1 import (
+from flashtx.bench.scenarios import SkuSpec
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     common_pb2,

@@ -12,9 +12,15 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from bench.scenarios import OrderSpec
-from bench.targets import Outcome, report_first_error
-from protos.flashtx.v1 import common_pb2, order_pb2, order_pb2_grpc, stock_pb2, stock_pb2_grpc
+from flashtx.bench.scenarios import OrderSpec
+from flashtx.bench.targets import Outcome, report_first_error
+from flashtx.protos.flashtx.v1 import (
+    common_pb2,
+    order_pb2,
+    order_pb2_grpc,
+    stock_pb2,
+    stock_pb2_grpc,
+)
 
 RESULT_CODES = {
     common_pb2.RESULT_CODE_OK: "ok",

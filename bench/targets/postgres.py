@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from bench.scenarios import OrderSpec, SkuSpec
-from bench.targets import Outcome, report_first_error
+from flashtx.bench.scenarios import OrderSpec, SkuSpec
+from flashtx.bench.targets import Outcome, report_first_error
 
 SCHEMA = "flashtx_bench_naive"
 DDL = f"""

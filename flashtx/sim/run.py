@@ -24,14 +24,14 @@ from typing import Any
 
 import looptime
 
-from actors.merchant_shard import MerchantShard
-from actors.order_shard import OrderShard
-from actors.resharding import ReshardFailed, reshard_stock, spread
-from actors.stock_shard import StockShard
-from engine.carts import CartSnapshot
-from engine.config import Config, load_config
-from engine.errors import DomainError, ResultCode
-from engine.messages import (
+from flashtx.actors.merchant_shard import MerchantShard
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.resharding import ReshardFailed, reshard_stock, spread
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.carts import CartSnapshot
+from flashtx.engine.config import Config, load_config
+from flashtx.engine.errors import DomainError, ResultCode
+from flashtx.engine.messages import (
     ActionBatch,
     CampaignSkus,
     CartBatch,
@@ -39,8 +39,8 @@ from engine.messages import (
     PlaceBatch,
     SkuBatch,
 )
-from engine.orders import OrderStatus, order_slot
-from engine.sharding import RoutingTable, slot_of
+from flashtx.engine.orders import OrderStatus, order_slot
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
 
 MERCHANT = "sim-shop"

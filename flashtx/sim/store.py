@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from engine.errors import IdempotencyConflict
-from engine.orders import OrderStatus
-from engine.sharding import RoutingTable
+from flashtx.engine.errors import IdempotencyConflict
+from flashtx.engine.orders import OrderStatus
+from flashtx.engine.sharding import RoutingTable
 
 if TYPE_CHECKING:
     from flashtx.sim.world import World

@@ -213,12 +213,7 @@ class World:
 def installed(world: World) -> Iterator[None]:
     """Points what the shards reach outside themselves (Ray, Postgres, the clock, metrics,
     randomness, process exit) at the world, and puts it all back afterwards."""
-    import actors.clock
-    import actors.journal
-    import actors.merchant_shard
-    import actors.metrics
-    import actors.order_shard
-    import actors.stock_shard
+    from flashtx import actors
 
     global _WORLD
 
@@ -261,13 +256,13 @@ def installed(world: World) -> Iterator[None]:
     for name in dir(actors.metrics):  # metric objects are Ray's: not made here
         value = getattr(actors.metrics, name)
         if (callable(value) and not name.startswith("_") and name != "record"
-                and getattr(value, "__module__", "") == "actors.metrics"):
+                and getattr(value, "__module__", "") == "flashtx.actors.metrics"):
             patches.append((actors.metrics, name, lambda *args, **kwargs: None))
     saved = [(target, name, getattr(target, name)) for target, name, _ in patches]
     for target, name, value in patches:
         setattr(target, name, value)
     _WORLD = world
-    quiet = [logging.getLogger(name) for name in ("actors", "asyncio")]
+    quiet = [logging.getLogger(name) for name in ("flashtx.actors", "asyncio")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:  # crashes and faults are the point here, not news
         logger.setLevel(logging.CRITICAL + 1)

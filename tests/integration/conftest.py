@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from adapters import embedded
-from adapters.postgres import Store
+from flashtx.adapters import embedded
+from flashtx.adapters.postgres import Store
 from flashtx.app import LocalEngine, free_port, new_operator_key
 from flashtx.client import Client
-from protos.flashtx.v1 import merchant_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.retrying import until_answered
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 

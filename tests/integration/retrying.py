@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from flashtx.client import Client
-from protos.flashtx.v1 import order_pb2
+from flashtx.protos.flashtx.v1 import order_pb2
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -87,7 +87,7 @@ async def buy(address: str, token: str, request: order_pb2.PlaceOrderRequest,
 @contextlib.asynccontextmanager
 async def fresh_database(prefix: str) -> AsyncIterator[str]:
     """A new database on the configured (or embedded) server, dropped afterwards."""
-    from adapters import embedded
+    from flashtx.adapters import embedded
     from tests.integration.conftest import _database, database_on
 
     server_dsn = embedded.postgres_dsn()

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from flashtx.client import Client
-from protos.flashtx.v1 import order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -220,7 +220,7 @@ def test_the_reads_bench_runs(engine, tmp_path: Path) -> None:
         pytest.skip("h2load (nghttp2-client) is not installed")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLASHTX_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.reads", "--target", engine.address, "--operator-key",
+        [sys.executable, "-m", "flashtx.bench.reads", "--target", engine.address, "--operator-key",
          engine.operator_key, "--duration", "1", "--warmup", "0", "--catalog", "20",
          "--skus", "10", "--connections", "1", "--streams", "4"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)

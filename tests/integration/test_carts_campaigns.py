@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from actors.ports import wait_all
-from engine.messages import SkuKeys
+from flashtx.actors.ports import wait_all
 from flashtx.app import LocalEngine
 from flashtx.client import Client
-from protos.flashtx.v1 import (
+from flashtx.engine.messages import SkuKeys
+from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     cart_pb2,
     common_pb2,

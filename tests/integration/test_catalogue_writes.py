@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster

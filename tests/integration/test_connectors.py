@@ -10,9 +10,9 @@ import time
 import pytest
 from aiohttp import web
 
-from adapters.connectors import ConnectorSpec, verify
+from flashtx.adapters.connectors import ConnectorSpec, verify
 from flashtx.client import Client
-from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster

@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from adapters.legacy.mapping import Mapping, parse_mapping
-from adapters.legacy.sample import SIZES, create_sample, export_csv, sample_mapping
-from adapters.legacy.sync import SyncOptions, SyncReport, run_sync
-from adapters.postgres import migrate
+from flashtx.adapters.legacy.mapping import Mapping, parse_mapping
+from flashtx.adapters.legacy.sample import SIZES, create_sample, export_csv, sample_mapping
+from flashtx.adapters.legacy.sync import SyncOptions, SyncReport, run_sync
+from flashtx.adapters.postgres import migrate
 from tests.integration.retrying import fresh_database
 
 pytestmark = pytest.mark.slow

@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 import ray
 
-from adapters.legacy.mapping import parse_mapping
-from adapters.legacy.sample import SIZES, create_sample, sample_mapping
-from adapters.legacy.sync import SyncOptions, run_sync
-from engine.messages import ActionBatch, CampaignSkus, SkuKeys
-from engine.orders import order_slot
+from flashtx.adapters.legacy.mapping import parse_mapping
+from flashtx.adapters.legacy.sample import SIZES, create_sample, sample_mapping
+from flashtx.adapters.legacy.sync import SyncOptions, run_sync
+from flashtx.engine.messages import ActionBatch, CampaignSkus, SkuKeys
+from flashtx.engine.orders import order_slot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

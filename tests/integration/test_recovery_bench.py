@@ -8,11 +8,11 @@ import json
 import secrets
 from pathlib import Path
 
-from adapters import embedded
-from adapters.postgres import Store
-from bench.recovery import MERCHANT, fill
-from engine.config import load_config
-from engine.orders import OrderStatus
+from flashtx.adapters import embedded
+from flashtx.adapters.postgres import Store
+from flashtx.bench.recovery import MERCHANT, fill
+from flashtx.engine.config import load_config
+from flashtx.engine.orders import OrderStatus
 from tests.integration.conftest import _database, database_on, run_bench
 
 
@@ -43,7 +43,7 @@ async def test_the_recovery_fill_is_loaded_back_by_the_shards_query() -> None:
 
 
 def test_a_small_recovery_bench_run_starts_on_a_long_history(tmp_path: Path) -> None:
-    done = run_bench("bench.recovery", ["--orders", "1200", "--live", "200", "--days", "3"],
+    done = run_bench("flashtx.bench.recovery", ["--orders", "1200", "--live", "200", "--days", "3"],
                      tmp_path, timeout_s=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

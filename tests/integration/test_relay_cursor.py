@@ -8,9 +8,9 @@ import secrets
 
 import redis.asyncio as redis
 
-from adapters import embedded
-from adapters.events import StreamWriter, cursor_key, stream_key
-from adapters.postgres import OUTBOX_COLUMNS, Store
+from flashtx.adapters import embedded
+from flashtx.adapters.events import StreamWriter, cursor_key, stream_key
+from flashtx.adapters.postgres import OUTBOX_COLUMNS, Store
 from tests.integration.conftest import unique_merchant_id
 
 
@@ -66,13 +66,13 @@ async def test_a_batch_sent_again_adds_each_event_once() -> None:
 async def test_order_events_written_without_their_event_are_built_from_the_ledger(
         own_store: Store) -> None:
     """Rows of an engine that stored no event bytes (before the outbox carried them)."""
-    from adapters.events import event_payload
-    from adapters.postgres import (
+    from flashtx.adapters.events import event_payload
+    from flashtx.adapters.postgres import (
         PLACED_LINE_COLUMNS,
         PLACED_ORDER_COLUMNS,
         TRANSITION_COLUMNS,
     )
-    from protos.flashtx.v1 import event_pb2
+    from flashtx.protos.flashtx.v1 import event_pb2
 
     start = await own_store.relay_cursor()
     order_id = "0007ab12cd000000001"

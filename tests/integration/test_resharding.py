@@ -12,7 +12,7 @@ import ray
 
 from flashtx.app import free_port
 from flashtx.client import Client
-from protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 from tests.integration.retrying import one_unit, until_answered
 

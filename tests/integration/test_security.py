@@ -22,10 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.grpc_errors import SCOPES
+from flashtx.adapters.grpc_errors import SCOPES
 from flashtx.app import free_port
 from flashtx.client import Client
-from protos.flashtx.v1 import (
+from flashtx.protos.flashtx.v1 import (
     common_pb2,
     event_pb2,
     event_pb2_grpc,
@@ -257,7 +257,7 @@ def test_fuzzed_requests_and_metadata_never_fail_internally(
 def fuzz_shop(engine) -> tuple[str, stock_pb2.StockLevel]:
     """A merchant whose state the fuzzing must not change (its admin key is fuzzed)."""
     async def make() -> tuple[str, stock_pb2.StockLevel]:
-        from protos.flashtx.v1 import merchant_pb2
+        from flashtx.protos.flashtx.v1 import merchant_pb2
         from tests.integration.conftest import unique_merchant_id
 
         async with Client(engine.address, engine.operator_key) as operator:

@@ -13,10 +13,10 @@ from tests.integration.conftest import run_bench
 
 def test_a_small_soak_run(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    done = run_bench("bench.soak", ["--orders", "4000", "--checkpoints", "2", "--batch", "200",
-                                    "--payment-window-s", "600", "--json", str(out),
-                                    "--plot", str(tmp_path / "soak.png")],
-                     tmp_path, timeout_s=600)
+    done = run_bench("flashtx.bench.soak",
+                     ["--orders", "4000", "--checkpoints", "2", "--batch", "200",
+                      "--payment-window-s", "600", "--json", str(out),
+                      "--plot", str(tmp_path / "soak.png")], tmp_path, timeout_s=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     points = json.loads(out.read_text())
     assert [p["orders_placed"] for p in points] == [2000, 4000]

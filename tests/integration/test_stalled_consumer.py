@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from flashtx.client import Client
-from protos.flashtx.v1 import (
+from flashtx.protos.flashtx.v1 import (
     common_pb2,
     event_pb2,
     event_pb2_grpc,

@@ -14,7 +14,7 @@ from tests.integration.conftest import database_on
 def test_a_database_that_does_not_exist_is_one_clear_error() -> None:
     server = os.environ.get("FLASHTX_POSTGRES_DSN") or ""
     if not server:
-        from adapters import embedded
+        from flashtx.adapters import embedded
 
         server = embedded.postgres_dsn()
     dsn = database_on(server, "flashtx_no_such_database")

@@ -4,10 +4,15 @@ orders alone; finished orders are found by id, by key and in a buyer's pages."""
 
 from __future__ import annotations
 
-from actors.persistence import commit_order_entries, finished_rows, order_rows, transition_rows
-from adapters.postgres import Store
-from engine.orders import Order, OrderChange, OrderStatus, new_order_id
-from engine.sharding import slot_of
+from flashtx.actors.persistence import (
+    commit_order_entries,
+    finished_rows,
+    order_rows,
+    transition_rows,
+)
+from flashtx.adapters.postgres import Store
+from flashtx.engine.orders import Order, OrderChange, OrderStatus, new_order_id
+from flashtx.engine.sharding import slot_of
 
 SLOTS = 4096
 MERCHANT = "history-shop"

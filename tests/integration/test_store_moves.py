@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 
-from adapters.postgres import Store
+from flashtx.adapters.postgres import Store
 
 
 async def test_a_written_move_is_found_by_its_reason(own_store: Store) -> None:

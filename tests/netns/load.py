@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from flashtx.client import Client
-from protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,

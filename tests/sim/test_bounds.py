@@ -9,12 +9,19 @@ import contextlib
 import dataclasses
 from typing import Any
 
-from actors.order_shard import OrderShard
-from actors.stock_shard import StockShard
-from engine.config import Config
-from engine.errors import DomainError, ResultCode
-from engine.messages import ActionBatch, CartBatch, CheckoutBatch, PlaceBatch, SkuBatch, SkuKeys
-from engine.sharding import RoutingTable, slot_of
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.config import Config
+from flashtx.engine.errors import DomainError, ResultCode
+from flashtx.engine.messages import (
+    ActionBatch,
+    CartBatch,
+    CheckoutBatch,
+    PlaceBatch,
+    SkuBatch,
+    SkuKeys,
+)
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, Lost, SimPeer, World, run_in
 

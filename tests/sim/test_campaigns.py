@@ -10,12 +10,12 @@ import contextlib
 import dataclasses
 import functools
 
-from actors.merchant_shard import MerchantShard
-from actors.order_shard import OrderShard
-from actors.resharding import spread
-from actors.stock_shard import StockShard
-from engine.errors import DomainError, ResultCode
-from engine.messages import (
+from flashtx.actors.merchant_shard import MerchantShard
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.resharding import spread
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.errors import DomainError, ResultCode
+from flashtx.engine.messages import (
     CampaignSkus,
     Expected,
     HoldBatch,
@@ -24,8 +24,8 @@ from engine.messages import (
     SkuBatch,
     SkuKeys,
 )
-from engine.orders import OrderStatus
-from engine.sharding import RoutingTable, slot_of
+from flashtx.engine.orders import OrderStatus
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, Lost, SimPeer, World, run_in
 

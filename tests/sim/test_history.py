@@ -10,12 +10,12 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from actors.order_shard import OrderShard
-from actors.stock_shard import StockShard
-from engine.errors import DomainError, ResultCode
-from engine.messages import ActionBatch, PageRequest, PlaceBatch, SkuBatch, SkuKeys
-from engine.orders import OrderSnapshot
-from engine.sharding import RoutingTable, slot_of
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.errors import DomainError, ResultCode
+from flashtx.engine.messages import ActionBatch, PageRequest, PlaceBatch, SkuBatch, SkuKeys
+from flashtx.engine.orders import OrderSnapshot
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, SimPeer, World, run_in
 

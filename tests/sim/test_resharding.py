@@ -11,12 +11,12 @@ import functools
 
 import pytest
 
-from actors.order_shard import OrderShard
-from actors.resharding import ReshardFailed, reshard_stock, spread
-from actors.stock_shard import StockShard
-from engine.errors import DomainError, ResultCode
-from engine.messages import PlaceBatch, SkuBatch, SkuKeys
-from engine.sharding import RoutingTable, slot_of
+from flashtx.actors.order_shard import OrderShard
+from flashtx.actors.resharding import ReshardFailed, reshard_stock, spread
+from flashtx.actors.stock_shard import StockShard
+from flashtx.engine.errors import DomainError, ResultCode
+from flashtx.engine.messages import PlaceBatch, SkuBatch, SkuKeys
+from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, SimPeer, World, run_in
 

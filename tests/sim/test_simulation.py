@@ -33,12 +33,12 @@ def test_a_seed_replays_exactly() -> None:
 def test_the_checks_catch_an_unsafe_ordering(monkeypatch) -> None:
     """Releases sent before the change that frees them is durable (as before the fix):
     the simulator finds the oversell that a crash in between causes."""
-    import actors.order_journal
+    from flashtx.actors import order_journal
 
     async def no_wait(self) -> None:
         return None
 
-    monkeypatch.setattr(actors.order_journal.OrderJournal, "durable", no_wait)
+    monkeypatch.setattr(order_journal.OrderJournal, "durable", no_wait)
     found = next((seed for seed in range(400) if not run_seed(seed, 60).ok), None)
     assert found is not None, "the simulator missed the release-before-durable oversell"
     outcome = run_seed(found, 60)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.stock import StockLedger, StockLevel
+from flashtx.engine.stock import StockLedger, StockLevel
 
 MERCHANT = "m"
 

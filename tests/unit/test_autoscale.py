@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.autoscale import Observation, ScalingPolicy
+from flashtx.engine.autoscale import Observation, ScalingPolicy
 
 POLICY = ScalingPolicy(gateways_min=1, gateways_max=4, requests_per_s_per_gateway=1000,
                        inflight_per_gateway=500, scale_in_after=3)

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from actors.batcher import MicroBatcher
-from engine.errors import Overloaded
+from flashtx.actors.batcher import MicroBatcher
+from flashtx.engine.errors import Overloaded
 
 
 async def test_batches_gather_and_one_call_is_in_flight() -> None:

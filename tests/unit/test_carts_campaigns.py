@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.campaigns import (
+from flashtx.engine.campaigns import (
     BuyerUnits,
     Campaign,
     CampaignClosed,
@@ -17,9 +17,9 @@ from engine.campaigns import (
     split_units,
     validate_campaign,
 )
-from engine.carts import CartBook, hold_id
-from engine.errors import FailedPrecondition, InvalidArgument, LimitExceeded, ResultCode
-from engine.stock import StockLedger
+from flashtx.engine.carts import CartBook, hold_id
+from flashtx.engine.errors import FailedPrecondition, InvalidArgument, LimitExceeded, ResultCode
+from flashtx.engine.stock import StockLedger
 from tests.unit.stock_writes import upsert
 
 
@@ -54,7 +54,7 @@ def test_buyer_draws_from_its_bucket_then_the_next_ones() -> None:
 
 
 def test_bucket_ids_cannot_be_client_ids() -> None:
-    from engine.validation import check_id
+    from flashtx.engine.validation import check_id
 
     with pytest.raises(InvalidArgument):
         check_id("sku_id", bucket_key("tv", "bf", 0), 64)
@@ -193,8 +193,8 @@ def test_a_carts_add_request_ids_survive_its_row() -> None:
     a plain list of lines, still load)."""
     import json
 
-    from actors.persistence import cart_entry, cart_from_row
-    from engine.carts import ADDS_REMEMBERED, Cart, CartLine
+    from flashtx.actors.persistence import cart_entry, cart_from_row
+    from flashtx.engine.carts import ADDS_REMEMBERED, Cart, CartLine
 
     cart = Cart(("m", "b", ""), {"a": CartLine("a", 2)}, 5, 9)
     for n in range(ADDS_REMEMBERED + 3):

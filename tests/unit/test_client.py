@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from adapters.grpc_errors import to_status
-from engine.errors import Overloaded
+from flashtx.adapters.grpc_errors import to_status
 from flashtx.client import RETRIED, Client
-from protos.flashtx.v1 import cart_pb2, order_pb2
+from flashtx.engine.errors import Overloaded
+from flashtx.protos.flashtx.v1 import cart_pb2, order_pb2
 
 
 class _FlakyOrders(grpc.GenericRpcHandler):

@@ -10,12 +10,12 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.grpc_errors import SCOPES, status_code_of, to_status
-from engine import errors
-from engine.config import ConfigError, load_config
-from engine.merchants import MerchantDirectory, Scope, parse_token
-from engine.sharding import RoutingTable, slot_of
-from engine.validation import check_columns, check_id, check_ids, check_order
+from flashtx.adapters.grpc_errors import SCOPES, status_code_of, to_status
+from flashtx.engine import errors
+from flashtx.engine.config import ConfigError, load_config
+from flashtx.engine.merchants import MerchantDirectory, Scope, parse_token
+from flashtx.engine.sharding import RoutingTable, slot_of
+from flashtx.engine.validation import check_columns, check_id, check_ids, check_order
 
 
 def test_config_reads_the_environment_and_checks_relationships() -> None:
@@ -179,7 +179,7 @@ def test_every_domain_error_maps_to_one_status_with_details(error: errors.Domain
 
 
 def test_list_page_tokens_are_opaque_and_checked() -> None:
-    from adapters.grpc_service import page_position, page_token
+    from flashtx.adapters.grpc_service import page_position, page_token
 
     token = page_token((1_800_000_000_123, "0007abcdef000000009"))
     assert token.startswith("o1.") and "0007" not in token
@@ -203,7 +203,7 @@ def test_a_failed_precondition_names_its_subject() -> None:
 
 
 def test_every_rpc_has_a_scope() -> None:
-    from protos.flashtx.v1 import (
+    from flashtx.protos.flashtx.v1 import (
         campaign_pb2,
         cart_pb2,
         event_pb2,
@@ -221,7 +221,7 @@ def test_every_rpc_has_a_scope() -> None:
 
 
 def test_token_bucket_limits_rate_and_says_when_to_retry() -> None:
-    from engine.ratelimit import TokenBucket
+    from flashtx.engine.ratelimit import TokenBucket
 
     bucket = TokenBucket.full(rate_per_s=100, burst=10, now_ms=0)
     assert bucket.take(10, 0) == 0  # the burst
@@ -246,7 +246,7 @@ _ids = st.text(alphabet="ab.-_:@Z9 é\x00", max_size=6)
        lines=st.lists(st.tuples(_ids, st.integers(-1, 12)), max_size=4))
 def test_the_fast_order_check_agrees_with_the_field_by_field_one(key, buyer, lines) -> None:
     """check_order's one-pass path answers exactly what the field-by-field checks do."""
-    from engine.validation import _check_order_fields
+    from flashtx.engine.validation import _check_order_fields
 
     config = load_config(environ={}, id_length_max=4, lines_per_order_max=3, cart_lines_max=3,
                          quantity_per_line_max=10)
@@ -282,10 +282,10 @@ def test_the_one_pass_id_check_agrees_with_one_check_per_id(ids) -> None:
 def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
     """The snapshot reads' pre-serialized level parses as the message it replaces, alone
     (GetStockResponse) and joined (GetStockLevelsResponse)."""
-    from adapters.grpc_service import level_message
-    from adapters.wire import level_entry
-    from engine.stock import StockLevel
-    from protos.flashtx.v1 import stock_pb2
+    from flashtx.adapters.grpc_service import level_message
+    from flashtx.adapters.wire import level_entry
+    from flashtx.engine.stock import StockLevel
+    from flashtx.protos.flashtx.v1 import stock_pb2
 
     levels = [StockLevel("m", f"s{i}", f"name {i}", 100 + i, 10, 10 - i, i, 0, 2 * i,
                          1_800_000_000_000 + i) for i in range(3)]
@@ -299,9 +299,9 @@ def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
 
 
 def test_an_order_event_carries_the_orders_currency() -> None:
-    from adapters.wire import order_event
-    from engine.orders import OrderSnapshot
-    from protos.flashtx.v1 import event_pb2
+    from flashtx.adapters.wire import order_event
+    from flashtx.engine.orders import OrderSnapshot
+    from flashtx.protos.flashtx.v1 import event_pb2
 
     order = OrderSnapshot("0007ab000000001", "m", "b", "k", (("a", 1, 250),), 1, 250, 1, 2, 1,
                           False, 1, currency="EUR")
@@ -310,8 +310,8 @@ def test_an_order_event_carries_the_orders_currency() -> None:
 
 
 def test_log_settings_are_checked_and_a_failed_call_logs_its_ids() -> None:
-    from adapters.grpc_errors import _ids
-    from protos.flashtx.v1 import order_pb2
+    from flashtx.adapters.grpc_errors import _ids
+    from flashtx.protos.flashtx.v1 import order_pb2
 
     assert load_config(environ={"FLASHTX_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="log_format"):

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from engine.config import load_config
+from flashtx.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"

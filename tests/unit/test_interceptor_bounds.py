@@ -9,9 +9,9 @@ import asyncio
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from adapters.grpc_errors import FlashtxInterceptor
-from engine.merchants import Principal, Scope
-from protos.flashtx.v1 import stock_pb2, stock_pb2_grpc
+from flashtx.adapters.grpc_errors import FlashtxInterceptor
+from flashtx.engine.merchants import Principal, Scope
+from flashtx.protos.flashtx.v1 import stock_pb2, stock_pb2_grpc
 
 
 class SlowStock(stock_pb2_grpc.StockServiceServicer):

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import InvalidTransition, NotFound, ResultCode
-from engine.orders import OrderBook, OrderStatus, StockAction, transition
-from engine.stock import StockLedger
+from flashtx.engine.errors import InvalidTransition, NotFound, ResultCode
+from flashtx.engine.orders import OrderBook, OrderStatus, StockAction, transition
+from flashtx.engine.stock import StockLedger
 from tests.unit.stock_writes import upsert
 
 EVENTS = ["pay", "cancel", "expire", "fulfil"]
@@ -171,8 +171,8 @@ def test_the_idempotency_key_table_is_bounded_and_replays_still_answer() -> None
 def test_place_results_cross_a_process_boundary_unchanged() -> None:
     import pickle
 
-    from engine.errors import OutOfStock
-    from engine.orders import PlaceResults
+    from flashtx.engine.errors import OutOfStock
+    from flashtx.engine.orders import PlaceResults
 
     order = place(OrderBook("e0"))
     results = PlaceResults([(ResultCode.OK, order), (ResultCode.REPLAYED, order),
@@ -186,8 +186,8 @@ def test_place_results_cross_a_process_boundary_unchanged() -> None:
 
 
 def test_an_order_id_names_its_slot_and_anything_else_is_not_found() -> None:
-    from engine.errors import NotFound
-    from engine.orders import new_order_id, order_slot
+    from flashtx.engine.errors import NotFound
+    from flashtx.engine.orders import new_order_id, order_slot
 
     assert order_slot(new_order_id(4095, "abc123", 7)) == 4095
     assert order_slot(new_order_id(0, "abc123", 7)) == 0

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pickle
 
-from engine.campaigns import Campaign, CampaignSku
-from engine.config import load_config
-from engine.errors import ResultCode
-from engine.messages import (
+from flashtx.engine.campaigns import Campaign, CampaignSku
+from flashtx.engine.config import load_config
+from flashtx.engine.errors import ResultCode
+from flashtx.engine.messages import (
     Answers,
     Generation,
     Handover,
@@ -18,8 +18,8 @@ from engine.messages import (
     ReserveBatch,
     Sales,
 )
-from engine.order_state import OrderState
-from engine.placing import BUCKET_UNAVAILABLE, Placing
+from flashtx.engine.order_state import OrderState
+from flashtx.engine.placing import BUCKET_UNAVAILABLE, Placing
 
 NOW = 1_000_000
 CONFIG = load_config(environ={})

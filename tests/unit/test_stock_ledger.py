@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine.errors import (
+from flashtx.engine.errors import (
     FailedPrecondition,
     NotFound,
     OutOfStock,
@@ -17,7 +17,7 @@ from engine.errors import (
     error_for,
     explain,
 )
-from engine.stock import StockLedger
+from flashtx.engine.stock import StockLedger
 from tests.unit.stock_writes import adjust, upsert
 
 MERCHANT = "m"

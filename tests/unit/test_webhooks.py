@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from adapters.connectors import load_specs, sign, verify
-from adapters.connectors.sinks import RetryLater, WebhookSink, retry_after_s
-from protos.flashtx.v1 import event_pb2
+from flashtx.adapters.connectors import load_specs, sign, verify
+from flashtx.adapters.connectors.sinks import RetryLater, WebhookSink, retry_after_s
+from flashtx.protos.flashtx.v1 import event_pb2
 
 
 def test_a_signature_covers_the_body_and_its_time() -> None:

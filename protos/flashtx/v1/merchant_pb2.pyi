@@ -1,5 +1,5 @@
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
-from protos.flashtx.v1 import common_pb2 as _common_pb2
+from flashtx.protos.flashtx.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.flashtx.v1 import merchant_pb2 as flashtx_dot_v1_dot_merchant__pb2
+from flashtx.protos.flashtx.v1 import merchant_pb2 as flashtx_dot_v1_dot_merchant__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
