@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from flashtx.actors import tracing
 from flashtx.engine.errors import Overloaded
 
 Item = TypeVar("Item")
@@ -30,11 +31,12 @@ __all__ = ["MicroBatcher"]
 class _Chunk(Generic[Result]):
     """Items submitted together: one future for all their results, in order."""
 
-    __slots__ = ("future", "left", "results")
+    __slots__ = ("future", "left", "link", "results")
 
     def __init__(self, future: asyncio.Future[list[Result]], count: int) -> None:
         self.future, self.left = future, count
         self.results: list[Any] = [None] * count
+        self.link = tracing.link()  # the submitting call's span (None when not tracing)
 
     def fill(self, start: int, results: Sequence[Result]) -> None:
         self.results[start:start + len(results)] = results
@@ -48,8 +50,12 @@ class MicroBatcher(Generic[Item, Result]):
                  on_error: Callable[[BaseException], Result], *, items_max: int,
                  delay_s: float, queue_items_max: int, retry_after_ms: int,
                  inflight_batches_max: int = 2, queue_delay_s_max: float = 0.2,
-                 observe: Callable[[int], Any] | None = None) -> None:
+                 observe: Callable[[int], Any] | None = None,
+                 span_name: str = "gateway.batch") -> None:
+        """`span_name`: the span of each batch sent (when tracing), linked to the spans
+        of the calls whose items it carries."""
         self._send = send
+        self._span_name = span_name
         self._on_error = on_error
         self._items_max = items_max
         self._delay_s = delay_s
@@ -128,8 +134,10 @@ class MicroBatcher(Generic[Item, Result]):
                        segments: list[tuple[_Chunk[Result], int, int]]) -> None:
         if self._observe is not None:
             self._observe(len(items))
+        links = [chunk.link for chunk, _, _ in segments] if tracing.enabled() else ()
         try:
-            results: Sequence[Result] = await self._send(items)
+            with tracing.span(self._span_name, links=links, items=len(items)):
+                results: Sequence[Result] = await self._send(items)
         except Exception as error:  # the destination failed: every item learns why
             failure = self._on_error(error)
             results = [failure] * len(items)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import logging
 import os
 import secrets
@@ -20,8 +22,9 @@ import grpc
 import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from flashtx.actors import clock, metrics
+from flashtx.actors import clock, metrics, tracing
 from flashtx.actors.batcher import MicroBatcher
 from flashtx.actors.loops import until_done
 from flashtx.actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
@@ -65,6 +68,7 @@ class Gateway(clock.ClockControl):
         self.index = index
         self.config = config
         self.port = port
+        tracing.configure(config, f"gateway-{index}")
         self._merchants, self._stock, self._orders = merchants, stock, orders
         self._operator_hash = config.operator_key_sha256 or hash_secret(config.operator_key)
         self._auth_cache: OrderedDict[str, tuple[Principal, int]] = OrderedDict()
@@ -119,8 +123,12 @@ class Gateway(clock.ClockControl):
         options = [("grpc.so_reuseport", 1),
                    ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
                    ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
+        # With traces on, the gRPC instrumentation opens each call's span first (and
+        # continues a client's traceparent); the batches that carry the call link to it.
+        traced = ([aio_server_interceptor(tracer_provider=tracing.provider())]
+                  if tracing.enabled() else [])
         server = grpc.aio.server(
-            interceptors=[FlashtxInterceptor(self.authenticate, self._observe_rpc,
+            interceptors=[*traced, FlashtxInterceptor(self.authenticate, self._observe_rpc,
                                              self.config.gateway_unary_calls_max,
                                              self.config.overload_retry_after_ms)],
             options=options, maximum_concurrent_rpcs=self.config.grpc_concurrent_rpcs_max)
@@ -153,6 +161,10 @@ class Gateway(clock.ClockControl):
             for name in ("",):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.stop(grace_s)
+
+    async def spans(self) -> list[dict[str, Any]]:
+        """Spans this process kept (trace_exporter = "memory")."""
+        return tracing.finished_spans()
 
     async def stats(self) -> dict[str, Any]:
         return {"index": self.index, "pid": os.getpid(), "inflight": self.inflight,
@@ -451,6 +463,12 @@ class Gateway(clock.ClockControl):
     async def get_merchant(self, merchant_id: str) -> Any:
         return await self._merchant(merchant_id).get(merchant_id)
 
+    async def list_merchants(self, after: str, limit: int) -> list[dict[str, Any]]:
+        shards = [self._merchants.peer(i) for i in range(len(self._merchants))]
+        found = await asyncio.gather(*(m.list_merchants(after, limit) for m in shards))
+        return heapq.nsmallest(limit, itertools.chain.from_iterable(found),
+                               key=lambda m: str(m["merchant_id"]))
+
     async def create_api_key(self, merchant_id: str, scopes: list[int], label: str,
                              request_id: str = "") -> Any:
         return await self._merchant(merchant_id).create_key(merchant_id, scopes, label,
@@ -546,7 +564,9 @@ def _unavailable_error(error: BaseException) -> DomainError:
 
 
 def _send_place(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:
-    return peer.place(PlaceBatch.of(rows))
+    batch = PlaceBatch.of(rows)
+    batch.trace = tracing.carrier()  # the batch's span: the order shard's is its child
+    return peer.place(batch)
 
 
 def _send_act(peer: OrderPeer, rows: list[Any]) -> Awaitable[Any]:

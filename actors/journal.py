@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flashtx.actors import metrics
+from flashtx.actors import metrics, tracing
 from flashtx.engine.errors import InvariantViolation
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class GroupCommitter:
         self._entries_max = entries_max
         self._retry_delay_s_max = retry_delay_s_max
         self._name = name
-        self._groups: deque[tuple[list[Any], asyncio.Future[None]]] = deque()
+        # (entries, done when durable, the span of the work that appended them)
+        self._groups: deque[tuple[list[Any], asyncio.Future[None], Any]] = deque()
         self._committing: list[asyncio.Future[None]] = []  # the batch being written
         self.depth = 0  # entries waiting
         self.held = 0  # room taken by work that waits on the database before it appends
@@ -81,9 +82,10 @@ class GroupCommitter:
             log.warning("%s: the database answers again", self._name)
             self.failing = False
 
-    def append(self, entries: list[Any]) -> asyncio.Future[None]:
+    def append(self, entries: list[Any], link: Any = None) -> asyncio.Future[None]:
+        """`link`: the span of the work appending (the commit's span links to it)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._groups.append((entries, future))
+        self._groups.append((entries, future, link))
         self.depth += len(entries)
         self._wakeup.set()
         return future
@@ -105,14 +107,18 @@ class GroupCommitter:
                 await asyncio.sleep(self._delay_s)  # let a batch gather
             batch: list[Any] = []
             futures: list[asyncio.Future[None]] = []
+            links: list[Any] = []
             while self._groups and (not batch or len(batch) + len(self._groups[0][0])
                                     <= self._batch_max):
-                entries, future = self._groups.popleft()
+                entries, future, link = self._groups.popleft()
                 batch.extend(entries)
                 futures.append(future)
+                links.append(link)
             started = time.perf_counter()
             self._committing = futures
-            await self._commit_until_done(batch)
+            with tracing.span("journal.commit", links=links, journal=self._name,
+                              entries=len(batch)):
+                await self._commit_until_done(batch)
             self._committing = []
             elapsed_s = time.perf_counter() - started
             self.commit_seconds += elapsed_s

@@ -12,6 +12,7 @@ bucket is empty, and returns unsold units to their SKUs once a campaign is over.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -148,6 +149,13 @@ class MerchantShard(clock.ClockControl):
         await self._ready
         merchant = self._directory.get(merchant_id)
         return MerchantView(_merchant(merchant), [_key(k) for k in merchant.keys.values()])
+
+    async def list_merchants(self, after: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` of this shard's merchants whose id sorts after `after`."""
+        await self._ready
+        return [_merchant(m) for m in heapq.nsmallest(
+            limit, (m for m in self._directory.merchants.values() if m.merchant_id > after),
+            key=lambda m: m.merchant_id)]
 
     async def create_key(self, merchant_id: str, scopes: list[int], label: str,
                          request_id: str = "") -> KeyCreated:

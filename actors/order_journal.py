@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from flashtx.actors import tracing
 from flashtx.actors.journal import GroupCommitter
 from flashtx.actors.persistence import (
     cart_entry,
@@ -68,7 +69,7 @@ class OrderJournal:
                 entries.append(("order", row, lines))
             transition, event = transition_rows(change, order)
             entries.append(("transition", transition, event, finished_rows(change, order)))
-        future = self.committer.append(entries)
+        future = self.committer.append(entries, tracing.link())
         order_ids = [change.order_id for change in changes]
         for order_id in order_ids:
             self.not_durable[order_id] = future

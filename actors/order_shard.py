@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from flashtx.actors import clock, metrics
+from flashtx.actors import clock, metrics, tracing
 from flashtx.actors.cart_desk import CartDesk
 from flashtx.actors.loops import every, until_done
 from flashtx.actors.order_journal import OrderJournal
@@ -89,6 +89,7 @@ class OrderShard(clock.ClockControl):
         self.index = index
         self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
+        tracing.configure(config, f"order-{index}")
         self._state = OrderState.empty(config, secrets.token_hex(3))
         self._stock = StockLink(index, [], stock_table, config.slots_total,
                                 config.releases_due_max)
@@ -226,7 +227,8 @@ class OrderShard(clock.ClockControl):
         await self._ready  # a shard restarted during a reshard learns so while it recovers
         if self._moving:
             return [(ResultCode.UNAVAILABLE, RESHARDING)] * len(batch)
-        with self._changing_stock():
+        with self._changing_stock(), tracing.span("order_shard.place", batch.trace,
+                                                  shard=self.index, orders=len(batch)):
             return PlaceResults(await self._place_measured(batch))
 
     async def _place_measured(self, batch: PlaceBatch,
@@ -262,6 +264,9 @@ class OrderShard(clock.ClockControl):
         results = placing.results
         while attempts:  # campaign orders refused by their bucket try the next one
             round_ = placing.round(attempts)
+            if tracing.enabled():  # the stock shards' spans are this one's children
+                for request in round_.batches.values():
+                    request.trace = tracing.carrier()
             reserving = time.perf_counter()
             replies = await self._stock.reserve(round_.batches)
             self._reserve_seconds += time.perf_counter() - reserving
@@ -535,6 +540,10 @@ class OrderShard(clock.ClockControl):
                 "campaigns": len(self._state.campaigns),
                 "place_calls": self._place_calls, "place_seconds": self._place_seconds,
                 "reserve_seconds": self._reserve_seconds}
+
+    async def spans(self) -> list[dict[str, Any]]:
+        """Spans this process kept (trace_exporter = "memory")."""
+        return tracing.finished_spans()
 
     async def check_invariants(self) -> bool:
         await self._ready

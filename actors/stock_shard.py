@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from flashtx.actors import clock
+from flashtx.actors import clock, tracing
 from flashtx.actors.loops import every, until_done
 from flashtx.actors.persistence import campaign_row, open_store
 from flashtx.actors.ports import OrderPeer, find_peers
@@ -51,6 +51,7 @@ class StockShard(clock.ClockControl):
         self.index = index
         self._instance = secrets.token_hex(4)  # changes when Ray restarts the actor
         self._config = config
+        tracing.configure(config, f"stock-{index}")
         self._slots = list(slots)
         self._owned = set(self._slots)  # catalogue writes land only on these slots
         # Started while a reshard runs (its table is saved but not settled): the order
@@ -218,6 +219,11 @@ class StockShard(clock.ClockControl):
         lines) that item i takes over: released just before it reserves, in the same step,
         so the order gets the units they held."""
         await self._serving()
+        with tracing.span("stock_shard.reserve", batch.trace, shard=self.index,
+                          orders=len(batch)):
+            return self._reserve(batch)
+
+    def _reserve(self, batch: ReserveBatch) -> Answers:
         now = clock.now_ms()
         ledger = self._ledger
         reserve, owner, replacing = ledger.reserve, batch.owner, batch.replacing
@@ -521,6 +527,10 @@ class StockShard(clock.ClockControl):
         return {"index": self.index, "instance": self._instance, "pid": os.getpid(),
                 "skus": len(self._ledger.skus),
                 "reservations": len(self._ledger.reservations)}
+
+    async def spans(self) -> list[dict[str, Any]]:
+        """Spans this process kept (trace_exporter = "memory")."""
+        return tracing.finished_spans()
 
     async def check_invariants(self) -> bool:
         await self._serving()

@@ -51,6 +51,7 @@ _STATUS: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
 # Scope each RPC needs. Methods absent here (health, reflection) need no key.
 SCOPES: dict[str, Scope] = {
     "/flashtx.v1.MerchantService/CreateMerchant": Scope.OPERATOR,
+    "/flashtx.v1.MerchantService/ListMerchants": Scope.OPERATOR,
     "/flashtx.v1.MerchantService/GetMerchant": Scope.ADMIN,
     "/flashtx.v1.MerchantService/CreateApiKey": Scope.ADMIN,
     "/flashtx.v1.MerchantService/RevokeApiKey": Scope.ADMIN,

@@ -63,6 +63,8 @@ class Backend(Protocol):
         """(merchant, admin key, its token, replayed)."""
     async def get_merchant(self, merchant_id: str) -> tuple[dict[str, Any],
                                                             list[dict[str, Any]]]: ...
+    async def list_merchants(self, after: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` merchants whose id sorts after `after`, in id order."""
     async def create_api_key(self, merchant_id: str, scopes: list[int], label: str,
                              request_id: str = "") -> tuple[dict[str, Any], str]: ...
     async def revoke_api_key(self, merchant_id: str, key_id: str) -> dict[str, Any]: ...
@@ -145,7 +147,7 @@ def _lines(request: order_pb2.PlaceOrderRequest) -> list[tuple[str, int]]:
     return [(line.sku_id, line.quantity) for line in request.lines]
 
 
-_ORDERS_TOKEN, _CAMPAIGNS_TOKEN = "o1.", "c1."
+_ORDERS_TOKEN, _CAMPAIGNS_TOKEN, _MERCHANTS_TOKEN = "o1.", "c1.", "m1."
 
 
 def _token(prefix: str, raw: str) -> str:
@@ -184,13 +186,18 @@ def _campaign_token(campaign_id: str) -> str:
 
 
 def _campaign_position(token: str) -> str:
+    return _id_position(_CAMPAIGNS_TOKEN, token, "ListCampaigns")
+
+
+def _id_position(prefix: str, token: str, rpc: str) -> str:
+    """The id a page token of `rpc` starts after; INVALID_ARGUMENT for anything else."""
     try:
-        campaign_id = _untoken(_CAMPAIGNS_TOKEN, token)
-        if not campaign_id:
+        after = _untoken(prefix, token)
+        if not after:
             raise ValueError(token)
-        return campaign_id
+        return after
     except ValueError:
-        raise InvalidArgument("page_token", "is not a token from ListCampaigns") from None
+        raise InvalidArgument("page_token", f"is not a token from {rpc}") from None
 
 
 def _only_key(principal: Principal) -> str:
@@ -247,6 +254,19 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         merchant, keys = await self._backend.get_merchant(current_principal().merchant_id)
         return merchant_pb2.GetMerchantResponse(merchant=merchant_pb2.Merchant(**merchant),
                                                 api_keys=[_key_message(k) for k in keys])
+
+    async def ListMerchants(self, request: Any, context: Any) -> Any:
+        config = self._backend.config
+        limit = request.page_size or config.list_orders_page_size_default
+        check_range("page_size", limit, 1, config.list_orders_page_size_max)
+        after = (_id_position(_MERCHANTS_TOKEN, request.page_token, "ListMerchants")
+                 if request.page_token else "")
+        found = await self._backend.list_merchants(after, limit + 1)
+        page = found[:limit]
+        return merchant_pb2.ListMerchantsResponse(
+            merchants=[merchant_pb2.Merchant(**m) for m in page],
+            next_page_token=(_token(_MERCHANTS_TOKEN, page[-1]["merchant_id"])
+                             if len(found) > limit else ""))
 
     async def CreateApiKey(self, request: Any, context: Any) -> Any:
         scopes = sorted(set(request.scopes))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -160,6 +161,15 @@ class Config:
     # idempotency_key, request_id where a line has them).
     log_format: str = "text"
     log_level: str = "INFO"
+    # Traces (OpenTelemetry; docs/operating.md): "none", "otlp" (to a collector at
+    # trace_endpoint, e.g. http://collector:4317; needs the `otlp` extra), "console" (JSON
+    # lines on each process's stdout) or "memory" (the last trace_spans_max spans of each
+    # process, read through its actor: tests and debugging). A trace a client started
+    # (its `traceparent`) is always continued; new ones are sampled at trace_sample_ratio.
+    trace_exporter: str = "none"
+    trace_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
+    trace_spans_max: int = 10_000
 
     # --- auth -----------------------------------------------------------------------------
     # Bearer token of the operator (may create merchants). Generated when empty.
@@ -249,6 +259,13 @@ class Config:
                  "list_orders_page_size_default must be in 1..list_orders_page_size_max")
         _require(self.ack_mode in ("durable", "memory"), "ack_mode is durable or memory")
         _require(self.log_format in ("text", "json"), "log_format is text or json")
+        _require(self.trace_exporter in ("none", "otlp", "console", "memory"),
+                 "trace_exporter is none, otlp, console or memory")
+        _require(0.0 <= self.trace_sample_ratio <= 1.0, "trace_sample_ratio is in 0..1")
+        _require(self.trace_spans_max >= 1, "trace_spans_max must be >= 1")
+        if self.trace_exporter == "otlp":
+            _require(_installed("opentelemetry.exporter.otlp.proto.grpc"),
+                     "trace_exporter = otlp needs the otlp extra: pip install 'flashtx[otlp]'")
         _require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                  "log_level is DEBUG, INFO, WARNING, ERROR or CRITICAL")
         _require(bool(self.tls_cert_file) == bool(self.tls_key_file),
@@ -275,6 +292,13 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes).check()
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _require(condition: bool, message: str) -> None:

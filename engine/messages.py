@@ -71,6 +71,8 @@ class PlaceBatch(_Columns):
     """New orders. deadline_ms: the client's deadline (0: none), an order not begun by
     then is not placed; key_id: the API key placing it; campaign_id: "" or the campaign."""
 
+    SCALARS: ClassVar[int] = 1
+
     merchant_ids: list[str]
     keys: list[str]  # idempotency keys
     buyer_ids: list[str]
@@ -81,6 +83,7 @@ class PlaceBatch(_Columns):
     key_ids: list[str]
     campaign_ids: list[str]
     currencies: list[str]  # the merchant's (ISO 4217): the order records it
+    trace: str = ""  # the sender's span (a W3C traceparent; "" when not tracing)
 
 
 @dataclass(slots=True)
@@ -142,7 +145,7 @@ class ReserveBatch(_Columns):
     """Orders' lines on one stock shard, all-or-nothing per order. ``replacing[i]``: cart
     holds item i takes over (a checkout), or None for the whole batch when none does."""
 
-    SCALARS: ClassVar[int] = 2
+    SCALARS: ClassVar[int] = 3
     order_ids: list[str]
     merchant_ids: list[str]
     buyer_ids: list[str]
@@ -150,6 +153,7 @@ class ReserveBatch(_Columns):
     expires_ms: list[int]
     owner: int  # the order shard
     replacing: list[list[str]] | None = None
+    trace: str = ""  # the sender's span (a W3C traceparent; "" when not tracing)
 
 
 @dataclass(slots=True)

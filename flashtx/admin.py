@@ -60,7 +60,13 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--currency", default="",
                         help="ISO 4217 code, e.g. EUR (default: the engine's, USD)")
     show = merchant_ops.add_parser("get", help="the key's merchant and its keys")
-    for parser in (create, show):
+    merchants = merchant_ops.add_parser(
+        "list", help="every merchant, in id order, a page at a time (operator key)")
+    merchants.add_argument("--page-size", type=int, default=0,
+                           help="merchants per page (0: the engine's default, 20)")
+    merchants.add_argument("--page-token", default="",
+                           help="the previous page's nextPageToken")
+    for parser in (create, show, merchants):
         connection(parser)
 
     key = commands.add_parser("key", help="create or revoke API keys (admin key)")
@@ -138,6 +144,9 @@ def _call(client: Client, o: argparse.Namespace) -> Callable[[], Awaitable[Any]]
                                                currency=o.currency)),
         ("merchant", "get"): lambda: client.merchants.GetMerchant(
             merchant_pb2.GetMerchantRequest()),
+        ("merchant", "list"): lambda: client.merchants.ListMerchants(
+            merchant_pb2.ListMerchantsRequest(page_size=o.page_size,
+                                              page_token=o.page_token)),
         ("key", "create"): lambda: client.merchants.CreateApiKey(
             merchant_pb2.CreateApiKeyRequest(scopes=[_SCOPES[s] for s in o.scope],
                                              label=o.label)),

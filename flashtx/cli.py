@@ -4,6 +4,8 @@ merchant / key / sku / order to manage a running engine over gRPC."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import signal
 import sys
@@ -60,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         "health", help="ask a gateway's gRPC health service; exit 0 when it serves")
     health.add_argument("--address", default="127.0.0.1:50051", help="gateway host:port")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    reshard = commands.add_parser(
+        "reshard", help="add stock shards to the running deployment while orders flow")
+    reshard.add_argument("--stock-shards", type=int, required=True,
+                         help="stock shards wanted (more than the deployment has now)")
+    reshard.add_argument("--dsn", default=None,
+                         help="the deployment's Postgres (default: FLASHTX_POSTGRES_DSN)")
+    reshard.add_argument("--timeout", type=float, default=300.0,
+                         help="seconds to wait for the deployment's answer")
     replay = commands.add_parser("replay-dead-letters",
                                  help="deliver a connector's dead letters again")
     replay.add_argument("connector", help="the connector's name")
@@ -77,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return replay_command(options)
     if options.command == "health":
         return health_command(options)
+    if options.command == "reshard":
+        return reshard_command(options)
     if options.command in ("merchant", "key", "sku", "order"):
         return admin.run(options)
     from flashtx.demo import run_demo
@@ -123,9 +135,40 @@ def serve_command(options: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    from flashtx.reshard import POLL_S, serve_pending
+
+    while not stop.wait(POLL_S):  # `flashtx reshard` asks through the database
+        serve_pending(engine)
     console.print("draining gateways and stopping...")
     engine.stop()
+    return 0
+
+
+def reshard_command(options: argparse.Namespace) -> int:
+    """Prints the outcome as JSON (exit 0), or one line saying why not (exit 1)."""
+    from flashtx.engine.config import ConfigError, load_config
+    from flashtx.reshard import ReshardError, request
+
+    err = Console(stderr=True)
+    if options.stock_shards < 2:
+        err.print("[bold red]flashtx reshard:[/] --stock-shards must be at least 2")
+        return 1
+    try:
+        dsn = options.dsn or load_config().postgres_dsn
+    except ConfigError as error:
+        err.print(f"[bold red]flashtx reshard:[/] {error}")
+        return 2
+    if not dsn or dsn == "none":
+        err.print("[bold red]flashtx reshard:[/] needs the deployment's database"
+                  " (--dsn or FLASHTX_POSTGRES_DSN)")
+        return 1
+    try:
+        with err.status(f"resharding to {options.stock_shards} stock shards …"):
+            result = asyncio.run(request(dsn, options.stock_shards, options.timeout))
+    except ReshardError as error:
+        err.print(f"[bold red]flashtx reshard:[/] {error}")
+        return 1
+    print(json.dumps(result))
     return 0
 
 

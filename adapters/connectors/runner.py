@@ -8,12 +8,14 @@ import difflib
 import inspect
 import json
 import logging
-import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import redis.asyncio as redis
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+from tenacity.wait import wait_exponential, wait_random_exponential
 
 from flashtx.adapters.connectors.sinks import SINKS, Sink
 from flashtx.adapters.events import GroupRead, StreamEntry, decode, stream_key
@@ -59,11 +61,31 @@ def load_specs(path: str) -> list[ConnectorSpec]:
     return specs
 
 
+def backoff(spec: ConnectorSpec) -> Callable[[RetryCallState], float]:
+    """The wait before the next attempt: the receiver's Retry-After (an error's `after_s`)
+    wins; else exponential backoff with full jitter over the upper half, so many
+    connectors failing together do not retry in lockstep: uniform(d/2, d), d starting at
+    `backoff_ms_first` and doubling each attempt up to `backoff_ms_max`."""
+    half_first, half_max = spec.backoff_ms_first / 2000, spec.backoff_ms_max / 2000
+    # d/2 fixed + uniform(0, d/2) jitter, both halves doubling and capped together.
+    jittered = (wait_exponential(multiplier=half_first, max=half_max)
+                + wait_random_exponential(multiplier=half_first, max=half_max))
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        after_s = getattr(error, "after_s", None)
+        return float(after_s) if after_s is not None else float(jittered(state))
+
+    return wait
+
+
 class ConnectorRunner:
-    def __init__(self, spec: ConnectorSpec, client: redis.Redis, sink: Sink) -> None:
+    def __init__(self, spec: ConnectorSpec, client: redis.Redis, sink: Sink,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.spec = spec
         self._client = client
         self._sink = sink
+        self._sleep = sleep  # between attempts (tests record the waits instead)
         self._stream = stream_key(spec.merchant_id)
         self.delivered = 0
         self.dead_lettered = 0
@@ -116,24 +138,21 @@ class ConnectorRunner:
             self.delivered += len(wanted)
 
     async def _deliver_with_retries(self, events: list[event_pb2.Event]) -> str | None:
-        """None when delivered; else the last error after max_attempts."""
-        delay_s = self.spec.backoff_ms_first / 1000
-        for attempt in range(1, self.spec.max_attempts + 1):
-            try:
-                await self._sink.deliver(events)
-                self.failing = False
-                return None
-            except Exception as error:  # any sink failure is retried, then dead-lettered
-                self.failing, self.last_error = True, repr(error)
-                if attempt == self.spec.max_attempts:
-                    return repr(error)
-                # The receiver's Retry-After wins; else backoff with full jitter, so many
-                # connectors failing together do not retry in lockstep.
-                wait_s = getattr(error, "after_s", None)
-                await asyncio.sleep(wait_s if wait_s is not None
-                                    else random.uniform(delay_s / 2, delay_s))
-                delay_s = min(delay_s * 2, self.spec.backoff_ms_max / 1000)
-        return "unreachable"
+        """None when delivered; else the last error after max_attempts (waits: ``backoff``)."""
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.spec.max_attempts),
+                                 wait=backoff(self.spec), sleep=self._sleep, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        await self._sink.deliver(events)
+                    except Exception as error:
+                        self.failing, self.last_error = True, repr(error)
+                        raise
+        except Exception as error:  # any sink failure is retried, then dead-lettered
+            return repr(error)
+        self.failing = False
+        return None
 
     async def _dead_letter(self, entries: list[StreamEntry], error: str) -> None:
         for _, fields in entries:

@@ -5,47 +5,60 @@ from __future__ import annotations
 import asyncio
 import csv
 import email.utils
-import hashlib
-import hmac
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 from google.protobuf import json_format
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from flashtx.protos.flashtx.v1 import event_pb2
 
-SIGNATURE_HEADER = "X-Flashtx-Signature"
-SIGNATURE_TOLERANCE_S = 300
+# Standard Webhooks (https://www.standardwebhooks.com/): each delivery carries these three
+# headers; any Standard Webhooks library verifies them (``verify`` is one).
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
 
 
-def sign(secret: str, body: bytes, timestamp_s: int | None = None) -> str:
-    """The webhook signature header: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of
-    "<t>.<body>">``. The time is signed with the body, so a captured call cannot be
-    replayed later: receivers reject a `t` older than a few minutes (``verify``)."""
+def signer(secret: str) -> Webhook:
+    """The signer of a connector's `secret`: ``whsec_<base64 key>`` as the standard writes
+    secrets; any other string is the raw key (its UTF-8 bytes). Empty: an error."""
+    return Webhook(secret if secret.startswith(SECRET_PREFIX) else secret.encode())
+
+
+def _headers(webhook: Webhook, event_id: str, body: bytes,
+             timestamp_s: int | None) -> dict[str, str]:
     stamp = int(time.time()) if timestamp_s is None else timestamp_s
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-    return f"t={stamp},v1={digest.hexdigest()}"
+    signature = webhook.sign(event_id, datetime.fromtimestamp(stamp, tz=UTC), body.decode())
+    return {ID_HEADER: event_id, TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature}
 
 
-def verify(secret: str, header: str, body: bytes,
-           tolerance_s: int = SIGNATURE_TOLERANCE_S, now_s: float | None = None) -> bool:
-    """What a receiver checks: the signature matches the body and its time, and that time
-    is within `tolerance_s` of now (a replayed call fails)."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+def sign(secret: str, event_id: str, body: bytes,
+         timestamp_s: int | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of a delivery: ``webhook-id`` (the event id),
+    ``webhook-timestamp`` (unix seconds) and ``webhook-signature`` (``v1,<base64
+    HMAC-SHA256 of "<id>.<timestamp>.<body>">``). The id and the time are signed with the
+    body, so a captured call cannot be replayed later (``verify`` refuses an old one)."""
+    return _headers(signer(secret), event_id, body, timestamp_s)
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """What a receiver checks (the Standard Webhooks library's ``Webhook.verify``): the
+    signature matches the id, the time and the body, and that time is within five minutes
+    of now (a replayed call fails)."""
+    webhook = signer(secret)
     try:
-        stamp = int(fields["t"])
-    except (KeyError, ValueError):
+        webhook.verify(body, dict(headers.items()), json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: a malformed header or body
         return False
-    now = time.time() if now_s is None else now_s
-    if abs(now - stamp) > tolerance_s:
-        return False
-    expected = sign(secret, body, stamp).split(",v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    return True
 
 
 class RetryLater(RuntimeError):
@@ -85,17 +98,17 @@ class Sink:
 
 
 class WebhookSink(Sink):
-    """HTTP POST of each event as JSON, signed (``sign``). Up to `concurrency` events
-    are in flight at once, events of one order one after another in their order; a batch
-    is retried whole when any of its events fails (receivers deduplicate by
-    X-Flashtx-Event-Id: delivery is at least once)."""
+    """HTTP POST of each event as JSON, signed per Standard Webhooks (``sign``). Up to
+    `concurrency` events are in flight at once, events of one order one after another in
+    their order; a batch is retried whole when any of its events fails (receivers
+    deduplicate by webhook-id, the event id: delivery is at least once)."""
 
     def __init__(self, url: str, secret: str, timeout_s: float = 5.0, concurrency: int = 8,
                  batch_max: int = 64) -> None:
         if concurrency < 1 or batch_max < 1:
             raise ValueError("concurrency and batch_max must be >= 1")
         self._url = url
-        self._secret = secret
+        self._webhook = signer(secret)  # a bad secret stops the start, not each delivery
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._concurrency = concurrency
@@ -124,7 +137,7 @@ class WebhookSink(Sink):
         assert self._session is not None
         body = json_format.MessageToJson(event).encode()
         headers = {"Content-Type": "application/json", "X-Flashtx-Event-Id": event.event_id,
-                   SIGNATURE_HEADER: sign(self._secret, body)}
+                   **_headers(self._webhook, event.event_id, body, None)}
         async with self._session.post(self._url, data=body, headers=headers) as response:
             if response.status < 300:
                 return
@@ -175,5 +188,6 @@ class ExportSink(Sink):
 
 SINKS: dict[str, type[Sink]] = {"webhook": WebhookSink, "export": ExportSink}
 
-__all__ = ["SIGNATURE_HEADER", "SINKS", "ExportSink", "RetryLater", "Sink", "WebhookSink",
-           "json", "retry_after_s", "sign", "verify"]
+__all__ = ["ID_HEADER", "SIGNATURE_HEADER", "SINKS", "TIMESTAMP_HEADER", "ExportSink",
+           "RetryLater", "Sink", "WebhookSink", "json", "retry_after_s", "sign", "signer",
+           "verify"]

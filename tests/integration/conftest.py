@@ -10,8 +10,9 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -25,6 +26,7 @@ from flashtx.protos.flashtx.v1 import merchant_pb2, stock_pb2
 from tests.integration.retrying import until_answered
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Ray exports metrics every second (not every ten) in tests: metric tests wait less.
@@ -73,21 +75,25 @@ def database_on(server_dsn: str, name: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
-def run_bench(module: str, args: list[str], data_dir: Path, timeout_s: float
-              ) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m module args --dsn DSN` on a database of its own (dropped after), as
-    an operator runs a bench: its own Ray, its data under `data_dir`."""
+def run_on_a_new_database(prefix: str, run: Callable[[str], T]) -> T:
+    """`run(dsn)` on a database of its own on the test server, dropped afterwards."""
     server_dsn = embedded.postgres_dsn()
-    name = f"flashtx_{module.rsplit('.', 1)[-1]}_{secrets.token_hex(4)}"
+    name = f"flashtx_{prefix}_{secrets.token_hex(4)}"
     asyncio.run(_database(server_dsn, name, create=True))
     try:
-        return subprocess.run(
-            [sys.executable, "-m", module, *args, "--dsn", database_on(server_dsn, name)],
-            cwd=REPO_ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                                "FLASHTX_DATA_DIR": str(data_dir)},
-            capture_output=True, text=True, timeout=timeout_s)
+        return run(database_on(server_dsn, name))
     finally:
         asyncio.run(_database(server_dsn, name, create=False))
+
+
+def run_bench(module: str, args: list[str], data_dir: Path, timeout_s: float
+              ) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m module args --dsn DSN` on a database of its own, as an operator
+    runs a bench: its own Ray, its data under `data_dir`."""
+    return run_on_a_new_database(module.rsplit(".", 1)[-1], lambda dsn: subprocess.run(
+        [sys.executable, "-m", module, *args, "--dsn", dsn], cwd=REPO_ROOT,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLASHTX_DATA_DIR": str(data_dir)},
+        capture_output=True, text=True, timeout=timeout_s))
 
 
 def unique_merchant_id(prefix: str) -> str:

@@ -50,6 +50,37 @@ async def test_operators_manage_the_engine_from_the_command_line(engine: LocalEn
     assert code == 1 and denied["status"] == "PERMISSION_DENIED"
 
 
+async def test_operators_page_through_every_merchant(engine: LocalEngine) -> None:
+    """`flashtx merchant list` (ListMerchants, operator key): every merchant once, in id
+    order, over pages; another key or a made-up page token is refused, exit 1."""
+    operator = ("--address", engine.address, "--key", engine.operator_key or "")
+    made = sorted(unique_merchant_id("listed") for _ in range(3))
+    admin_secret = ""
+    for merchant_id in made:
+        code, created = await flashtx("merchant", "create", merchant_id, "--name", "Listed",
+                                      *operator)
+        assert code == 0, created
+        admin_secret = created["adminKeySecret"]
+    seen: list[str] = []
+    token = ""
+    for _ in range(1000):  # bounded: pages of 2 over every merchant of the session
+        code, page = await flashtx("merchant", "list", "--page-size", "2",
+                                   *(("--page-token", token) if token else ()), *operator)
+        assert code == 0, page
+        assert 1 <= len(page["merchants"]) <= 2
+        seen += [m["merchantId"] for m in page["merchants"]]
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen))  # in order, each once
+    assert set(made) <= set(seen)
+    code, denied = await flashtx("merchant", "list", "--address", engine.address,
+                                 "--key", admin_secret)
+    assert code == 1 and denied["status"] == "PERMISSION_DENIED"
+    code, bad = await flashtx("merchant", "list", "--page-token", "made-up", *operator)
+    assert code == 1 and bad["status"] == "INVALID_ARGUMENT", bad
+
+
 def test_health_answers_for_a_serving_gateway_and_fails_for_none(engine) -> None:
     """`flashtx health` (the image's HEALTHCHECK): exit 0 on a serving gateway, one line
     and exit 1 where nothing answers."""

@@ -30,7 +30,7 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if not verify(self.secret, request.headers.get("X-Flashtx-Signature", ""), body):
+        if not verify(self.secret, request.headers, body):  # Standard Webhooks headers
             self.bad_signatures += 1
             return web.Response(status=401)
         if self.mode == "fail":

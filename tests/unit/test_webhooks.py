@@ -1,28 +1,59 @@
-"""Webhook connectors without Ray: signatures that cannot be replayed, Retry-After,
-per-order ordering under concurrency, and connector files that refuse unknown options."""
+"""Webhook connectors without Ray: Standard Webhooks signatures that cannot be replayed,
+Retry-After, backoff between attempts, per-order ordering under concurrency, and connector
+files that refuse unknown options."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from aiohttp import web
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from flashtx.adapters.connectors import load_specs, sign, verify
-from flashtx.adapters.connectors.sinks import RetryLater, WebhookSink, retry_after_s
+from flashtx.adapters.connectors import ConnectorRunner, ConnectorSpec, load_specs, sign, verify
+from flashtx.adapters.connectors.sinks import RetryLater, Sink, WebhookSink, retry_after_s
 from flashtx.protos.flashtx.v1 import event_pb2
 
 
-def test_a_signature_covers_the_body_and_its_time() -> None:
-    header = sign("s3cret", b'{"a":1}', timestamp_s=1_800_000_000)
-    assert header.startswith("t=1800000000,v1=")
-    assert verify("s3cret", header, b'{"a":1}', now_s=1_800_000_100)
-    assert not verify("s3cret", header, b'{"a":2}', now_s=1_800_000_100)  # tampered
-    assert not verify("other", header, b'{"a":1}', now_s=1_800_000_100)  # wrong secret
-    assert not verify("s3cret", header, b'{"a":1}', now_s=1_800_000_400)  # replayed late
-    assert not verify("s3cret", "sha256=abc", b'{"a":1}')  # the old format
+def _whsec(raw: str) -> str:
+    """A raw secret as Standard Webhooks writes secrets."""
+    return "whsec_" + base64.b64encode(raw.encode()).decode()
+
+
+def test_a_signature_is_standard_and_covers_the_id_the_body_and_its_time() -> None:
+    body, now = b'{"a":1}', int(time.time())
+    headers = sign("s3cret", "o1:1", body, timestamp_s=now)
+    assert headers["webhook-id"] == "o1:1" and headers["webhook-timestamp"] == str(now)
+    assert headers["webhook-signature"].startswith("v1,")
+    Webhook(_whsec("s3cret")).verify(body, headers)  # the library's own verifier accepts it
+    assert verify("s3cret", headers, body)
+    assert not verify("s3cret", headers, b'{"a":2}')  # a changed body
+    assert not verify("s3cret", {**headers, "webhook-id": "o1:2"}, body)  # a changed id
+    assert not verify("other", headers, body)  # the wrong secret
+    old = sign("s3cret", "o1:1", body, timestamp_s=now - 600)  # a capture, replayed late
+    assert not verify("s3cret", old, body)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(_whsec("s3cret")).verify(body, old)
+    assert not verify("s3cret", {"X-Flashtx-Signature": "t=1,v1=ab"}, body)  # the old format
+    assert not verify("s3cret", {**headers, "webhook-signature": "v1"}, body)  # malformed
+
+
+def test_a_whsec_secret_is_the_standard_base64_key() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the specification's test vector
+    headers = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", b'{"test": 2432232314}',
+                   timestamp_s=1614265330)
+    assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    fresh = sign(secret, "e1", b"{}")
+    assert verify(secret, fresh, b"{}")
+    Webhook(secret).verify(b"{}", fresh)
+    # Any other secret is its UTF-8 bytes: the same key written as whsec_ signs the same.
+    assert sign("shared-secret", "e1", b"{}", 1) == sign(_whsec("shared-secret"), "e1", b"{}", 1)
+    with pytest.raises(EmptyWebhookSecretError):  # when the connector starts
+        WebhookSink("http://x", "")
 
 
 def test_retry_after_is_read_in_seconds_or_as_a_date_and_capped() -> None:
@@ -50,7 +81,8 @@ class _Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        assert verify("k", request.headers["X-Flashtx-Signature"], body)
+        assert verify("k", request.headers, body)
+        assert request.headers["webhook-id"] == json.loads(body)["eventId"]
         if self.busy_first:
             self.busy_first -= 1
             return web.Response(status=429, headers={"Retry-After": "7"})
@@ -103,3 +135,57 @@ async def test_a_busy_receiver_says_how_long_to_wait(receiver) -> None:
         await sink.deliver(_events(orders=1, steps=1))
     await sink.close()
     assert caught.value.after_s == 7.0
+
+
+class _Flaky(Sink):
+    """Fails with the given errors, one per attempt, then delivers."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors, self.attempts = list(errors), 0
+
+    async def deliver(self, events: Sequence[event_pb2.Event]) -> None:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def _runner(sink: Sink, waits: list[float], **spec: int) -> ConnectorRunner:
+    async def sleep(seconds: float) -> None:  # records the wait instead of sleeping
+        waits.append(seconds)
+
+    return ConnectorRunner(ConnectorSpec(name="c", kind="webhook", merchant_id="m", **spec),
+                           None, sink, sleep=sleep)  # type: ignore[arg-type]
+
+
+async def test_retries_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.0]  # backoff_ms_first doubling, capped at 1000 ms
+    seen: list[list[float]] = []
+    for _ in range(50):
+        waits: list[float] = []
+        sink = _Flaky(*(RuntimeError(f"down {i}") for i in range(10)))
+        runner = _runner(sink, waits, max_attempts=6, backoff_ms_first=100,
+                         backoff_ms_max=1000)
+        error = await runner._deliver_with_retries([event_pb2.Event(event_id="e")])
+        assert error == repr(RuntimeError("down 5")) == runner.last_error
+        assert sink.attempts == 6 and runner.failing
+        assert len(waits) == 5  # none after the last attempt
+        assert all(d / 2 <= w <= d for w, d in zip(waits, ceilings, strict=True)), waits
+        seen.append(waits)
+    assert len({w[0] for w in seen}) > 1  # jittered: runners do not retry in lockstep
+
+
+async def test_a_receivers_retry_after_wins_over_the_backoff() -> None:
+    waits: list[float] = []
+    sink = _Flaky(RetryLater("webhook answered 429", 7.0), RuntimeError("webhook answered 500"))
+    runner = _runner(sink, waits, max_attempts=5, backoff_ms_first=100, backoff_ms_max=1000)
+    assert await runner._deliver_with_retries([event_pb2.Event(event_id="e")]) is None
+    assert sink.attempts == 3 and not runner.failing
+    assert runner.last_error == repr(RuntimeError("webhook answered 500"))
+    assert waits[0] == 7.0 and 0.1 <= waits[1] <= 0.2  # the second wait: 2 x first
+
+
+async def test_a_delivery_that_succeeds_does_not_wait() -> None:
+    waits: list[float] = []
+    runner = _runner(_Flaky(), waits)
+    assert await runner._deliver_with_retries([event_pb2.Event(event_id="e")]) is None
+    assert waits == [] and not runner.failing

@@ -123,3 +123,19 @@ class UpdateMerchantResponse(_message.Message):
     MERCHANT_FIELD_NUMBER: _ClassVar[int]
     merchant: Merchant
     def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ...) -> None: ...
+
+class ListMerchantsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListMerchantsResponse(_message.Message):
+    __slots__ = ("merchants", "next_page_token")
+    MERCHANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    merchants: _containers.RepeatedCompositeFieldContainer[Merchant]
+    next_page_token: str
+    def __init__(self, merchants: _Optional[_Iterable[_Union[Merchant, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -61,6 +61,11 @@ class MerchantServiceStub:
                 request_serializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.SerializeToString,
                 response_deserializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.FromString,
                 _registered_method=True)
+        self.ListMerchants = channel.unary_unary(
+                '/flashtx.v1.MerchantService/ListMerchants',
+                request_serializer=flashtx_dot_v1_dot_merchant__pb2.ListMerchantsRequest.SerializeToString,
+                response_deserializer=flashtx_dot_v1_dot_merchant__pb2.ListMerchantsResponse.FromString,
+                _registered_method=True)
 
 
 class MerchantServiceServicer:
@@ -100,6 +105,13 @@ class MerchantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMerchants(self, request, context):
+        """Every merchant, in merchant_id order, a page at a time (operator key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MerchantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +139,11 @@ def add_MerchantServiceServicer_to_server(servicer, server):
                     servicer.UpdateMerchant,
                     request_deserializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.FromString,
                     response_serializer=flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.SerializeToString,
+            ),
+            'ListMerchants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMerchants,
+                    request_deserializer=flashtx_dot_v1_dot_merchant__pb2.ListMerchantsRequest.FromString,
+                    response_serializer=flashtx_dot_v1_dot_merchant__pb2.ListMerchantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class MerchantService:
             '/flashtx.v1.MerchantService/UpdateMerchant',
             flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantRequest.SerializeToString,
             flashtx_dot_v1_dot_merchant__pb2.UpdateMerchantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMerchants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flashtx.v1.MerchantService/ListMerchants',
+            flashtx_dot_v1_dot_merchant__pb2.ListMerchantsRequest.SerializeToString,
+            flashtx_dot_v1_dot_merchant__pb2.ListMerchantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

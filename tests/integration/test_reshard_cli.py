@@ -1,0 +1,75 @@
+"""`flashtx reshard` against a real `flashtx serve`: the serving process adds a stock
+shard while it serves (the command asks it through Postgres), stock counts stay right,
+orders keep being placed; a request that would not add shards, and one with no
+deployment to answer it, end in one line and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+
+import pytest
+
+from flashtx.app import free_port, new_operator_key
+from flashtx.client import Client
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from tests.integration.retrying import fresh_database, one_unit
+from tests.integration.test_process_crash import start_serve, wait_serving
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+async def flashtx(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flashtx", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_a_running_deployment_is_resharded_from_the_command_line() -> None:
+    async with fresh_database("flashtx_reshard_cli") as dsn:
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        env = {**os.environ, "FLASHTX_POSTGRES_DSN": dsn, "FLASHTX_REDIS_URL": "none",
+               "FLASHTX_OPERATOR_KEY": new_operator_key(), "FLASHTX_STOCK_SHARDS": "1",
+               "RAY_USAGE_STATS_ENABLED": "0"}
+        # No deployment has used this database yet: the command says so.
+        code, out, err = await flashtx(env, "reshard", "--stock-shards", "2", "--timeout", "1")
+        assert code == 1 and "no flashtx deployment" in err and "Traceback" not in err, err
+        server = start_serve(port, env)
+        try:
+            await wait_serving(address)
+            async with Client(address, env["FLASHTX_OPERATOR_KEY"]) as operator:
+                created = await operator.merchants.CreateMerchant(
+                    merchant_pb2.CreateMerchantRequest(merchant_id="reshard-shop"))
+            async with Client(address, created.admin_key_secret) as shop:
+                await shop.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=[
+                    stock_pb2.Sku(sku_id=f"s{n}", name="S", price_minor=1, on_hand=10)
+                    for n in range(20)]))
+                for n in range(20):
+                    await shop.orders.PlaceOrder(one_unit(f"before-{n}", f"b{n}", f"s{n}"))
+                code, out, err = await flashtx(env, "reshard", "--stock-shards", "3")
+                assert code == 0, out + err
+                result = json.loads(out)
+                assert result["state"] == "done" and result["stock_shards"] == 3
+                assert result["stock_shards_before"] == 1
+                for n in range(20):  # every SKU on its new shard, its hold carried over
+                    await shop.orders.PlaceOrder(one_unit(f"after-{n}", f"a{n}", f"s{n}"))
+                    level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
+                        sku_id=f"s{n}", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level
+                    assert (level.reserved, level.available) == (2, 8), (n, level)
+            # Asking for no more shards than it has changes nothing.
+            code, out, err = await flashtx(env, "reshard", "--stock-shards", "3")
+            assert code == 1 and "only adds shards" in err and "Traceback" not in err
+            code, out, err = await flashtx(env, "reshard", "--stock-shards", "0")
+            assert code == 1 and "at least 2" in err and "Traceback" not in err
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            await asyncio.to_thread(server.wait, 60)
+        # Nothing serves it now: no answer, and the request expires unrun.
+        code, out, err = await flashtx(env, "reshard", "--stock-shards", "4", "--timeout", "1")
+        assert code == 1 and "no answer" in err and "nothing was changed" in err, err
