@@ -431,7 +431,8 @@ class StockLedger:
                       now_ms: int) -> int:
         """Replaces every hold (and, when `sold` is given, every sale) of order shard
         `owner` with what that shard knows: holds (order_id, merchant_id, buyer_id, lines,
-        expires_at_ms) and sales (merchant_id, sku_id, buyer_id, units).
+        expires_at_ms; those already expired are not restored) and sales (merchant_id,
+        sku_id, buyer_id, units).
         Returns how many holds were dropped."""
         dropped = [order_id for order_id, r in self.reservations.items() if r.owner == owner]
         for order_id in dropped:
@@ -455,6 +456,12 @@ class StockLedger:
                 key = (merchant_id, sku_id, buyer_id)
                 owned[key] = owned.get(key, 0) + units
         for order_id, merchant_id, buyer_id, lines, expires_at_ms in holds:
+            if expires_at_ms <= now_ms:
+                # Past its expiry: this shard freed it (or its sweep would now), and its
+                # units may have been sold or moved since; its order can no longer be paid
+                # (the deadline comes before the hold's expiry). Restored, it would count
+                # units twice.
+                continue
             code, _ = self.reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms,
                                    now_ms, owner, force=True)
             invariant(code is ResultCode.OK, f"hold of {order_id} cannot be restored: {code}")

@@ -262,3 +262,24 @@ def test_replacing_an_owners_holds_drops_orphans_and_keeps_others() -> None:
     assert set(ledger.reservations) == {"kept", "other"}
     assert ledger.level("m", "a", 0).available == 1
     ledger.check_invariants()
+
+
+def test_a_hold_past_its_expiry_is_not_restored_over_units_given_away_since() -> None:
+    """The stock shard freed an order's hold at its expiry (the order shard had not yet
+    expired the order), and the unit went to another order; then the stock shard
+    restarted and the order shard handed both orders over. The expired hold is not
+    restored: counted again it would make the SKU oversold and the shard refuse to start,
+    though its order can no longer be paid."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 1, 0, 0, merchant_id="m", name="A", price=100)
+    assert ledger.reserve("late", "m", "x", (("a", 1),), 100, 0, owner=1)[0] is ResultCode.OK
+    assert ledger.expire(200, 10) == ["late"]
+    assert ledger.reserve("next", "m", "y", (("a", 1),), 900, 200, owner=1)[0] is ResultCode.OK
+    restarted = StockLedger()  # the shard's next incarnation: the catalogue, then handovers
+    upsert(restarted, "a", 1, 0, 0, merchant_id="m", name="A", price=100)
+    restarted.replace_owned(1, [("late", "m", "x", (("a", 1),), 100),
+                                ("next", "m", "y", (("a", 1),), 900)], [], 300)
+    restarted.check_invariants()
+    assert set(restarted.reservations) == {"next"}
+    level = restarted.level("m", "a", 300)
+    assert (level.reserved, level.available) == (1, 0)
