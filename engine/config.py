@@ -81,9 +81,12 @@ class Config:
     queue_delay_ms_max: int = 200
 
     # --- durability ---------------------------------------------------------------------
-    # Where state is written; empty = an embedded PostgreSQL (pgserver) under
-    # FLASHTX_DATA_DIR; "none" = keep nothing (state is lost when an actor restarts).
+    # Where state is written; empty = an embedded PostgreSQL (pgserver) under data_dir;
+    # "none" = keep nothing (state is lost when an actor restarts).
     postgres_dsn: str = ""
+    # Where the embedded Postgres and Redis keep their data (empty: .flashtx under the
+    # current directory). Used only when postgres_dsn or redis_url is empty.
+    data_dir: str = ""
     # "durable": answer after the order's group commit; "memory": answer at once and
     # commit within commit_delay_ms_max (lost if the shard dies in between).
     ack_mode: str = "durable"
@@ -306,9 +309,10 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-# FLASHTX_* variables that are not Config fields: read elsewhere (tools, tests).
+# FLASHTX_* variables that are not Config fields: read elsewhere (the admin commands'
+# address and key, the test clock, tools and tests).
 OTHER_VARIABLES = frozenset({"FLASHTX_CONFIG_FILE", "FLASHTX_CLOCK_OFFSET_MS",
-                             "FLASHTX_DATA_DIR", "FLASHTX_BUF"})
+                             "FLASHTX_BUF", "FLASHTX_GRPC_ADDRESS", "FLASHTX_API_KEY"})
 _OTHER_PREFIXES = ("FLASHTX_TEST_",)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 

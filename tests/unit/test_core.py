@@ -41,8 +41,10 @@ def test_slots_are_stable_and_routing_moves_slots() -> None:
 def test_a_mistyped_variable_is_an_error_that_names_the_field(tmp_path) -> None:
     with pytest.raises(ConfigError, match="did you mean FLASHTX_BATCH_ITEMS_MAX"):
         load_config({"FLASHTX_BATCH_ITEM_MAX": "500"})
-    # Variables of tools and tests are not engine settings.
-    assert load_config({"FLASHTX_TEST_REQUIRE_BUF": "1", "FLASHTX_DATA_DIR": "/x"})
+    # Variables of tools, tests and the admin commands are not engine settings.
+    assert load_config({"FLASHTX_TEST_REQUIRE_BUF": "1", "FLASHTX_API_KEY": "k",
+                        "FLASHTX_GRPC_ADDRESS": "h:1"})
+    assert load_config({"FLASHTX_DATA_DIR": "/x"}).data_dir == "/x"  # a setting like any
     for text, value in (("yes", True), ("ON", True), ("0", False), ("off", False)):
         assert load_config({"FLASHTX_AUTOSCALE": text}).autoscale is value
     with pytest.raises(ConfigError, match="not a boolean"):
