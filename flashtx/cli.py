@@ -173,16 +173,12 @@ def reshard_command(options: argparse.Namespace) -> int:
 
 
 def status_command(options: argparse.Namespace) -> int:
-    import ray
     from rich.live import Live
 
     from flashtx.actors.routing import NAMESPACE
     from flashtx.status import collect, render
 
-    try:
-        ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        console.print(f"[bold red]no running flashtx cluster at {options.address}:[/] {error}")
+    if not _join_cluster(options.address, NAMESPACE):
         return 2
     if options.json:
         import json
@@ -218,12 +214,42 @@ def health_command(options: argparse.Namespace) -> int:
     return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _join_cluster(address: str, namespace: str, probe_s: float = 3.0) -> bool:
+    """Joins the Ray cluster at `address` ("auto": the one on this machine); False, with
+    one line said, when there is none (a wrong address fails within `probe_s`, where
+    Ray itself would wait for minutes)."""
+    import socket
+
+    import ray
+
+    if address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), probe_s):
+                pass
+        except (OSError, ValueError) as error:
+            console.print(f"[bold red]no running flashtx cluster at {address}:[/] {error}")
+            return False
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        console.print(f"[bold red]no running flashtx cluster at {address}:[/] {error}")
+        return False
+    return True
+
+
 def replay_command(options: argparse.Namespace) -> int:
     import ray
 
     from flashtx.actors.ports import NAMESPACE, RayPeer, wait_all
 
-    ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+    if not _join_cluster(options.address, NAMESPACE):
+        return 2
+    try:
+        ray.get_actor(f"connector-{options.connector}")
+    except ValueError:
+        console.print(f"[bold red]no connector named {options.connector!r} is running[/]")
+        return 1
     connector: Any = RayPeer(name=f"connector-{options.connector}")
     delivered: int
     still_dead: int

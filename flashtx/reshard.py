@@ -19,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from flashtx.adapters.postgres import DATABASE_ERRORS
+
 if TYPE_CHECKING:
     from flashtx.app import LocalEngine
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+# Connecting also fails with ValueError when the DSN is not one.
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, ValueError)
 REQUEST, RESULT = "reshard_request", "reshard_result"
 
 
@@ -48,7 +52,7 @@ async def request(dsn: str, stock_shards: int, timeout_s: float) -> dict[str, An
     the outcome: the result document, or ReshardError."""
     try:
         connection = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError) as error:
+    except _CONNECT_ERRORS as error:
         raise ReshardError(f"cannot reach the database: {error}") from error
     try:
         now_ms = int(time.time() * 1000)
@@ -96,7 +100,7 @@ def serve_pending(engine: LocalEngine) -> dict[str, Any] | None:
 
     try:
         asked = asyncio.run(pending())
-    except (OSError, asyncpg.PostgresError) as error:  # the database is away: next time
+    except DATABASE_ERRORS as error:  # the database is away: next time
         log.warning("reshard requests: cannot read them: %r", error)
         return None
     if asked is None:
@@ -129,7 +133,7 @@ def serve_pending(engine: LocalEngine) -> dict[str, Any] | None:
         try:
             asyncio.run(answer())
             break
-        except (OSError, asyncpg.PostgresError) as error:
+        except DATABASE_ERRORS as error:
             log.warning("reshard %s: writing its outcome failed: %r", asked["id"], error)
             time.sleep(POLL_S)
     return outcome
