@@ -49,7 +49,6 @@ class Controller:
         self._below_for = decision.below_for
         if decision.gateways != len(self._gateways):
             await self._resize(decision.gateways)
-            self.history.append((time.time(), len(self._gateways)))
 
     async def _resize(self, wanted: int) -> None:
         from flashtx.actors.topology import start_gateway
@@ -62,9 +61,12 @@ class Controller:
             gateway = RayPeer(handle, f"gateway-{index}")
             await gateway.ready()
             self._gateways.append((index, gateway))
+            self.history.append((time.time(), len(self._gateways)))
             log.info("autoscaler added gateway-%d", index)
         while len(self._gateways) > wanted:
             index, gateway = self._gateways.pop()
+            # Recorded with the change stats() shows at once, not after the drain.
+            self.history.append((time.time(), len(self._gateways)))
             await gateway.drain(5.0)  # in-flight calls finish; new ones go elsewhere
             stop(gateway)
             log.info("autoscaler drained gateway-%d", index)

@@ -254,6 +254,8 @@ async def test_a_shard_that_looks_up_keys_takes_orders_through_an_outage(
             pass
         assert time.monotonic() < deadline, "the order shards did not come back"
         await asyncio.sleep(0.1)
+    ray.get([s.check_invariants.remote() for s in shards])  # answers once recovered
+    after = ray.get([s.stats.remote() for s in shards])
     assert all(a["keys_looked_up"] for a in after)
 
     postgres_link.cut()
