@@ -32,6 +32,7 @@ class OrderJournal:
         self._name = name
         self.committer: GroupCommitter | None = None  # None: nothing durable (no database)
         self.not_durable: dict[str, asyncio.Future[None]] = {}
+        self.changes_journaled = 0  # order changes moved into the journal, ever
 
     def open(self, store: Store) -> None:
         config = self._config
@@ -59,6 +60,7 @@ class OrderJournal:
         changes = book.drain_changes()
         if self.committer is None or not changes:
             return
+        self.changes_journaled += len(changes)
         slots_total = self._config.slots_total
         entries: list[Any] = list(carts)
         orders = book.orders

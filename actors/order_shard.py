@@ -39,6 +39,7 @@ from flashtx.actors.persistence import (
 from flashtx.actors.ports import MerchantPeer, StockPeer, find_peers
 from flashtx.actors.stock_link import StockLink
 from flashtx.adapters.postgres import DATABASE_ERRORS, Store
+from flashtx.engine import order_snapshots
 from flashtx.engine.campaigns import Campaign
 from flashtx.engine.cart_plans import (
     CheckoutPlan,
@@ -109,10 +110,21 @@ class OrderShard(clock.ClockControl):
         self._place_seconds = 0.0  # from a batch's arrival to its answer
         self._reserve_seconds = 0.0  # waiting for stock shards
         self._store: Store | None = None
-        self._ready = asyncio.get_running_loop().create_task(self._start())
-        self._sweeper = asyncio.get_running_loop().create_task(every(
+        # Snapshots (engine.order_snapshots): the orders generation this shard recovered
+        # with, where its live orders came from, and its last snapshot.
+        self._generation = 0
+        self._recovery: dict[str, Any] = {"source": "none", "orders": 0, "replayed": 0}
+        self._snapshot: dict[str, Any] = {"taken_at_ms": 0, "orders": 0, "bytes": 0,
+                                          "seconds": 0.0, "written": 0}
+        self._snapshot_changes = -1  # journaled changes at the last snapshot
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_task(self._start())
+        self._sweeper = loop.create_task(every(
             config.expiry_sweep_interval_ms / 1000, self._sweep_once, "order expiry sweep",
             after=self._ready))
+        self._snapshotter = loop.create_task(every(
+            config.order_snapshot_interval_s, self._snapshot_step, "order snapshot",
+            after=self._ready)) if config.order_snapshot_interval_s > 0 else None
 
     # --- start and recovery -------------------------------------------------------------------
 
@@ -146,17 +158,20 @@ class OrderShard(clock.ClockControl):
         if stored is not None and not stored.settled:
             self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
+        # Read before the orders: a snapshot this shard writes covers this generation.
+        generation = await store.orders_generation()
         # The reads are independent: made at once (the pool has connections for them).
-        campaigns, rows, sales, finished, carts = await asyncio.gather(
-            store.load_campaigns(), store.load_orders(self._slots),  # live orders only
+        campaigns, orders, sales, finished, carts = await asyncio.gather(
+            store.load_campaigns(), self._live_orders(store),
             store.load_settled(self._owners, self.index),
             store.has_finished_orders(self._slots), store.load_carts(self._slots))
+        self._generation = generation
         for row in campaigns:
             state.add_campaign(campaign_from_row(row))
         book = state.book
         book.evicting = True
-        for row, lines in rows:
-            state.restore_order(restore_order(row, lines))
+        for order in orders:
+            state.restore_order(order)
         # Finished orders stay in the database, their sales counted (settled_sales); a key
         # memory does not know is looked up there when it comes.
         for sale in sales:
@@ -169,8 +184,78 @@ class OrderShard(clock.ClockControl):
             state.carts.restore(cart)
             merchant_id, buyer_id, campaign_id = cart.key
             state.count_units(merchant_id, campaign_id, buyer_id, cart.order_lines(), 1)
-        log.info("order shard %d recovered %d orders, %d carts", self.index, len(rows),
-                 len(carts))
+        log.info("order shard %d recovered %d orders (%s), %d carts", self.index,
+                 len(orders), self._recovery["source"], len(carts))
+
+    async def _live_orders(self, store: Store) -> list[Order]:
+        """The live orders: from the shard's snapshot and the orders changed after it
+        when there is a usable one (snapshots on), else from the ledger."""
+        if self._config.order_snapshot_interval_s > 0:
+            found = await store.load_order_snapshot(self._owners, self.index)
+            if found is not None:
+                row, generation_now, pruned_through = found
+                why = order_snapshots.unusable(row["format"], row["generation"],
+                                               generation_now, row["outbox_id"],
+                                               pruned_through)
+                try:
+                    if why:
+                        raise order_snapshots.SnapshotUnusable(why)
+                    orders = order_snapshots.decode(row["body"], row["checksum"])
+                    changed = await store.orders_changed_after(row["outbox_id"],
+                                                               self._slots)
+                    self._recovery = {"source": "snapshot", "orders": len(orders),
+                                      "replayed": len(changed)}
+                    return order_snapshots.merge(orders, [restore_order(row_, lines)
+                                                          for row_, lines in changed])
+                except order_snapshots.SnapshotUnusable as error:
+                    log.warning("order shard %d: its snapshot is not used (%s); reading"
+                                " the ledger", self.index, error)
+        rows = await store.load_orders(self._slots)  # live orders only
+        self._recovery = {"source": "ledger", "orders": len(rows), "replayed": 0}
+        return [restore_order(row, lines) for row, lines in rows]
+
+    async def snapshot_now(self) -> dict[str, Any]:
+        """Writes a snapshot of the live orders now (an operator's, or a test's, call);
+        answers what `stats()["snapshot"]` shows."""
+        await self._ready
+        while not await self._snapshot_once(force=True):
+            await asyncio.sleep(0.01)  # a batch was between steps: once it is journaled
+        return dict(self._snapshot)
+
+    async def _snapshot_step(self) -> None:
+        await self._snapshot_once()
+
+    async def _snapshot_once(self, force: bool = False) -> bool:
+        """Writes a snapshot of the live orders if they changed since the last one: the
+        outbox position first, then the orders at one instant (every change after it has
+        a larger outbox id), then, once every change before that instant is durable, the
+        snapshot (it never holds a change that might not commit). Answers False when a
+        change was not journaled yet at that instant (no snapshot: try again)."""
+        store, book, journal = self._store, self._state.book, self._journal
+        journaled = journal.changes_journaled
+        if store is None or (journaled == self._snapshot_changes and not force):
+            return True
+        started = time.perf_counter()
+        position = await store.outbox_position()
+        if book.changes:  # a change not journaled yet (a batch between steps): next time
+            return False
+        journaled = journal.changes_journaled
+        captured = order_snapshots.capture(book.orders.values())
+        taken_at_ms = clock.now_ms()
+        if len(captured.orders) > self._config.order_snapshot_orders_max:
+            log.warning("order shard %d holds %d live orders, over order_snapshot_orders_max:"
+                        " no snapshot", self.index, len(captured.orders))
+            return True
+        await journal.durable()
+        body, checksum = order_snapshots.encode(captured)
+        await store.save_order_snapshot(self._owners, self.index, (
+            order_snapshots.FORMAT, self._generation, position, taken_at_ms,
+            len(captured.orders), checksum, body))
+        self._snapshot_changes = journaled
+        self._snapshot = {"taken_at_ms": taken_at_ms, "orders": len(captured.orders),
+                          "bytes": len(body), "seconds": time.perf_counter() - started,
+                          "written": self._snapshot["written"] + 1}
+        return True
 
     async def _load_campaigns(self) -> None:
         merchants: list[MerchantPeer] = await find_peers(
@@ -539,7 +624,22 @@ class OrderShard(clock.ClockControl):
                 "carts": len(self._state.carts.carts),
                 "campaigns": len(self._state.campaigns),
                 "place_calls": self._place_calls, "place_seconds": self._place_seconds,
-                "reserve_seconds": self._reserve_seconds}
+                "reserve_seconds": self._reserve_seconds,
+                "recovered_from": self._recovery["source"],
+                "recovered_orders": self._recovery["orders"],
+                "recovered_replayed": self._recovery["replayed"],
+                "snapshot": dict(self._snapshot)}
+
+    async def live_orders(self, merchant_id: str) -> list[tuple[Any, ...]]:
+        """A merchant's live orders in memory with their state (as OrderSnapshot fields),
+        and the campaign units counted for its buyers: what recovery rebuilds, to
+        compare."""
+        await self._ready
+        state = self._state
+        orders = sorted(tuple(order.snapshot()) for order in state.book.orders.values()
+                        if order.status not in FINISHED and order.merchant_id == merchant_id)
+        units = sorted(item for item in state.units.units.items() if item[0][0] == merchant_id)
+        return [*orders, ("units", tuple(units))]
 
     async def spans(self) -> list[dict[str, Any]]:
         """Spans this process kept (trace_exporter = "memory")."""

@@ -607,15 +607,79 @@ class Store:
 
     async def prune_outbox(self, cursor: tuple[int, int], before_ms: int, limit: int) -> int:
         """Deletes up to `limit` outbox rows at or before the relay's `cursor` (relayed)
-        and created before `before_ms`, oldest first; answers how many."""
-        async with self.pool.acquire() as connection:
-            status = await connection.execute(
-                "DELETE FROM flashtx.outbox WHERE outbox_id = ANY(ARRAY("
+        and created before `before_ms`, oldest first; answers how many. The largest id
+        deleted is kept (setting outbox_pruned_through): an order snapshot older than it
+        cannot be replayed."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            deleted = await connection.fetchval(
+                "WITH gone AS (DELETE FROM flashtx.outbox WHERE outbox_id = ANY(ARRAY("
                 " SELECT outbox_id FROM flashtx.outbox"
                 " WHERE (txid, outbox_id) <= ($1::text::xid8, $2::bigint)"
-                "   AND created_at_ms < $3 ORDER BY txid, outbox_id LIMIT $4))",
+                "   AND created_at_ms < $3 ORDER BY txid, outbox_id LIMIT $4))"
+                " RETURNING outbox_id)"
+                " SELECT ARRAY[count(*), coalesce(max(outbox_id), 0)] FROM gone",
                 str(cursor[0]), cursor[1], before_ms, limit)
-        return int(status.split()[-1])
+            count, largest = deleted
+            if count:
+                await connection.execute(
+                    "INSERT INTO flashtx.settings (name, value)"
+                    " VALUES ('outbox_pruned_through', $1::bigint::text)"
+                    " ON CONFLICT (name) DO UPDATE SET value ="
+                    " greatest(flashtx.settings.value::bigint, $1::bigint)::text", largest)
+        return int(count)
+
+    # --- order snapshots (migration 0013) -------------------------------------------------------
+
+    async def outbox_position(self) -> int:
+        """The last outbox id handed out (committed or not): a row written from now on
+        has a larger one."""
+        async with self.pool.acquire() as connection:
+            return int(await connection.fetchval(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
+                " FROM flashtx.outbox_outbox_id_seq"))
+
+    async def orders_generation(self) -> int:
+        return int(await self.setting("orders_generation", "0"))
+
+    async def save_order_snapshot(self, owners: int, owner: int, snapshot: Sequence[Any]
+                                  ) -> None:
+        """snapshot: (format, generation, outbox_id, taken_at_ms, orders, checksum,
+        body); replaces the shard's previous one."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO flashtx.order_snapshots (owners, owner, format, generation,"
+                " outbox_id, taken_at_ms, orders, checksum, body)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                " ON CONFLICT (owners, owner) DO UPDATE SET format = EXCLUDED.format,"
+                " generation = EXCLUDED.generation, outbox_id = EXCLUDED.outbox_id,"
+                " taken_at_ms = EXCLUDED.taken_at_ms, orders = EXCLUDED.orders,"
+                " checksum = EXCLUDED.checksum, body = EXCLUDED.body", owners, owner, *snapshot)
+
+    async def load_order_snapshot(self, owners: int, owner: int
+                                  ) -> tuple[Any, int, int] | None:
+        """(the shard's snapshot row, the orders generation now, the largest outbox id
+        pruned), or None when it has none."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT s.*, (SELECT value FROM flashtx.settings"
+                "   WHERE name = 'orders_generation') AS generation_now,"
+                " (SELECT value FROM flashtx.settings"
+                "   WHERE name = 'outbox_pruned_through') AS pruned_through"
+                " FROM flashtx.order_snapshots s WHERE owners = $1 AND owner = $2",
+                owners, owner)
+        if row is None:
+            return None
+        return row, int(row["generation_now"] or 0), int(row["pruned_through"] or 0)
+
+    async def orders_changed_after(self, outbox_id: int, slots: Iterable[int]
+                                   ) -> list[tuple[Any, list[Any]]]:
+        """The orders of these slots with an outbox row after `outbox_id`, as they are now
+        (live or finished), as load_orders answers them."""
+        async with self.pool.acquire() as connection:
+            return await _orders_where(
+                connection, "o.order_id IN (SELECT DISTINCT order_id FROM flashtx.outbox"
+                " WHERE outbox_id > $1 AND order_id <> '') AND o.slot = ANY($2::int[])",
+                outbox_id, list(slots))
 
     async def outbox_lag(self, cursor: tuple[int, int],
                          count_max: int = OUTBOX_LAG_COUNT_MAX) -> tuple[int, int | None]:

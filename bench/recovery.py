@@ -1,7 +1,10 @@
 """Recovery time against history: write an order history straight into a fresh flashtx
 database (the rows the group commit writes: most orders finished long ago, the newest
-ones live), then time a deployment's start until every shard has rebuilt and serves.
-Ray's own start is timed apart.
+ones live), then time a deployment's start until every shard has rebuilt and serves
+(from the ledger: the fill writes no snapshot); then every order shard writes a snapshot,
+one order shard is killed and timed until Ray has restarted it (from its snapshot), and
+the deployment starts again and is timed (from the snapshots). Ray's own start is timed
+apart.
 
     python -m bench.recovery --orders 10000000 --live 100000 --dsn postgresql://.../flashtx_recovery
 """
@@ -140,7 +143,19 @@ def measure(dsn: str, orders: int, live: int, stock_shards: int,
         engine.check_invariants()  # waits for every shard's recovery
         ready_s = time.perf_counter() - started
         stats = engine.stats()
+        # Then each order shard writes a snapshot, and the same deployment starts again
+        # (Ray up) from them: the live orders from one row each instead of the ledger.
+        handles = [ray.get_actor(f"order-{i}") for i in range(order_shards)]
+        snapshots = ray.get([h.snapshot_now.remote() for h in handles])
         shard_s = restart_order_shard(0)
+        engine.stop()
+        started = time.perf_counter()
+        engine = LocalEngine.start(postgres_dsn=dsn, redis_url="none",
+                                   operator_key=new_operator_key(),
+                                   stock_shards=stock_shards, order_shards=order_shards)
+        engine.check_invariants()
+        snapshot_ready_s = time.perf_counter() - started
+        again = engine.stats()
         engine.stop()
     finally:
         ray.shutdown()
@@ -148,6 +163,11 @@ def measure(dsn: str, orders: int, live: int, stock_shards: int,
     return {"orders": orders, "live": live,
             "orders_loaded": sum(s["orders"] for s in shards),
             "ray_start_s": round(ray_s, 2), "start_to_serving_s": round(ready_s, 2),
+            "snapshot_bytes": sum(s["bytes"] for s in snapshots),
+            "snapshot_seconds": round(max(s["seconds"] for s in snapshots), 2),
+            "start_from_snapshots_s": round(snapshot_ready_s, 2),
+            "recovered_from": [s["recovered_from"] for s in again["order_shards"]],
+            "orders_loaded_from_snapshots": sum(s["orders"] for s in again["order_shards"]),
             "order_shard_restart_s": round(shard_s, 2),
             "stock_shards": stock_shards, "order_shards": order_shards}
 

@@ -213,9 +213,17 @@ class Config:
     # Idempotency keys of orders that left memory, kept in memory (a replay is answered
     # without a database read to find it) for this long after the order was placed.
     # Older keys are looked up in Postgres: a key is never placed twice while its order's
-    # row exists (docs/operations.md, "History and retention").
+    # row exists (docs/operating.md, "History and retention").
     idempotency_window_s: int = 86_400
     idempotency_keys_per_shard_max: int = 5_000_000
+    # Each order shard writes a snapshot of its live orders this often (when its orders
+    # changed since the last one); recovery loads it and reads back only the orders
+    # changed after it (docs/operating.md, "Snapshots"). 0: no snapshots, recovery reads
+    # every live order from the ledger.
+    order_snapshot_interval_s: float = 60.0
+    # A shard with more live orders than this writes no snapshot (recovery then reads
+    # the ledger): a snapshot stays small and quick to take.
+    order_snapshot_orders_max: int = 1_000_000
     # Stock releases and returns an order shard keeps for retry while a stock shard is
     # unreachable; when full, cancels, refunds, cart clears and expiries wait (UNAVAILABLE).
     releases_due_max: int = 100_000

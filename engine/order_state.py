@@ -39,7 +39,7 @@ def settled_buyer(order: Order) -> str:
     in a campaign (the campaign's per-buyer limits count until it ends), else no one's:
     a SKU's per-buyer limit counts units in live orders (reserved or paid, or fulfilled
     and still in memory), so the history of fulfilled orders is summed per SKU, not per
-    buyer (docs/operations.md, "History and retention")."""
+    buyer (docs/operating.md, "History and retention")."""
     return order.buyer_id if order.campaign_id else ""
 
 

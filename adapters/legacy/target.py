@@ -158,6 +158,12 @@ async def mark_finished(connection: asyncpg.Connection, merchant_ids: list[str])
         " WHERE s.order_id = o.order_id AND s.status IN (3, 4, 5)"
         "   AND o.finished_at_ms IS NULL AND o.merchant_id = ANY($1::text[])", merchant_ids)
     marked = int(status.split()[-1])
+    # Imported orders have no outbox rows: order shards' snapshots taken before (or by a
+    # shard that has not loaded them) are not used from now on (migration 0013).
+    await connection.execute(
+        "INSERT INTO flashtx.settings (name, value) VALUES ('orders_generation', '1')"
+        " ON CONFLICT (name) DO UPDATE SET value ="
+        " (flashtx.settings.value::bigint + 1)::text")
     if marked:
         await connection.execute(
             "DELETE FROM flashtx.settings WHERE name = 'settled_sales_owners'")

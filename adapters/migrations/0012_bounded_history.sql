@@ -1,4 +1,4 @@
--- Bounded history (docs/operations.md, "History and retention"): an order shard keeps
+-- Bounded history (docs/operating.md, "History and retention"): an order shard keeps
 -- only live orders in memory and recovers them alone, however long the history.
 --
 -- finished_at_ms: set (in the commit of the transition) when an order is fulfilled,

@@ -76,7 +76,9 @@ def sim_config(**changes: Any) -> Config:
         "commit_retry_delay_ms_max": 200,
         # Finished orders leave memory soon, and keys leave the window within a run: reads,
         # replays and recoveries go to the database for them.
-        "finished_order_linger_s": 0.1, "idempotency_window_s": 1, **changes})
+        "finished_order_linger_s": 0.1, "idempotency_window_s": 1,
+        # Snapshots often: most recoveries start from one and replay what came after.
+        "order_snapshot_interval_s": 0.2, **changes})
 
 
 class Run:

@@ -46,6 +46,8 @@ class MemoryStore:
         self.routing: RoutingTable | None = None
         self.settings: dict[str, str] = {}
         self.outbox = 0
+        self.outbox_orders: list[str] = []  # per outbox row (its id: position + 1), order id
+        self.snapshots: dict[tuple[int, int], dict[str, Any]] = {}  # order_snapshots
         self.events: set[str] = set()  # outbox event ids (unique, as in Postgres)
         self.settled: dict[tuple[Any, ...], int] = defaultdict(int)  # settled_sales
         self.writes = 0
@@ -137,6 +139,7 @@ class MemoryStore:
                                                         "refunded": refunded, "at_ms": at_ms,
                                                         "reference": reference}
             self.outbox += len(outbox)
+            self.outbox_orders.extend(row[3] for row in outbox)
             self.events.update(row[0] for row in outbox)
             for order_id, at_ms in finished:
                 self.orders[order_id]["finished_at_ms"] = at_ms
@@ -351,6 +354,37 @@ class MemoryStore:
                            [(sku_id, quantity, price, stock_key) for _, sku_id, quantity,
                             price, stock_key in sorted(self.lines[order_id])]))
         return loaded
+
+    async def outbox_position(self) -> int:
+        await self._read()
+        return len(self.outbox_orders)
+
+    async def orders_generation(self) -> int:
+        return int(await self.setting("orders_generation", "0"))
+
+    async def save_order_snapshot(self, owners: int, owner: int, snapshot: Sequence[Any]
+                                  ) -> None:
+        def apply() -> None:
+            self.snapshots[(owners, owner)] = dict(zip(
+                ("format", "generation", "outbox_id", "taken_at_ms", "orders", "checksum",
+                 "body"), snapshot, strict=True))
+
+        await self._write(apply)
+
+    async def load_order_snapshot(self, owners: int, owner: int
+                                  ) -> tuple[Any, int, int] | None:
+        await self._read()
+        row = self.snapshots.get((owners, owner))
+        if row is None:
+            return None
+        return row, int(self.settings.get("orders_generation", "0")), 0  # never pruned
+
+    async def orders_changed_after(self, outbox_id: int, slots: Iterable[int]
+                                   ) -> list[tuple[Any, list[Any]]]:
+        changed = set(self.outbox_orders[outbox_id:])
+        wanted = set(slots)
+        return await self._orders_where(lambda row: row["order_id"] in changed
+                                        and row["slot"] in wanted)
 
     async def stock_routing(self) -> RoutingTable | None:
         await self._read()
