@@ -132,14 +132,22 @@ class Topology:
         topology = cls(config, port, ShardGroup(merchants, merchant_table, slots),
                        ShardGroup(stock, stock_table, slots, by_sku=True),
                        ShardGroup(orders, order_table, slots))
-        wait_all([*(shard.check_invariants() for shard in stock),
-                  *(shard.check_invariants() for shard in orders)])
+        # Gateways start while the shards recover (a process start takes about a second):
+        # a gateway binds its port once order shard 0 has recovered (it asks it for the
+        # stock routing table first), and the deployment is up once all of them serve.
+        for i in range(config.gateways):
+            topology.add_gateway(i)
+        try:
+            wait_all([*(shard.check_invariants() for shard in stock),
+                      *(shard.check_invariants() for shard in orders)])
+        except BaseException:
+            for gateway in topology.gateways:
+                stop(gateway)
+            raise
         if "none" not in (config.redis_url, config.postgres_dsn):
             topology.relay = RemoteRelay.options(name="relay", **_SHARD_OPTIONS).remote(config)
             for spec in load_specs(config.connectors_file):
                 topology.add_connector(spec)
-        for i in range(config.gateways):
-            topology.add_gateway(i)
         wait_all(RayPeer(gateway).ready() for gateway in topology.gateways)
         if config.autoscale:
             topology.start_controller()
