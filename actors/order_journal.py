@@ -14,12 +14,13 @@ from flashtx.actors.persistence import (
     cart_entry,
     commit_order_entries,
     finished_rows,
-    order_rows,
+    placed_entries,
     transition_rows,
 )
 from flashtx.adapters.postgres import Store
 from flashtx.engine.carts import Cart, CartKey
 from flashtx.engine.config import Config
+from flashtx.engine.errors import ResultCode
 from flashtx.engine.orders import OrderBook, OrderSnapshot
 from flashtx.engine.sharding import slot_of
 
@@ -54,28 +55,31 @@ class OrderJournal:
             return "the database is unavailable; retry with the same key"
         return "the commit journal is full; retry with the same key"
 
-    def orders(self, book: OrderBook, carts: Sequence[Any] = ()) -> None:
+    def orders(self, book: OrderBook, carts: Sequence[Any] = ()
+               ) -> asyncio.Future[None] | None:
         """Moves the book's new changes into the journal, with `carts` entries in the same
-        commit."""
+        commit. Answers the commit's future (None: nothing to commit)."""
         changes = book.drain_changes()
         if self.committer is None or not changes:
-            return
+            return None
         self.changes_journaled += len(changes)
         slots_total = self._config.slots_total
         entries: list[Any] = list(carts)
         orders = book.orders
+        append, extend = entries.append, entries.extend
         for change in changes:
             order = orders[change.order_id]
             if change.event == "placed":
-                row, lines = order_rows(order, slots_total)
-                entries.append(("order", row, lines))
+                extend(placed_entries(order, change.at_ms, slots_total))
+                continue
             transition, event = transition_rows(change, order)
-            entries.append(("transition", transition, event, finished_rows(change, order)))
+            append(("transition", transition, event, finished_rows(change, order)))
         future = self.committer.append(entries, tracing.link())
         order_ids = [change.order_id for change in changes]
         for order_id in order_ids:
             self.not_durable[order_id] = future
         future.add_done_callback(lambda _: self._forget(order_ids, future))
+        return future
 
     def _forget(self, order_ids: list[str], future: asyncio.Future[None]) -> None:
         not_durable = self.not_durable
@@ -95,12 +99,25 @@ class OrderJournal:
         if self.committer is not None and keys:
             self.committer.append([cart_entry(key, None, 0) for key in keys])
 
-    async def settle(self, results: list[Any]) -> list[Any]:
-        """In durable mode, waits for the commits of the orders `results` report."""
+    async def settle(self, results: list[Any],
+                     commits: Sequence[asyncio.Future[None] | None] | None = None
+                     ) -> list[Any]:
+        """In durable mode, waits for the commits of the orders `results` report.
+        `commits`: the commits of the orders placed by this call (journal.orders' answers):
+        then only its replays are looked up, not every order."""
         if self._config.ack_mode != "durable" or not self.not_durable:
             return results
-        pending = {self.not_durable[o.order_id] for o in _orders_in(results)
-                   if o.order_id in self.not_durable}
+        not_durable = self.not_durable
+        if commits is None:
+            pending = {not_durable[o.order_id] for o in _orders_in(results)
+                       if o.order_id in not_durable}
+        else:
+            pending = {f for f in commits if f is not None and not f.done()}
+            replayed = ResultCode.REPLAYED
+            for code, value in results:
+                if code is replayed and isinstance(value, OrderSnapshot) and (
+                        value.order_id in not_durable):
+                    pending.add(not_durable[value.order_id])
         if pending:
             await asyncio.gather(*(asyncio.shield(f) for f in pending))
         return results

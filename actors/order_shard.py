@@ -326,11 +326,11 @@ class OrderShard(clock.ClockControl):
         finally:
             self._place_calls += 1
             self._place_seconds += time.perf_counter() - started
-        outcomes: dict[str, int] = {}
+        outcomes: dict[ResultCode, int] = {}
         for code, _ in results:
-            outcomes[code.name] = outcomes.get(code.name, 0) + 1
-        for outcome, count in outcomes.items():
-            metrics.record(metrics.orders(), count, outcome=outcome)
+            outcomes[code] = outcomes.get(code, 0) + 1
+        for code, count in outcomes.items():
+            metrics.record(metrics.orders(), count, outcome=code.name)
         return results
 
     async def _place(self, batch: PlaceBatch, from_carts: Sequence[FromCart | None] = (),
@@ -347,6 +347,7 @@ class OrderShard(clock.ClockControl):
         waits = [(i, self._waiter(batch.merchant_ids[i], batch.keys[i]))
                  for i in placing.waits]
         results = placing.results
+        commits: list[asyncio.Future[None] | None] = []
         while attempts:  # campaign orders refused by their bucket try the next one
             round_ = placing.round(attempts)
             if tracing.enabled():  # the stock shards' spans are this one's children
@@ -363,9 +364,9 @@ class OrderShard(clock.ClockControl):
                         waiter.set_result(results[i])
             # A checkout's order and its emptied cart commit together: after a crash,
             # never an order whose cart still holds the same units.
-            journal.orders(self._state.book, [
+            commits.append(journal.orders(self._state.book, [
                 self._carts.take_ordered(batch, i, results[i][1]) for i in done
-                if results[i][0] is ResultCode.OK] if from_carts else ())
+                if results[i][0] is ResultCode.OK] if from_carts else ()))
             if abandons:  # before the next try: it may go to the same shard
                 await self._stock.send(StockCalls(abandons=abandons))
         if placing.leftover_holds:  # released by the sweeper once the orders are durable
@@ -373,11 +374,14 @@ class OrderShard(clock.ClockControl):
         for i, waiter in waits:  # concurrent retries of a key get the first one's answer
             code, value = await waiter
             results[i] = (ResultCode.REPLAYED if code is ResultCode.OK else code, value)
-        for i, (_, value) in enumerate(results):
-            if value == KEY_UNCHECKED:  # the lookup failed: as a failing commit answers
-                results[i] = (ResultCode.OVERLOADED, DATABASE_DOWN)
-        await self._read_back(results, recalled)
-        return await journal.settle(results)
+        if self._state.book.forgot:  # keys are looked up: some lookups may have failed
+            for i, (_, value) in enumerate(results):
+                if value == KEY_UNCHECKED:  # as a failing commit answers
+                    results[i] = (ResultCode.OVERLOADED, DATABASE_DOWN)
+        if placing.replays_left_memory:
+            await self._read_back(results, recalled)
+        # Waiting for a concurrent try of a key: its order may be in another commit.
+        return await journal.settle(results, None if waits else commits)
 
     async def _look_up_keys(self, merchant_ids: Sequence[str], keys: Sequence[str]
                             ) -> tuple[set[tuple[str, str]], dict[str, OrderSnapshot]]:

@@ -14,7 +14,7 @@ import asyncpg
 
 from flashtx.adapters.events import ORDER_EVENT_TYPES
 from flashtx.adapters.postgres import Store
-from flashtx.adapters.wire import order_event
+from flashtx.adapters.wire import order_event, placed_event
 from flashtx.engine.campaigns import Campaign, CampaignSku
 from flashtx.engine.carts import Cart, CartKey, CartLine
 from flashtx.engine.errors import InvariantViolation
@@ -23,6 +23,8 @@ from flashtx.engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus
 from flashtx.engine.sharding import sku_slot
 
 log = logging.getLogger(__name__)
+
+PLACED_EVENT = ORDER_EVENT_TYPES["placed"]
 
 
 
@@ -45,6 +47,28 @@ def order_rows(order: Order | OrderSnapshot,
              for number, ((sku_id, quantity, price), stock_key) in enumerate(
                  zip(order.lines, stock_keys, strict=True))]
     return row, lines
+
+
+def placed_entries(order: Order, at_ms: int, slots_total: int
+                   ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The journal entries of a placed order, built in one go (the hot path): as
+    ("order", order_rows…) and ("transition", transition_rows…) build them."""
+    order_id, merchant_id = order.order_id, order.merchant_id
+    slot = int(order_id[:4], 16)  # its own id: order_slot without the checks
+    row = (order_id, merchant_id, order.buyer_id, order.idempotency_key, slot,
+           order.total_minor, order.created_at_ms, order.payment_deadline_ms, order.key_id,
+           order.campaign_id, order.currency)
+    lines = order.lines
+    if len(lines) == 1 and not order.stock_keys:
+        (sku_id, quantity, price), = lines
+        line_rows = [(order_id, 0, merchant_id, sku_id,
+                      sku_slot(merchant_id, sku_id, slots_total), quantity, price, "")]
+    else:
+        line_rows = order_rows(order, slots_total)[1]
+    event_id = f"{order_id}:1"
+    event = (event_id, merchant_id, PLACED_EVENT, order_id, 1,
+             placed_event(order, event_id), at_ms)
+    return ("order", row, line_rows), ("transition", None, event, None)
 
 
 def transition_rows(change: OrderChange,

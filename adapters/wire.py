@@ -7,7 +7,7 @@ from typing import Any
 
 from flashtx.protos.flashtx.v1 import event_pb2, order_pb2, stock_pb2
 
-__all__ = ["fill_order", "level_entry", "order_event"]
+__all__ = ["fill_order", "level_entry", "order_event", "placed_event"]
 
 
 def fill_order(message: order_pb2.Order, order: Any) -> None:
@@ -71,5 +71,36 @@ def order_event(order: Any, event_type: str, sequence: int, status: int, refunde
     message.sequence = sequence
     message.updated_at_ms = at_ms
     message.refunded = refunded
+    data: bytes = event.SerializeToString()
+    return data
+
+
+def placed_event(order: Any, event_id: str) -> bytes:
+    """``order_event`` of a placed order's first transition, with its id built by the
+    caller: the order as it was placed (RESERVED, sequence 1), whatever it became since."""
+    event = event_pb2.Event()
+    event.event_id = event_id
+    event.merchant_id = order.merchant_id
+    event.type = "order.reserved"
+    event.order_id = order_id = order.order_id
+    event.sequence = 1
+    event.created_at_ms = created_at_ms = order.created_at_ms
+    message = event.order
+    message.order_id = order_id
+    message.buyer_id = order.buyer_id
+    message.idempotency_key = order.idempotency_key
+    add_line = message.lines.add
+    for sku_id, quantity, price in order.lines:
+        add_line(sku_id=sku_id, quantity=quantity, unit_price_minor=price)
+    message.status = 1  # type: ignore[assignment]
+    message.total_minor = order.total_minor
+    message.created_at_ms = created_at_ms
+    message.payment_deadline_ms = order.payment_deadline_ms
+    message.sequence = 1
+    message.updated_at_ms = created_at_ms
+    if order.campaign_id:
+        message.campaign_id = order.campaign_id
+    if order.currency:
+        message.currency = order.currency
     data: bytes = event.SerializeToString()
     return data

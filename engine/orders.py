@@ -161,6 +161,14 @@ class OrderChange(NamedTuple):
     at_ms: int
 
 
+_new_snapshot = tuple.__new__  # a named tuple from a whole tuple: no argument parsing
+
+
+def _PLACED(order_id: str, merchant_id: str, at_ms: int) -> OrderChange:  # noqa: N802
+    """The change that places an order (sequence 1, RESERVED)."""
+    return _new_snapshot(OrderChange, (order_id, merchant_id, 1, 1, "placed", at_ms))
+
+
 @dataclass(slots=True)
 class Order:
     order_id: str
@@ -302,16 +310,33 @@ class OrderBook:
         key = (merchant_id, idempotency_key)
         pending = self._pending.pop(key, None)
         invariant(pending is not None and pending[0] == order_id, "complete without begin")
-        priced = tuple((sku_id, quantity, price)
-                       for (sku_id, quantity), price in zip(lines, prices, strict=True))
+        if len(lines) == 1:  # most orders: no generator
+            (sku_id, quantity), = lines
+            price = prices[0]
+            priced: tuple[PricedLine, ...] = ((sku_id, quantity, price),)
+            total = quantity * price
+        else:
+            invariant(len(lines) == len(prices), "one price per line")
+            priced = tuple((sku_id, quantity, price)
+                           for (sku_id, quantity), price in zip(lines, prices, strict=True))
+            total = sum(q * p for _, q, p in priced)
         order = Order(order_id, merchant_id, buyer_id, idempotency_key, priced,
-                      OrderStatus.RESERVED, sum(q * p for _, q, p in priced), now_ms,
-                      payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys,
-                      currency)
-        self._add(order)
-        self.changes.append(OrderChange(order_id, merchant_id, 1, int(order.status), "placed",
-                                        now_ms))
-        return order.snapshot()
+                      OrderStatus.RESERVED, total, now_ms, payment_deadline_ms, 1, False,
+                      now_ms, key_id, campaign_id, stock_keys, currency)
+        # As _add does, inline (the hot path).
+        self.orders[order_id] = order
+        self._by_key[key] = order_id
+        by_buyer = self._by_buyer.get((merchant_id, buyer_id))
+        if by_buyer is None:
+            self._by_buyer[(merchant_id, buyer_id)] = [order_id]
+        else:
+            by_buyer.append(order_id)
+        heapq.heappush(self._deadlines, (payment_deadline_ms, order_id))
+        self.changes.append(_PLACED(order_id, merchant_id, now_ms))
+        return _new_snapshot(OrderSnapshot, (
+            order_id, merchant_id, buyer_id, idempotency_key, priced, 1, total, now_ms,
+            payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys, currency,
+            ""))
 
     def abandon(self, merchant_id: str, idempotency_key: str) -> None:
         """Stock was refused: forget the attempt, so a retry may try again."""

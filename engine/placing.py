@@ -80,6 +80,7 @@ class Placing:
         self.results: list[Any] = [None] * len(batch)  # (code, snapshot or reason)
         self.waits: list[int] = []  # positions waiting for a concurrent try of their key
         self.leftover_holds: dict[int, list[str]] = {}  # see settle
+        self.replays_left_memory = False  # some answer is an order id, to read back
 
     def begin(self, room: bool, full_message: str) -> list[Attempt]:
         """Settles what needs no stock; answers the first tries. `room`: the journal can
@@ -113,6 +114,8 @@ class Placing:
                     results[i] = (error.code, error)
             elif code is ResultCode.REPLAYED:  # an order id: it left memory, read it back
                 results[i] = (ResultCode.REPLAYED, begun.order or begun.order_id)
+                if begun.order is None:
+                    self.replays_left_memory = True
             elif code is ResultCode.UNAVAILABLE and begun.order_id:
                 self.waits.append(i)
             elif code is ResultCode.IDEMPOTENCY_CONFLICT:

@@ -187,6 +187,30 @@ class StockLedger:
                 return ResultCode.IDEMPOTENCY_CONFLICT, "order id reserved with other lines"
             return ResultCode.OK, tuple(self.skus[(merchant_id, s)].price_minor for s, _ in lines)
         skus = self.skus
+        if len(lines) == 1 and not force:  # most orders: one line, no lists
+            (sku_id, quantity), = lines
+            sku = skus.get((merchant_id, sku_id))
+            if sku is None:
+                return ResultCode.NOT_FOUND, f"unknown sku {sku_id}"
+            left = sku.on_hand - sku.reserved - sku.sold - quantity
+            if left < 0:
+                if self._arriving((merchant_id, sku_id), now_ms):
+                    return ResultCode.UNAVAILABLE, "units are moving here; retry"
+                return ResultCode.OUT_OF_STOCK, _too_few(sku_id, sku, quantity)
+            held = sku.held_by_buyer
+            if sku.per_buyer_limit and (
+                    held.get(buyer_id, 0) + quantity > sku.per_buyer_limit):
+                return ResultCode.LIMIT_EXCEEDED, _over_limit(sku_id, sku, buyer_id)
+            sku.reserved += quantity
+            held[buyer_id] = held.get(buyer_id, 0) + quantity
+            self.reservations[order_id] = Reservation(
+                merchant_id, buyer_id, lines if type(lines) is tuple else tuple(lines),
+                expires_at_ms, owner)
+            heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
+            if left == 0 and BUCKET_SEPARATOR not in sku_id:
+                self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",
+                                                order_id, now_ms))
+            return ResultCode.OK, (sku.price_minor,)
         states = []
         for sku_id, quantity in lines:
             sku = skus.get((merchant_id, sku_id))
