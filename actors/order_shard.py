@@ -117,6 +117,7 @@ class OrderShard(clock.ClockControl):
         self._snapshot: dict[str, Any] = {"taken_at_ms": 0, "orders": 0, "bytes": 0,
                                           "seconds": 0.0, "written": 0}
         self._snapshot_changes = -1  # journaled changes at the last snapshot
+        self._recovery_seconds: dict[str, float] = {}  # the last start, by step
         loop = asyncio.get_running_loop()
         self._ready = loop.create_task(self._start())
         self._sweeper = loop.create_task(every(
@@ -129,21 +130,25 @@ class OrderShard(clock.ClockControl):
     # --- start and recovery -------------------------------------------------------------------
 
     async def _start(self) -> None:
+        started = time.perf_counter()
         table = self._stock.group.table
         self._stock.group.update(await find_peers([f"stock-{i}" for i in range(table.shards)]),
                                  table)
         self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
+        steps = self._recovery_seconds = {"peers_and_pool": time.perf_counter() - started}
         if self._store is not None:
             # A read that fails (the database restarting too) is tried again, never left
             # as a shard that cannot serve.
             await until_done(self._recover, f"order shard {self.index} recovery")
         else:  # nothing durable: the merchant shards hold the campaigns
             await until_done(self._load_campaigns, f"order shard {self.index} campaigns")
+        steps["load"] = time.perf_counter() - started - steps["peers_and_pool"]
         if self._moving:  # a reshard is under way: its rebuild takes this shard's state
             return
         await until_done(lambda: self._stock.push_state(self._state, self._journal.not_durable,
                                                         self._config.reservation_grace_ms),
                          f"order shard {self.index} recovery")
+        steps["handover"] = time.perf_counter() - started - sum(steps.values())
 
     async def _recover(self) -> None:
         """Rebuilds memory from the database (from scratch on every try)."""
@@ -632,6 +637,8 @@ class OrderShard(clock.ClockControl):
                 "recovered_from": self._recovery["source"],
                 "recovered_orders": self._recovery["orders"],
                 "recovered_replayed": self._recovery["replayed"],
+                "recovery_seconds": {step: round(seconds, 3) for step, seconds
+                                     in self._recovery_seconds.items()},
                 "snapshot": dict(self._snapshot)}
 
     async def live_orders(self, merchant_id: str) -> list[tuple[Any, ...]]:

@@ -196,27 +196,36 @@ class Placing:
         abandons: dict[int, list[str]] = {}
         again: list[Attempt] = []
         done: list[int] = []
+        complete, now, from_carts = state.book.complete, self.now, self.from_carts
+        ok, ok_code = ResultCode.OK, int(ResultCode.OK)
+        columns = {shard: (reply.codes, reply.values) for shard, reply in replies.items()}
         for attempt, where in zip(attempts, round_.placed_at, strict=True):
             i, order_id = attempt.position, attempt.order_id
             merchant_id, key, buyer_id = b.merchant_ids[i], b.keys[i], b.buyer_ids[i]
             lines, campaign_id = b.lines[i], b.campaign_ids[i]
             if len(where) == 1:  # most orders: one stock shard
-                answer = replies[where[0][0]][where[0][1]]
-                answers = [answer]
-                failed = None if answer[0] is ResultCode.OK else answer
+                shard, position = where[0]
+                codes, values = columns[shard]
+                if codes[position] == ok_code:
+                    answers = [(ok, values[position])]
+                    failed = None
+                else:
+                    answers = [replies[shard][position]]
+                    failed = answers[0]
             else:
                 answers = [replies[shard][position] for shard, position in where]
-                failed = next((a for a in answers if a[0] is not ResultCode.OK), None)
+                failed = next((a for a in answers if a[0] is not ok), None)
             if failed is None:
-                prices = self._prices(merchant_id, attempt.stock_lines, where, answers)
+                prices = (answers[0][1] if len(where) == 1 else
+                          self._prices(merchant_id, attempt.stock_lines, where, answers))
                 stock_keys = (tuple(k for k, _ in attempt.stock_lines)
                               if attempt.campaign is not None else ())
-                results[i] = (ResultCode.OK, state.book.complete(
-                    order_id, merchant_id, key, buyer_id, lines, prices, self.now,
+                results[i] = (ok, complete(
+                    order_id, merchant_id, key, buyer_id, lines, prices, now,
                     attempt.deadline_ms, b.key_ids[i], campaign_id, stock_keys,
                     b.currencies[i]))
                 done.append(i)
-                from_cart = self.from_carts[i] if self.from_carts else None
+                from_cart = from_carts[i] if from_carts else None
                 if from_cart is not None and attempt.number:
                     for shard, ids in from_cart.holds.items():
                         self.leftover_holds.setdefault(shard, []).extend(ids)
