@@ -2,9 +2,9 @@
 sizes and recovery time recorded as the history grows.
 
 The clock is compressed by configuration: payment windows of seconds, finished orders
-leaving memory after a second, an idempotency window of a minute and outbox rows pruned
-after half a minute, so a run of tens of minutes spans hundreds of windows. Orders are
-paid and fulfilled (a tenth, fulfilled a few seconds after payment), cancelled (2 %) or
+leaving memory after a second, an idempotency window of a minute, outbox rows pruned
+after half a minute and order shard snapshots every 10 s, so a run of tens of minutes
+spans hundreds of windows. Orders are paid and fulfilled (a tenth, fulfilled a few seconds after payment), cancelled (2 %) or
 left to expire (the rest), as in a flash sale. At each checkpoint the load pauses, the
 resident memory of every engine process, the outbox and order tables are measured, and
 the deployment is stopped and started again (Ray stays up): its start-to-serving time
@@ -38,7 +38,9 @@ BUYERS = 100_000
 COMPRESSED = {"finished_order_linger_s": 1.0, "idempotency_window_s": 60,
               "outbox_retention_s": 30, "outbox_prune_interval_s": 5.0,
               "reservation_grace_ms": 2_000, "key_orders_per_s": 1_000_000,
-              "key_orders_burst": 1_000_000}
+              "key_orders_burst": 1_000_000,
+              # Snapshots well within the outbox's retention (older ones cannot be used).
+              "order_snapshot_interval_s": 10.0}
 FULFIL_AFTER_S = 3.0
 
 
@@ -208,11 +210,15 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
                     time.sleep(1)
             engine.check_invariants()  # waits for every shard's recovery
             recovery_s = time.perf_counter() - restart
+            again = engine.stats()["order_shards"]
             points.append({
                 "orders_placed": until, "leg_orders_per_s": round(
                     (until - options.orders * (point - 1) // options.checkpoints) / leg_s),
                 "elapsed_s": round(time.perf_counter() - started, 1),
                 "recovery_s": round(recovery_s, 2),
+                # Where each order shard's live orders came from, and its steps' seconds.
+                "recovered_from": [s["recovered_from"] for s in again],
+                "recovery_steps_s": [s["recovery_seconds"] for s in again],
                 "memory_mb": {kind: round(rss / 2**20, 1) for kind, rss in memory.items()},
                 "orders_in_memory": sum(s["orders"] for s in stats["order_shards"]),
                 "keys_retained": sum(s["keys_retained"] for s in stats["order_shards"]),

@@ -294,6 +294,10 @@ class Config:
                  "journal_entries_max must hold at least one commit")
         _require(re.fullmatch(r"[A-Z]{3}", self.currency_default) is not None,
                  "currency_default must be an ISO 4217 code (three capital letters)")
+        _require(not (self.outbox_retention_s and self.order_snapshot_interval_s) or (
+                 2 * self.order_snapshot_interval_s <= self.outbox_retention_s),
+                 "order_snapshot_interval_s must be at most half of outbox_retention_s (a"
+                 " snapshot older than pruned outbox rows cannot be used)")
         _require(self.payment_window_s_default <= self.payment_window_s_max,
                  "payment_window_s_default must be <= payment_window_s_max")
         _require(self.cart_lines_max <= self.lines_per_order_max,
