@@ -5,10 +5,11 @@ The clock is compressed by configuration: payment windows of seconds, finished o
 leaving memory after a second, an idempotency window of a minute, outbox rows pruned
 after half a minute and order shard snapshots every 10 s, so a run of tens of minutes
 spans hundreds of windows. Orders are paid and fulfilled (a tenth, fulfilled a few
-seconds after payment), cancelled (2 %) or left to expire (the rest), as in a flash sale. At each checkpoint the load pauses, the
-resident memory of every engine process, the outbox and order tables are measured, and
-the deployment is stopped and started again (Ray stays up): its start-to-serving time
-is the recovery time at that history length.
+seconds after payment), cancelled (2 %) or left to expire (the rest), as in a flash
+sale. At each checkpoint the load pauses, the resident memory of every engine process,
+the outbox and order tables are measured, and the deployment is stopped and started
+again (Ray stays up): its start-to-serving time is the recovery time at that history
+length.
 
     python -m bench.soak --orders 10000000 --checkpoints 6 \
         --dsn postgresql://.../flashtx_soak --json soak.json --plot soak.png
