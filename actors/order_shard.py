@@ -206,8 +206,11 @@ class OrderShard(clock.ClockControl):
                     if why:
                         raise order_snapshots.SnapshotUnusable(why)
                     orders = order_snapshots.decode(row["body"], row["checksum"])
-                    changed = await store.orders_changed_after(row["outbox_id"],
-                                                               self._slots)
+                    changed, pruned_through = await store.orders_changed_after(
+                        row["outbox_id"], self._slots)
+                    if pruned_through > row["outbox_id"]:  # pruned while it was read
+                        raise order_snapshots.SnapshotUnusable(
+                            "outbox rows after it were pruned while it was read")
                     self._recovery = {"source": "snapshot", "orders": len(orders),
                                       "replayed": len(changed)}
                     return order_snapshots.merge(orders, [restore_order(row_, lines)

@@ -672,14 +672,18 @@ class Store:
         return row, int(row["generation_now"] or 0), int(row["pruned_through"] or 0)
 
     async def orders_changed_after(self, outbox_id: int, slots: Iterable[int]
-                                   ) -> list[tuple[Any, list[Any]]]:
-        """The orders of these slots with an outbox row after `outbox_id`, as they are now
-        (live or finished), as load_orders answers them."""
+                                   ) -> tuple[list[tuple[Any, list[Any]]], int]:
+        """(the orders of these slots with an outbox row after `outbox_id`, as they are
+        now, live or finished, as load_orders answers them; the largest outbox id pruned,
+        read after them: when it is past `outbox_id`, rows may have gone meanwhile)."""
         async with self.pool.acquire() as connection:
-            return await _orders_where(
+            changed = await _orders_where(
                 connection, "o.order_id IN (SELECT DISTINCT order_id FROM flashtx.outbox"
                 " WHERE outbox_id > $1 AND order_id <> '') AND o.slot = ANY($2::int[])",
                 outbox_id, list(slots))
+            pruned = await connection.fetchval(
+                "SELECT value FROM flashtx.settings WHERE name = 'outbox_pruned_through'")
+        return changed, int(pruned or 0)
 
     async def outbox_lag(self, cursor: tuple[int, int],
                          count_max: int = OUTBOX_LAG_COUNT_MAX) -> tuple[int, int | None]:

@@ -380,11 +380,11 @@ class MemoryStore:
         return row, int(self.settings.get("orders_generation", "0")), 0  # never pruned
 
     async def orders_changed_after(self, outbox_id: int, slots: Iterable[int]
-                                   ) -> list[tuple[Any, list[Any]]]:
+                                   ) -> tuple[list[tuple[Any, list[Any]]], int]:
         changed = set(self.outbox_orders[outbox_id:])
         wanted = set(slots)
         return await self._orders_where(lambda row: row["order_id"] in changed
-                                        and row["slot"] in wanted)
+                                        and row["slot"] in wanted), 0  # never pruned
 
     async def stock_routing(self) -> RoutingTable | None:
         await self._read()

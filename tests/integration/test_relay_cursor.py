@@ -117,3 +117,12 @@ async def test_relayed_rows_past_the_retention_are_pruned_and_nothing_else(
     assert await own_store.prune_outbox(await own_store.relay_cursor(), 5_000, 100) == 0
     left = await own_store.outbox_after(start, 100)
     assert [r["event_id"] for r in left] == ["new-relayed", "old-waiting"]
+    # The largest id pruned is kept: an order snapshot older than it is not used, and a
+    # recovery reading the changes after an older snapshot sees the prune.
+    pruned = written[0]["outbox_id"]
+    assert await own_store.setting("outbox_pruned_through", "-1") == str(pruned)
+    snapshot = (1, 0, pruned - 1, 0, 0, 0, b"")
+    await own_store.save_order_snapshot(1, 0, snapshot)
+    _, generation_now, pruned_through = await own_store.load_order_snapshot(1, 0)
+    assert (generation_now, pruned_through) == (0, pruned)
+    assert await own_store.orders_changed_after(pruned - 1, range(4096)) == ([], pruned)
