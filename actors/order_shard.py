@@ -194,30 +194,29 @@ class OrderShard(clock.ClockControl):
 
     async def _live_orders(self, store: Store) -> list[Order]:
         """The live orders: from the shard's snapshot and the orders changed after it
-        when there is a usable one (snapshots on), else from the ledger."""
-        if self._config.order_snapshot_interval_s > 0:
-            found = await store.load_order_snapshot(self._owners, self.index)
-            if found is not None:
-                row, generation_now, pruned_through = found
-                why = order_snapshots.unusable(row["format"], row["generation"],
-                                               generation_now, row["outbox_id"],
-                                               pruned_through)
-                try:
-                    if why:
-                        raise order_snapshots.SnapshotUnusable(why)
-                    orders = order_snapshots.decode(row["body"], row["checksum"])
-                    changed, pruned_through = await store.orders_changed_after(
-                        row["outbox_id"], self._slots)
-                    if pruned_through > row["outbox_id"]:  # pruned while it was read
-                        raise order_snapshots.SnapshotUnusable(
-                            "outbox rows after it were pruned while it was read")
-                    self._recovery = {"source": "snapshot", "orders": len(orders),
-                                      "replayed": len(changed)}
-                    return order_snapshots.merge(orders, [restore_order(row_, lines)
-                                                          for row_, lines in changed])
-                except order_snapshots.SnapshotUnusable as error:
-                    log.warning("order shard %d: its snapshot is not used (%s); reading"
-                                " the ledger", self.index, error)
+        when there is a usable one, else from the ledger."""
+        found = await store.load_order_snapshot(self._owners, self.index)
+        if found is not None:
+            row, generation_now, pruned_through = found
+            why = order_snapshots.unusable(row["format"], row["generation"],
+                                           generation_now, row["outbox_id"],
+                                           pruned_through)
+            try:
+                if why:
+                    raise order_snapshots.SnapshotUnusable(why)
+                orders = order_snapshots.decode(row["body"], row["checksum"])
+                changed, pruned_through = await store.orders_changed_after(
+                    row["outbox_id"], self._slots)
+                if pruned_through > row["outbox_id"]:  # pruned while it was read
+                    raise order_snapshots.SnapshotUnusable(
+                        "outbox rows after it were pruned while it was read")
+                self._recovery = {"source": "snapshot", "orders": len(orders),
+                                  "replayed": len(changed)}
+                return order_snapshots.merge(orders, [restore_order(row_, lines)
+                                                      for row_, lines in changed])
+            except order_snapshots.SnapshotUnusable as error:
+                log.warning("order shard %d: its snapshot is not used (%s); reading"
+                            " the ledger", self.index, error)
         rows = await store.load_orders(self._slots)  # live orders only
         self._recovery = {"source": "ledger", "orders": len(rows), "replayed": 0}
         return [restore_order(row, lines) for row, lines in rows]
