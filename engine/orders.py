@@ -164,7 +164,7 @@ class OrderChange(NamedTuple):
 _new_snapshot = tuple.__new__  # a named tuple from a whole tuple: no argument parsing
 
 
-def _PLACED(order_id: str, merchant_id: str, at_ms: int) -> OrderChange:  # noqa: N802
+def _placed_change(order_id: str, merchant_id: str, at_ms: int) -> OrderChange:
     """The change that places an order (sequence 1, RESERVED)."""
     return _new_snapshot(OrderChange, (order_id, merchant_id, 1, 1, "placed", at_ms))
 
@@ -332,7 +332,7 @@ class OrderBook:
         else:
             by_buyer.append(order_id)
         heapq.heappush(self._deadlines, (payment_deadline_ms, order_id))
-        self.changes.append(_PLACED(order_id, merchant_id, now_ms))
+        self.changes.append(_placed_change(order_id, merchant_id, now_ms))
         return _new_snapshot(OrderSnapshot, (
             order_id, merchant_id, buyer_id, idempotency_key, priced, 1, total, now_ms,
             payment_deadline_ms, 1, False, now_ms, key_id, campaign_id, stock_keys, currency,

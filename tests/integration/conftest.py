@@ -10,13 +10,15 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+import ray
 
 from flashtx.adapters import embedded
 from flashtx.adapters.postgres import Store
@@ -187,3 +189,33 @@ async def own_store() -> AsyncIterator[Store]:
     finally:
         await store.close()
         await _database(server_dsn, name, create=False)
+
+
+async def restarted_order_shards(shards: list[Any], deadline_s: float = 90
+                                 ) -> list[dict[str, Any]]:
+    """Kills the order shards; answers their stats once Ray has restarted every one and
+    each has recovered."""
+    before = ray.get([s.stats.remote() for s in shards])
+    for shard in shards:
+        ray.kill(shard, no_restart=False)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            after = ray.get([s.stats.remote() for s in shards], timeout=5)
+            if all(a["instance"] != b["instance"] for a, b in zip(after, before, strict=True)):
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the order shards did not come back"
+        await asyncio.sleep(0.1)
+    ray.get([s.check_invariants.remote() for s in shards])  # answers once recovered
+    return list(ray.get([s.stats.remote() for s in shards]))
+
+
+async def drop_order_snapshots(dsn: str) -> None:
+    """No order shard has a snapshot: the next recovery reads the ledger."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("DELETE FROM flashtx.order_snapshots")
+    finally:
+        await connection.close()

@@ -15,7 +15,7 @@ import ray
 
 from flashtx.client import Client
 from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
-from tests.integration.conftest import add_skus
+from tests.integration.conftest import add_skus, restarted_order_shards
 from tests.integration.retrying import one_unit, until_answered
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -241,21 +241,9 @@ async def test_a_shard_that_looks_up_keys_takes_orders_through_an_outage(
         order = (await shop.orders.PlaceOrder(one_unit(f"done-{n}", f"b-{n}", "lookup"))).order
         await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=order.order_id))
         finished[f"done-{n}"] = order.order_id
-    before = ray.get([s.stats.remote() for s in shards])
-    for shard in shards:
-        ray.kill(shard, no_restart=False)
     deadline = time.monotonic() + 60
-    while True:  # restarted from Postgres, each with finished orders in its history
-        try:
-            after = ray.get([s.stats.remote() for s in shards], timeout=5)
-            if all(a["instance"] != b["instance"] for a, b in zip(after, before, strict=True)):
-                break
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            pass
-        assert time.monotonic() < deadline, "the order shards did not come back"
-        await asyncio.sleep(0.1)
-    ray.get([s.check_invariants.remote() for s in shards])  # answers once recovered
-    after = ray.get([s.stats.remote() for s in shards])
+    # Restarted from Postgres, each with finished orders in its history.
+    after = await restarted_order_shards(shards, deadline_s=60)
     assert all(a["keys_looked_up"] for a in after)
 
     postgres_link.cut()

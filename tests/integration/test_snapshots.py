@@ -4,8 +4,6 @@ it holds exactly what a shard recovered from the whole ledger holds."""
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 import asyncpg
 import pytest
@@ -14,30 +12,10 @@ import ray
 from flashtx.client import Client
 from flashtx.engine.orders import OrderStatus
 from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
-from tests.integration.conftest import add_skus
+from tests.integration.conftest import add_skus, drop_order_snapshots, restarted_order_shards
 from tests.integration.retrying import one_unit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-async def restarted(shards: list[Any]) -> list[dict[str, Any]]:
-    """Kills the order shards; answers their stats once Ray has restarted all of them
-    and they have recovered."""
-    before = ray.get([s.stats.remote() for s in shards])
-    for shard in shards:
-        ray.kill(shard, no_restart=False)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            after = ray.get([s.stats.remote() for s in shards], timeout=5)
-            if all(a["instance"] != b["instance"] for a, b in zip(after, before, strict=True)):
-                break
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            pass
-        assert time.monotonic() < deadline, "the order shards did not come back"
-        await asyncio.sleep(0.1)
-    ray.get([s.check_invariants.remote() for s in shards])  # answers once recovered
-    return list(ray.get([s.stats.remote() for s in shards]))
 
 
 async def test_recovery_from_a_snapshot_equals_recovery_from_the_ledger(
@@ -73,17 +51,13 @@ async def test_recovery_from_a_snapshot_equals_recovery_from_the_ledger(
     for order_id in before[20:25] + after[5:8] + before[3:5]:  # refunds among them
         await orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=order_id))
 
-    stats = await restarted(shards)
+    stats = await restarted_order_shards(shards)
     assert [s["recovered_from"] for s in stats] == ["snapshot"] * len(shards)
     assert sum(s["recovered_replayed"] for s in stats) >= 35  # orders changed after it
     from_snapshot = ray.get([s.live_orders.remote(merchant_id) for s in shards])
 
-    connection = await asyncpg.connect(database_dsn)
-    try:  # no snapshot: the next recovery reads the ledger
-        await connection.execute("DELETE FROM flashtx.order_snapshots")
-    finally:
-        await connection.close()
-    stats = await restarted(shards)
+    await drop_order_snapshots(database_dsn)  # the next recovery reads the ledger
+    stats = await restarted_order_shards(shards)
     assert [s["recovered_from"] for s in stats] == ["ledger"] * len(shards)
     from_ledger = ray.get([s.live_orders.remote(merchant_id) for s in shards])
 
@@ -112,13 +86,9 @@ async def test_a_damaged_snapshot_falls_back_to_the_ledger(
             "UPDATE flashtx.order_snapshots SET body = set_byte(body, 0, get_byte(body, 0) # 1)")
     finally:
         await connection.close()
-    stats = await restarted(shards)
+    stats = await restarted_order_shards(shards)
     assert [s["recovered_from"] for s in stats] == ["ledger"] * len(shards)
     live = [row for shard in ray.get([s.live_orders.remote(merchant_id) for s in shards])
             for row in shard if row[0] != "units"]
     assert sorted(row[0] for row in live) == sorted(o.order_id for o in placed)
-    connection = await asyncpg.connect(database_dsn)
-    try:  # the shared engine as it was: no snapshot (the damaged ones are not used)
-        await connection.execute("DELETE FROM flashtx.order_snapshots")
-    finally:
-        await connection.close()
+    await drop_order_snapshots(database_dsn)  # the shared engine as it was: none
