@@ -114,8 +114,10 @@ class StockShard(clock.ClockControl):
                 != self._loaded_table:
             return False
         now = clock.now_ms()
-        for state in states:
-            self._take(state, now)
+        holds: list[tuple[int, Any]] = []
+        for state in states:  # every shard's sales first, then every hold by its expiry
+            self._take(state, now, holds)
+        self._restore_holds(holds, now)
         self._ledger.drain_changes()
         self._ledger.check_invariants()
         return True
@@ -419,14 +421,30 @@ class StockShard(clock.ClockControl):
                      dropped, handover.owner)
         return dropped
 
-    def _take(self, handover: Handover, now: int) -> int:
-        owner = handover.owner
-        dropped = self._ledger.replace_owned(owner, handover.holds.rows(),
-                                             handover.sales.rows(), now)
+    def _take(self, handover: Handover, now: int,
+              holds: list[tuple[int, Any]] | None = None) -> int:
+        """Replaces what order shard `handover.owner` owns here by what it handed over;
+        its holds are restored now, or added to `holds` for the caller to restore."""
+        owner, ledger = handover.owner, self._ledger
+        dropped = ledger.drop_owned(owner, True, now)
+        ledger.restore_sales(owner, handover.sales.rows())
+        owned = [(owner, hold) for hold in handover.holds.rows()]
+        if holds is None:
+            self._restore_holds(owned, now)
+        else:
+            holds.extend(owned)
         self._generations[owner] = max(handover.generation,
                                        self._generations.get(owner, FIRST_GENERATION))
         self._ledger.changes.clear()
         return dropped
+
+    def _restore_holds(self, holds: list[tuple[int, Any]], now: int) -> None:
+        before = self._ledger.holds_without_units
+        self._ledger.restore_holds(holds, now)
+        if self._ledger.holds_without_units > before:
+            log.warning("stock shard %d did not restore %d holds whose units were gone (the"
+                        " clock stepped back since they expired); their orders cannot be"
+                        " paid for", self.index, self._ledger.holds_without_units - before)
 
     async def levels(self, keys: SkuKeys) -> list[StockLevel | None]:
         """None for an unknown SKU."""
@@ -526,7 +544,8 @@ class StockShard(clock.ClockControl):
     async def stats(self) -> dict[str, Any]:
         return {"index": self.index, "instance": self._instance, "pid": os.getpid(),
                 "skus": len(self._ledger.skus),
-                "reservations": len(self._ledger.reservations)}
+                "reservations": len(self._ledger.reservations),
+                "holds_without_units": self._ledger.holds_without_units}
 
     async def spans(self) -> list[dict[str, Any]]:
         """Spans this process kept (trace_exporter = "memory")."""

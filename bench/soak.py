@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from flashtx.bench.recovery import wait_for_actor_processes_to_exit
 from flashtx.client import Client
 from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
@@ -159,6 +160,18 @@ async def table_sizes(dsn: str) -> dict[str, int]:
         await connection.close()
 
 
+async def vacuum(dsn: str) -> float:
+    """VACUUM ANALYZE of the run's database, as autovacuum would do in the background
+    (for a Postgres that runs without it); answers its seconds."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        await connection.execute("VACUUM (ANALYZE)")
+        return round(time.perf_counter() - started, 1)
+    finally:
+        await connection.close()
+
+
 def settled(engine: Any, dsn: str, timeout_s: float = 300.0) -> dict[str, Any]:
     """Waits until the order shards hold live orders alone (every finished order has left
     memory: the expiries have run and the linger passed); answers their stats."""
@@ -197,9 +210,11 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
             asyncio.run(load.run(engine.address, secret, until))
             leg_s = time.perf_counter() - leg
             stats = settled(engine, options.dsn)
+            vacuum_s = asyncio.run(vacuum(options.dsn)) if options.vacuum else None
             sizes = asyncio.run(table_sizes(options.dsn))
             memory = actor_memory(stats)
             engine.stop()
+            wait_for_actor_processes_to_exit()  # a start is not timed beside their exit
             restart = time.perf_counter()
             for attempt in range(3):  # a free port picked may be taken meanwhile
                 try:
@@ -216,7 +231,7 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
                 "orders_placed": until, "leg_orders_per_s": round(
                     (until - options.orders * (point - 1) // options.checkpoints) / leg_s),
                 "elapsed_s": round(time.perf_counter() - started, 1),
-                "recovery_s": round(recovery_s, 2),
+                "recovery_s": round(recovery_s, 2), "vacuum_s": vacuum_s,
                 # Where each order shard's live orders came from, and its steps' seconds.
                 "recovered_from": [s["recovered_from"] for s in again],
                 "recovery_steps_s": [s["recovery_seconds"] for s in again],
@@ -269,6 +284,8 @@ def main() -> None:
                         help="unpaid orders expire after this many seconds")
     parser.add_argument("--stock-shards", type=int, default=2)
     parser.add_argument("--order-shards", type=int, default=2)
+    parser.add_argument("--vacuum", action="store_true",
+                        help="VACUUM ANALYZE at each checkpoint (a Postgres without autovacuum)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     options = parser.parse_args()

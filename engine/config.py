@@ -218,10 +218,9 @@ class Config:
     idempotency_keys_per_shard_max: int = 5_000_000
     # Each order shard writes a snapshot of its live orders this often (when its orders
     # changed since the last one); recovery loads a shard's snapshot when it has one and
-    # reads back only the orders changed after it (docs/operating.md, "Snapshots"). 0 (the
-    # default for now): none written on a schedule, recovery reads the live orders of the
-    # ledger unless a snapshot was asked for (`snapshot_now`).
-    order_snapshot_interval_s: float = 0.0
+    # reads back only the orders changed after it (docs/operating.md, "Snapshots"). 0:
+    # none written on a schedule (only when asked for: `snapshot_now`).
+    order_snapshot_interval_s: float = 60.0
     # A shard with more live orders than this writes no snapshot (recovery then reads
     # the ledger): a snapshot stays small and quick to take.
     order_snapshot_orders_max: int = 1_000_000

@@ -110,6 +110,9 @@ class StockLedger:
         # commit answers OK, a repeated refund returns nothing, and a release after a
         # commit whose answer was lost (the order never became paid) undoes the sale.
         self.settled: OrderedDict[str, tuple[str, Reservation]] = OrderedDict()
+        # Holds handed over at a restart that were not restored because their units were
+        # gone (``restore_holds``): only a clock that stepped back makes any.
+        self.holds_without_units = 0
         self._settled_max = settled_max
 
     # --- catalogue --------------------------------------------------------------------------
@@ -455,41 +458,86 @@ class StockLedger:
                       now_ms: int) -> int:
         """Replaces every hold (and, when `sold` is given, every sale) of order shard
         `owner` with what that shard knows: holds (order_id, merchant_id, buyer_id, lines,
-        expires_at_ms; those already expired are not restored) and sales (merchant_id,
-        sku_id, buyer_id, units).
-        Returns how many holds were dropped."""
+        expires_at_ms) and sales (merchant_id, sku_id, buyer_id, units). Holds are
+        restored as ``restore_holds`` does. Returns how many holds were dropped."""
+        dropped = self.drop_owned(owner, sold is not None, now_ms)
+        if sold is not None:
+            self.restore_sales(owner, sold)
+        self.restore_holds([(owner, hold) for hold in holds], now_ms)
+        return dropped
+
+    def drop_owned(self, owner: int, with_sales: bool, now_ms: int) -> int:
+        """Forgets every hold (and, `with_sales`, every sale) of order shard `owner`, whose
+        state is about to replace them. Returns how many holds were dropped."""
         dropped = [order_id for order_id, r in self.reservations.items() if r.owner == owner]
         for order_id in dropped:
             self.release(order_id, now_ms, kind="resynced")
         for order_id in [o for o, (_, r) in self.settled.items() if r.owner == owner]:
             del self.settled[order_id]  # the owner's state replaces what they did
-        if sold is not None:
+        if with_sales:
             for (merchant_id, sku_id, buyer_id), units in self.sold_by_owner.pop(owner,
                                                                                  {}).items():
                 sku = self.skus[(merchant_id, sku_id)]
                 sku.sold -= units
                 _give_back(sku, buyer_id, units)
-            owned = self.sold_by_owner.setdefault(owner, {})
-            for merchant_id, sku_id, buyer_id, units in sold:
-                sold_sku = self.skus.get((merchant_id, sku_id))
-                invariant(sold_sku is not None, f"sale of unknown sku {sku_id}")
-                assert sold_sku is not None
-                sku = sold_sku
-                sku.sold += units
-                sku.held_by_buyer[buyer_id] = sku.held_by_buyer.get(buyer_id, 0) + units
-                key = (merchant_id, sku_id, buyer_id)
-                owned[key] = owned.get(key, 0) + units
-        for order_id, merchant_id, buyer_id, lines, expires_at_ms in holds:
+        return len(dropped)
+
+    def restore_sales(self, owner: int, sold: Iterable[tuple[str, str, str, int]]) -> None:
+        """Counts the sales of order shard `owner` (merchant_id, sku_id, buyer_id, units):
+        units paid for are restored whatever else is counted (a sale past on-hand is an
+        oversell, which ``check_invariants`` refuses)."""
+        owned = self.sold_by_owner.setdefault(owner, {})
+        for merchant_id, sku_id, buyer_id, units in sold:
+            sold_sku = self.skus.get((merchant_id, sku_id))
+            invariant(sold_sku is not None, f"sale of unknown sku {sku_id}")
+            assert sold_sku is not None
+            sku = sold_sku
+            sku.sold += units
+            sku.held_by_buyer[buyer_id] = sku.held_by_buyer.get(buyer_id, 0) + units
+            key = (merchant_id, sku_id, buyer_id)
+            owned[key] = owned.get(key, 0) + units
+
+    def restore_holds(self, holds: Iterable[tuple[int, tuple[str, str, str,
+                                                              tuple[Line, ...], int]]],
+                      now_ms: int) -> list[str]:
+        """Restores holds that order shards granted before a restart: (owner, (order_id,
+        merchant_id, buyer_id, lines, expires_at_ms)). Answers the ids of those not restored
+        because they lapsed.
+
+        A hold past its expiry is not restored: this shard freed it (or its sweep would
+        now), its units may have been sold or moved since, and its order can no longer be
+        paid (the deadline comes before the hold's expiry). Nor is a hold whose units are
+        no longer there: that happens only when the clock stepped back after this shard
+        freed holds at their expiry (their orders look within their deadline again), and
+        counting it would hold units twice. Later expiries are restored first (the holds
+        granted last, which took the units such a lapsed hold left). A hold not restored
+        cannot be paid for (the stock shard refuses the sale) and its order expires at its
+        deadline; an oversell is never the way out."""
+        lapsed = []
+        for owner, (order_id, merchant_id, buyer_id, lines, expires_at_ms) in sorted(
+                holds, key=lambda hold: -hold[1][4]):
             if expires_at_ms <= now_ms:
-                # Past its expiry: this shard freed it (or its sweep would now), and its
-                # units may have been sold or moved since; its order can no longer be paid
-                # (the deadline comes before the hold's expiry). Restored, it would count
-                # units twice.
+                lapsed.append(order_id)
+                continue
+            if not self._fits(merchant_id, lines):
+                lapsed.append(order_id)
+                self.holds_without_units += 1
                 continue
             code, _ = self.reserve(order_id, merchant_id, buyer_id, lines, expires_at_ms,
                                    now_ms, owner, force=True)
             invariant(code is ResultCode.OK, f"hold of {order_id} cannot be restored: {code}")
-        return len(dropped)
+        return lapsed
+
+    def _fits(self, merchant_id: str, lines: Sequence[Line]) -> bool:
+        """Are `lines` still available (a SKU unknown here is left to ``reserve``)?"""
+        wanted: dict[str, int] = {}
+        for sku_id, quantity in lines:
+            wanted[sku_id] = wanted.get(sku_id, 0) + quantity
+        for sku_id, quantity in wanted.items():
+            sku = self.skus.get((merchant_id, sku_id))
+            if sku is not None and sku.on_hand - sku.reserved - sku.sold < quantity:
+                return False
+        return True
 
     def drain_changes(self) -> list[StockChange]:
         changes, self.changes = self.changes, []

@@ -49,6 +49,7 @@ DONE = object()  # a final refusal
 RESHARD_SHARE = 0.3  # of runs that reshard the stock shards once
 CAMPAIGN_SHARE = 0.4  # of runs with a flash-sale campaign (buckets on the stock shards)
 CART_HOLD_S = 2  # cart lines hold their stock this long (shorter than the settle wait)
+CLOCK_STEP_SHARE = 0.3  # of runs whose shards' clock steps forward, then back
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Outcome:
     writes: int = 0
     virtual_s: float = 0.0
     reshards: dict[str, int] = field(default_factory=dict)
+    clock_steps: int = 0
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,8 @@ class Run:
         self.done_steps = 0
         self.resharding = False
         self.reshards: dict[str, int] = defaultdict(int)
+        self.clock_steps = 0
+        self.clock_step_ms_max = 0
         self._seen: set[str] = set()
         self.placed: dict[int, list[tuple[str, tuple[tuple[str, int], ...], str]]] = {}
 
@@ -330,6 +334,21 @@ class Run:
             await asyncio.sleep(self.rng.randint(100, 1000) / 1000)
             await self.until_answered("merchant-0", "end_campaign", MERCHANT, campaign_id)
 
+    async def clock_stepper(self) -> None:
+        """In some runs the shards' clock steps forward (past some or every deadline and
+        grace time), then back, as a host's clock set right by NTP: holds the stock shards
+        freed at their expiry, and units a campaign's end returned, belong to orders that
+        look within their deadline again."""
+        if self.rng.random() >= CLOCK_STEP_SHARE:
+            return
+        await asyncio.sleep(self.rng.randint(100, 1500) / 1000)
+        step_ms = self.config.reservation_grace_ms + self.rng.randint(500, 5000)
+        self.clock_step_ms_max = max(self.clock_step_ms_max, step_ms)
+        self.clock_steps += 1
+        self.world.step_clock(step_ms)
+        await asyncio.sleep(self.rng.randint(10, 600) / 1000)
+        self.world.step_clock(0)
+
     def stock_shard_of(self, sku_id: str) -> str:
         return f"stock-{self.stock_table.shard_of_slot[slot_of(MERCHANT, sku_id, 64)]}"
 
@@ -384,9 +403,13 @@ class Run:
                                   dict[tuple[str, str, str], int]]:
         """Units of orders that hold stock, as the database says (paid or fulfilled, or
         reserved and not yet past deadline + grace): by stock counter (a SKU or a campaign
-        bucket), by (buyer, counter), and by (buyer, campaign, SKU) for campaign orders."""
+        bucket), by (buyer, counter), and by (buyer, campaign, SKU) for campaign orders.
+        Deadlines are read against the latest time the shards' clock has shown: once an
+        order's deadline and grace time have passed, its hold may have been freed, and a
+        clock stepped back does not give the units back to it."""
         store = self.world.store
-        now_ms = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
+        self.world.now_ms()
+        now_ms = self.world.clock_high_ms
         by_counter: dict[str, int] = defaultdict(int)
         by_buyer: dict[tuple[str, str], int] = defaultdict(int)
         by_campaign: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -439,6 +462,9 @@ class Run:
         if self.resharding:  # stock shards rebuild; order shards sell nothing meanwhile
             return
         for name, shard, owned in self.stock_ledgers():
+            if shard._ledger.holds_without_units and not self.clock_steps:
+                self.fail(f"{name} found {shard._ledger.holds_without_units} holds handed"
+                          " over without their units, though no clock stepped back")
             if not shard._ready.done() or shard._ready.exception():
                 continue
             for (merchant_id, sku_id), sku in owned:
@@ -471,8 +497,10 @@ class Run:
         for name, actor in world.actors.items():
             if actor.instance is None:
                 world.start(name)
-        # The longest payment window (3 s), the stock shards' grace, and a sweep or two.
-        await asyncio.sleep(3 + self.config.reservation_grace_ms / 1000 + 1)
+        # The longest payment window (3 s), the stock shards' grace, and a sweep or two
+        # (and the clock's step back: deadlines set during it are that much further).
+        await asyncio.sleep(3 + self.config.reservation_grace_ms / 1000 + 1
+                            + self.clock_step_ms_max / 1000)
         store = world.store
         sold = store.held((OrderStatus.PAID, OrderStatus.FULFILLED))
         reserved = store.held((OrderStatus.RESERVED,))
@@ -498,7 +526,7 @@ class Run:
         checker = asyncio.ensure_future(self.checker())
         buyers = [self.buyer(b) for b in range(self.rng.randint(3, 12))]
         await asyncio.gather(*buyers, self.operator(), self.crasher(), self.resharder(),
-                             self.campaigner())
+                             self.campaigner(), self.clock_stepper())
         checker.cancel()  # settle_and_check checks once more at its end
         await self.settle_and_check()
 
@@ -522,7 +550,7 @@ def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcom
         loop.close()
     return Outcome(seed, steps, run.world.failures, len(run.acked), dict(run.refused),
                    sum(a.crashes for a in run.world.actors.values()), run.world.store.writes,
-                   virtual_s, dict(run.reshards))
+                   virtual_s, dict(run.reshards), run.clock_steps)
 
 
 def _retry(answer: Any) -> bool:

@@ -125,8 +125,26 @@ class World:
         self.actors: dict[str, _Actor] = {}
         self.failures: list[str] = []
         self.calls = 0
+        # The shards' clock runs this far from the loop's (a step, forward or back, that
+        # every shard sees at once); `clock_high_ms` is the latest time they have seen.
+        self.clock_offset_ms = 0
+        self.clock_high_ms = 0
 
     # --- time -----------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The shards' clock: wall-clock milliseconds in 2027, from the loop's time."""
+        now = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
+        now += self.clock_offset_ms
+        if now > self.clock_high_ms:
+            self.clock_high_ms = now
+        return now
+
+    def step_clock(self, offset_ms: int) -> None:
+        """The shards' clock steps to the loop's time plus `offset_ms` (an NTP step)."""
+        self.now_ms()  # the latest time seen before the step
+        self.clock_offset_ms = offset_ms
+        self.now_ms()
 
     async def pause(self, range_ms: tuple[int, int]) -> None:
         low, high = range_ms
@@ -223,9 +241,6 @@ def installed(world: World) -> Iterator[None]:
     async def find_peers(names: Any, timeout_s: float = 60.0) -> list[SimPeer]:
         return [SimPeer(name) for name in names]
 
-    def now_ms() -> int:
-        return 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
-
     def token_hex(n: int = 16) -> str:
         return world.rng.getrandbits(8 * n).to_bytes(n, "big").hex()
 
@@ -248,7 +263,7 @@ def installed(world: World) -> Iterator[None]:
         (actors.order_shard, "find_peers", find_peers),
         (actors.merchant_shard, "find_peers", find_peers),
         (actors.stock_shard, "find_peers", find_peers),
-        (actors.clock, "now_ms", now_ms),
+        (actors.clock, "now_ms", world.now_ms),
         (actors.metrics, "record", lambda *args, **kwargs: None),
         (actors.journal, "os", _Exit),
         (secrets, "token_hex", token_hex),

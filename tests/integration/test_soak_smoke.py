@@ -15,7 +15,7 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     done = run_bench("flashtx.bench.soak",
                      ["--orders", "4000", "--checkpoints", "2", "--batch", "200",
-                      "--payment-window-s", "600", "--json", str(out),
+                      "--payment-window-s", "600", "--vacuum", "--json", str(out),
                       "--plot", str(tmp_path / "soak.png")], tmp_path, timeout_s=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     points = json.loads(out.read_text())
@@ -32,4 +32,5 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
     assert last["orders_in_memory"] == last["tables"]["live_orders"]
     assert last["outcomes"].get("FulfillOrder OK", 0) > 0
     assert all(p["recovery_s"] > 0 and p["memory_mb"] for p in points)
+    assert all(p["vacuum_s"] is not None for p in points)
     assert (tmp_path / "soak.png").stat().st_size > 0

@@ -49,3 +49,16 @@ def test_without_faults_nothing_is_refused_but_for_stock() -> None:
     outcome = run_seed(3, STEPS, Faults.none())
     assert outcome.ok and outcome.crashes == 0
     assert set(outcome.refused) <= {"OUT_OF_STOCK", "LIMIT_EXCEEDED"}
+
+
+def test_the_checks_catch_holds_restored_after_the_clock_stepped_back(monkeypatch) -> None:
+    """Holds handed over at a restart restored whether or not their units are still there
+    (as before the fix): after the clock stepped back, seeds 1136 and 1731 (found by the
+    first run with clock steps) restore a hold the stock shard had freed at its expiry
+    over the units sold or returned since."""
+    from flashtx.engine.stock import StockLedger
+
+    monkeypatch.setattr(StockLedger, "_fits", lambda self, merchant_id, lines: True)
+    for seed in (1136, 1731):
+        outcome = run_seed(seed, 60)
+        assert any("oversold" in failure for failure in outcome.failures), outcome.failures

@@ -283,3 +283,39 @@ def test_a_hold_past_its_expiry_is_not_restored_over_units_given_away_since() ->
     assert set(restarted.reservations) == {"next"}
     level = restarted.level("m", "a", 300)
     assert (level.reserved, level.available) == (1, 0)
+
+
+def test_after_the_clock_stepped_back_a_hold_whose_units_are_gone_is_not_restored() -> None:
+    """The stock shard freed a hold at its expiry and the unit went to another order; then
+    the clock stepped back (the first order looks within its deadline again) and both
+    shards restarted. The hold granted last is restored, the lapsed one is not (whatever
+    the order they are handed over in): restored, it would hold the unit twice."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 1, 0, 0, merchant_id="m", name="A", price=100)
+    assert ledger.reserve("late", "m", "x", (("a", 1),), 100, 0, owner=1)[0] is ResultCode.OK
+    assert ledger.expire(200, 10) == ["late"]
+    assert ledger.reserve("next", "m", "y", (("a", 1),), 900, 200, owner=2)[0] is ResultCode.OK
+    for handed_over in ([(1, ("late", "m", "x", (("a", 1),), 100)),
+                         (2, ("next", "m", "y", (("a", 1),), 900))],
+                        [(2, ("next", "m", "y", (("a", 1),), 900)),
+                         (1, ("late", "m", "x", (("a", 1),), 100))]):
+        restarted = StockLedger()
+        upsert(restarted, "a", 1, 0, 0, merchant_id="m", name="A", price=100)
+        assert restarted.restore_holds(handed_over, 50) == ["late"]  # 50: the clock went back
+        restarted.check_invariants()
+        assert set(restarted.reservations) == {"next"}
+        assert restarted.holds_without_units == 1
+        assert restarted.commit("late", 60)[0] is ResultCode.NOT_FOUND  # cannot be paid for
+        assert restarted.commit("next", 60)[0] is ResultCode.OK
+
+
+def test_sales_are_restored_before_holds_and_never_given_up() -> None:
+    """A restart counts every sale, then the holds that still fit."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 2, 0, 0, merchant_id="m", name="A", price=100)
+    ledger.replace_owned(1, [("held", "m", "x", (("a", 1),), 900),
+                             ("over", "m", "z", (("a", 1),), 800)], [("m", "a", "y", 1)], 0)
+    ledger.check_invariants()
+    level = ledger.level("m", "a", 0)
+    assert (level.sold, level.reserved, level.available) == (1, 1, 0)
+    assert set(ledger.reservations) == {"held"}
