@@ -51,5 +51,6 @@ def test_a_small_recovery_bench_run_starts_on_a_long_history(tmp_path: Path) -> 
     assert report["start_to_serving_s"] > 0 and report["ray_start_s"] > 0
     assert report["order_shard_restart_s"] > 0
     # The second start reads the snapshots the shards wrote: the same 200 live orders.
+    assert report["first_recovered_from"] == ["ledger", "ledger"]
     assert report["recovered_from"] == ["snapshot", "snapshot"]
     assert report["orders_loaded_from_snapshots"] == 200 and report["snapshot_bytes"] > 0
