@@ -240,7 +240,9 @@ class OrderShard(clock.ClockControl):
         change was not journaled yet at that instant (no snapshot: try again)."""
         store, book, journal = self._store, self._state.book, self._journal
         journaled = journal.changes_journaled
-        if store is None or (journaled == self._snapshot_changes and not force):
+        if store is None or not (force or order_snapshots.due(
+                journaled != self._snapshot_changes, self._snapshot["taken_at_ms"],
+                clock.now_ms(), self._config.outbox_retention_s)):
             return True
         started = time.perf_counter()
         position = await store.outbox_position()

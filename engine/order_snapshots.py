@@ -89,6 +89,16 @@ def decode(body: bytes, checksum: int) -> list[Order]:
     return orders
 
 
+def due(changed: bool, taken_at_ms: int, now_ms: int, outbox_retention_s: float) -> bool:
+    """Is a scheduled snapshot to be written? When the live orders changed since the last
+    one; and when they did not but the last one is half the outbox's retention old: the
+    prune would soon pass its outbox position (other shards' rows, or this shard's that
+    changed nothing live), and a snapshot older than pruned rows is not used."""
+    if changed:
+        return True
+    return outbox_retention_s > 0 and now_ms - taken_at_ms >= outbox_retention_s * 500
+
+
 def unusable(format_: int, generation: int, generation_now: int, outbox_id: int,
              pruned_through: int) -> str:
     """Why a stored snapshot cannot be used ("" when it can): written by another format,

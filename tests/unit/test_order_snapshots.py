@@ -80,3 +80,13 @@ def test_merge_takes_changes_after_the_snapshot() -> None:
     merged = merge(snapshot, changed)
     assert [(o.order_id, o.status) for o in merged] == [
         ("d", OrderStatus.RESERVED), ("a", OrderStatus.RESERVED), ("b", OrderStatus.PAID)]
+
+
+def test_an_unchanged_shard_writes_again_before_the_prune_passes_its_snapshot() -> None:
+    """Nothing changed: no snapshot, until the last one is half the outbox's retention old
+    (a prune past its position would make it unusable); changed: always."""
+    retention_s = 30
+    assert order_snapshots.due(True, 1_000, 1_001, retention_s)
+    assert not order_snapshots.due(False, 1_000, 1_000 + 14_999, retention_s)
+    assert order_snapshots.due(False, 1_000, 1_000 + 15_000, retention_s)
+    assert not order_snapshots.due(False, 1_000, 10**12, 0)  # never pruned: never stale
