@@ -361,7 +361,8 @@ class StockLedger:
         if reservation is None:
             if self._last(order_id) == "committed":
                 return ResultCode.OK, ""  # a repeat
-            return ResultCode.NOT_FOUND, f"no reservation for order {order_id}"
+            return ResultCode.NOT_FOUND, (f"order {order_id} holds no stock here (its hold"
+                                          " lapsed): it cannot be paid for")
         self._remember(order_id, "committed", reservation)
         sold = self.sold_by_owner.setdefault(reservation.owner, {})
         for sku_id, quantity in reservation.lines:
