@@ -113,11 +113,7 @@ class StockShard(clock.ClockControl):
         if self._store is not None and _table_key(await self._store.stock_routing()) \
                 != self._loaded_table:
             return False
-        now = clock.now_ms()
-        holds: list[tuple[int, Any]] = []
-        for state in states:  # every shard's sales first, then every hold by its expiry
-            self._take(state, now, holds)
-        self._restore_holds(holds, now)
+        self._take(states, clock.now_ms())
         self._ledger.drain_changes()
         self._ledger.check_invariants()
         return True
@@ -415,36 +411,28 @@ class StockShard(clock.ClockControl):
     async def replace_owned(self, handover: Handover) -> int:
         """An order shard that restarted tells what it owns here (see StockLedger)."""
         await self._loaded
-        dropped = self._take(handover, clock.now_ms())
+        dropped = self._take([handover], clock.now_ms())
         if dropped:
             log.info("stock shard %d dropped %d holds of order shard %d", self.index,
                      dropped, handover.owner)
         return dropped
 
-    def _take(self, handover: Handover, now: int,
-              holds: list[tuple[int, Any]] | None = None) -> int:
-        """Replaces what order shard `handover.owner` owns here by what it handed over;
-        its holds are restored now, or added to `holds` for the caller to restore."""
-        owner, ledger = handover.owner, self._ledger
-        dropped = ledger.drop_owned(owner, True, now)
-        ledger.restore_sales(owner, handover.sales.rows())
-        owned = [(owner, hold) for hold in handover.holds.rows()]
-        if holds is None:
-            self._restore_holds(owned, now)
-        else:
-            holds.extend(owned)
-        self._generations[owner] = max(handover.generation,
-                                       self._generations.get(owner, FIRST_GENERATION))
-        self._ledger.changes.clear()
-        return dropped
-
-    def _restore_holds(self, holds: list[tuple[int, Any]], now: int) -> None:
-        before = self._ledger.holds_without_units
-        self._ledger.restore_holds(holds, now)
-        if self._ledger.holds_without_units > before:
+    def _take(self, handovers: Sequence[Handover], now: int) -> int:
+        """Replaces what each order shard owns here by what it handed over (see
+        ``StockLedger.replace_all_owned``). Returns how many holds were dropped."""
+        ledger = self._ledger
+        before = ledger.holds_without_units
+        dropped = ledger.replace_all_owned(
+            [(h.owner, h.holds.rows(), h.sales.rows()) for h in handovers], now)
+        for handover in handovers:
+            self._generations[handover.owner] = max(
+                handover.generation, self._generations.get(handover.owner, FIRST_GENERATION))
+        ledger.changes.clear()
+        if ledger.holds_without_units > before:
             log.warning("stock shard %d did not restore %d holds whose units were gone (the"
                         " clock stepped back since they expired); their orders cannot be"
-                        " paid for", self.index, self._ledger.holds_without_units - before)
+                        " paid for", self.index, ledger.holds_without_units - before)
+        return dropped
 
     async def levels(self, keys: SkuKeys) -> list[StockLevel | None]:
         """None for an unknown SKU."""

@@ -122,6 +122,7 @@ def restart_order_shard(index: int) -> float:
 
 
 async def drop_snapshots(dsn: str) -> None:
+    """No order shard has a snapshot: the next start reads the ledger."""
     store = await Store.open(dsn, 1)
     try:
         async with store.pool.acquire() as connection:

@@ -57,6 +57,11 @@ class StockLevel(NamedTuple):
     as_of_ms: int
 
 
+# A hold as an order shard hands it over: (order_id, merchant_id, buyer_id, lines,
+# expires_at_ms).
+HandedHold = tuple[str, str, str, tuple[Line, ...], int]
+
+
 class StockChange(NamedTuple):
     """A ledger entry, journaled for persistence and events."""
 
@@ -453,18 +458,28 @@ class StockLedger:
         self.skus[(merchant_id, sku_id)] = SkuState(name, price_minor, on_hand, 0, 0,
                                                     per_buyer_limit)
 
-    def replace_owned(self, owner: int, holds: Iterable[tuple[str, str, str,
-                                                               tuple[Line, ...], int]],
+    def replace_owned(self, owner: int, holds: Iterable[HandedHold],
                       sold: Iterable[tuple[str, str, str, int]] | None,
                       now_ms: int) -> int:
         """Replaces every hold (and, when `sold` is given, every sale) of order shard
         `owner` with what that shard knows: holds (order_id, merchant_id, buyer_id, lines,
         expires_at_ms) and sales (merchant_id, sku_id, buyer_id, units). Holds are
         restored as ``restore_holds`` does. Returns how many holds were dropped."""
-        dropped = self.drop_owned(owner, sold is not None, now_ms)
-        if sold is not None:
-            self.restore_sales(owner, sold)
-        self.restore_holds([(owner, hold) for hold in holds], now_ms)
+        return self.replace_all_owned([(owner, holds, sold)], now_ms)
+
+    def replace_all_owned(self, states: Iterable[tuple[
+            int, Iterable[HandedHold], Iterable[tuple[str, str, str, int]] | None]],
+            now_ms: int) -> int:
+        """``replace_owned`` for several order shards at once, (owner, holds, sold) each:
+        every shard's sales first, then every hold by its expiry (``restore_holds``).
+        Returns how many holds were dropped."""
+        dropped, holds = 0, list[tuple[int, HandedHold]]()
+        for owner, owned_holds, sold in states:
+            dropped += self.drop_owned(owner, sold is not None, now_ms)
+            if sold is not None:
+                self.restore_sales(owner, sold)
+            holds.extend((owner, hold) for hold in owned_holds)
+        self.restore_holds(holds, now_ms)
         return dropped
 
     def drop_owned(self, owner: int, with_sales: bool, now_ms: int) -> int:
@@ -498,8 +513,7 @@ class StockLedger:
             key = (merchant_id, sku_id, buyer_id)
             owned[key] = owned.get(key, 0) + units
 
-    def restore_holds(self, holds: Iterable[tuple[int, tuple[str, str, str,
-                                                              tuple[Line, ...], int]]],
+    def restore_holds(self, holds: Iterable[tuple[int, HandedHold]],
                       now_ms: int) -> list[str]:
         """Restores holds that order shards granted before a restart: (owner, (order_id,
         merchant_id, buyer_id, lines, expires_at_ms)). Answers the ids of those not restored

@@ -210,12 +210,3 @@ async def restarted_order_shards(shards: list[Any], deadline_s: float = 90
         await asyncio.sleep(0.1)
     ray.get([s.check_invariants.remote() for s in shards])  # answers once recovered
     return list(ray.get([s.stats.remote() for s in shards]))
-
-
-async def drop_order_snapshots(dsn: str) -> None:
-    """No order shard has a snapshot: the next recovery reads the ledger."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute("DELETE FROM flashtx.order_snapshots")
-    finally:
-        await connection.close()

@@ -9,10 +9,11 @@ import asyncpg
 import pytest
 import ray
 
+from flashtx.bench.recovery import drop_snapshots as drop_order_snapshots
 from flashtx.client import Client
 from flashtx.engine.orders import OrderStatus
 from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
-from tests.integration.conftest import add_skus, drop_order_snapshots, restarted_order_shards
+from tests.integration.conftest import add_skus, restarted_order_shards
 from tests.integration.retrying import one_unit
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -24,6 +24,7 @@ from flashtx.engine.messages import (
 from flashtx.engine.sharding import RoutingTable, slot_of
 from flashtx.sim.run import sim_config
 from flashtx.sim.world import Faults, Lost, SimPeer, World, run_in
+from tests.sim.conftest import two_order_shards
 
 MERCHANT = "bounds-shop"
 
@@ -73,21 +74,9 @@ def test_stock_releases_waiting_for_an_unreachable_shard_are_bounded() -> None:
 
 
 async def _cart_shrink_then_crash(world: World) -> tuple[int, int, int]:
-    config = sim_config(stock_shards=1, order_shards=2)
-    stock_table = RoutingTable.uniform(config.slots_total, 1)
-    order_table = RoutingTable.uniform(config.slots_total, 2)
-    names = ["order-0", "order-1"]
-    world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
-    for i in range(2):
-        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, stock_table, order_table))
-    stock = SimPeer("stock-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0)]))
-
-    def buyer_on(shard: int) -> str:
-        return next(f"b{n}" for n in range(1000) if order_table.shard_of_slot[
-            slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard)
-
-    holder, other = buyer_on(0), buyer_on(1)
+    shards = await two_order_shards(world, MERCHANT, {"a": 2})
+    config, stock = shards.config, shards.stock
+    holder, other = shards.buyers_on(MERCHANT, 0)[0], shards.buyers_on(MERCHANT, 1)[0]
     cart = SimPeer("order-0").cart
     await cart(CartBatch.of([("add", MERCHANT, holder, "", "a", 2, 600, "")]))  # holds both units
     await asyncio.sleep(1)  # the cart with its hold is durable
@@ -196,20 +185,12 @@ def test_a_checkout_given_up_gives_the_carts_holds_back() -> None:
 
 
 async def _clear_while_the_sweeper_waits(world: World) -> tuple[int, int, int]:
-    config = sim_config(stock_shards=1, order_shards=2, expiry_sweep_interval_ms=20)
-    stock_table = RoutingTable.uniform(config.slots_total, 1)
-    order_table = RoutingTable.uniform(config.slots_total, 2)
-    names = ["order-0", "order-1"]
-    world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
-    for i in range(2):
-        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, stock_table, order_table))
-    stock = SimPeer("stock-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 2, 0), (MERCHANT, "z", "Z",
-                                                                       100, 9, 0)]))
+    shards = await two_order_shards(world, MERCHANT, {"a": 2, "z": 9},
+                                    expiry_sweep_interval_ms=20)
+    config, stock = shards.config, shards.stock
 
     def buyers_on(shard: int) -> list[str]:
-        return [f"b{n}" for n in range(1000) if order_table.shard_of_slot[
-            slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard]
+        return shards.buyers_on(MERCHANT, shard)
 
     first, holder = buyers_on(0)[:2]
     other = buyers_on(1)[0]

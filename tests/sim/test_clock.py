@@ -9,31 +9,21 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from flashtx.actors.order_shard import OrderShard
-from flashtx.actors.stock_shard import StockShard
 from flashtx.engine.errors import DomainError, ResultCode
-from flashtx.engine.messages import ActionBatch, PlaceBatch, SkuBatch, SkuKeys
-from flashtx.engine.sharding import RoutingTable, slot_of
-from flashtx.sim.run import sim_config
+from flashtx.engine.messages import ActionBatch, PlaceBatch, SkuKeys
+from flashtx.engine.sharding import slot_of
 from flashtx.sim.world import Faults, SimPeer, World, run_in
+from tests.sim.conftest import two_order_shards
 
 MERCHANT = "clock-shop"
 
 
 async def _step_back_after_a_resale(world: World) -> dict[str, Any]:
-    config = sim_config(stock_shards=1, order_shards=2)
-    stock_table = RoutingTable.uniform(config.slots_total, 1)
-    order_table = RoutingTable.uniform(config.slots_total, 2)
-    names = ["order-0", "order-1"]
-    world.add("stock-0", lambda: StockShard(0, config, stock_table.slots_of(0), names))
-    for i in range(2):
-        world.add(f"order-{i}", lambda i=i: OrderShard(i, config, stock_table, order_table))
-    stock = SimPeer("stock-0")
-    await stock.upsert(SkuBatch.of([(MERCHANT, "a", "A", 100, 1, 0)]))
+    shards = await two_order_shards(world, MERCHANT, {"a": 1})
+    config, stock = shards.config, shards.stock
 
     def placement(shard: int, key: str) -> tuple[Any, ...]:
-        buyer = next(f"b{n}" for n in range(1000) if order_table.shard_of_slot[
-            slot_of(MERCHANT, f"b{n}", config.slots_total)] == shard)
+        buyer = shards.buyers_on(MERCHANT, shard)[0]
         return (MERCHANT, key, buyer, (("a", 1),), 2,
                 slot_of(MERCHANT, buyer, config.slots_total), 0, "key", "", "USD")
 
