@@ -7,7 +7,7 @@
 
 # Pinned: Python 3.11 on Debian 12 (bookworm), the versions the test suite runs on.
 FROM python:3.11.11-slim-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential=12.9 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
@@ -30,7 +30,7 @@ ENV PATH=/opt/flashtx/bin:$PATH \
     RAY_USAGE_STATS_ENABLED=0 \
     RAY_worker_niceness=0 \
     FLASHTX_DATA_DIR=/home/flashtx/.flashtx
-USER flashtx
+USER 1000:1000
 WORKDIR /home/flashtx
 # gRPC, Ray's dashboard, Prometheus metrics of this node.
 EXPOSE 50051 8265 8080

@@ -29,7 +29,10 @@ bench: $(STAMP)
 	$(BIN)/flashtx bench --scenario flash-sale --duration 20 --json out.json --plot out.png
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/mypy
+	$(BIN)/ruff check .
+	$(BIN)/python scripts/typecheck.py
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint --strict cluster/ docker-compose.yml .yamllint.yaml
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from flashtx.actors.loops import every
+from flashtx.actors.options import start_gateway
 from flashtx.actors.ports import MerchantPeer, OrderPeer, RayPeer, StockPeer, stop
 from flashtx.actors.routing import ShardGroup
 from flashtx.engine.autoscale import Decision, Observation, ScalingPolicy
@@ -51,8 +52,6 @@ class Controller:
             await self._resize(decision.gateways)
 
     async def _resize(self, wanted: int) -> None:
-        from flashtx.actors.topology import start_gateway
-
         self._request_resources(wanted)
         while len(self._gateways) < wanted:
             index = max(i for i, _ in self._gateways) + 1

@@ -5,15 +5,15 @@ A shard holds peers (``StockPeer``, ``OrderPeer``, ``MerchantPeer``), never acto
 and calls them like objects: ``await peer.reserve(batch)``. Each port method takes and
 answers the named batches of ``engine.messages``. Two implementations exist: ``RayPeer``
 here (a Ray actor handle), and ``flashtx.sim.world.SimPeer`` (in-process, on virtual time,
-with the failures Ray can have). The shard classes are checked against the ports by mypy
-(``_conformance`` below).
+with the failures Ray can have). The shard classes are checked against the ports by mypy and
+at run time (``tests/unit/test_ports.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import ray
 
@@ -218,15 +218,3 @@ def wait_each(calls: Iterable[Awaitable[T]], timeout_s: float | None = None
 def stop(actor: Any) -> None:
     """Stops the actor behind a peer or handle at once (no restart)."""
     ray.kill(handle_of(actor))
-
-
-if TYPE_CHECKING:  # mypy checks that each shard class implements its port
-    from flashtx.actors.gateway import Gateway
-    from flashtx.actors.merchant_shard import MerchantShard
-    from flashtx.actors.order_shard import OrderShard
-    from flashtx.actors.stock_shard import StockShard
-
-    def _conformance(stock: StockShard, order: OrderShard, merchant: MerchantShard,
-                     gateway: Gateway) -> tuple[StockPeer, OrderPeer, MerchantPeer,
-                                                GatewayPeer]:
-        return stock, order, merchant, gateway

@@ -1,5 +1,4 @@
-"""Creates the actors of a flashtx deployment. Every Ray actor option is written here,
-in one place (as Ray Serve's controller does), and nowhere else."""
+"""Creates the actors of a flashtx deployment, with the options of `actors/options.py`."""
 
 from __future__ import annotations
 
@@ -12,12 +11,11 @@ import ray
 
 from flashtx.actors.connector import Connector
 from flashtx.actors.controller import Controller
-from flashtx.actors.gateway import Gateway
 from flashtx.actors.gcpolicy import engine_process
 from flashtx.actors.merchant_shard import MerchantShard
+from flashtx.actors.options import SHARD_OPTIONS, placed, start_gateway
 from flashtx.actors.order_shard import OrderShard
 from flashtx.actors.ports import (
-    NAMESPACE,
     MerchantPeer,
     OrderPeer,
     RayPeer,
@@ -39,44 +37,12 @@ from flashtx.engine.sharding import RoutingTable
 log = logging.getLogger(__name__)
 
 
-# A shard restarts from durable state after a crash (max_restarts); a call in flight to a
-# dead actor fails instead of being replayed (max_task_retries=0): the caller retries
-# with its idempotency key. Actors reserve no CPU so a small box can hold them all; the
-# gateway count, not Ray's CPU slots, bounds the work.
-_SHARD_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                                      max_concurrency=10_000, namespace=NAMESPACE)
-_GATEWAY_OPTIONS: dict[str, Any] = dict(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                                        max_concurrency=10_000, namespace=NAMESPACE)
-
-def _placed(options: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Options with the placement resource, when nodes are reserved for the engine."""
-    if not config.actor_resource:
-        return options
-    return {**options, "resources": {config.actor_resource: 0.01}}
-
-
 RemoteMerchantShard = ray.remote(engine_process(MerchantShard))
 RemoteStockShard = ray.remote(engine_process(StockShard))
 RemoteOrderShard = ray.remote(engine_process(OrderShard))
-RemoteGateway = ray.remote(engine_process(Gateway))
 RemoteRelay = ray.remote(engine_process(Relay))
 RemoteController = ray.remote(engine_process(Controller))
-
-
 RemoteConnector = ray.remote(engine_process(Connector))
-
-
-def start_gateway(index: int, config: Config, port: int, merchants: ShardGroup[MerchantPeer],
-                  stock: ShardGroup[StockPeer], orders: ShardGroup[OrderPeer],
-                  detached: bool = False) -> Any:
-    """A gateway actor. `detached`: it outlives the actor that created it (the controller
-    creates gateways the topology takes back when the controller stops); whoever holds
-    the deployment kills it in `Topology.stop`."""
-    options = {**_placed(_GATEWAY_OPTIONS, config), "num_cpus": config.gateway_cpus}
-    if detached:
-        options["lifetime"] = "detached"
-    return RemoteGateway.options(name=f"gateway-{index}", **options).remote(
-        index, config, port, merchants, stock, orders)
 
 
 def _alive(handles: list[Any], method: str, *args: Any,
@@ -115,7 +81,7 @@ class Topology:
         merchant_table = RoutingTable.uniform(slots, config.merchant_shards)
         stock_table = RoutingTable.uniform(slots, config.stock_shards)
         order_table = RoutingTable.uniform(slots, config.order_shards)
-        shard_options = _placed(_SHARD_OPTIONS, config)
+        shard_options = placed(SHARD_OPTIONS, config)
         order_names = [f"order-{i}" for i in range(config.order_shards)]
         merchants: list[MerchantPeer] = ray_peers(
             (f"merchant-{i}", RemoteMerchantShard.options(name=f"merchant-{i}", **shard_options)
@@ -145,7 +111,7 @@ class Topology:
                 stop(gateway)
             raise
         if "none" not in (config.redis_url, config.postgres_dsn):
-            topology.relay = RemoteRelay.options(name="relay", **_SHARD_OPTIONS).remote(config)
+            topology.relay = RemoteRelay.options(name="relay", **SHARD_OPTIONS).remote(config)
             for spec in load_specs(config.connectors_file):
                 topology.add_connector(spec)
         wait_all(RayPeer(gateway).ready() for gateway in topology.gateways)
@@ -183,14 +149,14 @@ class Topology:
         names = {id(handle): name for name, handle in self.gateway_names.items()}
         gateways = [(int(names[id(g)].rsplit("-", 1)[1]), RayPeer(g, names[id(g)]))
                     for g in self.gateways]
-        self.controller = RemoteController.options(name="controller", **_SHARD_OPTIONS).remote(
+        self.controller = RemoteController.options(name="controller", **SHARD_OPTIONS).remote(
             config or self.config, self.port, self.merchants, self.stock, self.orders,
             gateways)
         return self.controller
 
     def add_connector(self, spec: ConnectorSpec) -> Any:
         """Starts a connector in an actor of its own (named connector-<name>)."""
-        connector = RemoteConnector.options(name=f"connector-{spec.name}", **_SHARD_OPTIONS
+        connector = RemoteConnector.options(name=f"connector-{spec.name}", **SHARD_OPTIONS
                                             ).remote(spec, self.config.redis_url,
                                                      self.config.postgres_dsn)
         self.connectors[spec.name] = connector
@@ -215,7 +181,7 @@ class Topology:
         old, old_peers = self.stock.table, list(self.stock.peers)
         table = spread(old, shards_total)
         order_names = [f"order-{i}" for i in range(len(self.orders))]
-        options = _placed(_SHARD_OPTIONS, self.config)
+        options = placed(SHARD_OPTIONS, self.config)
         added: list[StockPeer] = ray_peers(
             (f"stock-{i}", RemoteStockShard.options(name=f"stock-{i}", **options)
              .remote(i, self.config, table.slots_of(i), order_names))

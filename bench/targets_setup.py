@@ -14,6 +14,7 @@ from rich.console import Console
 
 from flashtx.bench import verify as verify_module
 from flashtx.bench import verify_postgres
+from flashtx.bench.engine_options import BENCH_KEY_RATES, engine_overrides
 from flashtx.bench.scenarios import ScenarioParams
 from flashtx.bench.targets import bare_copy, engine_setup, postgres, redis_lua
 
@@ -41,7 +42,6 @@ def engine(args: argparse.Namespace,
         f"starting a local engine ({args.gateways} gateway(s), {args.stock_shards} "
         f"stock and {args.order_shards} order shards) …"
     )
-    from flashtx.bench.cli import BENCH_KEY_RATES, engine_overrides
 
     layout = {
         "gateways": args.gateways,

@@ -10,17 +10,15 @@ adjustment), leaving out rows the importer marked removed. Stock compares *avail
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncpg
 
 from flashtx.adapters.legacy.target import LATEST_SQL
 
-if TYPE_CHECKING:
-    from flashtx.adapters.legacy.sync import SyncReport
-
-__all__ = ["ReconcileRow", "reconcile"]
+__all__ = ["Counted", "ReconcileRow", "reconcile"]
 
 
 def _checksum_sql(fields: str) -> str:
@@ -81,11 +79,22 @@ class ReconcileRow:
                                                                 self.flashtx_checksum)
 
 
-async def reconcile(connection: asyncpg.Connection, report: SyncReport) -> list[ReconcileRow]:
+class Counted(Protocol):
+    """What the sync counted of one entity (``sync.EntityCounts``)."""
+
+    legacy: int
+    rejected: int
+    accepted: int
+    checksum: int
+
+
+async def reconcile(connection: asyncpg.Connection, merchant_ids: list[str],
+                    counts_of: Callable[[str], Counted]) -> list[ReconcileRow]:
+    """Each entity's rows and checksum in flashtx against what the sync counted of it."""
     rows: list[ReconcileRow] = []
     for entity, sql in FLASHTX_SQL.items():
-        counts = report.counts(entity)
-        flashtx_rows, flashtx_checksum = await connection.fetchrow(sql, report.merchant_ids)
+        counts = counts_of(entity)
+        flashtx_rows, flashtx_checksum = await connection.fetchrow(sql, merchant_ids)
         rows.append(ReconcileRow(entity, counts.legacy, counts.rejected, counts.accepted,
                                  flashtx_rows, counts.checksum, int(flashtx_checksum)))
     return rows

@@ -25,6 +25,7 @@ import asyncpg
 from flashtx.adapters.legacy import target
 from flashtx.adapters.legacy.mapping import Mapping
 from flashtx.adapters.legacy.progress import EntityProgress
+from flashtx.adapters.legacy.reconcile import reconcile
 from flashtx.adapters.legacy.source import LegacySource, open_source
 from flashtx.adapters.legacy.transform import (
     Catalogue,
@@ -140,8 +141,6 @@ class Rejects:
 
 
 async def run_sync(mapping: Mapping, options: SyncOptions) -> SyncReport:
-    from flashtx.adapters.legacy.reconcile import reconcile
-
     started = time.perf_counter()
     store = await Store.open(options.target_dsn)
     report = SyncReport(reject_path=options.reject_path)
@@ -155,7 +154,8 @@ async def run_sync(mapping: Mapping, options: SyncOptions) -> SyncReport:
                 with EntityProgress(options.quiet) as progress:
                     run = _Run(mapping, options, source, connection, rejects, progress, report)
                     await run.all()
-            report.reconciliation = await reconcile(connection, report)
+            report.reconciliation = await reconcile(connection, report.merchant_ids,
+                                                    report.counts)
     finally:
         rejects.close()
         await store.close()

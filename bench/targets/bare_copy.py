@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from flashtx.bench.scenarios import OrderSpec, SkuSpec
-from flashtx.bench.targets import Outcome, report_first_error
+from flashtx.bench.targets.base import Outcome, report_first_error
 
 SCHEMA = "flashtx_bench_copy"
 DDL = f"""

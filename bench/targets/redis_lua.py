@@ -16,7 +16,7 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from flashtx.bench.scenarios import OrderSpec, SkuSpec
-from flashtx.bench.targets import Outcome, report_first_error
+from flashtx.bench.targets.base import Outcome, report_first_error
 
 # KEYS: idempotency key, stream, buyer hash, stock key per line.
 # ARGV: buyer id, idempotency key, then per line: sku id, quantity, per-buyer limit.

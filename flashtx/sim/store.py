@@ -7,18 +7,16 @@ either all of them or none when it recovers."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from flashtx.engine.errors import IdempotencyConflict
 from flashtx.engine.orders import OrderStatus
 from flashtx.engine.sharding import RoutingTable
-
-if TYPE_CHECKING:
-    from flashtx.sim.world import World
 
 LIVE = (OrderStatus.RESERVED, OrderStatus.PAID, OrderStatus.FULFILLED)
 CAMPAIGN_COLUMNS = ("merchant_id", "campaign_id", "name", "starts_at_ms", "ends_at_ms",
@@ -29,8 +27,32 @@ class StoreDown(ConnectionError):
     """What the shards see when a write fails (asyncpg raises OSError subclasses too)."""
 
 
+class StoreFaults(Protocol):
+    """The store's share of ``world.Faults``."""
+
+    @property
+    def store_delay_ms(self) -> tuple[int, int]: ...
+
+    @property
+    def store_fail(self) -> float: ...
+
+    @property
+    def store_ambiguous(self) -> float: ...
+
+
+class FaultSource(Protocol):
+    """What the store draws its faults from (``world.World``)."""
+
+    rng: random.Random
+
+    @property
+    def faults(self) -> StoreFaults: ...
+
+    async def pause(self, range_ms: tuple[int, int]) -> None: ...
+
+
 class MemoryStore:
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: FaultSource) -> None:
         self.world = world
         self.skus: dict[tuple[str, str], dict[str, Any]] = {}
         self.adjustments: list[tuple[str, str, int, int, str, int, str | None]] = []
