@@ -18,8 +18,9 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/flashtx serve
 
+# The suite's lanes side by side (scripts/test_lanes.py); `pytest` alone runs them in turn.
 test: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q --durations=25
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python scripts/test_lanes.py
 
 # Unit tests and the quick integration tests (no `slow` mark): the development loop.
 test-fast: $(STAMP)

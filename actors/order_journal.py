@@ -5,7 +5,9 @@ them; a handover counts a cancel that is not durable as still holding)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, MutableSet, Sequence
 from typing import Any
 
 from flashtx.actors import tracing
@@ -20,26 +22,72 @@ from flashtx.actors.persistence import (
 from flashtx.adapters.postgres import Store
 from flashtx.engine.carts import Cart, CartKey
 from flashtx.engine.config import Config
-from flashtx.engine.errors import ResultCode
+from flashtx.engine.errors import ResultCode, refusal
 from flashtx.engine.orders import OrderBook, OrderSnapshot
 from flashtx.engine.sharding import slot_of
 
+log = logging.getLogger(__name__)
+
+KEY_TAKEN = "idempotency key was used with a different order"
+
+
+class Refused(MutableSet[str]):
+    """Ids of orders the database refused (their key was another shard's first), the
+    latest `kept_max`: their later changes are dropped, replays of them refused."""
+
+    def __init__(self, kept_max: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._kept_max = kept_max
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._ids
+
+    def __iter__(self) -> Any:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, order_id: str) -> None:
+        self._ids[order_id] = None
+        while len(self._ids) > self._kept_max:
+            self._ids.popitem(last=False)
+
+    def discard(self, order_id: str) -> None:
+        self._ids.pop(order_id, None)
+
 
 class OrderJournal:
-    def __init__(self, config: Config, name: str, owners: int = 1) -> None:
-        """`owners`: the number of order shards (fulfilled units are summed per shard)."""
+    def __init__(self, config: Config, name: str, owners: int = 1,
+                 on_refused: Callable[[list[str]], None] | None = None) -> None:
+        """`owners`: the number of order shards (fulfilled units are summed per shard).
+        `on_refused`: called with the orders a commit refused (their idempotency key was
+        committed by another shard), before any answer waiting for that commit."""
         self._config = config
         self._owners = owners
         self._name = name
+        self._on_refused = on_refused
         self.committer: GroupCommitter | None = None  # None: nothing durable (no database)
         self.not_durable: dict[str, asyncio.Future[None]] = {}
         self.changes_journaled = 0  # order changes moved into the journal, ever
+        self.refused = Refused(config.refused_orders_kept_max)
+        self.refused_total = 0
+
+    async def _flush(self, store: Store, entries: list[Any], retry: bool) -> None:
+        refused = await commit_order_entries(store, entries, retry, self._owners,
+                                             self.refused)
+        if refused:
+            self.refused_total += len(refused)
+            if self._config.ack_mode != "durable":
+                log.warning("%s: %d acknowledged orders refused at commit: their keys were "
+                            "committed by other shards first", self._name, len(refused))
+            if self._on_refused is not None:
+                self._on_refused(refused)
 
     def open(self, store: Store) -> None:
         config = self._config
         self.committer = self.committer or GroupCommitter(
-            lambda entries, retry: commit_order_entries(store, entries, retry,
-                                                        self._owners),
+            lambda entries, retry: self._flush(store, entries, retry),
             batch_max=config.commit_orders_max, delay_s=config.commit_delay_ms_max / 1000,
             entries_max=config.journal_entries_max,
             retry_delay_s_max=config.commit_retry_delay_ms_max / 1000, name=self._name)
@@ -120,6 +168,20 @@ class OrderJournal:
                     pending.add(not_durable[value.order_id])
         if pending:
             await asyncio.gather(*(asyncio.shield(f) for f in pending))
+        return results
+
+    def answer_refused(self, results: list[Any]) -> list[Any]:
+        """Placements whose order a commit refused (its key was another shard's first)
+        answer the conflict they were, once their commit is done (``settle``)."""
+        refused = self.refused
+        if not refused:
+            return results
+        codes = (ResultCode.OK, ResultCode.REPLAYED)
+        for i, (code, value) in enumerate(results):
+            if code in codes and isinstance(value, OrderSnapshot) and (
+                    value.order_id in refused):
+                results[i] = (ResultCode.IDEMPOTENCY_CONFLICT,
+                              refusal(KEY_TAKEN, idempotency_key=value.idempotency_key))
         return results
 
     async def durable(self) -> None:

@@ -98,12 +98,14 @@ class OrderShard(clock.ClockControl):
         invariant(order_table.shard_of_slot == RoutingTable.uniform(
             len(order_table.shard_of_slot), order_table.shards).shard_of_slot,
                   "order shards own slot % shards")
-        self._journal = OrderJournal(config, f"order-{index}", order_table.shards)
+        self._journal = OrderJournal(config, f"order-{index}", order_table.shards,
+                                     on_refused=self._refused)
         self._owners = order_table.shards
         self._carts = CartDesk(self._state, self._stock, self._journal, config)
         self._slots = order_table.slots_of(index)
         self._waiting: dict[tuple[str, str], asyncio.Future[PlaceResult]] = {}
         self._busy: set[str] = set()  # orders with a stock call in flight
+        self._returning: set[asyncio.Task[Any]] = set()  # sales of refused orders
         self._moving = False  # resharding: stock-changing work is refused meanwhile
         self._stock_calls_inflight = 0
         self._place_calls = 0
@@ -390,7 +392,21 @@ class OrderShard(clock.ClockControl):
         if placing.replays_left_memory:
             await self._read_back(results, recalled)
         # Waiting for a concurrent try of a key: its order may be in another commit.
-        return await journal.settle(results, None if waits else commits)
+        return journal.answer_refused(
+            await journal.settle(results, None if waits else commits))
+
+    def _refused(self, order_ids: list[str]) -> None:
+        """Orders a commit refused (another shard committed their idempotency key first)
+        leave memory, their stock freed: released holds wait for the sweeper, sales
+        (memory acks only) are returned at once."""
+        calls = StockCalls()
+        self._state.discard(order_ids, calls, self._stock.shard_of)
+        self._stock.queue(calls)
+        if calls.returns:
+            returns = StockCalls(returns=calls.returns)
+            task = asyncio.get_running_loop().create_task(self._stock.send(returns))
+            self._returning.add(task)
+            task.add_done_callback(self._returning.discard)
 
     async def _look_up_keys(self, merchant_ids: Sequence[str], keys: Sequence[str]
                             ) -> tuple[set[tuple[str, str]], dict[str, OrderSnapshot]]:
@@ -633,6 +649,10 @@ class OrderShard(clock.ClockControl):
                 "commits": committer.commits if committer else 0,
                 "committed_entries": committer.committed_entries if committer else 0,
                 "commit_failing": committer.failing if committer else False,
+                "orders_refused_at_commit": self._journal.refused_total,
+                "stock_routing": {"version": self._stock.group.table.version,
+                                  "shards": self._stock.group.table.shards,
+                                  "settled": self._stock.group.table.settled},
                 "commit_seconds": committer.commit_seconds if committer else 0.0,
                 "carts": len(self._state.carts.carts),
                 "campaigns": len(self._state.campaigns),

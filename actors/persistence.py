@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import MutableSet, Sequence
 from typing import Any
 
 import asyncpg
@@ -109,13 +109,63 @@ def finished_rows(change: OrderChange, order: Order) -> tuple[Any, ...] | None:
     return (order.order_id, change.at_ms), settled
 
 
+def _order_of(entry: Any) -> str | None:
+    """The order an order or transition entry belongs to (a cart entry: None)."""
+    if entry[0] == "order":
+        return str(entry[1][0])
+    if entry[0] == "transition":
+        return str(entry[2][3])  # its outbox row's order id
+    return None
+
+
 async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False,
-                               owners: int = 1) -> None:
+                               owners: int = 1, refused: MutableSet[str] | None = None
+                               ) -> list[str]:
     """entries: ("order", row, lines), ("transition", row, event, finished_rows or
     None), ("cart", key, row or None: gone) tuples; `owners`: the number of order shards
     (fulfilled units are summed per shard). A cart's latest entry wins. On a
     `retry`, entries whose earlier try committed (its answer lost) are not written again:
-    one transaction wrote all of them, so their first event tells."""
+    one transaction wrote all of them, so their first event tells.
+
+    An idempotency key is unique per merchant across the order shards, and orders route
+    by buyer: another shard may have committed an order with the same key (another buyer,
+    or a concurrent request). The database refuses the commit; the orders whose key it
+    holds for another order are taken out (with every change of theirs, here and in later
+    commits: `refused` keeps their ids), the rest is committed, and the refused ids are
+    answered: the shard refuses those orders (ALREADY_EXISTS) and frees their stock. A
+    refusal with no such order means memory is wrong: InvariantViolation."""
+    refused = set() if refused is None else refused
+    newly: list[str] = []
+    while True:
+        if refused:
+            entries = [e for e in entries if _order_of(e) not in refused]
+        try:
+            await _commit_entries(store, entries, retry, owners)
+            return newly
+        except asyncpg.IntegrityConstraintViolationError as error:
+            taken = await _keys_taken(store, entries)
+            if not taken:
+                raise InvariantViolation(f"database refused the journal: {error}") from error
+            log.warning("idempotency keys already used by orders of other shards: %d orders "
+                        "refused (%s)", len(taken), ", ".join(sorted(taken)[:5]))
+            refused |= taken
+            newly.extend(taken)
+
+
+async def _keys_taken(store: Store, entries: Sequence[Any]) -> set[str]:
+    """The batch's new orders whose (merchant, idempotency key) the database holds for
+    another order."""
+    placed = {(e[1][1], e[1][3]): e[1][0] for e in entries if e[0] == "order"}
+    if not placed:
+        return set()
+    found = await store.orders_by_keys([m for m, _ in placed], [k for _, k in placed])
+    return {placed[(row["merchant_id"], row["idempotency_key"])] for row, _ in found
+            if placed.get((row["merchant_id"], row["idempotency_key"]),
+                          row["order_id"]) != row["order_id"]}
+
+
+async def _commit_entries(store: Store, entries: Sequence[Any], retry: bool,
+                          owners: int) -> None:
     orders, lines, transitions, outbox, finished = [], [], [], [], []
     settled: dict[tuple[Any, ...], int] = {}
     carts: dict[Any, Any] = {}
@@ -138,11 +188,8 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
         return
     kept = [row for row in carts.values() if row is not None]
     gone = [key for key, row in carts.items() if row is None]
-    try:
-        await store.commit_orders(orders, lines, transitions, outbox, kept, gone, finished,
-                                  [(*key, units) for key, units in settled.items()])
-    except asyncpg.IntegrityConstraintViolationError as error:
-        raise InvariantViolation(f"database refused the journal: {error}") from error
+    await store.commit_orders(orders, lines, transitions, outbox, kept, gone, finished,
+                              [(*key, units) for key, units in settled.items()])
 
 
 def restore_order(row: Any, lines: Any) -> Order:

@@ -75,11 +75,13 @@ class Topology:
     gateway_names: dict[str, Any] = field(default_factory=dict)  # name -> handle
 
     @classmethod
-    def start(cls, config: Config, port: int) -> Topology:
-        """Creates shards, then gateways on `port`; returns once every gateway serves."""
+    def start(cls, config: Config, port: int,
+              stock_table: RoutingTable | None = None) -> Topology:
+        """Creates shards, then gateways on `port`; returns once every gateway serves.
+        `stock_table`: the one a reshard stored (else uniform over `stock_shards`)."""
         slots = config.slots_total
         merchant_table = RoutingTable.uniform(slots, config.merchant_shards)
-        stock_table = RoutingTable.uniform(slots, config.stock_shards)
+        stock_table = stock_table or RoutingTable.uniform(slots, config.stock_shards)
         order_table = RoutingTable.uniform(slots, config.order_shards)
         shard_options = placed(SHARD_OPTIONS, config)
         order_names = [f"order-{i}" for i in range(config.order_shards)]
@@ -90,7 +92,7 @@ class Topology:
         stock: list[StockPeer] = ray_peers(
             (f"stock-{i}", RemoteStockShard.options(name=f"stock-{i}", **shard_options)
              .remote(i, config, stock_table.slots_of(i), order_names))
-            for i in range(config.stock_shards))
+            for i in range(stock_table.shards))
         orders: list[OrderPeer] = ray_peers(
             (name, RemoteOrderShard.options(name=name, **shard_options)
              .remote(i, config, stock_table, order_table))

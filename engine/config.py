@@ -99,6 +99,9 @@ class Config:
     # the rest is always there for new orders, however many orders expire at once.
     journal_background_share: float = 0.5
     commit_retry_delay_ms_max: int = 2_000
+    # Orders refused at commit because another shard committed their idempotency key
+    # first, remembered so that their later changes are dropped and replays refused.
+    refused_orders_kept_max: int = 10_000
     postgres_pool_size: int = 4
 
     # --- events -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Pure: no I/O, no clock; the shard (actors.order_shard) awaits, persists and call
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,27 @@ class OrderState:
                 for stock_key, quantity in order.stock_lines:
                     key = (order.merchant_id, stock_key, buyer_id)
                     settled[key] = settled.get(key, 0) + quantity
+        return len(gone)
+
+    def discard(self, order_ids: Collection[str], calls: StockCalls,
+                shard_of: ShardOf) -> int:
+        """Orders the database refused (another shard committed their idempotency key
+        first) leave memory; their stock is freed (a hold released, a sale returned) and
+        a campaign buyer's units given back: nothing durable names them. Answers how many
+        were found."""
+        gone = self.book.discard(order_ids)
+        for order in gone:
+            if order.campaign_id and order.live:
+                self.count_units(order.merchant_id, order.campaign_id, order.buyer_id,
+                                 order.unpriced_lines, -1)
+            if order.status == OrderStatus.RESERVED:
+                action = StockAction.RELEASE
+            elif order.status in (OrderStatus.PAID, OrderStatus.FULFILLED):
+                action = StockAction.RETURN
+            else:
+                continue  # cancelled or expired: freed already
+            self._freed(order, split_lines(shard_of, order.merchant_id, order.stock_lines),
+                        action, calls)
         return len(gone)
 
     def new_hold_id(self, key: CartKey, sku_id: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Container, Sequence
+from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -341,6 +341,28 @@ class OrderBook:
     def abandon(self, merchant_id: str, idempotency_key: str) -> None:
         """Stock was refused: forget the attempt, so a retry may try again."""
         self._pending.pop((merchant_id, idempotency_key), None)
+
+    def discard(self, order_ids: Collection[str]) -> list[Order]:
+        """Orders that never became durable leave the book without a trace (the database
+        refused their commit: another shard holds their key); answers those found."""
+        gone: list[Order] = []
+        for order_id in order_ids:
+            order = self.orders.pop(order_id, None)
+            if order is None:
+                continue
+            key = (order.merchant_id, order.idempotency_key)
+            if self._by_key.get(key) == order_id:
+                del self._by_key[key]
+            by_buyer = self._by_buyer.get((order.merchant_id, order.buyer_id), [])
+            if order_id in by_buyer:
+                by_buyer.remove(order_id)
+                if not by_buyer:
+                    del self._by_buyer[(order.merchant_id, order.buyer_id)]
+            gone.append(order)
+        if gone and self.changes:
+            dropped = {order.order_id for order in gone}
+            self.changes = [c for c in self.changes if c.order_id not in dropped]
+        return gone
 
     def find(self, merchant_id: str, idempotency_key: str) -> Order | None:
         """The order placed with this key, if any."""

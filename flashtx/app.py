@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import secrets
@@ -20,6 +21,9 @@ from flashtx.adapters import embedded
 from flashtx.adapters.postgres import Store
 from flashtx.engine.config import Config, load_config
 from flashtx.engine.merchants import hash_secret
+from flashtx.engine.sharding import RoutingTable
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LocalEngine", "free_port"]
 
@@ -84,7 +88,7 @@ class LocalEngine:
         config = config or load_config(**overrides)
         config = config.replace(postgres_dsn=config.postgres_dsn or embedded.postgres_dsn(),
                                 redis_url=config.redis_url or embedded.redis_url())
-        config, operator_key = asyncio.run(_operator_key(config))
+        config, operator_key, stock_table = asyncio.run(_prepare_database(config))
         owns_ray = not ray.is_initialized()
         if owns_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -101,7 +105,7 @@ class LocalEngine:
                      logging_config=ray.LoggingConfig(encoding=config.log_format.upper(),
                                                       log_level=config.log_level),
                      **({} if ray_address else local))
-        topology = Topology.start(config, port or free_port())
+        topology = Topology.start(config, port or free_port(), stock_table)
         return cls(topology, config, owns_ray, operator_key)
 
     def stats(self) -> dict[str, Any]:
@@ -132,6 +136,38 @@ def _without_password(config: Config) -> str:
         return config.postgres_dsn
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def stored_stock_layout(config: Config, table: RoutingTable | None
+                        ) -> tuple[Config, RoutingTable | None]:
+    """The stock routing table a reshard stored wins over `stock_shards` (the shards it
+    names are where the stock is); a table for another slot count cannot be used."""
+    if table is None:
+        return config, None
+    if len(table.shard_of_slot) != config.slots_total:
+        raise EngineStartError(
+            f"the database's stock routing table has {len(table.shard_of_slot)} slots and"
+            f" slots_total is {config.slots_total}: start with slots_total ="
+            f" {len(table.shard_of_slot)}")
+    if table.shards != config.stock_shards:
+        log.warning("stock shards: %d, as the last reshard left them (stock_shards = %d"
+                    " is for a new database)", table.shards, config.stock_shards)
+    return config.replace(stock_shards=table.shards), table
+
+
+async def _prepare_database(config: Config
+                            ) -> tuple[Config, str | None, RoutingTable | None]:
+    """The operator key (``_operator_key``) and the stock layout a reshard stored."""
+    config, operator_key = await _operator_key(config)
+    if config.postgres_dsn == "none":
+        return config, operator_key, None
+    store = await Store.open(config.postgres_dsn, 1)
+    try:
+        table = await store.stock_routing()
+    finally:
+        await store.close()
+    config, table = stored_stock_layout(config, table)
+    return config, operator_key, table
 
 
 async def _operator_key(config: Config) -> tuple[Config, str | None]:

@@ -57,12 +57,26 @@ def render(snapshot: dict[str, Any]) -> Group:
     summary.add_row("CPUs", str(int(sum(n["Resources"].get("CPU", 0) for n in nodes))))
     for kind in KINDS:
         summary.add_row(f"{kind} actors", str(sum(1 for n in stats if n.startswith(kind))))
+    routing = stats.get("order-0", {}).get("stock_routing")
+    if routing:
+        summary.add_row("stock routing", stock_routing_line(routing))
     table = Table(title="actors")
     for column in ("actor", "state", "orders/s", "items/s", "queue", "latency ms", "lag"):
         table.add_column(column, justify="left" if column in ("actor", "state") else "right")
     for name, row in stats.items():
         table.add_row(*_row(snapshot, name, row))
     return Group(summary, table)
+
+
+def stock_routing_line(routing: dict[str, Any]) -> str:
+    """Which stock routing table the shards use: the configured one (version 1), or the
+    one a reshard stored, which wins over `stock_shards` at every start."""
+    line = f"{routing['shards']} stock shards, table v{routing['version']}"
+    if routing["version"] > 1:
+        line += " (stored by a reshard; it wins over stock_shards)"
+    if not routing.get("settled", True):
+        line += " [yellow]reshard not completed[/]"
+    return line
 
 
 def _row(snapshot: dict[str, Any], name: str, row: dict[str, Any]) -> list[str]:

@@ -178,12 +178,15 @@ class Run:
                 offer = sorted(self.campaigns[campaign_id])
             chosen = self.rng.sample(offer, self.rng.randint(1, len(offer)))
             lines = tuple(sorted((sku_id, self.rng.randint(1, 2)) for sku_id in chosen))
+            key = f"key-{buyer}-{n}"
+            if self.rng.random() < 0.05:
+                # A key shared by buyers (one caller's keys for all its buyers, or a key
+                # reused): buyers on other order shards race for it; one order per key.
+                key = f"shared-{self.rng.randint(0, 9)}"
             if self.rng.random() < 0.3:  # through a cart whose lines hold stock
-                order_id = await self.shop(f"key-{buyer}-{n}", f"buyer-{buyer}", lines,
-                                           campaign_id)
+                order_id = await self.shop(key, f"buyer-{buyer}", lines, campaign_id)
             else:
-                order_id = await self.place(f"key-{buyer}-{n}", f"buyer-{buyer}", lines,
-                                            campaign_id)
+                order_id = await self.place(key, f"buyer-{buyer}", lines, campaign_id)
             if order_id is not None:
                 roll = self.rng.random()
                 if roll < 0.35:

@@ -73,3 +73,17 @@ async def test_a_running_deployment_is_resharded_from_the_command_line() -> None
         # Nothing serves it now: no answer, and the request expires unrun.
         code, out, err = await flashtx(env, "reshard", "--stock-shards", "4", "--timeout", "1")
         assert code == 1 and "no answer" in err and "nothing was changed" in err, err
+        # Started again with the same settings (FLASHTX_STOCK_SHARDS=1): the table the
+        # reshard stored wins, and the deployment serves on its three stock shards.
+        server = start_serve(port, env)
+        try:
+            await wait_serving(address)
+            async with Client(address, created.admin_key_secret) as shop:
+                for n in range(20):
+                    level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
+                        sku_id=f"s{n}", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level
+                    assert (level.reserved, level.available) == (2, 8), (n, level)
+                await shop.orders.PlaceOrder(one_unit("restarted", "r", "s7"))
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            await asyncio.to_thread(server.wait, 60)

@@ -99,7 +99,10 @@ def test_the_image_is_pinned_non_root_and_checks_its_health() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
     assert len(bases) == 2 and all(re.search(r":\d+\.\d+\.\d+-", b) for b in bases)  # pinned
-    assert re.search(r"^USER flashtx$", dockerfile, re.MULTILINE)
+    # The non-root user, by its numeric id (hadolint DL3066: names may not resolve).
+    uid = re.search(r"useradd --uid (\d+) --gid flashtx", dockerfile)
+    assert uid is not None and uid.group(1) != "0"
+    assert re.search(rf"^USER {uid.group(1)}:{uid.group(1)}$", dockerfile, re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n?.*"flashtx", "health"', dockerfile, re.MULTILINE)
 
 

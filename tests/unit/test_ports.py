@@ -33,7 +33,9 @@ def port_methods(port: type[Any]) -> dict[str, inspect.Signature]:
 
 
 def parameters(signature: inspect.Signature) -> list[tuple[str, Any]]:
-    return [(p.name, p.default) for p in signature.parameters.values() if p.name != "self"]
+    """Parameters by name and default, without self and what Ray adds (tracing)."""
+    return [(p.name, p.default) for p in signature.parameters.values()
+            if p.name != "self" and not p.name.startswith("_ray")]
 
 
 @pytest.mark.parametrize(("port", "shard"), PAIRS, ids=lambda value: value.__name__)

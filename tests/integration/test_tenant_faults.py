@@ -1,0 +1,92 @@
+"""What one tenant can send, checked against the shared engine: no request takes a shard
+down for the others, and each answers what is true."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import ray
+
+from flashtx.app import LocalEngine
+from flashtx.client import Client
+from flashtx.engine.sharding import slot_of
+from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from tests.integration.conftest import add_skus, unique_merchant_id
+from tests.integration.test_order_path import level, order, outcome
+
+pytestmark = pytest.mark.cluster
+
+
+async def new_shop(operator: Client) -> tuple[str, str]:
+    merchant_id = unique_merchant_id("tenant")
+    created = await operator.merchants.CreateMerchant(
+        merchant_pb2.CreateMerchantRequest(merchant_id=merchant_id, name="Tenant"))
+    return merchant_id, created.admin_key_secret
+
+
+def buyers_on_each_order_shard(engine: LocalEngine, merchant_id: str) -> list[str]:
+    """One buyer id per order shard (orders route by merchant and buyer)."""
+    table = engine.topology.orders.table
+    found: dict[int, str] = {}
+    for n in range(10_000):
+        buyer = f"buyer-{n}"
+        found.setdefault(table.shard_of_slot[slot_of(merchant_id, buyer,
+                                                     engine.config.slots_total)], buyer)
+        if len(found) == table.shards:
+            return [found[shard] for shard in sorted(found)]
+    raise AssertionError("no buyer found for some order shard")
+
+
+def order_shard_stats(engine: LocalEngine) -> list[dict[str, Any]]:
+    return list(ray.get([h.stats.remote() for h in engine.topology.orders.handles]))
+
+
+async def reserved_becomes(client: Client, sku_id: str, units: int) -> int:
+    """The SKU's reserved units once they are `units` (a refused order's hold is released
+    by the shard's sweeper), or what they are after 30 s."""
+    deadline = time.monotonic() + 30
+    while (reserved := (await level(client, sku_id)).reserved) != units:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return reserved
+
+
+async def test_one_key_for_buyers_on_two_order_shards_places_one_order(
+        engine: LocalEngine, operator: Client) -> None:
+    merchant_id, secret = await new_shop(operator)
+    first, second = buyers_on_each_order_shard(engine, merchant_id)[:2]
+    before = order_shard_stats(engine)
+    async with Client(engine.address, secret) as shop:
+        await add_skus(shop, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=10))
+        # One request: the key for two buyers whose orders go to two shards, and an order
+        # of its own beside them.
+        batch = [order("k", first, ("s", 1)), order("k", second, ("s", 1)),
+                 order("other", first, ("s", 1))]
+        response = await shop.orders.PlaceOrders(order_pb2.PlaceOrdersRequest(orders=batch))
+        codes = sorted(r.code for r in response.results[:2])
+        assert codes == [common_pb2.RESULT_CODE_OK,
+                         common_pb2.RESULT_CODE_IDEMPOTENCY_CONFLICT], response
+        assert response.results[2].code == common_pb2.RESULT_CODE_OK
+        refused = next(r for r in response.results[:2]
+                       if r.code != common_pb2.RESULT_CODE_OK)
+        assert refused.reason == "IDEMPOTENCY_CONFLICT"
+        # A retry as documented is refused again, and the shard stays up.
+        loser = batch[0] if response.results[0].code != common_pb2.RESULT_CODE_OK else batch[1]
+        assert await outcome(shop, loser) == "ALREADY_EXISTS"
+        # Two concurrent requests with one key and two buyers: one order.
+        outcomes = await asyncio.gather(outcome(shop, order("k2", first, ("s", 1))),
+                                        outcome(shop, order("k2", second, ("s", 1))))
+        assert sorted(outcomes) == ["ALREADY_EXISTS", "OK"]
+        assert await reserved_becomes(shop, "s", 3) == 3  # k, other and k2: no unit leaked
+        listed = [await shop.orders.ListOrders(order_pb2.ListOrdersRequest(buyer_id=b))
+                  for b in (first, second)]
+        keys = sorted(o.idempotency_key for page in listed for o in page.orders)
+        assert keys == ["k", "k2", "other"]
+    after = order_shard_stats(engine)
+    assert [s["instance"] for s in after] == [s["instance"] for s in before]  # no restart
+    assert sum(s["orders_refused_at_commit"] - b["orders_refused_at_commit"]
+               for s, b in zip(after, before, strict=True)) >= 3
