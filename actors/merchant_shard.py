@@ -76,7 +76,7 @@ class MerchantShard(clock.ClockControl):
             "campaign buckets", after=self._ready))
 
     async def _start(self) -> None:
-        self._store = await open_store(self._config.postgres_dsn, 2)
+        self._store = await open_store(self._config, 2)
         if self._store is None:
             return
         # A read that fails (the database restarting too) is tried again, never left as

@@ -136,7 +136,7 @@ class OrderShard(clock.ClockControl):
         table = self._stock.group.table
         self._stock.group.update(await find_peers([f"stock-{i}" for i in range(table.shards)]),
                                  table)
-        self._store = await open_store(self._config.postgres_dsn, self._config.postgres_pool_size)
+        self._store = await open_store(self._config, self._config.postgres_pool_size)
         steps = self._recovery_seconds = {"peers_and_pool": time.perf_counter() - started}
         if self._store is not None:
             # A read that fails (the database restarting too) is tried again, never left
@@ -514,6 +514,8 @@ class OrderShard(clock.ClockControl):
                 payments.append((i, answer, op, argument))
             else:
                 results[i] = answer
+        if payments:
+            await self._placed_durably(payments, calls, results)
         # Stock is committed first, then the state; released (cancel, refund) only after
         # the state that frees it is durable: a crash in between must not bring back an
         # order whose units were sold again.
@@ -534,6 +536,28 @@ class OrderShard(clock.ClockControl):
         for i, op, merchant_id, target, argument, only_key in from_store:
             results[i] = await self._from_store(op, merchant_id, target, argument, only_key)
         return await self._journal.settle(results)
+
+    async def _placed_durably(self, payments: list[tuple[int, Order, str, Any]],
+                              calls: StockCalls, results: list[Any]) -> None:
+        """A payment of an order whose placement is not durable yet waits for it: the
+        commit may refuse the order (its key was another shard's first), and then there
+        is nothing to pay. Such payments answer NOT_FOUND and sell nothing."""
+        not_durable = self._journal.not_durable
+        pending = {not_durable[o.order_id] for _, o, _, _ in payments
+                   if o.order_id in not_durable}
+        if pending:
+            await asyncio.gather(*(asyncio.shield(f) for f in pending))
+        book = self._state.book
+        for payment in list(payments):
+            i, order = payment[0], payment[1]
+            if book.orders.get(order.order_id) is order:
+                continue
+            payments.remove(payment)
+            self._busy.discard(order.order_id)
+            results[i] = NotFound(f"no order {order.order_id}", order_id=order.order_id)
+            for order_ids in calls.commits.values():
+                if order.order_id in order_ids:
+                    order_ids.remove(order.order_id)
 
     async def _from_store(self, op: str, merchant_id: str, target: str, argument: Any,
                           only_key: str) -> Any:
@@ -564,6 +588,10 @@ class OrderShard(clock.ClockControl):
             if loaded is None:
                 raise NotFound(f"no order {target}", order_id=target)
             order = restore_order(*loaded)
+            if order.merchant_id != merchant_id or (only_key and order.key_id != only_key):
+                # Another tenant's order is no order to this caller, live or not: the
+                # same answer as an id never used (no existence oracle).
+                raise NotFound(f"no order {target}", order_id=target)
             in_memory = book.orders.get(order.order_id)
             if in_memory is not None or order.status not in FINISHED:
                 # placed meanwhile, or live and not (yet) here: the client retries

@@ -13,10 +13,11 @@ from typing import Any
 import asyncpg
 
 from flashtx.adapters.events import ORDER_EVENT_TYPES
-from flashtx.adapters.postgres import Store
+from flashtx.adapters.postgres import Store, Timeouts
 from flashtx.adapters.wire import order_event, placed_event
 from flashtx.engine.campaigns import Campaign, CampaignSku
 from flashtx.engine.carts import Cart, CartKey, CartLine
+from flashtx.engine.config import Config
 from flashtx.engine.errors import InvariantViolation
 from flashtx.engine.order_state import settled_buyer
 from flashtx.engine.orders import Order, OrderChange, OrderSnapshot, OrderStatus, order_slot
@@ -28,11 +29,12 @@ PLACED_EVENT = ORDER_EVENT_TYPES["placed"]
 
 
 
-async def open_store(dsn: str, pool_size: int) -> Store | None:
-    """None when persistence is off (dsn "none")."""
-    if dsn == "none":
+async def open_store(config: Config, pool_size: int) -> Store | None:
+    """The configured database, with its timeouts; None when persistence is off (dsn
+    "none")."""
+    if config.postgres_dsn == "none":
         return None
-    return await Store.open(dsn, pool_size)
+    return await Store.open(config.postgres_dsn, pool_size, Timeouts.of(config))
 
 
 def order_rows(order: Order | OrderSnapshot,

@@ -20,7 +20,7 @@ import redis.asyncio as redis
 from flashtx.actors import clock, metrics
 from flashtx.actors.loops import every
 from flashtx.adapters.events import StreamWriter, event_payload
-from flashtx.adapters.postgres import Store
+from flashtx.adapters.postgres import Store, Timeouts
 from flashtx.engine.config import Config
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Relay:
 
     async def _run(self) -> None:
         config = self._config
-        self._store = await Store.open(config.postgres_dsn, 2)
+        self._store = await Store.open(config.postgres_dsn, 2, Timeouts.of(config))
         self._redis = redis.Redis.from_url(config.redis_url)
         deployment_id = await self._store.setting("deployment_id", secrets.token_hex(8))
         writer = StreamWriter(self._redis, config.event_retention_events_max, deployment_id)

@@ -178,7 +178,7 @@ class StockShard(clock.ClockControl):
 
     async def _load(self) -> None:
         if self._store is None:
-            self._store = await open_store(self._config.postgres_dsn, 2)
+            self._store = await open_store(self._config, 2)
         if self._store is not None:  # a failed read is tried again, from scratch
             await until_done(self._load_once, f"stock shard {self.index} load")
 

@@ -6,6 +6,7 @@ the previous one is written, and a consumer that stops taking messages for
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, cast
 
 import grpc
@@ -21,7 +22,16 @@ RESUME_CURSOR = "flashtx-resume-cursor"
 # Sent in the initial metadata once a stream is served: the cursor it starts after (a
 # request without a cursor starts after the newest event at that moment).
 START_CURSOR = "flashtx-start-cursor"
-_CURSOR_CHARS = set("0123456789-")
+_CURSOR = re.compile(r"(\d{1,20})-(\d{1,20})")
+_ID_MAX = 2**64 - 1  # each part of a Redis stream id
+
+
+def is_cursor(cursor: str) -> bool:
+    """A stream entry id as WatchEvents sends it: <milliseconds>-<sequence>, each part a
+    64-bit unsigned number (Redis refuses anything else, which must not surface as
+    UNAVAILABLE and a retry loop)."""
+    match = _CURSOR.fullmatch(cursor)
+    return match is not None and all(int(part) <= _ID_MAX for part in match.groups())
 
 
 class EventServicer(event_pb2_grpc.EventServiceServicer):
@@ -35,7 +45,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         if unknown := types - EVENT_TYPES:
             raise InvalidArgument("types", f"unknown event types: {sorted(unknown)}")
         cursor = request.cursor or "$"
-        if cursor != "$" and (len(cursor) > 40 or not set(cursor) <= _CURSOR_CHARS):
+        if cursor != "$" and not is_cursor(cursor):
             raise InvalidArgument("cursor", "is not a cursor from WatchEvents")
         if self._client is None:
             raise Unavailable("events are not enabled on this deployment")

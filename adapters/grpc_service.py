@@ -173,8 +173,8 @@ def page_position(token: str) -> tuple[int, str]:
     """The position a ListOrders token names; INVALID_ARGUMENT for anything else."""
     try:
         created, _, order_id = _untoken(_ORDERS_TOKEN, token).partition(":")
-        if not created.isdigit() or not order_id:
-            raise ValueError(token)
+        if not created.isdigit() or not order_id or int(created) >= 2**63:
+            raise ValueError(token)  # a position Postgres' bigint cannot hold is no token
         return int(created), order_id
     except ValueError:
         raise InvalidArgument("page_token", "is not a token from ListOrders") from None

@@ -11,11 +11,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from flashtx.engine.config import Config
 from flashtx.engine.errors import IdempotencyConflict
 from flashtx.engine.sharding import RoutingTable
 
@@ -108,9 +110,42 @@ async def migrate(connection: asyncpg.Connection) -> list[int]:
 _SERVER_SETTINGS = {"jit": "off"}
 
 
-async def connect_pool(dsn: str, size_max: int) -> asyncpg.Pool:
+@dataclass(frozen=True)
+class Timeouts:
+    """The engine's database timeouts (engine.config: postgres_*; docs/operating.md)."""
+
+    command_s: float
+    connect_s: float
+    idle_in_transaction_ms: int
+    keepalives_idle_s: int
+    keepalives_interval_s: int
+    keepalives_count: int
+
+    @classmethod
+    def of(cls, config: Config | None = None) -> Timeouts:
+        """The configured timeouts (None: the defaults)."""
+        config = config or Config()
+        return cls(config.postgres_command_timeout_s, config.postgres_connect_timeout_s,
+                   config.postgres_idle_in_transaction_timeout_ms,
+                   config.postgres_keepalives_idle_s, config.postgres_keepalives_interval_s,
+                   config.postgres_keepalives_count)
+
+    def server_settings(self) -> dict[str, str]:
+        """Session settings: the server drops what a vanished client left behind."""
+        return {**_SERVER_SETTINGS,
+                "idle_in_transaction_session_timeout": str(self.idle_in_transaction_ms),
+                "tcp_keepalives_idle": str(self.keepalives_idle_s),
+                "tcp_keepalives_interval": str(self.keepalives_interval_s),
+                "tcp_keepalives_count": str(self.keepalives_count)}
+
+
+async def connect_pool(dsn: str, size_max: int, timeouts: Timeouts | None = None
+                       ) -> asyncpg.Pool:
+    timeouts = timeouts or Timeouts.of()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size_max,
-                                     server_settings=_SERVER_SETTINGS)
+                                     timeout=timeouts.connect_s,
+                                     command_timeout=timeouts.command_s,
+                                     server_settings=timeouts.server_settings())
     assert pool is not None
     return pool
 
@@ -201,9 +236,14 @@ class Store:
         self._commit_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, dsn: str, size_max: int = 4) -> Store:
-        pool = await connect_pool(dsn, size_max)
-        async with pool.acquire() as connection:
+    async def open(cls, dsn: str, size_max: int = 4, timeouts: Timeouts | None = None
+                   ) -> Store:
+        """A pool whose calls time out (`timeouts`); migrations run first on a connection
+        of their own, with no command timeout (an index built on a long history)."""
+        timeouts = timeouts or Timeouts.of()
+        connection = await asyncpg.connect(dsn, timeout=timeouts.connect_s,
+                                           server_settings=_SERVER_SETTINGS)
+        try:
             await migrate(connection)
             if await connection.fetchval("SHOW autovacuum") == "off":
                 # Finished orders (marked) and pruned outbox rows leave dead tuples: without
@@ -211,7 +251,9 @@ class Store:
                 # the relay slow down with history (measured: bench/RESULTS.md, soak).
                 log.warning("Postgres runs with autovacuum off: run VACUUM on flashtx.orders"
                             " and flashtx.outbox regularly")
-        return cls(pool)
+        finally:
+            await connection.close()
+        return cls(await connect_pool(dsn, size_max, timeouts))
 
     async def close(self) -> None:
         connection, self._commit_connection = self._commit_connection, None

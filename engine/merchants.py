@@ -90,6 +90,10 @@ class ApiKeyRecord:
     created_at_ms: int
     revoked: bool = False
     request_id: str = ""  # the client's id of the CreateApiKey that made it ("": none)
+    # Made here and never used: a retry of its request may still answer it with a new
+    # secret (the first answer was lost). Once a call used it, or it was loaded from the
+    # database, a retry never changes the credential.
+    unused: bool = False
 
 
 @dataclass(slots=True)
@@ -160,6 +164,11 @@ class MerchantDirectory:
                 if (existing.scopes, existing.label, existing.revoked) != (scopes, label, False):
                     raise IdempotencyConflict(f"request_id {request_id} made another key",
                                               request_id=request_id)
+                if not existing.unused:
+                    raise AlreadyExists(
+                        f"request_id {request_id} made key {existing.key_id}, which is in"
+                        " use: a retry does not change its secret (create another key)",
+                        request_id=request_id, key_id=existing.key_id)
                 secret = secrets.token_urlsafe(24)
                 existing.secret_hash = hash_secret(secret)
                 return existing, f"{TOKEN_PREFIX}.{merchant_id}.{existing.key_id}.{secret}"
@@ -168,7 +177,7 @@ class MerchantDirectory:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         key = ApiKeyRecord(key_id, hash_secret(secret), scopes, label, now_ms,
-                           request_id=request_id)
+                           request_id=request_id, unused=True)
         merchant.keys[key_id] = key
         return key, f"{TOKEN_PREFIX}.{merchant_id}.{key_id}.{secret}"
 
@@ -188,6 +197,7 @@ class MerchantDirectory:
             raise Unauthenticated("unknown API key")
         if key.revoked:
             raise Unauthenticated("API key revoked")
+        key.unused = False
         return Principal(merchant_id, key_id, key.scopes, merchant.payment_window_s,
                          merchant.cart_hold_s, merchant.currency)
 

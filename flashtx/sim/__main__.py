@@ -19,12 +19,14 @@ from collections import Counter
 DEFAULT_STEPS = 60
 
 
-def _one(job: tuple[int, int]) -> tuple[int, list[str], int, int, dict[str, int], int]:
+def _one(job: tuple[int, int]) -> tuple[int, list[str], int, int, dict[str, int], int,
+                                       int, int]:
     from flashtx.sim.run import run_seed
 
     outcome = run_seed(*job)
     return (outcome.seed, outcome.failures, outcome.acked, outcome.crashes, outcome.reshards,
-            outcome.clock_steps)
+            outcome.clock_steps, int(outcome.shared_keys),
+            outcome.refused.get("IDEMPOTENCY_CONFLICT", 0))
 
 
 def main(argv: list[str]) -> int:
@@ -47,15 +49,18 @@ def main(argv: list[str]) -> int:
         first, end = int(first_text), int(end_text)
     jobs = [(seed, args.steps) for seed in range(first, end)]
     started = time.monotonic()
-    failing, acked, crashes, clock_steps = [], 0, 0, 0
+    failing, acked, crashes, clock_steps, shared, conflicts = [], 0, 0, 0, 0, 0
     reshards: Counter[str] = Counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
             results = list(pool.imap_unordered(_one, jobs, chunksize=50))
     else:
         results = [_one(job) for job in jobs]
-    for seed, failures, seed_acked, seed_crashes, seed_reshards, seed_steps in results:
+    for (seed, failures, seed_acked, seed_crashes, seed_reshards, seed_steps, seed_shared,
+         seed_conflicts) in results:
         acked += seed_acked
+        shared += seed_shared
+        conflicts += seed_conflicts
         clock_steps += seed_steps
         crashes += seed_crashes
         reshards.update(seed_reshards)
@@ -69,7 +74,8 @@ def main(argv: list[str]) -> int:
     print(f"{len(jobs)} seeds ({first}..{end - 1}), {args.steps} steps each, in {elapsed_s:.1f} s:"
           f" {len(failing)} failed; {acked} orders acknowledged, {crashes} shard crashes;"
           f" stock reshards: {reshards['done']} done, {reshards['rolled back']} rolled back;"
-          f" {clock_steps} runs with the clock stepped back")
+          f" {clock_steps} runs with the clock stepped back; {shared} runs with keys shared"
+          f" by buyers ({conflicts} orders refused as idempotency conflicts)")
     return 1 if failing else 0
 
 

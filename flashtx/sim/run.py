@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Outcome:
     virtual_s: float = 0.0
     reshards: dict[str, int] = field(default_factory=dict)
     clock_steps: int = 0
+    shared_keys: bool = False  # buyers shared idempotency keys in this run
 
     @property
     def ok(self) -> bool:
@@ -87,6 +89,9 @@ class Run:
     def __init__(self, seed: int, steps: int, faults: Faults) -> None:
         self.world = World(seed, faults)
         self.rng = self.world.rng
+        keys = random.Random(f"shared-keys-{seed}")
+        self.shared_keys = keys if keys.random() < faults.shared_key_runs else None
+        self.shared_key_orders = faults.shared_key_orders
         self.steps = steps
         self.config = sim_config()
         self.faults_on = faults
@@ -179,10 +184,10 @@ class Run:
             chosen = self.rng.sample(offer, self.rng.randint(1, len(offer)))
             lines = tuple(sorted((sku_id, self.rng.randint(1, 2)) for sku_id in chosen))
             key = f"key-{buyer}-{n}"
-            if self.rng.random() < 0.05:
+            if self.shared_keys and self.shared_keys.random() < self.shared_key_orders:
                 # A key shared by buyers (one caller's keys for all its buyers, or a key
                 # reused): buyers on other order shards race for it; one order per key.
-                key = f"shared-{self.rng.randint(0, 9)}"
+                key = f"shared-{self.shared_keys.randint(0, 9)}"
             if self.rng.random() < 0.3:  # through a cart whose lines hold stock
                 order_id = await self.shop(key, f"buyer-{buyer}", lines, campaign_id)
             else:
@@ -553,7 +558,8 @@ def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcom
         loop.close()
     return Outcome(seed, steps, run.world.failures, len(run.acked), dict(run.refused),
                    sum(a.crashes for a in run.world.actors.values()), run.world.store.writes,
-                   virtual_s, dict(run.reshards), run.clock_steps)
+                   virtual_s, dict(run.reshards), run.clock_steps,
+                   run.shared_keys is not None)
 
 
 def _retry(answer: Any) -> bool:

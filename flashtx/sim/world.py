@@ -26,6 +26,7 @@ from typing import Any
 import looptime
 import ray.exceptions
 
+from flashtx.engine.config import Config
 from flashtx.sim.store import MemoryStore
 
 _CURRENT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -58,10 +59,16 @@ class Faults:
     store_delay_ms: tuple[int, int] = (0, 20)
     crash_every_ms: tuple[int, int] = (200, 1500)  # between two crashes of some shard
     restart_ms: tuple[int, int] = (10, 400)
+    # Runs in which buyers share idempotency keys (one caller's keys used for several
+    # buyers: orders with one key on two order shards), and the orders of such a run that
+    # take a shared key. Drawn apart from the run's other draws: a run without shared keys
+    # replays as it did before they existed.
+    shared_key_runs: float = 0.3
+    shared_key_orders: float = 0.1
 
     @classmethod
     def none(cls) -> Faults:
-        return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2))
+        return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2), 0.0, 0.0)
 
 
 class SimPeer:
@@ -235,7 +242,7 @@ def installed(world: World) -> Iterator[None]:
 
     global _WORLD
 
-    async def open_store(dsn: str, pool_size: int) -> MemoryStore:
+    async def open_store(config: Config, pool_size: int) -> MemoryStore:
         return world.store
 
     async def find_peers(names: Any, timeout_s: float = 60.0) -> list[SimPeer]:

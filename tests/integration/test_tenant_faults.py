@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import grpc
 import pytest
 import ray
 
@@ -90,3 +91,43 @@ async def test_one_key_for_buyers_on_two_order_shards_places_one_order(
     assert [s["instance"] for s in after] == [s["instance"] for s in before]  # no restart
     assert sum(s["orders_refused_at_commit"] - b["orders_refused_at_commit"]
                for s, b in zip(after, before, strict=True)) >= 3
+
+
+async def calls_on(client: Client, order_id: str) -> list[str]:
+    """What GetOrder, PayOrder and CancelOrder answer for `order_id` (a status code)."""
+    found = []
+    for call in (client.orders.GetOrder(order_pb2.GetOrderRequest(order_id=order_id)),
+                 client.orders.PayOrder(order_pb2.PayOrderRequest(order_id=order_id)),
+                 client.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=order_id))):
+        try:
+            await call
+            found.append("OK")
+        except grpc.aio.AioRpcError as error:
+            found.append(error.code().name)
+    return found
+
+
+async def test_another_tenants_order_is_not_found_like_an_unknown_id(
+        engine: LocalEngine, operator: Client) -> None:
+    """Once an order of the shard has left memory, reads of ids not in memory go to the
+    database: another merchant's live order must still be NOT_FOUND, as an unknown id,
+    never UNAVAILABLE ("changing; retry", which tells that it exists)."""
+    (_, owner_secret), (_, other_secret) = await new_shop(operator), await new_shop(operator)
+    async with Client(engine.address, owner_secret) as owner, Client(
+            engine.address, other_secret) as other:
+        await add_skus(owner, stock_pb2.Sku(sku_id="s", name="S", price_minor=5, on_hand=10))
+        live = (await owner.orders.PlaceOrder(order("live", "b", ("s", 1)))).order
+        gone = (await owner.orders.PlaceOrder(order("gone", "b", ("s", 1)))).order
+        await owner.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=gone.order_id))
+        evicted = sum(s["orders_evicted"] for s in order_shard_stats(engine))
+        await asyncio.to_thread(engine.topology.shift_clock, 61_000)  # past the linger
+        deadline = time.monotonic() + 30
+        while sum(s["orders_evicted"] for s in order_shard_stats(engine)) <= evicted:
+            assert time.monotonic() < deadline, "the finished order never left memory"
+            await asyncio.sleep(0.05)
+        assert await calls_on(other, live.order_id) == ["NOT_FOUND"] * 3
+        assert await calls_on(other, gone.order_id) == ["NOT_FOUND"] * 3
+        unknown = live.order_id[:-4] + "ffff"
+        assert await calls_on(other, unknown) == ["NOT_FOUND"] * 3
+        mine = await owner.orders.GetOrder(order_pb2.GetOrderRequest(order_id=live.order_id))
+        assert mine.order.status == order_pb2.ORDER_STATUS_RESERVED

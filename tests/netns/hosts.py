@@ -240,6 +240,23 @@ class Hosts:
         self.exec(host, "iptables", "-D", "OUTPUT", "-d", f"{SUBNET}.1", "-p", "tcp",
                   "--dport", str(port), "-j", "REJECT", "--reject-with", "tcp-reset")
 
+    def blackhole(self, host: str, port: int) -> None:
+        """Packets between the host and the machine's `port` are dropped, both ways: no
+        refusal, no reset (a link that silently loses everything)."""
+        for rule in self._blackhole_rules(port):
+            self.exec(host, "iptables", "-A", *rule)
+
+    def restore(self, host: str, port: int) -> None:
+        for rule in self._blackhole_rules(port):
+            self.exec(host, "iptables", "-D", *rule)
+
+    @staticmethod
+    def _blackhole_rules(port: int) -> list[list[str]]:
+        return [["OUTPUT", "-d", f"{SUBNET}.1", "-p", "tcp", "--dport", str(port), "-j",
+                 "DROP"],
+                ["INPUT", "-s", f"{SUBNET}.1", "-p", "tcp", "--sport", str(port), "-j",
+                 "DROP"]]
+
     def serving(self, address: str) -> bool:
         """The gateway at `address` answers SERVING (asked from the machine)."""
         try:

@@ -1,6 +1,6 @@
 """Faults between hosts under load, each ending with the sale's verification.
 
-    sudo python -m tests.netns.scenarios                     # all five, a table at the end
+    sudo python -m tests.netns.scenarios                     # all six, a table at the end
     sudo python -m tests.netns.scenarios link-loss host-kill --json report.json
 
 Each scenario builds the hosts (tests/netns/hosts.py) on a fresh database, starts the
@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.netns.hosts import PG_PORT, Hosts
+from tests.netns.hosts import PG_PORT, WORKERS, Hosts
 
 UNITS, BUYERS, RATE = 400, 900, 60.0  # the sale lasts ~15 s at this rate
 SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -57,6 +57,9 @@ SCENARIOS = {s.name: s for s in (
              lambda h: h.block("a", PG_PORT), lambda h: h.unblock("a", PG_PORT), 15.0),
     Scenario("head-unreachable", "the head host (GCS, driver) unreachable for 20 s",
              lambda h: h.cut("head"), lambda h: h.heal("head"), 20.0),
+    Scenario("pg-blackhole", "Postgres blackholed (packets dropped) from both worker hosts"
+             " for 20 s", lambda h: [h.blackhole(w, PG_PORT) for w in WORKERS] and None,
+             lambda h: [h.restore(w, PG_PORT) for w in WORKERS] and None, 20.0),
 )}
 
 

@@ -127,6 +127,25 @@ def test_a_retried_merchant_creation_answers_the_same_merchant_with_a_new_secret
             directory.create("shop-1", name, window_s, 6, hold_s, request_id)
 
 
+def test_a_late_retry_never_changes_a_credential_in_use() -> None:
+    directory = MerchantDirectory(10, 5)
+    _, admin, token, _ = directory.create("shop-1", "Shop", 900, 0, 30, "c1")
+    directory.authenticate(token)  # the first answer arrived: the key is in use
+    with pytest.raises(errors.AlreadyExists) as caught:
+        directory.create("shop-1", "Shop", 900, 5, 30, "c1")
+    assert caught.value.metadata["key_id"] == admin.key_id
+    assert directory.authenticate(token).key_id == admin.key_id  # still the same secret
+    key, channel = directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 6, "r1")
+    directory.authenticate(channel)
+    with pytest.raises(errors.AlreadyExists):
+        directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 7, "r1")
+    assert directory.authenticate(channel).key_id == key.key_id
+    # Keys loaded from the database may have been used: never rotated by a retry.
+    directory.merchants["shop-1"].keys[key.key_id].unused = False
+    with pytest.raises(errors.AlreadyExists):
+        directory.create_key("shop-1", frozenset({Scope.CHANNEL}), "pos", 8, "r1")
+
+
 def test_keys_authenticate_until_revoked_and_store_only_hashes() -> None:
     directory = MerchantDirectory(10, 5)
     _, admin, token, _ = directory.create("shop-1", "Shop", 900, 0)
@@ -186,7 +205,9 @@ def test_list_page_tokens_are_opaque_and_checked() -> None:
     token = page_token((1_800_000_000_123, "0007abcdef000000009"))
     assert token.startswith("o1.") and "0007" not in token
     assert page_position(token) == (1_800_000_000_123, "0007abcdef000000009")
-    for bad in ("20", "o1.", "o1.!!", "o1." + "QQ" * 150, page_token((5, "x"))[:-2] + "@@"):
+    past_bigint = page_token((2**63, "0007abcdef000000009"))  # Postgres would refuse it
+    for bad in ("20", "o1.", "o1.!!", "o1." + "QQ" * 150, page_token((5, "x"))[:-2] + "@@",
+                past_bigint):
         with pytest.raises(errors.InvalidArgument) as caught:
             page_position(bad)
         assert caught.value.field == "page_token"
@@ -322,3 +343,12 @@ def test_log_settings_are_checked_and_a_failed_call_logs_its_ids() -> None:
     assert _ids("/flashtx.v1.OrderService/PlaceOrder", request) == {
         "rpc": "/flashtx.v1.OrderService/PlaceOrder", "idempotency_key": "k-1",
         "buyer_id": "b-1"}
+
+
+def test_event_cursors_are_redis_stream_ids() -> None:
+    from flashtx.adapters.event_service import is_cursor
+
+    for good in ("0-0", "1733500000000-5", f"{2**64 - 1}-{2**64 - 1}"):
+        assert is_cursor(good), good
+    for bad in ("1-2-3", "-", "12", "1-", "-1", "a-1", f"{2**64}-0", "1--2", "1-2 "):
+        assert not is_cursor(bad), bad
