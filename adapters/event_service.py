@@ -22,16 +22,17 @@ RESUME_CURSOR = "flashtx-resume-cursor"
 # Sent in the initial metadata once a stream is served: the cursor it starts after (a
 # request without a cursor starts after the newest event at that moment).
 START_CURSOR = "flashtx-start-cursor"
-_CURSOR = re.compile(r"(\d{1,20})-(\d{1,20})")
+_CURSOR = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 _ID_MAX = 2**64 - 1  # each part of a Redis stream id
 
 
 def is_cursor(cursor: str) -> bool:
-    """A stream entry id as WatchEvents sends it: <milliseconds>-<sequence>, each part a
-    64-bit unsigned number (Redis refuses anything else, which must not surface as
-    UNAVAILABLE and a retry loop)."""
+    """A stream entry id as WatchEvents sends it, <milliseconds>-<sequence>, or
+    <milliseconds> alone ("0": from the start), each part a 64-bit unsigned number (Redis
+    refuses anything else, which must not surface as UNAVAILABLE and a retry loop)."""
     match = _CURSOR.fullmatch(cursor)
-    return match is not None and all(int(part) <= _ID_MAX for part in match.groups())
+    return match is not None and all(int(part) <= _ID_MAX for part in match.groups()
+                                     if part is not None)
 
 
 class EventServicer(event_pb2_grpc.EventServiceServicer):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import secrets
+import signal
 import socket
+import threading
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,11 +104,12 @@ class LocalEngine:
                 local["_metrics_export_port"] = config.metrics_export_port
             # Without an address, always a new local cluster: never a stray `ray start`
             # cluster that happens to run on this machine.
-            ray.init(address=ray_address or "local", namespace=NAMESPACE,
-                     include_dashboard=dashboard, log_to_driver=False,
-                     logging_config=ray.LoggingConfig(encoding=config.log_format.upper(),
-                                                      log_level=config.log_level),
-                     **({} if ray_address else local))
+            with _stop_signal_kept():
+                ray.init(address=ray_address or "local", namespace=NAMESPACE,
+                         include_dashboard=dashboard, log_to_driver=False,
+                         logging_config=ray.LoggingConfig(
+                             encoding=config.log_format.upper(), log_level=config.log_level),
+                         **({} if ray_address else local))
         topology = Topology.start(config, port or free_port(), stock_table)
         return cls(topology, config, owns_ray, operator_key)
 
@@ -124,6 +129,25 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def _stop_signal_kept() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler with one that exits at once (no drain, and
+    in the middle of whatever the process does). A caller that set its own (`flashtx
+    serve`: stop, then drain) keeps it: SIGTERM waits, blocked, while Ray starts, and is
+    delivered to the caller's handler once it is back."""
+    previous = signal.getsignal(signal.SIGTERM)
+    own = callable(previous) and threading.current_thread() is threading.main_thread()
+    if not own:
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 class EngineStartError(RuntimeError):

@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -105,6 +107,29 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def show_operator_key(key: str, data_dir: str, terminal: bool | None = None) -> Path | None:
+    """A generated operator key is shown once: on a terminal, printed; otherwise (a
+    service's log, a container's output) it never goes to the output: it is written to
+    `<data_dir>/operator-key`, readable by its owner alone, and the path is printed.
+    Answers that path (None: printed)."""
+    if sys.stdout.isatty() if terminal is None else terminal:
+        console.print("operator key (shown once; set FLASHTX_OPERATOR_KEY to choose it):\n"
+                      f"  {key}")
+        return None
+    from flashtx.adapters.embedded import default_data_dir
+
+    folder = Path(data_dir) if data_dir else default_data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "operator-key"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(key + "\n")
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    console.print(f"operator key written to {path} (mode 0600; not printed: this output"
+                  " is not a terminal). Set FLASHTX_OPERATOR_KEY to choose it.")
+    return path
+
+
 def serve_command(options: argparse.Namespace) -> int:
     from flashtx.app import EngineStartError, LocalEngine
     from flashtx.engine.config import ConfigError, load_config
@@ -120,6 +145,17 @@ def serve_command(options: argparse.Namespace) -> int:
         console.print(f"[bold red]flashtx cannot start:[/] {error}")
         return 2
     port = options.port or config.grpc_port
+    # A stop at any moment drains: asked for while the engine starts, it waits for the
+    # start to end (LocalEngine.start keeps this handler through ray.init).
+    stop = threading.Event()
+
+    def asked_to_stop(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: at once, no drain
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, asked_to_stop)
     try:
         engine = LocalEngine.start(port=port, ray_address=options.address,
                                    dashboard=options.dashboard, config=config)
@@ -130,11 +166,7 @@ def serve_command(options: argparse.Namespace) -> int:
                   f"({config.gateways} gateways, {config.stock_shards} stock shards, "
                   f"{config.order_shards} order shards)")
     if engine.operator_key and not config.operator_key:
-        console.print("operator key (shown once; set FLASHTX_OPERATOR_KEY to choose it):\n"
-                      f"  {engine.operator_key}")
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        show_operator_key(engine.operator_key, config.data_dir)
     from flashtx.reshard import POLL_S, serve_pending
 
     while not stop.wait(POLL_S):  # `flashtx reshard` asks through the database

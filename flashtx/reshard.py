@@ -65,17 +65,52 @@ async def request(dsn: str, stock_shards: int, timeout_s: float) -> dict[str, An
         deadline = time.monotonic() + timeout_s
         while True:
             result = await _read(connection, RESULT)
-            if result is not None and result.get("id") == ask["id"]:
+            if result is not None and result.get("id") == ask["id"] and (
+                    result["state"] != "running"):  # taken: the outcome is still to come
                 if result["state"] != "done":
                     raise ReshardError(str(result.get("message", "the reshard failed")))
                 return result
             if time.monotonic() > deadline:
-                raise ReshardError(
-                    f"no answer within {timeout_s:g} s: is `flashtx serve` running on this"
-                    " database? (the request expired: nothing was changed)")
+                raise ReshardError(await _give_up(connection, str(ask["id"]), timeout_s))
             await asyncio.sleep(0.2)
     finally:
         await connection.close()
+
+
+async def _give_up(connection: asyncpg.Connection, ask_id: str, timeout_s: float) -> str:
+    """What is known when the wait ends: the request is withdrawn if no `serve` took it
+    (then nothing changed, and nothing will), else it is running or ended meanwhile.
+    Taking a request (``_take``) and withdrawing it lock the same row: never both."""
+    async with connection.transaction():
+        asked = await connection.fetchval(
+            "SELECT value FROM flashtx.settings WHERE name = $1 FOR UPDATE", REQUEST)
+        result = await _read(connection, RESULT)
+        if result is None or result.get("id") != ask_id:
+            if asked is not None and json.loads(asked).get("id") == ask_id:
+                await connection.execute("DELETE FROM flashtx.settings WHERE name = $1",
+                                         REQUEST)
+            return (f"no answer within {timeout_s:g} s: is `flashtx serve` running on this"
+                    " database? (the request is withdrawn: nothing was changed)")
+    if result.get("state") == "running":
+        return (f"no outcome within {timeout_s:g} s: `flashtx serve` is running the reshard"
+                f" (to {result.get('stock_shards')} stock shards); `flashtx status` shows"
+                " the stock shards once it is done (or rolled back)")
+    if result.get("state") == "done":
+        return (f"the reshard ended after {timeout_s:g} s: done, {result.get('stock_shards')}"
+                " stock shards")
+    return str(result.get("message", "the reshard failed"))
+
+
+async def _take(connection: asyncpg.Connection, asked: dict[str, Any]) -> bool:
+    """Marks the request as running, unless its command withdrew it meanwhile."""
+    async with connection.transaction():
+        current = await connection.fetchval(
+            "SELECT value FROM flashtx.settings WHERE name = $1 FOR UPDATE", REQUEST)
+        if current is None or json.loads(current).get("id") != asked["id"]:
+            return False
+        await _write(connection, RESULT, {"id": asked["id"], "state": "running",
+                                          "stock_shards": asked.get("stock_shards")})
+        return True
 
 
 def serve_pending(engine: LocalEngine) -> dict[str, Any] | None:
@@ -96,7 +131,11 @@ def serve_pending(engine: LocalEngine) -> dict[str, Any] | None:
             return None
         if time.time() * 1000 > asked.get("expires_at_ms", 0):
             return None  # its command gave up waiting: never run it behind its back
-        return asked
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return asked if await _take(connection, asked) else None
+        finally:
+            await connection.close()
 
     try:
         asked = asyncio.run(pending())

@@ -49,3 +49,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [item for item in items if lane_of(item) == lane]
     config.hook.pytest_deselected(items=[item for item in items if lane_of(item) != lane])
     items[:] = kept
+
+
+if os.environ.get("FLASHTX_TEST_CPU_PROFILE"):  # where the suite's CPU goes, per test
+    import time as _time
+
+    import psutil
+
+    def _busy_s() -> float:
+        times = psutil.cpu_times()
+        return float(times.user + times.system + times.nice)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+        wall, busy = _time.monotonic(), _busy_s()
+        yield
+        with open(os.environ["FLASHTX_TEST_CPU_PROFILE"], "a") as out:
+            out.write(f"{_time.monotonic() - wall:.2f}\t{_busy_s() - busy:.2f}\t"
+                      f"{item.nodeid}\n")

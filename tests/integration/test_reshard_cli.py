@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 
+import asyncpg
 import pytest
 
 from flashtx.app import free_port, new_operator_key
@@ -87,3 +88,29 @@ async def test_a_running_deployment_is_resharded_from_the_command_line() -> None
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             await asyncio.to_thread(server.wait, 60)
+
+
+async def test_a_command_that_gives_up_says_what_is_known() -> None:
+    """A reshard that `serve` took but has not finished when the command stops waiting is
+    reported running, never "nothing was changed"; a request nobody took is withdrawn at
+    that moment, and `serve` can no longer take it."""
+    from flashtx import reshard
+    from flashtx.adapters.postgres import Store
+
+    async with fresh_database("flashtx_reshard_wait") as dsn:
+        await (await Store.open(dsn, 1)).close()  # the schema
+        connection = await asyncpg.connect(dsn)
+        try:
+            taken = {"id": "taken-1", "stock_shards": 3, "expires_at_ms": 2**62}
+            await reshard._write(connection, reshard.REQUEST, taken)
+            assert await reshard._take(connection, taken)  # as serve does, then runs it
+            said = await reshard._give_up(connection, "taken-1", 5)
+            assert "running the reshard" in said and "nothing was changed" not in said, said
+            waiting = {"id": "waiting-1", "stock_shards": 3, "expires_at_ms": 2**62}
+            await reshard._write(connection, reshard.REQUEST, waiting)
+            said = await reshard._give_up(connection, "waiting-1", 5)
+            assert "withdrawn: nothing was changed" in said, said
+            assert not await reshard._take(connection, waiting)  # too late for serve
+            assert await reshard._read(connection, reshard.REQUEST) is None
+        finally:
+            await connection.close()

@@ -89,8 +89,10 @@ async def test_one_key_for_buyers_on_two_order_shards_places_one_order(
         assert keys == ["k", "k2", "other"]
     after = order_shard_stats(engine)
     assert [s["instance"] for s in after] == [s["instance"] for s in before]  # no restart
+    # "k" and "k2" each placed on both shards and refused by one commit; the retry may be
+    # refused before placing (a shard that forgot keys asks the database first).
     assert sum(s["orders_refused_at_commit"] - b["orders_refused_at_commit"]
-               for s, b in zip(after, before, strict=True)) >= 3
+               for s, b in zip(after, before, strict=True)) >= 2
 
 
 async def calls_on(client: Client, order_id: str) -> list[str]:

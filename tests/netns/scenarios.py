@@ -2,6 +2,7 @@
 
     sudo python -m tests.netns.scenarios                     # all six, a table at the end
     sudo python -m tests.netns.scenarios link-loss host-kill --json report.json
+    sudo python -m tests.netns.scenarios link-loss pg-blackhole host-kill --together
 
 Each scenario builds the hosts (tests/netns/hosts.py) on a fresh database, starts the
 client host's flash sale (tests/netns/load.py), applies its fault once orders are being
@@ -134,45 +135,77 @@ def phases(attempts: list[list[Any]], fault_at: float, lifted_at: float) -> dict
 
 
 def run(name: str, logs: Path) -> dict[str, Any]:
-    scenario = SCENARIOS[name]
+    """One scenario: its fault once, in a sale of its own."""
+    return run_faults([name], logs)
+
+
+# A sale long enough for several faults one after another (about a minute of arrivals).
+SEQUENCE_UNITS, SEQUENCE_BUYERS, SEQUENCE_RATE = 800, 1000, 16.0
+
+
+def run_faults(names: list[str], logs: Path) -> dict[str, Any]:
+    """The faults of `names` one after another in one sale (on one set of hosts): each
+    applied once the sale is under way and orders are placed again after the one before
+    (or the stock is gone), then lifted; the sale's invariants checked at the end."""
+    faults = [SCENARIOS[name] for name in names]
+    units, buyers, rate = ((UNITS, BUYERS, RATE) if len(faults) == 1 else
+                           (SEQUENCE_UNITS, SEQUENCE_BUYERS, SEQUENCE_RATE))
+    label = "+".join(names)
     database = f"flashtx_netns_{secrets.token_hex(3)}"
     asyncio.run(_database(database, create=True))
     dsn = SERVER_DSN.rsplit("/", 1)[0] + f"/{database}"
+    windows: list[tuple[float, float]] = []
     try:
         with Hosts.up(dsn, logs=logs) as hosts:
-            applied = hosts.netem("a", 200, 5.0) if name == "netem" else ""
+            applied = hosts.netem("a", 200, 5.0) if "netem" in names else ""
             config = {"gateways": hosts.gateways, "operator_key": hosts.operator_key,
-                      "merchant_id": "netns-shop", "units": UNITS, "buyers": BUYERS,
-                      "rate": RATE, "give_up_s": 180}
-            config_file, report_file = logs / f"{name}-config.json", logs / f"{name}.json"
+                      "merchant_id": "netns-shop", "units": units, "buyers": buyers,
+                      "rate": rate, "give_up_s": 180}
+            config_file, report_file = logs / f"{label}-config.json", logs / f"{label}.json"
             config_file.write_text(json.dumps(config))
             load = hosts.spawn("client", sys.executable, "-m", "tests.netns.load",
-                               str(config_file), str(report_file), log=logs / f"{name}-load.log")
-            deadline = time.monotonic() + 120
-            while asyncio.run(_orders(dsn)) < UNITS // 5:  # the sale is under way
-                if load.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the sale did not start: {logs / f'{name}-load.log'}")
-                time.sleep(0.2)
-            fault_at = time.time()
-            scenario.fault(hosts)
-            time.sleep(scenario.hold_s)
-            scenario.lift(hosts)
-            lifted_at = time.time()
+                               str(config_file), str(report_file),
+                               log=logs / f"{label}-load.log")
+            placed = _wait_for_orders(dsn, units // 5, load, logs / f"{label}-load.log")
+            for scenario in faults:
+                fault_at = time.time()
+                scenario.fault(hosts)
+                time.sleep(scenario.hold_s)
+                scenario.lift(hosts)
+                windows.append((fault_at, time.time()))
+                if scenario is not faults[-1]:  # orders again (or sold out) before the next
+                    placed = _wait_for_orders(dsn, min(placed + 1, units), load,
+                                              logs / f"{label}-load.log")
             try:
                 load.wait(timeout=300)
             except subprocess.TimeoutExpired:
                 load.kill()
             if load.returncode != 0 or not report_file.exists():
-                raise RuntimeError(f"the load failed: {logs / f'{name}-load.log'}")
+                raise RuntimeError(f"the load failed: {logs / f'{label}-load.log'}")
             report = json.loads(report_file.read_text())
             invariants = asyncio.run(verify(dsn, report["acked"]))
     finally:
         asyncio.run(_database(database, create=False))
-    return {"scenario": name, "what": f"{scenario.what} ({applied})" if applied
-            else scenario.what, "invariants": invariants,
-            "outcomes": report["outcomes"], "acked": len(report["acked"]),
+    what = "; then ".join(s.what for s in faults)
+    fault_at, lifted_at = windows[0][0], windows[-1][1]
+    return {"scenario": label, "what": f"{what} ({applied})" if applied else what,
+            "invariants": invariants, "outcomes": report["outcomes"],
+            "acked": len(report["acked"]), "units": units, "buyers": buyers,
             "fault_s": round(lifted_at - fault_at, 1),
+            "faults": [{"scenario": name, "fault_s": round(lifted - at, 1),
+                        **phases(report["attempts"], at, lifted)}
+                       for name, (at, lifted) in zip(names, windows, strict=True)],
             **phases(report["attempts"], fault_at, lifted_at)}
+
+
+def _wait_for_orders(dsn: str, count: int, load: subprocess.Popen[bytes], log: Path) -> int:
+    """Waits until `count` orders are stored (the sale goes on); answers how many are."""
+    deadline = time.monotonic() + 120
+    while (placed := asyncio.run(_orders(dsn))) < count:
+        if load.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the sale did not go on ({placed} orders): {log}")
+        time.sleep(0.2)
+    return placed
 
 
 def _recovered(result: dict[str, Any]) -> str:
@@ -205,13 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=list(SCENARIOS), help="scenarios")
     parser.add_argument("--json", help="write every result to this file")
     parser.add_argument("--logs", default="", help="keep logs here (default: a temp dir)")
+    parser.add_argument("--together", action="store_true",
+                        help="the faults one after another in one sale (as the test does)")
     args = parser.parse_args(argv)
     logs = Path(args.logs or tempfile.mkdtemp(prefix="flashtx-netns-"))
     logs.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in args.names:
-        print(f"{name}: {SCENARIOS[name].what} …", flush=True)
-        results.append(run(name, logs))
+    for names in [args.names] if args.together else [[name] for name in args.names]:
+        print(f"{'+'.join(names)}: {'; then '.join(SCENARIOS[n].what for n in names)} …",
+              flush=True)
+        results.append(run_faults(names, logs))
+        for fault in results[-1]["faults"] if args.together else []:
+            print(json.dumps({k: fault[k] for k in ("scenario", "during",
+                                                    "first_ok_after_s")}), flush=True)
         print(json.dumps({k: results[-1][k] for k in ("invariants", "outcomes",
                                                       "first_ok_after_s")}), flush=True)
     print(table(results))

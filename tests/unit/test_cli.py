@@ -39,3 +39,17 @@ def test_a_mistyped_setting_or_a_bad_count_is_one_line() -> None:
                       f"postgresql://nobody@127.0.0.1:{free_port()}/none", "--timeout", "1")
     assert nowhere.returncode == 1 and "cannot reach the database" in nowhere.stderr
     assert "Traceback" not in nowhere.stdout + nowhere.stderr
+
+
+def test_a_generated_operator_key_never_goes_to_output_that_is_not_a_terminal(
+        tmp_path, capsys) -> None:
+    from flashtx.cli import show_operator_key
+
+    key = "ftx1.operator.abcd.secret-value"
+    path = show_operator_key(key, str(tmp_path), terminal=False)
+    assert path is not None and path.read_text().strip() == key
+    assert path.stat().st_mode & 0o777 == 0o600
+    out = capsys.readouterr().out
+    assert "secret-value" not in out and str(path) in out.replace("\n", "")
+    assert show_operator_key(key, str(tmp_path), terminal=True) is None
+    assert "secret-value" in capsys.readouterr().out

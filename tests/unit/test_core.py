@@ -348,7 +348,7 @@ def test_log_settings_are_checked_and_a_failed_call_logs_its_ids() -> None:
 def test_event_cursors_are_redis_stream_ids() -> None:
     from flashtx.adapters.event_service import is_cursor
 
-    for good in ("0-0", "1733500000000-5", f"{2**64 - 1}-{2**64 - 1}"):
+    for good in ("0", "0-0", "1733500000000-5", f"{2**64 - 1}-{2**64 - 1}"):
         assert is_cursor(good), good
-    for bad in ("1-2-3", "-", "12", "1-", "-1", "a-1", f"{2**64}-0", "1--2", "1-2 "):
+    for bad in ("1-2-3", "-", "1-", "-1", "a-1", f"{2**64}-0", "1--2", "1-2 ", "1" * 21):
         assert not is_cursor(bad), bad
