@@ -165,6 +165,7 @@ class OrderShard(clock.ClockControl):
         if stored is not None and not stored.settled:
             self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
+        self._stock.reborn(await store.next_incarnation(clock.now_ms()))
         # Read before the orders: a snapshot this shard writes covers this generation.
         generation = await store.orders_generation()
         # The reads are independent: made at once (the pool has connections for them).

@@ -53,13 +53,21 @@ class StockLink:
         self.due: list[_Due] = []
         self._due_max = due_max
         self._handovers: dict[int, int] = {}  # stock shard -> generation
-        self._born_ms = clock.now_ms()  # generations of a later incarnation are greater
+        # Generations of a later incarnation are greater: the database's counter
+        # (``reborn``), else the clock (no database: nothing outlives the process).
+        self._born_ms = clock.now_ms()
 
     # --- routing and generations --------------------------------------------------------------
 
     def reroute(self, peers: Sequence[StockPeer], table: RoutingTable) -> None:
         self.group.update(peers, table)
         self.due.clear()  # addressed by the old table; the rebuild settles them
+
+    def reborn(self, incarnation: int) -> None:
+        """This incarnation's number from the database (``Store.next_incarnation``): it
+        only grows, whatever the clock of the host it starts on says."""
+        self._born_ms = incarnation
+        self._handovers.clear()
 
     def generation(self, shard: int) -> Generation:
         return Generation(self._born_ms, self._handovers.get(shard, 0))

@@ -110,6 +110,11 @@ async def migrate(connection: asyncpg.Connection) -> list[int]:
 _SERVER_SETTINGS = {"jit": "off"}
 
 
+class UnsafeDatabase(RuntimeError):
+    """The database is set up in a way the engine cannot be correct on (the message says
+    what to change)."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """The engine's database timeouts (engine.config: postgres_*; docs/operating.md)."""
@@ -245,6 +250,16 @@ class Store:
                                            server_settings=_SERVER_SETTINGS)
         try:
             await migrate(connection)
+            cache = await connection.fetchval(
+                "SELECT cache_size FROM pg_sequences WHERE schemaname = 'flashtx'"
+                " AND sequencename = 'outbox_outbox_id_seq'")
+            if cache is not None and cache > 1:
+                # A snapshot's position is the sequence's last value: with a cache, a
+                # session hands out ids below it later, and replay would miss their rows.
+                raise UnsafeDatabase(
+                    f"the outbox id sequence hands out ids {cache} at a time (CACHE {cache});"
+                    " order snapshots need them one at a time: ALTER SEQUENCE"
+                    " flashtx.outbox_outbox_id_seq CACHE 1")
             if await connection.fetchval("SHOW autovacuum") == "off":
                 # Finished orders (marked) and pruned outbox rows leave dead tuples: without
                 # vacuum the live-orders index and the outbox only grow, and recovery and
@@ -753,6 +768,17 @@ class Store:
                 " created_at_ms, revoked, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 " ON CONFLICT (merchant_id, key_id) DO UPDATE SET revoked = EXCLUDED.revoked,"
                 " secret_hash = EXCLUDED.secret_hash", *key)
+
+    async def next_incarnation(self, now_ms: int) -> int:
+        """A number for a starting order shard, greater than every one handed out before,
+        and at least `now_ms`: generations of its stock handovers count from it, so a
+        shard started on a host whose clock is behind still outranks the one before."""
+        async with self.pool.acquire() as connection:
+            return int(await connection.fetchval(
+                "INSERT INTO flashtx.settings (name, value) VALUES ('incarnation', $1)"
+                " ON CONFLICT (name) DO UPDATE SET value = GREATEST("
+                "flashtx.settings.value::bigint + 1, $2::bigint)::text RETURNING value",
+                str(now_ms), now_ms))
 
     async def setting(self, name: str, default: str) -> str:
         """The stored value of a setting; stores `default` first if there is none."""

@@ -23,7 +23,8 @@ Lines = tuple[Line, ...]
 
 class Generation(NamedTuple):
     """An order shard's handover count on one stock shard, within one incarnation
-    (``born_ms``): calls sent with an older generation are stale there."""
+    (``born_ms``: a number from the database that only grows, and is at least the wall
+    clock at the start): calls sent with an older generation are stale there."""
 
     born_ms: int
     handovers: int

@@ -22,7 +22,7 @@ import ray
 from flashtx.actors.routing import NAMESPACE
 from flashtx.actors.topology import Topology
 from flashtx.adapters import embedded
-from flashtx.adapters.postgres import Store
+from flashtx.adapters.postgres import Store, UnsafeDatabase
 from flashtx.engine.config import Config, load_config
 from flashtx.engine.merchants import hash_secret
 from flashtx.engine.sharding import RoutingTable
@@ -203,7 +203,7 @@ async def _operator_key(config: Config) -> tuple[Config, str | None]:
     if config.postgres_dsn != "none":
         try:
             store = await Store.open(config.postgres_dsn, 1)
-        except (OSError, asyncpg.PostgresError) as error:
+        except (OSError, asyncpg.PostgresError, UnsafeDatabase) as error:
             raise EngineStartError(f"cannot use the database {_without_password(config)}:"
                                    f" {error}") from error
     try:

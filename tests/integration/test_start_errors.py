@@ -64,3 +64,28 @@ async def test_a_stop_asked_for_while_serve_starts_drains_once_it_has_started() 
         output = "".join(seen) + rest
         assert code == 0, output[-3000:]
         assert "flashtx serving" in output and "draining gateways" in output, output[-3000:]
+
+
+async def test_an_outbox_sequence_with_a_cache_is_refused_at_start() -> None:
+    """Snapshots take the outbox sequence's last value as their position: with CACHE > 1
+    a session hands out smaller ids after it, and replay would miss those rows. The engine
+    refuses such a database in one line, before any actor starts."""
+    import asyncio
+
+    import asyncpg
+
+    from flashtx.adapters.postgres import Store
+    from tests.integration.retrying import fresh_database
+
+    async with fresh_database("flashtx_seq_cache") as dsn:
+        await (await Store.open(dsn, 1)).close()
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute("ALTER SEQUENCE flashtx.outbox_outbox_id_seq CACHE 20")
+        finally:
+            await connection.close()
+        started = ray.is_initialized()
+        with pytest.raises(EngineStartError, match="CACHE 20") as caught:
+            await asyncio.to_thread(LocalEngine.start, postgres_dsn=dsn, redis_url="none")
+        assert "\n" not in str(caught.value)
+        assert ray.is_initialized() == started
