@@ -146,6 +146,11 @@ class Config:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # What `flashtx health` (container and Kubernetes probes) trusts and expects of the
+    # gateway's certificate: the CA that signed it (empty: the certificate itself, when
+    # self-signed) and a name it carries.
+    tls_ca_file: str = ""
+    tls_server_name: str = "localhost"
     # Orders one API key may place per second (token bucket), and how many it may save up.
     key_orders_per_s: float = 100_000.0
     key_orders_burst: float = 200_000.0

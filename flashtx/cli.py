@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         "health", help="ask a gateway's gRPC health service; exit 0 when it serves")
     health.add_argument("--address", default="127.0.0.1:50051", help="gateway host:port")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    health.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                        help="speak TLS (default: when FLASHTX_TLS_CERT_FILE is set, as the"
+                             " gateway on this host does)")
+    health.add_argument("--ca-file", default=None,
+                        help="the CA that signed the gateway's certificate (default:"
+                             " FLASHTX_TLS_CA_FILE, else the certificate itself)")
+    health.add_argument("--server-name", default=None,
+                        help="a name the certificate carries (default:"
+                             " FLASHTX_TLS_SERVER_NAME, localhost)")
     reshard = commands.add_parser(
         "reshard", help="add stock shards to the running deployment while orders flow")
     reshard.add_argument("--stock-shards", type=int, required=True,
@@ -230,14 +239,36 @@ def status_command(options: argparse.Namespace) -> int:
 
 def health_command(options: argparse.Namespace) -> int:
     """SERVING: exit 0; anything else (not serving, no answer): one line, exit 1. For
-    container health checks and scripts (the same check as Kubernetes' gRPC probe)."""
+    container health checks and scripts (the same check as Kubernetes' gRPC probe, which
+    speaks no TLS: with TLS on, probes run this command). TLS as the gateway's own
+    settings say (FLASHTX_TLS_CERT_FILE), or as asked."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from flashtx.engine.config import ConfigError, load_config
+
     try:
-        with grpc.insecure_channel(options.address) as channel:
+        config = load_config()
+    except ConfigError as error:
+        console.print(f"{options.address}: {error}")
+        return 2
+    tls = bool(config.tls_cert_file) if options.tls is None else options.tls
+    try:
+        if tls:
+            roots_file = options.ca_file or config.tls_ca_file or config.tls_cert_file
+            roots = Path(roots_file).read_bytes() if roots_file else None
+            name = options.server_name or config.tls_server_name
+            channel = grpc.secure_channel(
+                options.address, grpc.ssl_channel_credentials(root_certificates=roots),
+                options=[("grpc.ssl_target_name_override", name)])
+        else:
+            channel = grpc.insecure_channel(options.address)
+        with channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=options.timeout)
+    except OSError as error:
+        console.print(f"{options.address}: cannot read the CA file: {error}")
+        return 1
     except grpc.RpcError as error:
         console.print(f"{options.address}: no answer ({error.code().name})")
         return 1

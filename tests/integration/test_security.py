@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,6 +125,18 @@ async def test_tls_and_mutual_tls(engine, pki) -> None:
                               tls_key_file=str(folder / "server.key"))
     assert await serving(tls, grpc.ssl_channel_credentials(pki["ca"]))
     assert not await serving(tls, grpc.ssl_channel_credentials(pki["other_ca"]))
+    # `flashtx health` (the probes' and the image's check) speaks TLS as the gateway's
+    # settings say: the certificate's file in the environment turns it on.
+    env = {**os.environ, "FLASHTX_TLS_CERT_FILE": str(folder / "server.crt"),
+           "FLASHTX_TLS_KEY_FILE": str(folder / "server.key"),
+           "FLASHTX_TLS_CA_FILE": str(folder / "ca.crt")}
+    health = [sys.executable, "-m", "flashtx", "health", "--address", tls]
+    checked = await asyncio.to_thread(subprocess.run, health, env=env, capture_output=True,
+                                      text=True, timeout=60)
+    assert checked.returncode == 0 and "SERVING" in checked.stdout, checked
+    plain = await asyncio.to_thread(subprocess.run, [*health, "--no-tls"], env=env,
+                                    capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1, plain
     mtls = await start_gateway(engine, 91, tls_cert_file=str(folder / "server.crt"),
                                tls_key_file=str(folder / "server.key"),
                                tls_client_ca_file=str(folder / "ca.crt"))

@@ -80,12 +80,44 @@ def test_the_raycluster_runs_the_engine_as_flashtx_expects() -> None:
         offered = json.loads(json.loads(group["rayStartParams"]["resources"]))
         assert offered.get(resource, 0) > 0  # actors asking for it fit here
         worker = group["template"]["spec"]["containers"][0]
-        assert worker["readinessProbe"]["grpc"]["port"] == 50051
+        # Kubernetes' gRPC probe speaks no TLS: the probe is `flashtx health`, which
+        # speaks TLS with the files this container's settings name.
+        probe = worker["readinessProbe"]["exec"]["command"]
+        assert probe[:2] == ["flashtx", "health"] and "127.0.0.1:50051" in probe
+        worker_env = {e["name"]: e.get("value") for e in worker["env"]}
+        assert _tls_files(worker_env) == _tls_files(env), "the head's files, mounted here"
         assert "livenessProbe" in worker
     assert float(env["FLASHTX_GATEWAY_CPUS"]) > 0  # the autoscaler is asked for nodes
     for container in (head, *(g["template"]["spec"]["containers"][0]
                               for g in spec["workerGroupSpecs"])):
         assert {"requests", "limits"} <= set(container["resources"]), container["name"]
+
+
+def _tls_files(env: dict[str, str | None]) -> tuple[str | None, ...]:
+    return tuple(env.get(f"FLASHTX_TLS_{name}_FILE") for name in ("CERT", "KEY", "CA"))
+
+
+def test_grpc_speaks_tls_and_the_dashboard_is_not_exposed() -> None:
+    cluster = _documents()["RayCluster"]
+    head_group = cluster["spec"]["headGroupSpec"]
+    head = head_group["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert all(_tls_files(env)), "gateways speak TLS"
+    # Every TLS file lies in a mounted Secret, on the head and on every worker.
+    for pod in (head_group, *cluster["spec"]["workerGroupSpecs"]):
+        spec = pod["template"]["spec"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", [])
+                   if "secret" in v}
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        for path in _tls_files(env):
+            assert path is not None
+            folder = path.rsplit("/", 1)[0]
+            assert secrets.get(mounts.get(folder, "")) == "flashtx-tls", (path, mounts)
+    # Ray's dashboard and Jobs API (no authentication) listen on the pod's loopback only.
+    assert head_group["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    command = " ".join(head.get("args", []))
+    assert "--dashboard-host=127.0.0.1" in command and "0.0.0.0" not in command
+    assert 8265 not in [p["containerPort"] for p in head["ports"]]
 
 
 def test_the_grpc_service_reaches_gateways_on_every_pod() -> None:
