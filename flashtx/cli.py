@@ -171,9 +171,10 @@ def serve_command(options: argparse.Namespace) -> int:
     except EngineStartError as error:
         console.print(f"[bold red]flashtx cannot start:[/] {error}")
         return 2
+    used = engine.config  # stock shards: as a reshard left them, where one did
     console.print(f"[bold green]flashtx serving[/] on port {port} "
-                  f"({config.gateways} gateways, {config.stock_shards} stock shards, "
-                  f"{config.order_shards} order shards)")
+                  f"({used.gateways} gateways, {used.stock_shards} stock shards, "
+                  f"{used.order_shards} order shards)")
     if engine.operator_key and not config.operator_key:
         show_operator_key(engine.operator_key, config.data_dir)
     from flashtx.reshard import POLL_S, serve_pending

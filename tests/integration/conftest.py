@@ -37,8 +37,10 @@ os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 _merchants = itertools.count()
 # Merchant ids are unique per session: Redis (event streams) outlives a test database.
 SESSION = secrets.token_hex(3)
+# JSON logs: test_logs reads them from this engine's processes (no deployment of its own).
 ENGINE_OPTIONS = dict(gateways=2, stock_shards=2, order_shards=2, expiry_sweep_interval_ms=50,
-                      auth_cache_ttl_ms=1000, journal_entries_max=2000, commit_orders_max=500)
+                      auth_cache_ttl_ms=1000, journal_entries_max=2000, commit_orders_max=500,
+                      log_format="json")
 
 
 async def _database(server_dsn: str, name: str, create: bool) -> None:

@@ -1,11 +1,14 @@
 """`flashtx reshard` against a real `flashtx serve`: the serving process adds a stock
 shard while it serves (the command asks it through Postgres), stock counts stay right,
 orders keep being placed; a request that would not add shards, and one with no
-deployment to answer it, end in one line and exit 1, never a traceback."""
+deployment to answer it, end in one line and exit 1, never a traceback; a restart with
+the settings from before the reshard starts on the shards the reshard left, and a stop
+asked for during that start drains once it is up."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -75,19 +78,44 @@ async def test_a_running_deployment_is_resharded_from_the_command_line() -> None
         code, out, err = await flashtx(env, "reshard", "--stock-shards", "4", "--timeout", "1")
         assert code == 1 and "no answer" in err and "nothing was changed" in err, err
         # Started again with the same settings (FLASHTX_STOCK_SHARDS=1): the table the
-        # reshard stored wins, and the deployment serves on its three stock shards.
-        server = start_serve(port, env)
-        try:
-            await wait_serving(address)
-            async with Client(address, created.admin_key_secret) as shop:
-                for n in range(20):
-                    level = (await shop.stock.GetStock(stock_pb2.GetStockRequest(
-                        sku_id=f"s{n}", consistency=common_pb2.READ_CONSISTENCY_STRONG))).level
-                    assert (level.reserved, level.available) == (2, 8), (n, level)
-                await shop.orders.PlaceOrder(one_unit("restarted", "r", "s7"))
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            await asyncio.to_thread(server.wait, 60)
+        # reshard stored wins, and the deployment starts on its three stock shards (it
+        # waited forever for a stock shard the table names before). A stop asked for as
+        # soon as Ray is up, while the shards and gateways are still being created, waits
+        # for the start to end, then drains (Ray's handler ended it at once, no drain).
+        code, output = await stopped_while_starting(port, env)
+        assert code == 0, output[-3000:]
+        assert "flashtx serving" in output and "3 stock shards" in output, output[-3000:]
+        assert "draining gateways" in output, output[-3000:]
+
+
+async def stopped_while_starting(port: int, env: dict[str, str]) -> tuple[int, str]:
+    """Starts `flashtx serve`, sends SIGTERM once Ray is up (ray.init's last line), and
+    answers its exit code and output."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flashtx", "serve", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True)
+    assert server.stdout is not None
+    seen: list[str] = []
+
+    async def until_ray_is_up() -> None:
+        assert server.stdout is not None
+        async for line in server.stdout:
+            seen.append(line.decode())
+            if "Started a local Ray instance" in seen[-1]:
+                server.send_signal(signal.SIGTERM)
+                return
+        raise AssertionError("serve ended before Ray started: " + "".join(seen)[-3000:])
+
+    try:
+        await asyncio.wait_for(until_ray_is_up(), 120)
+        rest = (await asyncio.wait_for(server.stdout.read(), 180)).decode()
+        code = await asyncio.wait_for(server.wait(), 60)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        raise
+    return code, "".join(seen) + rest
 
 
 async def test_a_command_that_gives_up_says_what_is_known() -> None:
