@@ -80,8 +80,13 @@ class MicroBatcher(Generic[Item, Result]):
         if self.outstanding + count > self._queue_items_max:
             raise Overloaded("gateway queue to this shard is full", self._retry_after_ms)
         loop = asyncio.get_running_loop()
-        if self._queued and loop.time() - self._queued[0][0] > self._queue_delay_s_max:
-            raise Overloaded("the shard is behind; this gateway's queue to it is too old",
+        if self._queued and (waited_s := loop.time() - self._queued[0][0]) > (
+                self._queue_delay_s_max):
+            # What the gateway knows: the shard has not taken this queue for so long (it
+            # may be restarting, overloaded or waiting for its database, which its own
+            # answers then say).
+            raise Overloaded(f"the shard has taken no work from this gateway for"
+                             f" {waited_s * 1000:.0f} ms; retry later with the same key",
                              self._retry_after_ms)
 
     def submit_chunk(self, items: Sequence[Item]) -> asyncio.Future[list[Result]]:

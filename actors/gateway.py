@@ -80,6 +80,7 @@ class Gateway(clock.ClockControl):
         self._refreshing: dict[tuple[str, str], tuple[asyncio.Future[Any], int]] = {}
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._read_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._merchant_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inflight = 0
         self.reads_inflight = 0
         self.rpc_count = 0
@@ -178,6 +179,7 @@ class Gateway(clock.ClockControl):
         self._snapshots.clear()
         self._buckets.clear()
         self._read_buckets.clear()
+        self._merchant_buckets.clear()
 
     # --- auth -------------------------------------------------------------------------------
 
@@ -238,8 +240,14 @@ class Gateway(clock.ClockControl):
     async def cart_action(self, principal: Principal, op: str, buyer_id: str,
                           campaign_id: str, sku_id: str = "", quantity: int = 0,
                           request_id: str = "") -> Any:
-        """add / set / remove / get / clear on a buyer's cart; raises DomainError."""
+        """add / set / remove / get / clear on a buyer's cart; raises DomainError. A change
+        costs the key one unit of its order rate, a get one of its read rate: a key looping
+        cart changes is held to its rate like one placing orders."""
         self._admit(1)
+        if op == "get":
+            self._charge_reads(1)
+        else:
+            self._charge(principal, 1)
         merchant_id = principal.merchant_id
         shard = self._orders.shard_of(merchant_id, buyer_id)
         item = (op, merchant_id, buyer_id, campaign_id, sku_id, quantity, principal.cart_hold_s,
@@ -395,9 +403,14 @@ class Gateway(clock.ClockControl):
                              self.config.overload_retry_after_ms)
 
     def _charge(self, principal: Principal, orders: int) -> None:
-        """Per-key order rate: refuses the whole call when the key's bucket is short."""
-        self._take(self._buckets, principal.key_id, orders, self.config.key_orders_per_s,
-                   self.config.key_orders_burst, "key_rate_limit", "order")
+        """Per-merchant, then per-key order rate: refuses the whole call when either
+        bucket is short (one merchant's keys together cannot take the gateway)."""
+        config = self.config
+        self._take(self._merchant_buckets, principal.merchant_id, orders,
+                   config.merchant_orders_per_s, config.merchant_orders_burst,
+                   "merchant_rate_limit", "order", who="merchant")
+        self._take(self._buckets, principal.key_id, orders, config.key_orders_per_s,
+                   config.key_orders_burst, "key_rate_limit", "order")
 
     def _charge_reads(self, reads: int) -> None:
         """Per-key read rate (a batch read costs one per SKU)."""
@@ -409,7 +422,8 @@ class Gateway(clock.ClockControl):
                    self.config.key_reads_burst, "key_read_rate_limit", "read")
 
     def _take(self, buckets: OrderedDict[str, TokenBucket], key_id: str, units: int,
-              rate_per_s: float, burst: float, reason: str, what: str) -> None:
+              rate_per_s: float, burst: float, reason: str, what: str,
+              who: str = "API key") -> None:
         now = clock.now_ms()
         bucket = buckets.get(key_id)
         if bucket is None:
@@ -419,8 +433,8 @@ class Gateway(clock.ClockControl):
         retry_after_ms = bucket.take(units, now)
         if retry_after_ms:
             metrics.record(metrics.rejections(), units, reason=reason)
-            raise Overloaded(f"this API key is over its {what} rate; retry later",
-                             retry_after_ms, limit_per_s=str(rate_per_s))
+            raise Overloaded(f"this {who} is over its {what} rate; retry later",
+                             retry_after_ms, limit_per_s=str(rate_per_s), limit=reason)
 
     def _remember(self, level: StockLevel) -> bytes:
         key = (level.merchant_id, level.sku_id)

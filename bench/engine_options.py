@@ -33,5 +33,7 @@ ORDERS_PER_S_MAX = 200_000
 UNITS_PER_ORDER_MAX = 2
 BENCH_KEY_RATES = {"key_orders_per_s": 10.0 * ORDERS_PER_S_MAX,
                    "key_orders_burst": 10.0 * ORDERS_PER_S_MAX,
+                   "merchant_orders_per_s": 10.0 * ORDERS_PER_S_MAX,
+                   "merchant_orders_burst": 10.0 * ORDERS_PER_S_MAX,
                    "key_reads_per_s": 100.0 * ORDERS_PER_S_MAX,
                    "key_reads_burst": 100.0 * ORDERS_PER_S_MAX}

@@ -40,7 +40,8 @@ BUYERS = 100_000
 COMPRESSED = {"finished_order_linger_s": 1.0, "idempotency_window_s": 60,
               "outbox_retention_s": 30, "outbox_prune_interval_s": 5.0,
               "reservation_grace_ms": 2_000, "key_orders_per_s": 1_000_000,
-              "key_orders_burst": 1_000_000,
+              "key_orders_burst": 1_000_000, "merchant_orders_per_s": 1_000_000,
+              "merchant_orders_burst": 1_000_000,
               # Snapshots well within the outbox's retention (older ones cannot be used).
               "order_snapshot_interval_s": 10.0}
 FULFIL_AFTER_S = 3.0

@@ -9,12 +9,12 @@ the same stock-shard call, so the order gets exactly the units the cart held.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from flashtx.engine.errors import FailedPrecondition, InvalidArgument
+from flashtx.engine.errors import FailedPrecondition, InvalidArgument, Overloaded
+from flashtx.engine.expiry import ExpiryHeap
 
 __all__ = ["Cart", "CartBook", "CartKey", "CartLine", "CartSnapshot", "hold_id", "line_hold_id"]
 
@@ -85,12 +85,33 @@ class Cart:
 
 
 class CartBook:
-    def __init__(self, idle_ms: int, lines_max: int, carts_max: int) -> None:
+    def __init__(self, idle_ms: int, lines_max: int, carts_max: int,
+                 merchant_carts_max: int | None = None) -> None:
         self.carts: dict[CartKey, Cart] = {}
         self._idle_ms = idle_ms
         self._lines_max = lines_max
         self._carts_max = carts_max
-        self._expiry: list[tuple[int, CartKey]] = []
+        # Carts per merchant, and its quota (one merchant cannot fill the shard's carts).
+        self.per_merchant: dict[str, int] = {}
+        self._merchant_carts_max = carts_max if merchant_carts_max is None else (
+            merchant_carts_max)
+        self._expiry: ExpiryHeap[CartKey] = ExpiryHeap(self._expires_at, lambda: len(self.carts))
+
+    @property
+    def expiry_entries(self) -> int:
+        """Entries of the idle-expiry heap: about the carts held, at most twice."""
+        return len(self._expiry)
+
+    def _expires_at(self, expires_at_ms: int, key: CartKey) -> bool:
+        cart = self.carts.get(key)
+        return cart is not None and cart.expires_at_ms == expires_at_ms
+
+    def _counted(self, merchant_id: str, change: int) -> None:
+        count = self.per_merchant.get(merchant_id, 0) + change
+        if count:
+            self.per_merchant[merchant_id] = count
+        else:
+            del self.per_merchant[merchant_id]
 
     def get(self, key: CartKey) -> Cart | None:
         return self.carts.get(key)
@@ -109,6 +130,10 @@ class CartBook:
         if cart is None:
             if len(self.carts) >= self._carts_max:
                 raise FailedPrecondition("this order shard holds its maximum number of carts")
+            if self.per_merchant.get(key[0], 0) >= self._merchant_carts_max:
+                raise Overloaded("this merchant holds its quota of carts on this order shard"
+                                 " (merchant_carts_per_shard_max)", 1000,
+                                 quota="merchant_carts_per_shard_max")
             return
         if sku_id not in cart.lines and len(cart.lines) >= self._lines_max:
             raise InvalidArgument("sku_id", f"a cart holds at most {self._lines_max} lines")
@@ -120,6 +145,7 @@ class CartBook:
         cart = self.carts.get(key)
         if cart is None:
             cart = self.carts[key] = Cart(key)
+            self._counted(key[0], 1)
         if quantity <= 0:
             cart.lines.pop(sku_id, None)
         else:
@@ -130,10 +156,13 @@ class CartBook:
     def touch(self, cart: Cart, now_ms: int) -> None:
         cart.updated_at_ms = now_ms
         cart.expires_at_ms = now_ms + self._idle_ms
-        heapq.heappush(self._expiry, (cart.expires_at_ms, cart.key))
+        self._expiry.push(cart.expires_at_ms, cart.key)
 
     def remove(self, key: CartKey) -> Cart | None:
-        return self.carts.pop(key, None)
+        cart = self.carts.pop(key, None)
+        if cart is not None:
+            self._counted(key[0], -1)
+        return cart
 
     def take_ordered(self, key: CartKey, ordered: Iterable[tuple[str, int]],
                      now_ms: int) -> Cart | None:
@@ -153,21 +182,25 @@ class CartBook:
                 line.stock_key, line.held_until_ms, line.hold_id = "", 0, ""
         if not cart.lines:
             del self.carts[key]
+            self._counted(key[0], -1)
             return None
         self.touch(cart, now_ms)
         return cart
 
     def restore(self, cart: Cart) -> None:
+        if cart.key not in self.carts:
+            self._counted(cart.key[0], 1)
         self.carts[cart.key] = cart
-        heapq.heappush(self._expiry, (cart.expires_at_ms, cart.key))
+        self._expiry.push(cart.expires_at_ms, cart.key)
 
     def idle(self, now_ms: int, items_max: int) -> list[Cart]:
         """Removes and returns carts unchanged for the idle time."""
         gone: list[Cart] = []
-        while self._expiry and self._expiry[0][0] <= now_ms and len(gone) < items_max:
-            expires_at_ms, key = heapq.heappop(self._expiry)
+        while self._expiry.due(now_ms) and len(gone) < items_max:
+            expires_at_ms, key = self._expiry.pop()
             cart = self.carts.get(key)
             if cart is not None and cart.expires_at_ms == expires_at_ms:
                 del self.carts[key]
+                self._counted(key[0], -1)
                 gone.append(cart)
         return gone

@@ -230,6 +230,14 @@ class Config:
     # cancelled, expired) leave memory once durable and `finished_order_linger_s` old, and
     # are read from Postgres when asked for; the bound is on live orders, not history.
     orders_per_shard_max: int = 5_000_000
+    # Per merchant (docs/operating.md, "Limits per merchant"): no merchant takes a whole
+    # shard, or a gateway's order rate, from the others. Orders and carts in memory count
+    # per order shard; the order rate (every key of the merchant together, cart changes
+    # included) per gateway.
+    merchant_orders_per_shard_max: int = 2_000_000
+    merchant_carts_per_shard_max: int = 400_000
+    merchant_orders_per_s: float = 100_000.0
+    merchant_orders_burst: float = 200_000.0
     finished_order_linger_s: float = 60.0
     # Idempotency keys of orders that left memory, kept in memory (a replay is answered
     # without a database read to find it) for this long after the order was placed.
@@ -306,6 +314,11 @@ class Config:
                  "tls_client_ca_file needs tls_cert_file and tls_key_file")
         _require(self.key_orders_per_s > 0 and self.key_orders_burst >= 1,
                  "key_orders_per_s must be > 0 and key_orders_burst >= 1")
+        _require(self.merchant_orders_per_s > 0 and self.merchant_orders_burst >= 1,
+                 "merchant_orders_per_s must be > 0 and merchant_orders_burst >= 1")
+        _require(self.merchant_orders_per_shard_max >= 1
+                 and self.merchant_carts_per_shard_max >= 1,
+                 "merchant_orders_per_shard_max and merchant_carts_per_shard_max must be >= 1")
         _require(self.key_reads_per_s > 0 and self.key_reads_burst >= 1,
                  "key_reads_per_s must be > 0 and key_reads_burst >= 1")
         _require(self.grpc_concurrent_rpcs_max >= 1, "grpc_concurrent_rpcs_max must be >= 1")

@@ -74,9 +74,10 @@ class OrderState:
     @classmethod
     def empty(cls, config: Config, epoch: str) -> OrderState:
         return cls(OrderBook(epoch, config.orders_per_shard_max,
-                             config.idempotency_keys_per_shard_max),
+                             config.idempotency_keys_per_shard_max,
+                             config.merchant_orders_per_shard_max),
                    CartBook(config.cart_idle_s * 1000, config.cart_lines_max,
-                            config.carts_per_shard_max))
+                            config.carts_per_shard_max, config.merchant_carts_per_shard_max))
 
     # --- restoring ----------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ order's sequence number and is journaled in ``changes``.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from flashtx.engine.errors import InvalidTransition, NotFound, ResultCode, invariant
+from flashtx.engine.expiry import ExpiryHeap
 
 __all__ = [
     "Begin",
@@ -230,10 +230,18 @@ IdempotencyKey = tuple[str, str]  # (merchant_id, idempotency_key)
 Fingerprint = tuple[str, tuple[Line, ...], str]  # (buyer_id, lines, campaign_id)
 
 
+MERCHANT_ORDERS_FULL = ("this merchant holds its quota of orders on this order shard"
+                        " (merchant_orders_per_shard_max)")
+
+
 class OrderBook:
     def __init__(self, epoch: str, orders_max: int = 5_000_000,
-                 keys_max: int = 5_000_000) -> None:
+                 keys_max: int = 5_000_000, merchant_orders_max: int = 5_000_000) -> None:
         self.orders: dict[str, Order] = {}
+        # Orders in memory per merchant, and its quota of them (one merchant cannot fill
+        # the shard for the others).
+        self.per_merchant: dict[str, int] = {}
+        self._merchant_orders_max = merchant_orders_max
         self.changes: list[OrderChange] = []
         self._epoch = epoch
         self._counter = 0
@@ -242,11 +250,13 @@ class OrderBook:
         self._by_key: dict[IdempotencyKey, str] = {}
         self._pending: dict[IdempotencyKey, tuple[str, Fingerprint]] = {}
         self._by_buyer: dict[tuple[str, str], list[str]] = {}
-        self._deadlines: list[tuple[int, str]] = []
+        self._deadlines: ExpiryHeap[str] = ExpiryHeap(self._reserved_until,
+                                                      lambda: len(self.orders))
         # Orders that left memory: their keys within the idempotency window (order id and
         # a hash of what was ordered, to tell a replay from a conflict), oldest first.
         self._retained: dict[IdempotencyKey, tuple[str, int]] = {}
-        self._retained_by_age: list[tuple[int, str, str]] = []  # (placed at, merchant, key)
+        self._retained_by_age: ExpiryHeap[IdempotencyKey] = ExpiryHeap(  # by placed at
+            lambda _, key: key in self._retained, lambda: len(self._retained))
         self._finished: deque[tuple[int, str]] = deque()  # (finished at, order_id)
         # True once a key may be known to the database alone (it left memory, or was
         # never loaded): a key not in memory is then looked up before it places an order.
@@ -255,6 +265,24 @@ class OrderBook:
         self.partial = False
         self.evicted = 0
         self.evicting = False  # finished orders are queued to leave memory (a database)
+
+    def _left(self, merchant_id: str) -> None:
+        left = self.per_merchant[merchant_id] - 1
+        if left:
+            self.per_merchant[merchant_id] = left
+        else:
+            del self.per_merchant[merchant_id]
+
+    @property
+    def expiry_entries(self) -> int:
+        """Entries of the payment-deadline and retained-key heaps: about the orders and
+        keys held, at most twice."""
+        return len(self._deadlines) + len(self._retained_by_age)
+
+    def _reserved_until(self, deadline_ms: int, order_id: str) -> bool:
+        order = self.orders.get(order_id)
+        return (order is not None and order.status == OrderStatus.RESERVED
+                and order.payment_deadline_ms == deadline_ms)
 
     # --- placing ---------------------------------------------------------------------------
 
@@ -294,6 +322,8 @@ class OrderBook:
             return Begin(ResultCode.UNAVAILABLE, "", None, KEY_UNCHECKED)
         if len(self.orders) + len(self._pending) >= self._orders_max:
             return Begin(ResultCode.OVERLOADED, "", None, "order shard is full")
+        if self.per_merchant.get(merchant_id, 0) >= self._merchant_orders_max:
+            return Begin(ResultCode.OVERLOADED, "", None, MERCHANT_ORDERS_FULL)
         if len(self._by_key) + len(self._pending) >= self._keys_max:
             return Begin(ResultCode.OVERLOADED, "", None,
                          "order shard holds its maximum of idempotency keys")
@@ -325,13 +355,15 @@ class OrderBook:
                       now_ms, key_id, campaign_id, stock_keys, currency)
         # As _add does, inline (the hot path).
         self.orders[order_id] = order
+        per_merchant = self.per_merchant
+        per_merchant[merchant_id] = per_merchant.get(merchant_id, 0) + 1
         self._by_key[key] = order_id
         by_buyer = self._by_buyer.get((merchant_id, buyer_id))
         if by_buyer is None:
             self._by_buyer[(merchant_id, buyer_id)] = [order_id]
         else:
             by_buyer.append(order_id)
-        heapq.heappush(self._deadlines, (payment_deadline_ms, order_id))
+        self._deadlines.push(payment_deadline_ms, order_id)
         self.changes.append(_placed_change(order_id, merchant_id, now_ms))
         return _new_snapshot(OrderSnapshot, (
             order_id, merchant_id, buyer_id, idempotency_key, priced, 1, total, now_ms,
@@ -350,6 +382,7 @@ class OrderBook:
             order = self.orders.pop(order_id, None)
             if order is None:
                 continue
+            self._left(order.merchant_id)
             key = (order.merchant_id, order.idempotency_key)
             if self._by_key.get(key) == order_id:
                 del self._by_key[key]
@@ -390,7 +423,7 @@ class OrderBook:
         if key in self._by_key:
             return
         self._retained[key] = (order_id, hash((buyer_id, lines, campaign_id)))
-        heapq.heappush(self._retained_by_age, (created_at_ms, merchant_id, idempotency_key))
+        self._retained_by_age.push(created_at_ms, key)
         self.partial = True
 
     # --- bounded memory --------------------------------------------------------------------
@@ -411,6 +444,7 @@ class OrderBook:
             order = orders.pop(order_id, None)
             if order is None:
                 continue
+            self._left(order.merchant_id)
             key = (order.merchant_id, order.idempotency_key)
             del self._by_key[key]
             by_buyer = self._by_buyer[(order.merchant_id, order.buyer_id)]
@@ -433,9 +467,9 @@ class OrderBook:
         (the database still answers for them). Answers how many."""
         by_age, retained = self._retained_by_age, self._retained
         dropped = 0
-        while by_age and (by_age[0][0] < window_start_ms or len(retained) > keys_max):
-            _, merchant_id, idempotency_key = heapq.heappop(by_age)
-            if retained.pop((merchant_id, idempotency_key), None) is not None:
+        while by_age and (by_age.due(window_start_ms - 1) or len(retained) > keys_max):
+            _, key = by_age.pop()
+            if retained.pop(key, None) is not None:
                 dropped += 1
         if dropped:
             self.forgot = True
@@ -452,10 +486,11 @@ class OrderBook:
 
     def _add(self, order: Order) -> None:
         self.orders[order.order_id] = order
+        self.per_merchant[order.merchant_id] = self.per_merchant.get(order.merchant_id, 0) + 1
         self._by_key[(order.merchant_id, order.idempotency_key)] = order.order_id
         self._by_buyer.setdefault((order.merchant_id, order.buyer_id), []).append(order.order_id)
         if order.status == OrderStatus.RESERVED:
-            heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
+            self._deadlines.push(order.payment_deadline_ms, order.order_id)
 
     # --- transitions -----------------------------------------------------------------------
 
@@ -514,8 +549,8 @@ class OrderBook:
     def due_for_expiry(self, now_ms: int, items_max: int) -> list[Order]:
         """RESERVED orders whose payment deadline has passed (not yet transitioned)."""
         due: list[Order] = []
-        while self._deadlines and self._deadlines[0][0] <= now_ms and len(due) < items_max:
-            _, order_id = heapq.heappop(self._deadlines)
+        while self._deadlines.due(now_ms) and len(due) < items_max:
+            _, order_id = self._deadlines.pop()
             order = self.orders.get(order_id)
             if order is not None and order.status == OrderStatus.RESERVED:
                 due.append(order)
@@ -523,7 +558,7 @@ class OrderBook:
 
     def remind(self, order: Order) -> None:
         """Puts an order back on the expiry schedule (its expiry was postponed)."""
-        heapq.heappush(self._deadlines, (order.payment_deadline_ms, order.order_id))
+        self._deadlines.push(order.payment_deadline_ms, order.order_id)
 
     def list_for_buyer(self, merchant_id: str, buyer_id: str,
                        before: tuple[int, str] | None, limit: int, only_key: str = ""
@@ -549,6 +584,8 @@ class OrderBook:
 
     def check_invariants(self) -> None:
         invariant(len(self._by_key) == len(self.orders), "one order per idempotency key")
+        invariant(sum(self.per_merchant.values()) == len(self.orders),
+                  "orders counted per merchant")
         invariant(not any(key in self._by_key for key in self._retained),
                   "a key both in memory and retained")
         for order in self.orders.values():

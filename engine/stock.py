@@ -22,7 +22,6 @@ is answered per item.
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from flashtx.engine.errors import (
     invariant,
     refusal,
 )
+from flashtx.engine.expiry import ExpiryHeap
 
 __all__ = ["Reservation", "SkuKey", "SkuState", "StockChange", "StockLedger", "StockLevel"]
 
@@ -106,7 +106,8 @@ class StockLedger:
         # owner -> {(merchant_id, sku_id, buyer_id): units sold}
         self.sold_by_owner: dict[int, dict[tuple[str, str, str], int]] = {}
         self._skus_max = skus_max
-        self._expiry_heap: list[tuple[int, str]] = []
+        self._expiry_heap: ExpiryHeap[str] = ExpiryHeap(self._expires_at,
+                                                         lambda: len(self.reservations))
         # Units announced to arrive here (moved from another counter), until when: while
         # they are on their way, a refusal for stock says "retry", not "sold out".
         self.incoming: dict[SkuKey, tuple[int, int]] = {}
@@ -214,7 +215,7 @@ class StockLedger:
             self.reservations[order_id] = Reservation(
                 merchant_id, buyer_id, lines if type(lines) is tuple else tuple(lines),
                 expires_at_ms, owner)
-            heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
+            self._expiry_heap.push(expires_at_ms, order_id)
             if left == 0 and BUCKET_SEPARATOR not in sku_id:
                 self.changes.append(StockChange("sold_out", merchant_id, sku_id, 0, "",
                                                 order_id, now_ms))
@@ -241,7 +242,7 @@ class StockLedger:
         line_tuple = tuple(lines)
         self.reservations[order_id] = Reservation(merchant_id, buyer_id, line_tuple,
                                                   expires_at_ms, owner)
-        heapq.heappush(self._expiry_heap, (expires_at_ms, order_id))
+        self._expiry_heap.push(expires_at_ms, order_id)
         # A hold is derived from its order (nothing to journal here); only a sell-out is
         # news, announced as an event.
         for (sku_id, _), sku in zip(line_tuple, states, strict=True):
@@ -321,9 +322,18 @@ class StockLedger:
             _give_back(sku, buyer_id, -delta)
         self.reservations[hold_id] = Reservation(merchant_id, buyer_id, ((sku_id, quantity),),
                                                  expires_at_ms, owner)
-        heapq.heappush(self._expiry_heap, (expires_at_ms, hold_id))
+        self._expiry_heap.push(expires_at_ms, hold_id)
         self._log("reserved", (merchant_id, sku_id), delta, "cart", hold_id, now_ms)
         return ResultCode.OK, sku.price_minor
+
+    @property
+    def expiry_entries(self) -> int:
+        """Entries of the hold-expiry heap: about the holds, at most twice."""
+        return len(self._expiry_heap)
+
+    def _expires_at(self, expires_at_ms: int, reservation_id: str) -> bool:
+        reservation = self.reservations.get(reservation_id)
+        return reservation is not None and reservation.expires_at_ms == expires_at_ms
 
     def withdraw(self, merchant_id: str, sku_id: str, units: int) -> int:
         """Takes `units` available units out of on-hand (0: every available unit), to move
@@ -439,8 +449,8 @@ class StockLedger:
         """Releases holds whose expiry has passed; returns their orders."""
         expired: list[str] = []
         heap = self._expiry_heap
-        while heap and heap[0][0] <= now_ms and len(expired) < items_max:
-            expires_at_ms, order_id = heapq.heappop(heap)
+        while heap.due(now_ms) and len(expired) < items_max:
+            expires_at_ms, order_id = heap.pop()
             reservation = self.reservations.get(order_id)
             if reservation is not None and reservation.expires_at_ms == expires_at_ms:
                 self.release(order_id, now_ms, kind="expired")

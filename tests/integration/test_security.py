@@ -29,6 +29,7 @@ from flashtx.adapters.grpc_errors import SCOPES
 from flashtx.app import free_port
 from flashtx.client import Client
 from flashtx.protos.flashtx.v1 import (
+    cart_pb2,
     common_pb2,
     event_pb2,
     event_pb2_grpc,
@@ -154,16 +155,20 @@ async def test_a_key_over_its_rate_is_refused_with_a_retry_hint(engine, shop: Cl
                                   key_orders_burst=20.0)
     async with Client(address, shop.token) as limited:
         codes = []
-        for n in range(40):
+        for n in range(30):
             try:
-                await limited.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
-                    idempotency_key=f"rate-{n}", buyer_id=f"b{n}",
-                    lines=[order_pb2.OrderLine(sku_id="r", quantity=1)]))
+                if n % 2:  # cart changes cost the key's order rate too
+                    await limited.carts.AddItem(cart_pb2.AddItemRequest(
+                        buyer_id=f"c{n}", sku_id="r", quantity=1))
+                else:
+                    await limited.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
+                        idempotency_key=f"rate-{n}", buyer_id=f"b{n}",
+                        lines=[order_pb2.OrderLine(sku_id="r", quantity=1)]))
                 codes.append("OK")
             except grpc.aio.AioRpcError as error:
                 codes.append(error.code().name)
                 refused = error
-    assert codes == ["OK"] * 20 + ["RESOURCE_EXHAUSTED"] * 20
+    assert codes == ["OK"] * 20 + ["RESOURCE_EXHAUSTED"] * 10
     details = status_pb2.Status.FromString(
         dict(refused.trailing_metadata())["grpc-status-details-bin"]).details
     retry = error_details_pb2.RetryInfo()

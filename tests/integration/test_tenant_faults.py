@@ -133,3 +133,31 @@ async def test_another_tenants_order_is_not_found_like_an_unknown_id(
         assert await calls_on(other, unknown) == ["NOT_FOUND"] * 3
         mine = await owner.orders.GetOrder(order_pb2.GetOrderRequest(order_id=live.order_id))
         assert mine.order.status == order_pb2.ORDER_STATUS_RESERVED
+
+
+async def test_a_merchant_flooding_a_gateway_leaves_room_for_the_others(
+        engine: LocalEngine, operator: Client) -> None:
+    """A merchant's keys together are held to its order rate (merchant_orders_per_s), so
+    two keys do not double it; another merchant's orders still go through the gateway."""
+    from tests.integration.test_security import start_gateway
+
+    (_, greedy_secret), (_, other_secret) = await new_shop(operator), await new_shop(operator)
+    address = await start_gateway(engine, 96, frozen_clock=True, merchant_orders_per_s=10.0,
+                                  merchant_orders_burst=10.0)
+    async with Client(engine.address, greedy_secret) as greedy:
+        await add_skus(greedy, stock_pb2.Sku(sku_id="s", name="S", price_minor=1,
+                                             on_hand=1000))
+        second_key = await greedy.merchants.CreateApiKey(merchant_pb2.CreateApiKeyRequest(
+            scopes=[common_pb2.SCOPE_CHANNEL], label="second"))
+    async with Client(engine.address, other_secret) as other:
+        await add_skus(other, stock_pb2.Sku(sku_id="s", name="S", price_minor=1, on_hand=10))
+    codes = []
+    async with Client(address, greedy_secret) as first, Client(
+            address, second_key.secret) as second:
+        for n in range(16):
+            client = first if n % 2 else second
+            codes.append(await outcome(client, order(f"flood-{n}", f"b{n}", ("s", 1))))
+    assert codes == ["OK"] * 10 + ["RESOURCE_EXHAUSTED"] * 6
+    async with Client(address, other_secret) as other:
+        assert [await outcome(other, order(f"calm-{n}", f"b{n}", ("s", 1)))
+                for n in range(3)] == ["OK"] * 3
