@@ -684,6 +684,10 @@ class OrderShard(clock.ClockControl):
                                   "settled": self._stock.group.table.settled},
                 "commit_seconds": committer.commit_seconds if committer else 0.0,
                 "carts": len(self._state.carts.carts),
+                # Entries of the expiry heaps (deadlines, retained keys, idle carts):
+                # bounded by about twice the live items, whatever churns.
+                "expiry_entries": (self._state.book.expiry_entries
+                                   + self._state.carts.expiry_entries),
                 "campaigns": len(self._state.campaigns),
                 "place_calls": self._place_calls, "place_seconds": self._place_seconds,
                 "reserve_seconds": self._reserve_seconds,

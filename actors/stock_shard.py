@@ -533,6 +533,7 @@ class StockShard(clock.ClockControl):
         return {"index": self.index, "instance": self._instance, "pid": os.getpid(),
                 "skus": len(self._ledger.skus),
                 "reservations": len(self._ledger.reservations),
+                "expiry_entries": self._ledger.expiry_entries,
                 "holds_without_units": self._ledger.holds_without_units}
 
     async def spans(self) -> list[dict[str, Any]]:

@@ -32,7 +32,13 @@ import grpc
 
 from flashtx.bench.recovery import wait_for_actor_processes_to_exit
 from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx.protos.flashtx.v1 import (
+    cart_pb2,
+    common_pb2,
+    merchant_pb2,
+    order_pb2,
+    stock_pb2,
+)
 
 SKUS = 100
 BUYERS = 100_000
@@ -47,11 +53,13 @@ COMPRESSED = {"finished_order_linger_s": 1.0, "idempotency_window_s": 60,
 FULFIL_AFTER_S = 3.0
 
 
-async def set_up(address: str, operator_key: str, payment_window_s: int) -> str:
+async def set_up(address: str, operator_key: str, payment_window_s: int,
+                 cart_hold_s: int = 0) -> str:
     """A merchant with SKUs of (practically) endless stock; answers its admin secret."""
     async with Client(address, operator_key) as operator:
         created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
-            merchant_id="soak-shop", name="Soak shop", payment_window_s=payment_window_s))
+            merchant_id="soak-shop", name="Soak shop", payment_window_s=payment_window_s,
+            cart_hold_s=cart_hold_s))
     async with Client(address, created.admin_key_secret) as shop:
         await shop.stock.UpsertSkus(stock_pb2.UpsertSkusRequest(skus=[
             stock_pb2.Sku(sku_id=f"s{i}", name=f"SKU {i}", price_minor=100,
@@ -62,8 +70,13 @@ async def set_up(address: str, operator_key: str, payment_window_s: int) -> str:
 class Load:
     """Places orders in batches, and pays, fulfils and cancels some of them."""
 
-    def __init__(self, batch: int, concurrency: int) -> None:
+    def __init__(self, batch: int, concurrency: int, cancel_percent: int = 2,
+                 cart_changes: int = 0) -> None:
+        """`cancel_percent` of the orders are cancelled; `cart_changes` cart changes
+        are made per batch placed, over and over on the same few carts (the churn that
+        must not grow a shard)."""
         self.batch, self.concurrency = batch, concurrency
+        self.cancel_percent, self.cart_changes = cancel_percent, cart_changes
         self.counter = itertools.count()
         self.outcomes: dict[str, int] = defaultdict(int)
         self.placed = 0
@@ -100,9 +113,11 @@ class Load:
                         if fate < 10:
                             follow_ups.append(asyncio.ensure_future(
                                 self._pay_and_fulfil(shop, result.order.order_id)))
-                        elif fate < 12:
+                        elif fate < 10 + self.cancel_percent:
                             follow_ups.append(asyncio.ensure_future(
                                 self._step(shop, "CancelOrder", result.order.order_id)))
+                    if self.cart_changes:
+                        await self._churn_carts(shop, first)
                     self.placed += len(numbers)
                     if len(follow_ups) > 20_000:
                         done = [task for task in follow_ups if task.done()]
@@ -112,6 +127,15 @@ class Load:
             await asyncio.gather(*(placer() for _ in range(self.concurrency)))
             await asyncio.gather(*follow_ups)
         self.counter = itertools.count(until // self.batch)
+
+    async def _churn_carts(self, shop: Client, first: int) -> None:
+        """Changes the quantity of a line of the same 20 carts, over and over."""
+        changes = [shop.carts.UpdateQuantity(cart_pb2.UpdateQuantityRequest(
+            buyer_id=f"churn-{(first + k) % 20}", sku_id=f"s{k % SKUS}",
+            quantity=1 + (first + k) % 3), timeout=30) for k in range(self.cart_changes)]
+        for answer in await asyncio.gather(*changes, return_exceptions=True):
+            code = answer.code().name if isinstance(answer, grpc.aio.AioRpcError) else "OK"
+            self.outcomes[f"UpdateQuantity {code}"] += 1
 
     async def _pay_and_fulfil(self, shop: Client, order_id: str) -> None:
         await self._step(shop, "PayOrder", order_id)
@@ -202,8 +226,10 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     try:
         engine = LocalEngine.start(**overrides)
-        secret = asyncio.run(set_up(engine.address, operator_key, options.payment_window_s))
-        load = Load(options.batch, options.concurrency)
+        secret = asyncio.run(set_up(engine.address, operator_key, options.payment_window_s,
+                                    options.cart_hold_s))
+        load = Load(options.batch, options.concurrency, options.cancel_percent,
+                    options.cart_changes)
         started = time.perf_counter()
         for point in range(1, options.checkpoints + 1):
             until = options.orders * point // options.checkpoints
@@ -240,6 +266,10 @@ def soak(options: argparse.Namespace) -> list[dict[str, Any]]:
                 "orders_in_memory": sum(s["orders"] for s in stats["order_shards"]),
                 "keys_retained": sum(s["keys_retained"] for s in stats["order_shards"]),
                 "orders_evicted": sum(s["orders_evicted"] for s in stats["order_shards"]),
+                "carts": sum(s["carts"] for s in stats["order_shards"]),
+                "expiry_entries": {
+                    "order": sum(s["expiry_entries"] for s in stats["order_shards"]),
+                    "stock": sum(s["expiry_entries"] for s in stats["stock_shards"])},
                 "tables": sizes, "outcomes": dict(load.outcomes)})
             print(json.dumps(points[-1]), flush=True)
         engine.check_invariants()
@@ -262,6 +292,13 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
                     label=kind)
     memory.set_xlabel("orders placed (millions)")
     memory.set_ylabel("resident memory, MiB (all actors of the class)")
+    if all("expiry_entries" in p for p in points):
+        entries = memory.twinx()
+        for kind, style in (("order", ":"), ("stock", "-.")):
+            entries.plot(placed, [p["expiry_entries"][kind] / 1e3 for p in points],
+                         color="black", linestyle=style, label=f"{kind} expiry entries (k)")
+        entries.set_ylabel("expiry heap entries, thousands")
+        entries.legend(fontsize=7, loc="lower right")
     memory.legend(fontsize=7)
     recovery.plot(placed, [p["recovery_s"] for p in points], marker="o", label="recovery s")
     recovery.set_xlabel("orders placed (millions)")
@@ -283,6 +320,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="PlaceOrders in flight")
     parser.add_argument("--payment-window-s", type=int, default=2,
                         help="unpaid orders expire after this many seconds")
+    parser.add_argument("--cancel-percent", type=int, default=2,
+                        help="orders cancelled (of every 100; 10 more are paid)")
+    parser.add_argument("--cart-changes", type=int, default=0,
+                        help="cart quantity changes per batch, on the same 20 carts")
+    parser.add_argument("--cart-hold-s", type=int, default=0,
+                        help="the merchant's cart_hold_s (>0: cart lines hold stock)")
     parser.add_argument("--stock-shards", type=int, default=2)
     parser.add_argument("--order-shards", type=int, default=2)
     parser.add_argument("--vacuum", action="store_true",

@@ -2,14 +2,12 @@
 lane is), each in a pytest process of its own with its output in a file, printed whole
 when the lane ends. Exit status 1 when any lane fails.
 
-    python scripts/test_lanes.py [--lanes main,netns] [-- PYTEST ARGS]
+    python scripts/test_lanes.py [--lanes main,side] [-- PYTEST ARGS]
 
 The network scenarios wait through their fault windows (a link down 10 s, Postgres
-blackholed 20 s); on a machine with cores to spare the rest of the suite runs meanwhile.
-On fewer than PARALLEL_CORES_MIN cores the suite runs in one pytest process instead:
-measured on 2 cores with one kept busy, the suite is CPU-bound (CPU time about equal to
-wall time, test by test), and the two lanes side by side took 719 s where one process
-took 516 s (two Ray clusters competing for one core). A lane's tests run one at a time."""
+blackholed 20 s) and the simulator computes in one process: in the "side" lane they run
+beside the rest of the suite ("main"). On a single core everything runs in one pytest
+process. A lane's tests run one at a time."""
 
 from __future__ import annotations
 
@@ -22,8 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LANES = ("main", "netns")
-PARALLEL_CORES_MIN = 4
+LANES = ("main", "side")
+PARALLEL_CORES_MIN = 2
 
 
 def main() -> int:

@@ -1,9 +1,9 @@
 """The suite in lanes: `--lane NAME` runs one share of it, and scripts/test_lanes.py runs
-the lanes side by side (``make test``). A lane shares nothing with another: "netns"
-builds hosts of its own (network namespaces, a Ray cluster across them) and spends much
-of its time waiting in fault windows; "main" is the rest, which keeps a core busy
-(measured on 2 cores: CPU time about equal to wall time, test by test), so splitting it
-further only makes its parts compete. Without `--lane` everything runs in one process."""
+the lanes side by side (``make test``). A lane shares nothing with another: "side" holds
+the network scenarios (hosts in namespaces and a Ray cluster of their own, which spend a
+third of their time waiting in fault windows) and the shard simulator (pure CPU, one
+process), which fills those windows; "main" is the rest. Without `--lane` everything
+runs in one process."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-LANES = ("main", "netns")
+LANES = ("main", "side")
 
 
 def lane_of(item: pytest.Item) -> str:
-    """The network scenarios (hosts in namespaces, which spend much of their time in
-    fault windows, waiting): "netns"; everything else: "main"."""
-    return "netns" if f"{os.sep}netns{os.sep}" in str(item.fspath) else "main"
+    """The network scenarios and the simulator: "side"; everything else: "main"."""
+    path = str(item.fspath)
+    return "side" if f"{os.sep}netns{os.sep}" in path or f"{os.sep}sim{os.sep}" in path else (
+        "main")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

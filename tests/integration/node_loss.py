@@ -74,8 +74,8 @@ async def stored_orders(dsn: str) -> dict[str, str]:
 
 
 def main(dsn: str, report_file: str) -> int:
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # With the dashboard: the state API (list_actors) asks it where an actor runs.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1, resources={"flashtx": 100}) for _ in range(2)]
     cluster.wait_for_nodes()
     engine = LocalEngine.start(ray_address=cluster.address, postgres_dsn=dsn, redis_url="none",

@@ -16,6 +16,7 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
     done = run_bench("flashtx.bench.soak",
                      ["--orders", "4000", "--checkpoints", "2", "--batch", "200",
                       "--payment-window-s", "600", "--vacuum", "--json", str(out),
+                      "--cart-changes", "10", "--cart-hold-s", "600",
                       "--plot", str(tmp_path / "soak.png")], tmp_path, timeout_s=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     points = json.loads(out.read_text())
@@ -26,7 +27,12 @@ def test_a_small_soak_run(tmp_path: Path) -> None:
     assert last["outcomes"]["OK"] + last["outcomes"].get("REPLAYED", 0) >= 4000
     assert set(last["outcomes"]) <= {"OK", "REPLAYED", "PayOrder OK", "FulfillOrder OK",
                                      "CancelOrder OK", "retried RESOURCE_EXHAUSTED",
-                                     "retried UNAVAILABLE"}, last["outcomes"]
+                                     "retried UNAVAILABLE", "UpdateQuantity OK",
+                                     "UpdateQuantity RESOURCE_EXHAUSTED",
+                                     "UpdateQuantity UNAVAILABLE"}, last["outcomes"]
+    # The same 20 carts changed 200 times, holding stock: heaps follow the live items.
+    assert last["outcomes"]["UpdateQuantity OK"] > 0 and 0 < last["carts"] <= 20
+    assert set(last["expiry_entries"]) == {"order", "stock"}
     assert last["orders_evicted"] > 0  # finished orders left memory
     # The checkpoint waited for finished orders to leave: what is left is live.
     assert last["orders_in_memory"] == last["tables"]["live_orders"]
