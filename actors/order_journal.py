@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, MutableSet, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flashtx.actors import tracing
@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 KEY_TAKEN = "idempotency key was used with a different order"
 
 
-class Refused(MutableSet[str]):
+class Refused:
     """Ids of orders the database refused (their key was another shard's first), the
-    latest `kept_max`: their later changes are dropped, replays of them refused."""
+    latest `kept_max`: their later changes are dropped, their placements answered as
+    conflicts."""
 
     def __init__(self, kept_max: int) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -42,19 +43,14 @@ class Refused(MutableSet[str]):
     def __contains__(self, order_id: object) -> bool:
         return order_id in self._ids
 
-    def __iter__(self) -> Any:
-        return iter(self._ids)
-
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, order_id: str) -> None:
-        self._ids[order_id] = None
+    def add(self, order_ids: list[str]) -> None:
+        for order_id in order_ids:
+            self._ids[order_id] = None
         while len(self._ids) > self._kept_max:
             self._ids.popitem(last=False)
-
-    def discard(self, order_id: str) -> None:
-        self._ids.pop(order_id, None)
 
 
 class OrderJournal:
@@ -77,6 +73,7 @@ class OrderJournal:
         refused = await commit_order_entries(store, entries, retry, self._owners,
                                              self.refused)
         if refused:
+            self.refused.add(refused)
             self.refused_total += len(refused)
             if self._config.ack_mode != "durable":
                 log.warning("%s: %d acknowledged orders refused at commit: their keys were "
@@ -172,7 +169,9 @@ class OrderJournal:
 
     def answer_refused(self, results: list[Any]) -> list[Any]:
         """Placements whose order a commit refused (its key was another shard's first)
-        answer the conflict they were, once their commit is done (``settle``)."""
+        answer the conflict they were, once their commit is done (``settle``). Called
+        only when a commit refused orders during the placement: the answers are not
+        looked through otherwise."""
         refused = self.refused
         if not refused:
             return results

@@ -350,6 +350,7 @@ class OrderShard(clock.ClockControl):
         """`looked_up`: keys the caller asked the database about already (a checkout)."""
         await self._ready
         journal = self._journal
+        refused_before = journal.refused_total  # orders refused at commit, ever
         recalled: dict[str, OrderSnapshot] = {}
         if looked_up is None and self._state.book.forgot:
             looked_up, recalled = await self._look_up_keys(batch.merchant_ids, batch.keys)
@@ -393,8 +394,10 @@ class OrderShard(clock.ClockControl):
         if placing.replays_left_memory:
             await self._read_back(results, recalled)
         # Waiting for a concurrent try of a key: its order may be in another commit.
-        return journal.answer_refused(
-            await journal.settle(results, None if waits else commits))
+        results = await journal.settle(results, None if waits else commits)
+        if journal.refused_total != refused_before:  # a commit meanwhile refused orders
+            journal.answer_refused(results)
+        return results
 
     def _refused(self, order_ids: list[str]) -> None:
         """Orders a commit refused (another shard committed their idempotency key first)

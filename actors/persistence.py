@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import MutableSet, Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import asyncpg
@@ -121,7 +121,7 @@ def _order_of(entry: Any) -> str | None:
 
 
 async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False,
-                               owners: int = 1, refused: MutableSet[str] | None = None
+                               owners: int = 1, refused: Container[str] = frozenset()
                                ) -> list[str]:
     """entries: ("order", row, lines), ("transition", row, event, finished_rows or
     None), ("cart", key, row or None: gone) tuples; `owners`: the number of order shards
@@ -132,26 +132,26 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
     An idempotency key is unique per merchant across the order shards, and orders route
     by buyer: another shard may have committed an order with the same key (another buyer,
     or a concurrent request). The database refuses the commit; the orders whose key it
-    holds for another order are taken out (with every change of theirs, here and in later
-    commits: `refused` keeps their ids), the rest is committed, and the refused ids are
-    answered: the shard refuses those orders (ALREADY_EXISTS) and frees their stock. A
-    refusal with no such order means memory is wrong: InvariantViolation."""
-    refused = set() if refused is None else refused
-    newly: list[str] = []
+    holds for another order are taken out (with every change of theirs: `refused` names
+    the orders refused by earlier commits, whose later changes may still be queued), the
+    rest is committed, and the ids refused now are answered: the shard refuses those
+    orders (ALREADY_EXISTS) and frees their stock. A refusal with no such order means
+    memory is wrong: InvariantViolation."""
+    newly: set[str] = set()
     while True:
-        if refused:
-            entries = [e for e in entries if _order_of(e) not in refused]
+        if refused or newly:
+            entries = [e for e in entries if (order_id := _order_of(e)) not in newly
+                       and order_id not in refused]
         try:
             await _commit_entries(store, entries, retry, owners)
-            return newly
+            return sorted(newly)
         except asyncpg.IntegrityConstraintViolationError as error:
             taken = await _keys_taken(store, entries)
             if not taken:
                 raise InvariantViolation(f"database refused the journal: {error}") from error
             log.warning("idempotency keys already used by orders of other shards: %d orders "
                         "refused (%s)", len(taken), ", ".join(sorted(taken)[:5]))
-            refused |= taken
-            newly.extend(taken)
+            newly |= taken
 
 
 async def _keys_taken(store: Store, entries: Sequence[Any]) -> set[str]:

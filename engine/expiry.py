@@ -10,7 +10,7 @@ bounded by about twice the live items, and a rebuild costs O(n) once per n pushe
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["ExpiryHeap"]
@@ -34,9 +34,6 @@ class ExpiryHeap(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def __iter__(self) -> Iterator[tuple[int, K]]:
-        return iter(self._entries)
 
     def push(self, expires_at_ms: int, key: K) -> None:
         heapq.heappush(self._entries, (expires_at_ms, key))

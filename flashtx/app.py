@@ -181,42 +181,35 @@ def stored_stock_layout(config: Config, table: RoutingTable | None
 
 async def _prepare_database(config: Config
                             ) -> tuple[Config, str | None, RoutingTable | None]:
-    """The operator key (``_operator_key``) and the stock layout a reshard stored."""
-    config, operator_key = await _operator_key(config)
+    """The operator key (``_operator_key``) and the stock layout a reshard stored. The
+    database is opened (and migrated) here first: one clear error before any actor
+    starts, rather than every shard failing its start."""
     if config.postgres_dsn == "none":
+        config, operator_key = await _operator_key(config, None)
         return config, operator_key, None
-    store = await Store.open(config.postgres_dsn, 1)
     try:
-        table = await store.stock_routing()
+        store = await Store.open(config.postgres_dsn, 1)
+    except (OSError, asyncpg.PostgresError, UnsafeDatabase) as error:
+        raise EngineStartError(f"cannot use the database {_without_password(config)}:"
+                               f" {error}") from error
+    try:
+        config, operator_key = await _operator_key(config, store)
+        config, table = stored_stock_layout(config, await store.stock_routing())
     finally:
         await store.close()
-    config, table = stored_stock_layout(config, table)
     return config, operator_key, table
 
 
-async def _operator_key(config: Config) -> tuple[Config, str | None]:
+async def _operator_key(config: Config, store: Store | None) -> tuple[Config, str | None]:
     """A configured key wins. Else the first start generates one and stores its hash;
-    later starts use the stored hash (the key itself was shown once). The database is
-    opened (and migrated) here first either way: one clear error before any actor starts,
-    rather than every shard failing its start."""
-    store = None
-    if config.postgres_dsn != "none":
-        try:
-            store = await Store.open(config.postgres_dsn, 1)
-        except (OSError, asyncpg.PostgresError, UnsafeDatabase) as error:
-            raise EngineStartError(f"cannot use the database {_without_password(config)}:"
-                                   f" {error}") from error
-    try:
-        if config.operator_key:
-            return config.replace(operator_key_sha256=hash_secret(config.operator_key)), (
-                config.operator_key)
-        candidate = new_operator_key()
-        if store is None:
-            return config.replace(operator_key=candidate,
-                                  operator_key_sha256=hash_secret(candidate)), candidate
-        stored = await store.setting("operator_key_sha256", hash_secret(candidate))
-    finally:
-        if store is not None:
-            await store.close()
+    later starts use the stored hash (the key itself was shown once)."""
+    if config.operator_key:
+        return config.replace(operator_key_sha256=hash_secret(config.operator_key)), (
+            config.operator_key)
+    candidate = new_operator_key()
+    if store is None:
+        return config.replace(operator_key=candidate,
+                              operator_key_sha256=hash_secret(candidate)), candidate
+    stored = await store.setting("operator_key_sha256", hash_secret(candidate))
     chosen = candidate if stored == hash_secret(candidate) else None
     return config.replace(operator_key_sha256=stored), chosen

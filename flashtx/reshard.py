@@ -125,14 +125,10 @@ def serve_pending(engine: LocalEngine) -> dict[str, Any] | None:
         try:
             asked, answered = (await _read(connection, REQUEST),
                                await _read(connection, RESULT))
-        finally:
-            await connection.close()
-        if asked is None or (answered is not None and answered.get("id") == asked["id"]):
-            return None
-        if time.time() * 1000 > asked.get("expires_at_ms", 0):
-            return None  # its command gave up waiting: never run it behind its back
-        connection = await asyncpg.connect(dsn, timeout=10)
-        try:
+            if asked is None or (answered is not None and answered.get("id") == asked["id"]):
+                return None
+            if time.time() * 1000 > asked.get("expires_at_ms", 0):
+                return None  # its command gave up waiting: never run it behind its back
             return asked if await _take(connection, asked) else None
         finally:
             await connection.close()
