@@ -20,13 +20,13 @@ DEFAULT_STEPS = 60
 
 
 def _one(job: tuple[int, int]) -> tuple[int, list[str], int, int, dict[str, int], int,
-                                       int, int]:
+                                       int, int, int]:
     from flashtx.sim.run import run_seed
 
     outcome = run_seed(*job)
     return (outcome.seed, outcome.failures, outcome.acked, outcome.crashes, outcome.reshards,
             outcome.clock_steps, int(outcome.shared_keys),
-            outcome.refused.get("IDEMPOTENCY_CONFLICT", 0))
+            outcome.refused.get("IDEMPOTENCY_CONFLICT", 0), int(outcome.host_skew_ms > 0))
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         first, end = int(first_text), int(end_text)
     jobs = [(seed, args.steps) for seed in range(first, end)]
     started = time.monotonic()
-    failing, acked, crashes, clock_steps, shared, conflicts = [], 0, 0, 0, 0, 0
+    failing, acked, crashes, clock_steps, shared, conflicts, skewed = [], 0, 0, 0, 0, 0, 0
     reshards: Counter[str] = Counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     else:
         results = [_one(job) for job in jobs]
     for (seed, failures, seed_acked, seed_crashes, seed_reshards, seed_steps, seed_shared,
-         seed_conflicts) in results:
+         seed_conflicts, seed_skewed) in results:
+        skewed += seed_skewed
         acked += seed_acked
         shared += seed_shared
         conflicts += seed_conflicts
@@ -74,7 +75,8 @@ def main(argv: list[str]) -> int:
     print(f"{len(jobs)} seeds ({first}..{end - 1}), {args.steps} steps each, in {elapsed_s:.1f} s:"
           f" {len(failing)} failed; {acked} orders acknowledged, {crashes} shard crashes;"
           f" stock reshards: {reshards['done']} done, {reshards['rolled back']} rolled back;"
-          f" {clock_steps} runs with the clock stepped back; {shared} runs with keys shared"
+          f" {clock_steps} runs with the clock stepped back; {skewed} runs with hosts'"
+          f" clocks apart; {shared} runs with keys shared"
           f" by buyers ({conflicts} orders refused as idempotency conflicts)")
     return 1 if failing else 0
 

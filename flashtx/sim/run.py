@@ -66,6 +66,7 @@ class Outcome:
     reshards: dict[str, int] = field(default_factory=dict)
     clock_steps: int = 0
     shared_keys: bool = False  # buyers shared idempotency keys in this run
+    host_skew_ms: int = 0  # hosts' clocks differed by up to this much in this run
 
     @property
     def ok(self) -> bool:
@@ -469,10 +470,13 @@ class Run:
                           f" limit {limit}")
         if self.resharding:  # stock shards rebuild; order shards sell nothing meanwhile
             return
+        self.check_generations()
         for name, shard, owned in self.stock_ledgers():
-            if shard._ledger.holds_without_units and not self.clock_steps:
+            if (shard._ledger.holds_without_units and not self.clock_steps
+                    and not self.world.host_skew_ms):
                 self.fail(f"{name} found {shard._ledger.holds_without_units} holds handed"
-                          " over without their units, though no clock stepped back")
+                          " over without their units, though no clock stepped back and"
+                          " every host's clock agreed")
             if not shard._ready.done() or shard._ready.exception():
                 continue
             for (merchant_id, sku_id), sku in owned:
@@ -484,6 +488,25 @@ class Run:
                 shard._ledger.check_invariants()
             except AssertionError as error:
                 self.fail(f"{name}: {error}")
+
+    def check_generations(self) -> None:
+        """No stock shard takes the calls of an order shard's live incarnation for stale:
+        the generation a stock shard last took over from an order shard is never newer
+        than the one that shard's incarnation alive now sends (else its releases and
+        refunds are dropped: units come back only at expiry, refunds never)."""
+        for i, name in enumerate(self.stock_names()):
+            stock = self.world.instance(name)
+            if stock is None:
+                continue
+            for owner, seen in stock._generations.items():
+                order = self.world.instance(f"order-{owner}")
+                if order is None or not order._ready.done() or order._ready.exception():
+                    continue
+                sends = order._stock.generation(i)
+                if seen > sends:
+                    self.fail(f"{name} takes order-{owner}'s calls for stale: it took over"
+                              f" generation {tuple(seen)}, the live incarnation sends"
+                              f" {tuple(sends)}")
 
     def stock_ledgers(self) -> list[tuple[str, Any, list[tuple[Any, Any]]]]:
         """(name, shard, its SKUs it owns by the routing table now), of live shards."""
@@ -506,9 +529,11 @@ class Run:
             if actor.instance is None:
                 world.start(name)
         # The longest payment window (3 s), the stock shards' grace, and a sweep or two
-        # (and the clock's step back: deadlines set during it are that much further).
+        # (and the clock's step back: deadlines set during it are that much further; and
+        # a deadline set on a host ahead, read on a host behind).
         await asyncio.sleep(3 + self.config.reservation_grace_ms / 1000 + 1
-                            + self.clock_step_ms_max / 1000)
+                            + self.clock_step_ms_max / 1000
+                            + 2 * self.world.host_skew_ms / 1000)
         store = world.store
         sold = store.held((OrderStatus.PAID, OrderStatus.FULFILLED))
         reserved = store.held((OrderStatus.RESERVED,))
@@ -559,7 +584,7 @@ def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcom
     return Outcome(seed, steps, run.world.failures, len(run.acked), dict(run.refused),
                    sum(a.crashes for a in run.world.actors.values()), run.world.store.writes,
                    virtual_s, dict(run.reshards), run.clock_steps,
-                   run.shared_keys is not None)
+                   run.shared_keys is not None, run.world.host_skew_ms)
 
 
 def _retry(answer: Any) -> bool:

@@ -65,10 +65,16 @@ class Faults:
     # replays as it did before they existed.
     shared_key_runs: float = 0.3
     shared_key_orders: float = 0.1
+    # Runs in which every actor's host has a clock of its own: each incarnation (a restart
+    # lands on another host) runs up to `host_skew_ms` ahead of or behind the others. Drawn
+    # apart from the run's other draws, as shared keys are.
+    host_skew_runs: float = 0.3
+    host_skew_ms: int = 3_000
 
     @classmethod
     def none(cls) -> Faults:
-        return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2), 0.0, 0.0)
+        return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2), 0.0, 0.0,
+                   0.0)
 
 
 class SimPeer:
@@ -136,6 +142,12 @@ class World:
         # every shard sees at once); `clock_high_ms` is the latest time they have seen.
         self.clock_offset_ms = 0
         self.clock_high_ms = 0
+        # Per host: (actor, incarnation) -> how far its host's clock runs from the others'
+        # (runs with host clocks of their own; empty in the others).
+        skew = random.Random(f"host-skew-{seed}")
+        self.host_skew_ms = faults.host_skew_ms if skew.random() < faults.host_skew_runs else 0
+        self._skew_rng = skew
+        self.host_offsets_ms: dict[tuple[str, int], int] = {}
 
     # --- time -----------------------------------------------------------------------------
 
@@ -143,6 +155,10 @@ class World:
         """The shards' clock: wall-clock milliseconds in 2027, from the loop's time."""
         now = 1_800_000_000_000 + int(asyncio.get_running_loop().time() * 1000)
         now += self.clock_offset_ms
+        if self.host_offsets_ms:
+            owner = _CURRENT.get()
+            if owner is not None:
+                now += self.host_offsets_ms.get(owner, 0)
         if now > self.clock_high_ms:
             self.clock_high_ms = now
         return now
@@ -166,6 +182,9 @@ class World:
 
     def start(self, name: str) -> None:
         actor = self.actors[name]
+        if self.host_skew_ms:  # this incarnation's host, and its clock
+            self.host_offsets_ms[(name, actor.incarnation)] = self._skew_rng.randint(
+                -self.host_skew_ms, self.host_skew_ms)
         context = contextvars.copy_context()
         context.run(_CURRENT.set, (name, actor.incarnation))
         actor.instance = context.run(actor.make)
