@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from flashtx.actors import tracing
-from flashtx.engine.errors import Overloaded
+from flashtx.engine.errors import DomainError, Overloaded
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -51,9 +51,13 @@ class MicroBatcher(Generic[Item, Result]):
                  delay_s: float, queue_items_max: int, retry_after_ms: int,
                  inflight_batches_max: int = 2, queue_delay_s_max: float = 0.2,
                  observe: Callable[[int], Any] | None = None,
-                 span_name: str = "gateway.batch") -> None:
+                 span_name: str = "gateway.batch",
+                 stalled: Callable[[float], DomainError | None] | None = None) -> None:
         """`span_name`: the span of each batch sent (when tracing), linked to the spans
-        of the calls whose items it carries."""
+        of the calls whose items it carries. `stalled`: given how long the queue has
+        waited, the refusal that says why the destination takes no work, when known
+        (``ShardHealth.explain``)."""
+        self._stalled = stalled
         self._send = send
         self._span_name = span_name
         self._on_error = on_error
@@ -83,8 +87,10 @@ class MicroBatcher(Generic[Item, Result]):
         if self._queued and (waited_s := loop.time() - self._queued[0][0]) > (
                 self._queue_delay_s_max):
             # What the gateway knows: the shard has not taken this queue for so long (it
-            # may be restarting, overloaded or waiting for its database, which its own
-            # answers then say).
+            # may be restarting, overloaded or waiting for its database: `stalled` says
+            # which, when the shard has said).
+            if self._stalled is not None and (why := self._stalled(waited_s)) is not None:
+                raise why
             raise Overloaded(f"the shard has taken no work from this gateway for"
                              f" {waited_s * 1000:.0f} ms; retry later with the same key",
                              self._retry_after_ms)

@@ -29,6 +29,7 @@ from flashtx.actors.batcher import MicroBatcher
 from flashtx.actors.loops import until_done
 from flashtx.actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
 from flashtx.actors.routing import ShardGroup
+from flashtx.actors.shard_health import ShardHealth
 from flashtx.adapters.grpc_errors import FlashtxInterceptor, current_principal
 from flashtx.adapters.grpc_service import Placement, add_servicers
 from flashtx.adapters.wire import level_entry
@@ -95,8 +96,12 @@ class Gateway(clock.ClockControl):
                      queue_delay_s_max=config.queue_delay_ms_max / 1000)
         self._batch_options = batch
         # Items queue as rows; each batch crosses to its shard as columns (engine.messages).
+        # Why an order shard takes no work, as it says (its database failing).
+        self._shard_health = [ShardHealth(i, functools.partial(self._database_of, i))
+                        for i in range(len(orders))]
         self._place = [MicroBatcher(self._sender(orders, i, _send_place), _unavailable_place,
-                                    **batch, observe=self._observer("gateway_to_order_place"))
+                                    **batch, observe=self._observer("gateway_to_order_place"),
+                                    stalled=self._shard_health[i].explain)
                        for i in range(len(orders))]
         self._act = [MicroBatcher(self._sender(orders, i, _send_act), _unavailable_error,
                                   **batch, observe=self._observer("gateway_to_order_act"))
@@ -106,7 +111,8 @@ class Gateway(clock.ClockControl):
                       for i in range(len(orders))]
         self._checkout = [MicroBatcher(self._sender(orders, i, _send_checkout),
                                        _unavailable_place, **batch,
-                                       observe=self._observer("gateway_to_order_checkout"))
+                                       observe=self._observer("gateway_to_order_checkout"),
+                                       stalled=self._shard_health[i].explain)
                           for i in range(len(orders))]
         self._read = [MicroBatcher(self._sender(stock, i, _send_levels), _unavailable_error,
                                    **batch, observe=self._observer("gateway_to_stock_read"))
@@ -524,6 +530,9 @@ class Gateway(clock.ClockControl):
             return await send(group.peer(shard), items)  # the peer of now (resharding)
 
         return sent
+
+    def _database_of(self, shard: int) -> Awaitable[float | None]:
+        return self._orders.peer(shard).database_failing_s()  # the peer of now
 
     def _observer(self, hop: str) -> Any:
         def observe(items: int) -> None:

@@ -44,7 +44,10 @@ class GroupCommitter:
         self.depth = 0  # entries waiting
         self.held = 0  # room taken by work that waits on the database before it appends
         self._wakeup = asyncio.Event()
-        self.failing = False
+        # Since when (the loop's clock) the database has been failing this journal's
+        # commits or reads (None: it answers).
+        self.failing_since: float | None = None
+        self._commit_started: float | None = None  # the commit now waiting, since when
         self.commits = 0
         self.committed_entries = 0
         self.commit_seconds = 0.0  # time spent in commits (the database's share)
@@ -70,17 +73,37 @@ class GroupCommitter:
     def release(self, entries: int) -> None:
         self.held -= entries
 
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+    def failing_for_s(self, unanswered_s_min: float = 1.0) -> float | None:
+        """How long the database has been failing this journal's commits, or leaving one
+        unanswered for `unanswered_s_min` or more (a link that drops packets: the commit
+        waits until its timeout); None while it answers."""
+        now = asyncio.get_running_loop().time()
+        if self.failing_since is not None:
+            return now - self.failing_since
+        if self._commit_started is not None and (
+                now - self._commit_started >= unanswered_s_min):
+            return now - self._commit_started
+        return None
+
+    def _failed(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = asyncio.get_running_loop().time()
+
     def database_failed(self, error: BaseException) -> None:
         """A read for this journal's work failed: the database is reported failing (in
         stats, and in the answer to refused work) until a read or a commit succeeds."""
         if not self.failing:
             log.warning("%s: the database failed: %r", self._name, error)
-        self.failing = True
+        self._failed()
 
     def database_answered(self) -> None:
         if self.failing and not self._groups and not self._committing:
             log.warning("%s: the database answers again", self._name)
-            self.failing = False
+            self.failing_since = None
 
     def append(self, entries: list[Any], link: Any = None) -> asyncio.Future[None]:
         """`link`: the span of the work appending (the commit's span links to it)."""
@@ -137,11 +160,12 @@ class GroupCommitter:
         delay_s = 0.05
         retry = False
         while True:
+            self._commit_started = asyncio.get_running_loop().time()
             try:
                 await self._flush(entries, retry)
                 if self.failing:
                     log.warning("%s: commits resumed", self._name)
-                self.failing = False
+                self.failing_since = self._commit_started = None
                 return
             except InvariantViolation:
                 # Rows the database refuses as inconsistent mean memory is wrong: crash,
@@ -152,7 +176,8 @@ class GroupCommitter:
             except Exception as error:  # database down or slow: keep the entries, retry
                 if not self.failing:
                     log.warning("%s: commit failed, retrying: %r", self._name, error)
-                self.failing = True
+                self._failed()
+                self._commit_started = None
                 retry = True
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._retry_delay_s_max)

@@ -670,6 +670,12 @@ class OrderShard(clock.ClockControl):
 
     # --- housekeeping -------------------------------------------------------------------------
 
+    async def database_failing_s(self) -> float | None:
+        """How long the database has been failing this shard's commits (None: it
+        answers): what a gateway whose queue to this shard grows old tells its callers."""
+        committer = self._journal.committer
+        return None if committer is None else committer.failing_for_s()
+
     async def stats(self) -> dict[str, Any]:
         committer = self._journal.committer
         return {"index": self.index, "instance": self._instance, "pid": os.getpid(),

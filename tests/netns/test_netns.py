@@ -38,3 +38,8 @@ def test_the_sale_stays_correct_through_link_loss_a_database_blackhole_and_a_hos
     assert result["acked"] == result["units"]
     # Each fault hit the sale while it went on: attempts were made during every one.
     assert all(fault["during"]["attempts"] > 0 for fault in result["faults"]), result
+    # While Postgres dropped every packet, callers were told the database is unavailable
+    # (UNAVAILABLE), not only that a queue is old (before: RESOURCE_EXHAUSTED alone).
+    blackhole = result["faults"][1]
+    assert blackhole["scenario"] == "pg-blackhole"
+    assert blackhole["during"]["codes"].get("UNAVAILABLE", 0) > 0, blackhole

@@ -93,3 +93,47 @@ async def test_a_chunk_split_over_batches_answers_in_order() -> None:
     assert await chunk == [i * 10 for i in range(1, 8)]
     assert await single == [0]
     assert batcher.outstanding == 0
+
+
+async def test_a_stalled_queue_says_the_database_is_down_once_the_shard_says_so() -> None:
+    """While an order shard's commits fail, its gateway queue grows old: the refusal says
+    the database is unavailable (UNAVAILABLE) once the shard has said so, not only that
+    the queue is old (before: RESOURCE_EXHAUSTED "the shard is behind" alone)."""
+    from flashtx.actors.shard_health import ShardHealth
+    from flashtx.engine.errors import ResultCode
+
+    stuck = asyncio.Event()
+    asked = asyncio.Event()
+    failing_s: list[float | None] = [None]
+
+    async def send(items: list[int]) -> list[int]:
+        await stuck.wait()
+        return items
+
+    async def ask() -> float | None:
+        asked.set()
+        return failing_s[0]
+
+    health = ShardHealth(3, ask)
+    batcher = MicroBatcher(send, lambda error: -1, items_max=1, delay_s=0.001,
+                           queue_items_max=100, retry_after_ms=5, inflight_batches_max=1,
+                           queue_delay_s_max=0.01, stalled=health.explain)
+    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(2)]
+    await asyncio.sleep(0.05)  # the queued item is older than the bound from here on
+    with pytest.raises(Overloaded):  # the database answers, as far as the shard knows
+        batcher.submit_chunk([9])
+    await asked.wait()
+    failing_s[0] = 12.0  # the shard's commits fail from now on
+    health._asked_at -= 10  # the last answer is old: the next refusal asks again
+    asked.clear()
+    with pytest.raises(Overloaded):
+        batcher.submit_chunk([9])
+    await asked.wait()
+    await asyncio.sleep(0)  # the answer is taken in
+    with pytest.raises(Exception) as refused:
+        batcher.submit_chunk([9])
+    assert refused.value.code == ResultCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "database is unavailable to order shard 3" in str(refused.value)
+    assert refused.value.metadata["database"] == "unavailable"  # type: ignore[attr-defined]
+    stuck.set()
+    assert await asyncio.gather(*waiting) == [0, 1]
