@@ -51,8 +51,9 @@ class CartDesk:
                                   else state.carts.empty(key, now))
                     continue
                 if not room:
-                    raise Overloaded(self._journal.full_message(),
-                                     self._config.overload_retry_after_ms)
+                    code, message = self._journal.full_refusal()
+                    raise (Unavailable(message) if code is ResultCode.UNAVAILABLE
+                           else Overloaded(message, self._config.overload_retry_after_ms))
                 if op == "clear":
                     results[i] = self._clear_cart(key, now)
                     continue

@@ -29,6 +29,7 @@ from flashtx.engine.sharding import slot_of
 log = logging.getLogger(__name__)
 
 KEY_TAKEN = "idempotency key was used with a different order"
+DATABASE_DOWN = "the database is unavailable; retry with the same key"
 
 
 class Refused:
@@ -95,10 +96,12 @@ class OrderJournal:
     def room(self, share: float) -> int | None:
         return None if self.committer is None else self.committer.room(share)
 
-    def full_message(self) -> str:
+    def full_refusal(self) -> tuple[ResultCode, str]:
+        """Why new work is refused while the journal has no room: its database failing
+        (UNAVAILABLE), or more work waiting than it holds (OVERLOADED)."""
         if self.committer is not None and self.committer.failing:
-            return "the database is unavailable; retry with the same key"
-        return "the commit journal is full; retry with the same key"
+            return (ResultCode.UNAVAILABLE, DATABASE_DOWN)
+        return (ResultCode.OVERLOADED, "the commit journal is full; retry with the same key")
 
     def orders(self, book: OrderBook, carts: Sequence[Any] = ()
                ) -> asyncio.Future[None] | None:

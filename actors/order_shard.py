@@ -29,7 +29,7 @@ from typing import Any
 from flashtx.actors import clock, metrics, tracing
 from flashtx.actors.cart_desk import CartDesk
 from flashtx.actors.loops import every, until_done
-from flashtx.actors.order_journal import OrderJournal
+from flashtx.actors.order_journal import DATABASE_DOWN, OrderJournal
 from flashtx.actors.persistence import (
     campaign_from_row,
     cart_from_row,
@@ -78,7 +78,6 @@ log = logging.getLogger(__name__)
 PlaceResult = tuple[ResultCode, Any]  # (OK | REPLAYED, OrderSnapshot) or (code, reason)
 RESHARDING = "stock is being resharded; retry with the same key"
 STORE_UNAVAILABLE = "the database is unavailable; retry"
-DATABASE_DOWN = "the database is unavailable; retry with the same key"
 
 
 class OrderShard(clock.ClockControl):
@@ -356,7 +355,7 @@ class OrderShard(clock.ClockControl):
             looked_up, recalled = await self._look_up_keys(batch.merchant_ids, batch.keys)
         placing = Placing(self._state, batch, clock.now_ms(), self.index, self._stock.shard_of,
                           self._config.reservation_grace_ms, from_carts, looked_up or ())
-        attempts = placing.begin(journal.has_room(len(batch)), journal.full_message())
+        attempts = placing.begin(journal.has_room(len(batch)), journal.full_refusal())
         waits = [(i, self._waiter(batch.merchant_ids[i], batch.keys[i]))
                  for i in placing.waits]
         results = placing.results
@@ -390,7 +389,7 @@ class OrderShard(clock.ClockControl):
         if self._state.book.forgot:  # keys are looked up: some lookups may have failed
             for i, (_, value) in enumerate(results):
                 if value == KEY_UNCHECKED:  # as a failing commit answers
-                    results[i] = (ResultCode.OVERLOADED, DATABASE_DOWN)
+                    results[i] = (ResultCode.UNAVAILABLE, DATABASE_DOWN)
         if placing.replays_left_memory:
             await self._read_back(results, recalled)
         # Waiting for a concurrent try of a key: its order may be in another commit.

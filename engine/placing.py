@@ -82,10 +82,11 @@ class Placing:
         self.leftover_holds: dict[int, list[str]] = {}  # see settle
         self.replays_left_memory = False  # some answer is an order id, to read back
 
-    def begin(self, room: bool, full_message: str) -> list[Attempt]:
+    def begin(self, room: bool, full: tuple[ResultCode, str]) -> list[Attempt]:
         """Settles what needs no stock; answers the first tries. `room`: the journal can
-        take the batch (else a new order is refused with `full_message`, or told why it
-        would be refused anyway)."""
+        take the batch (else a new order is refused with `full`, the code and message
+        that say why: the journal full, or its database failing; or told why it would be
+        refused anyway)."""
         b, now, book, results = self.batch, self.now, self.state.book, self.results
         looked_up = self.looked_up if book.forgot else None
         new: list[Attempt] = []
@@ -103,7 +104,7 @@ class Placing:
                 try:  # an order refused anyway is told why, not that the shard is busy
                     if campaign_id:
                         self.state.campaign(merchant_id, campaign_id).check_open(now)
-                    results[i] = (ResultCode.OVERLOADED, full_message)
+                    results[i] = full
                 except DomainError as error:
                     results[i] = (error.code, error)
             elif code is ResultCode.OK:

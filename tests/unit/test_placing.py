@@ -55,7 +55,7 @@ def test_one_round_completes_what_every_shard_held_and_abandons_the_rest() -> No
     state = OrderState.empty(CONFIG, "e1")
     batch = _batch(("k1", "b1", (("a", 1),), ""), ("k2", "b2", (("a", 1), ("b", 1)), ""))
     placing = Placing(state, batch, NOW, owner=0, shard_of=_shard_of, grace_ms=500)
-    attempts = placing.begin(room=True, full_message="full")
+    attempts = placing.begin(room=True, full=(ResultCode.OVERLOADED, "full"))
     round_ = placing.round(attempts)
     assert sorted(round_.batches) == [0, 1]
     assert round_.batches[0].order_ids == [a.order_id for a in attempts]  # both hold "a"
@@ -72,17 +72,17 @@ def test_one_round_completes_what_every_shard_held_and_abandons_the_rest() -> No
     # Its key is free again; the placed one replays.
     again_batch = _batch(("k1", "b1", (("a", 1),), ""), ("k2", "b2", (("a", 1),), ""))
     retry = Placing(state, again_batch, NOW, owner=0, shard_of=_shard_of, grace_ms=500)
-    new = retry.begin(room=True, full_message="full")
+    new = retry.begin(room=True, full=(ResultCode.OVERLOADED, "full"))
     assert retry.results[0][0] is ResultCode.REPLAYED and [a.position for a in new] == [1]
 
 
 def test_a_full_journal_refuses_new_orders_and_frees_their_keys() -> None:
     state = OrderState.empty(CONFIG, "e2")
     placing = Placing(state, _batch(("k", "b", (("a", 1),), "")), NOW, 0, _shard_of, 0)
-    assert placing.begin(room=False, full_message="the journal is full") == []
+    assert placing.begin(room=False, full=(ResultCode.OVERLOADED, "the journal is full")) == []
     assert placing.results == [(ResultCode.OVERLOADED, "the journal is full")]
     assert Placing(state, _batch(("k", "b", (("a", 1),), "")), NOW, 0, _shard_of,
-                   0).begin(room=True, full_message="") != []
+                   0).begin(room=True, full=(ResultCode.OVERLOADED, "")) != []
 
 
 def _campaign(buckets: int) -> Campaign:
@@ -96,7 +96,7 @@ def test_a_campaign_order_refused_by_its_bucket_tries_the_next_one() -> None:
     state.add_campaign(_campaign(2))
     batch = _batch(("k", "b", (("a", 1),), "sale"))
     placing = Placing(state, batch, NOW, 0, lambda m, key: 0, 0)
-    attempts = placing.begin(room=True, full_message="")
+    attempts = placing.begin(room=True, full=(ResultCode.OVERLOADED, ""))
     first = attempts[0].stock_lines[0][0]
     round_ = placing.round(attempts)
     again, abandons, done = placing.settle(
@@ -114,7 +114,7 @@ def test_a_bucket_that_could_not_answer_makes_the_final_answer_retry_not_sold_ou
     state.add_campaign(_campaign(2))
     placing = Placing(state, _batch(("k", "b", (("a", 1),), "sale")), NOW, 0,
                       lambda m, key: 0, 0)
-    attempts = placing.begin(room=True, full_message="")
+    attempts = placing.begin(room=True, full=(ResultCode.OVERLOADED, ""))
     again, abandons, _ = placing.settle(attempts, placing.round(attempts), {
         0: Answers.of([(ResultCode.UNAVAILABLE, "stock shard unavailable")])})
     assert abandons == {0: [attempts[0].order_id]}  # it may have held: given back
