@@ -2,7 +2,7 @@
 lane is), each in a pytest process of its own with its output in a file, printed whole
 when the lane ends. Exit status 1 when any lane fails.
 
-    python scripts/test_lanes.py [--lanes main,side] [-- PYTEST ARGS]
+    python scripts/test_lanes.py [--lanes main,side,own] [-- PYTEST ARGS]
 
 The network scenarios wait through their fault windows (a link down 10 s, Postgres
 blackholed 20 s) and the simulator computes in one process: in the "side" lane they run
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LANES = ("main", "side")
+LANES = ("main", "side", "own")
 PARALLEL_CORES_MIN = 2
 
 

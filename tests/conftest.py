@@ -2,8 +2,10 @@
 the lanes side by side (``make test``). A lane shares nothing with another: "side" holds
 the network scenarios (hosts in namespaces and a Ray cluster of their own, which spend a
 third of their time waiting in fault windows) and the shard simulator (pure CPU, one
-process), which fills those windows; "main" is the rest. Without `--lane` everything
-runs in one process."""
+process), which fills those windows; "own" the scenarios that start deployments of their
+own (a node lost, the whole server killed, a reshard from the command line, the demo, the
+soak and recovery benches); "main" is the rest, around the shared engine. Without
+`--lane` everything runs in one process."""
 
 from __future__ import annotations
 
@@ -13,16 +15,23 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-LANES = ("main", "side")
+LANES = ("main", "side", "own")
+# Modules whose tests start deployments (Ray clusters, `flashtx serve` processes) of their
+# own and never use the shared engine.
+OWN_DEPLOYMENTS = frozenset({"test_node_loss.py", "test_process_crash.py",
+                             "test_reshard_cli.py", "test_demo.py", "test_recovery_bench.py",
+                             "test_soak_smoke.py"})
 
 
 def lane_of(item: pytest.Item) -> str:
-    """The network scenarios and the simulator: "side"; the rest: "main". (Measured on 2
-    cores, one kept busy: with the reshard, soak, demo and recovery-bench scenarios in
-    "side" as well, the suite took 417 s instead of 392: both lanes then compute.)"""
+    """The network scenarios and the simulator: "side"; deployments of their own: "own";
+    the rest: "main". (Measured on 2 cores, one kept busy: with the own deployments in
+    "side" as well, the suite took 417 s instead of 392 with them in "main"; in a lane of
+    their own, see docs/testing.md.)"""
     path = str(item.fspath)
-    return "side" if f"{os.sep}netns{os.sep}" in path or f"{os.sep}sim{os.sep}" in path else (
-        "main")
+    if f"{os.sep}netns{os.sep}" in path or f"{os.sep}sim{os.sep}" in path:
+        return "side"
+    return "own" if os.path.basename(path) in OWN_DEPLOYMENTS else "main"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
