@@ -12,12 +12,15 @@ process. A lane's tests run one at a time."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LANES = ("main", "side", "own")
@@ -46,28 +49,67 @@ def main() -> int:
         with log.open("wb") as out:
             running[lane] = (subprocess.Popen(command, cwd=ROOT, stdout=out,
                                               stderr=subprocess.STDOUT), log)
-    results: dict[str, tuple[int, float]] = {}
+    results: dict[str, tuple[int, float, float]] = {}
+    lane_of_pid = {process.pid: lane for lane, (process, _) in running.items()}
     while running:
-        for lane, (process, log) in list(running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            del running[lane]
-            took_s = time.monotonic() - started
-            results[lane] = (code, took_s)
-            print(f"\n===== lane {lane}: exit {code} after {took_s:.0f} s =====", flush=True)
-            sys.stdout.write(log.read_text(errors="replace"))
-            sys.stdout.flush()
-        time.sleep(0.2)
+        # Reaps the lanes, and the processes their processes left behind (Ray's daemons
+        # outlive the driver that started them): each lane's CPU time is its processes'
+        # and the descendants they reaped; `CPU` in all counts the orphans too.
+        pid, status, usage = os.wait4(-1, os.WNOHANG) if _reaping else (0, 0, None)
+        if pid == 0 or pid not in lane_of_pid:
+            if pid == 0:
+                time.sleep(0.2)
+            if not _reaping:
+                for lane, (process, _) in list(running.items()):
+                    if process.poll() is not None:
+                        _done(lane, process.returncode, None, running, results, started)
+            continue
+        lane = lane_of_pid[pid]
+        running[lane][0].returncode = os.waitstatus_to_exitcode(status)
+        _done(lane, running[lane][0].returncode, usage, running, results, started)
+    if _reaping:
+        while True:  # what is left of the lanes' processes ends with them
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
     print("\n===== lanes =====")
     for lane in lanes:
-        code, took_s = results[lane]
+        code, took_s, cpu_s = results[lane]
         # pytest's 5: no tests collected in the lane (a selection with -k or a path)
         state = "passed" if code in (0, 5) else f"FAILED (exit {code})"
-        print(f"{lane:>8}: {state}, {took_s:.0f} s")
-    print(f"all lanes: {time.monotonic() - started:.0f} s")
-    return 0 if all(code in (0, 5) for code, _ in results.values()) else 1
+        print(f"{lane:>8}: {state}, {took_s:.0f} s, CPU {cpu_s:.0f} s")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"all lanes: {time.monotonic() - started:.0f} s, CPU"
+          f" {children.ru_utime + children.ru_stime:.0f} s (the lanes' processes and every"
+          " descendant that ended)")
+    return 0 if all(code in (0, 5) for code, _, _ in results.values()) else 1
 
+
+def _subreaper() -> bool:
+    """Orphans of the lanes' processes become this process's children (Linux), so their
+    CPU time is counted and they are reaped."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _done(lane: str, code: int, usage: Any, running: dict[str, Any],
+          results: dict[str, tuple[int, float, float]], started: float) -> None:
+    log = running.pop(lane)[1]
+    took_s = time.monotonic() - started
+    cpu_s = usage.ru_utime + usage.ru_stime if usage is not None else float("nan")
+    results[lane] = (code, took_s, cpu_s)
+    print(f"\n===== lane {lane}: exit {code} after {took_s:.0f} s =====", flush=True)
+    sys.stdout.write(log.read_text(errors="replace"))
+    sys.stdout.flush()
+
+
+PR_SET_CHILD_SUBREAPER = 36
+_reaping = sys.platform == "linux" and _subreaper()
 
 if __name__ == "__main__":
     sys.exit(main())
