@@ -67,11 +67,12 @@ def main() -> int:
         lane = lane_of_pid[pid]
         running[lane][0].returncode = os.waitstatus_to_exitcode(status)
         _done(lane, running[lane][0].returncode, usage, running, results, started)
-    if _reaping:
-        while True:  # what is left of the lanes' processes ends with them
+    if _reaping:  # what is left of the lanes' processes ends with them (10 s at most)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
             try:
                 if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
+                    time.sleep(0.1)
             except ChildProcessError:
                 break
     print("\n===== lanes =====")
