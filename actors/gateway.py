@@ -98,7 +98,7 @@ class Gateway(clock.ClockControl):
         # Items queue as rows; each batch crosses to its shard as columns (engine.messages).
         # Why an order shard takes no work, as it says (its database failing).
         self._shard_health = [ShardHealth(i, functools.partial(self._database_of, i))
-                        for i in range(len(orders))]
+                              for i in range(len(orders))]
         self._place = [MicroBatcher(self._sender(orders, i, _send_place), _unavailable_place,
                                     **batch, observe=self._observer("gateway_to_order_place"),
                                     stalled=self._shard_health[i].explain)

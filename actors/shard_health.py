@@ -21,14 +21,15 @@ class ShardHealth:
     said last, and asks it again in the background (one call at a time) when that is
     older than ``ASK_INTERVAL_S``."""
 
-    __slots__ = ("_ask", "_asked_at", "_asking", "_failing_for_s", "shard")
+    __slots__ = ("_answered_at", "_ask", "_asked_at", "_asking", "_failing_for_s", "shard")
 
     def __init__(self, shard: int, ask: Callable[[], Awaitable[float | None]]) -> None:
         self.shard = shard
         self._ask = ask
         self._asked_at = -ASK_INTERVAL_S
         self._asking: asyncio.Task[None] | None = None
-        self._failing_for_s: float | None = None  # as the shard said at `_asked_at`
+        self._failing_for_s: float | None = None  # as the shard said at `_answered_at`
+        self._answered_at = float("-inf")
 
     def explain(self, waited_s: float) -> DomainError | None:
         """The refusal for a queue that has waited `waited_s` (None: the queue's own)."""
@@ -36,9 +37,11 @@ class ShardHealth:
         if now - self._asked_at >= ASK_INTERVAL_S and self._asking is None:
             self._asked_at = now
             self._asking = asyncio.get_running_loop().create_task(self._refresh())
-        if self._failing_for_s is None or now - self._asked_at > 2 * ASK_INTERVAL_S:
+        # What the shard said counts while it is recent: an old answer (a failure the
+        # database has since recovered from) says nothing of this stall.
+        if self._failing_for_s is None or now - self._answered_at > 2 * ASK_INTERVAL_S:
             return None
-        failing_s = self._failing_for_s + (now - self._asked_at)
+        failing_s = self._failing_for_s + (now - self._answered_at)
         return Unavailable(
             f"the database is unavailable to order shard {self.shard}: its commits have"
             f" failed or gone unanswered for {failing_s:.0f} s, and it has taken no work"
@@ -52,4 +55,5 @@ class ShardHealth:
             log.debug("order shard %d did not say how its database is: %r", self.shard, error)
             self._failing_for_s = None
         finally:
+            self._answered_at = asyncio.get_running_loop().time()
             self._asking = None

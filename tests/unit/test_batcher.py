@@ -124,7 +124,7 @@ async def test_a_stalled_queue_says_the_database_is_down_once_the_shard_says_so(
         batcher.submit_chunk([9])
     await asked.wait()
     failing_s[0] = 12.0  # the shard's commits fail from now on
-    health._asked_at -= 10  # the last answer is old: the next refusal asks again
+    health._asked_at -= 10  # the last question is old: the next refusal asks again
     asked.clear()
     with pytest.raises(Overloaded):
         batcher.submit_chunk([9])
@@ -135,5 +135,11 @@ async def test_a_stalled_queue_says_the_database_is_down_once_the_shard_says_so(
     assert refused.value.code == ResultCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert "database is unavailable to order shard 3" in str(refused.value)
     assert refused.value.metadata["database"] == "unavailable"  # type: ignore[attr-defined]
+    # Long after that answer (the database back since), a stall is not blamed on it.
+    failing_s[0] = None
+    health._answered_at -= 10
+    health._asked_at -= 10
+    with pytest.raises(Overloaded):
+        batcher.submit_chunk([9])
     stuck.set()
     assert await asyncio.gather(*waiting) == [0, 1]
