@@ -19,7 +19,7 @@ COPY flashtx flashtx
 COPY bench bench
 RUN python -m venv /opt/flashtx \
     && /opt/flashtx/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/flashtx/bin/pip install --no-cache-dir '.[bench]'
+    && /opt/flashtx/bin/pip install --no-cache-dir '.[bench,otlp]'
 
 FROM python:3.11.11-slim-bookworm
 RUN groupadd --gid 1000 flashtx \

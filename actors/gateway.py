@@ -26,6 +26,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from flashtx.actors import clock, metrics, tracing
 from flashtx.actors.batcher import MicroBatcher
+from flashtx.actors.drain import DrainWatch
 from flashtx.actors.loops import until_done
 from flashtx.actors.ports import MerchantPeer, OrderPeer, StockPeer, find_peers
 from flashtx.actors.routing import ShardGroup
@@ -162,11 +163,13 @@ class Gateway(clock.ClockControl):
         return self.port
 
     async def drain(self, grace_s: float = 5.0) -> None:
-        """Stops taking calls, lets in-flight ones finish, then stops."""
+        """Answers health NOT_SERVING (every service), waits `gateway_drain_delay_s` for
+        balancers and clients to see it, then lets in-flight calls finish (`grace_s`) and
+        stops."""
         await self._started
         if self._server is not None:
-            for name in ("",):
-                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._health.enter_graceful_shutdown()
+            await asyncio.sleep(self.config.gateway_drain_delay_s)
             await self._server.stop(grace_s)
 
     async def spans(self) -> list[dict[str, Any]]:
@@ -552,8 +555,10 @@ class Gateway(clock.ClockControl):
 
     async def _report_forever(self) -> None:
         actor = f"gateway-{self.index}"
+        watch = DrainWatch(self.config.gateway_drain_file, self.drain)
         while True:
             await asyncio.sleep(1.0)
+            watch.check()  # a preStop hook asked this node's gateways to drain
             metrics.record(metrics.depth(), self.inflight, queue="gateway_inflight",
                            actor=actor)
             queued = sum(b.outstanding for b in (*self._place, *self._act, *self._read,

@@ -134,7 +134,8 @@ class Topology:
         """Drains one gateway (in-flight calls finish) and stops it."""
         self.gateways = [g for g in self.gateways if g != gateway]
         try:
-            wait_all([RayPeer(gateway).drain(grace_s)], timeout_s=grace_s + 5)
+            wait_all([RayPeer(gateway).drain(grace_s)],
+                     timeout_s=self.config.gateway_drain_delay_s + grace_s + 5)
         except (ray.exceptions.RayError, TimeoutError):
             log.warning("a gateway did not drain cleanly", exc_info=True)
         stop(gateway)
@@ -237,7 +238,8 @@ class Topology:
     def stop(self, grace_s: float = 5.0) -> None:
         self.stop_controller()
         try:
-            _alive(self.gateways, "drain", grace_s, timeout_s=grace_s + 5)
+            _alive(self.gateways, "drain", grace_s,
+                   timeout_s=self.config.gateway_drain_delay_s + grace_s + 5)
         except Exception:  # a gateway that cannot drain is killed below all the same
             log.warning("gateways did not drain cleanly", exc_info=True)
         for actor in [*self.gateways, *self.orders.handles, *self.stock.handles,

@@ -178,6 +178,13 @@ class Config:
     actor_resource: str = ""
 
     # --- operations -----------------------------------------------------------------------
+    # A gateway that drains answers health NOT_SERVING for gateway_drain_delay_s first
+    # (load balancers and clients' health checks see it and stop sending), then lets
+    # in-flight calls finish and stops. gateway_drain_file: a path on each node; when a
+    # file appears there (Kubernetes' preStop hook writes it), the gateways of that node
+    # drain. Empty: no such file is watched.
+    gateway_drain_delay_s: float = 0.0
+    gateway_drain_file: str = ""
     # Port of Ray's Prometheus endpoint on the node that starts the cluster (0 = Ray picks).
     metrics_export_port: int = 0
     # Logs of the engine's processes (Ray's LoggingConfig): "text", or "json" (one object

@@ -25,8 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 
 
+def _all_documents() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text()))
+
+
 def _documents() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for doc in yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text())}
+    """The manifest's documents by kind (of a kind with several, the first)."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in _all_documents():
+        found.setdefault(doc["kind"], doc)
+    return found
 
 
 def _schema() -> dict[str, Any]:
@@ -120,11 +128,54 @@ def test_grpc_speaks_tls_and_the_dashboard_is_not_exposed() -> None:
     assert 8265 not in [p["containerPort"] for p in head["ports"]]
 
 
-def test_the_grpc_service_reaches_gateways_on_every_pod() -> None:
-    service = _documents()["Service"]
-    assert service["spec"]["selector"] == {"ray.io/cluster": "flashtx"}
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == [50051]
+def _pod_labels(template: dict[str, Any]) -> dict[str, str]:
+    """A pod's labels: its template's and those KubeRay puts on every pod of the cluster."""
+    return {**template["metadata"]["labels"], "ray.io/cluster": "flashtx"}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_the_grpc_services_and_the_budget_select_the_engine_pods_only() -> None:
+    """The head serves no gRPC: a Service that selected it sent a share of the
+    connections where nothing answers."""
+    spec = _documents()["RayCluster"]["spec"]
+    head = _pod_labels(spec["headGroupSpec"]["template"])
+    engines = [_pod_labels(g["template"]) for g in spec["workerGroupSpecs"]]
+    services = {d["metadata"]["name"]: d for d in _all_documents() if d["kind"] == "Service"}
+    assert set(services) == {"flashtx-grpc", "flashtx-grpc-headless"}
+    for service in services.values():
+        selector = service["spec"]["selector"]
+        assert not _selects(selector, head), service["metadata"]["name"]
+        assert all(_selects(selector, labels) for labels in engines)
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == [50051]
+    # DNS answers each ready engine pod: clients balance calls over them (round_robin).
+    assert services["flashtx-grpc-headless"]["spec"]["clusterIP"] == "None"
+    budget = _documents()["PodDisruptionBudget"]
+    assert budget["apiVersion"] == "policy/v1" and budget["spec"]["maxUnavailable"] == 1
+    selector = budget["spec"]["selector"]["matchLabels"]
+    assert not _selects(selector, head) and all(_selects(selector, e) for e in engines)
     assert _documents()["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_an_engine_pod_drains_its_gateway_before_it_stops() -> None:
+    """preStop writes the file the gateways watch (gateway_drain_file, set where the
+    engine's settings are read: the head); the pod's grace period outlasts the drain."""
+    spec = _documents()["RayCluster"]["spec"]
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    config = load_config(environ={e["name"]: e["value"] for e in head["env"]
+                                  if e["name"].startswith("FLASHTX_") and "value" in e})
+    assert config.gateway_drain_file and config.gateway_drain_delay_s > 0
+    for group in spec["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        hook = " ".join(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"])
+        assert f"touch {config.gateway_drain_file}" in hook
+        waits_s = float(re.search(r"sleep (\d+)", hook).group(1))  # type: ignore[union-attr]
+        # The gateway sees the file within a second, answers NOT_SERVING for the delay,
+        # then gives calls in flight up to 5 s (Topology.stop's grace).
+        assert waits_s >= 1 + config.gateway_drain_delay_s + 5
+        assert pod["terminationGracePeriodSeconds"] > waits_s
 
 
 def test_the_image_is_pinned_non_root_and_checks_its_health() -> None:
@@ -136,6 +187,9 @@ def test_the_image_is_pinned_non_root_and_checks_its_health() -> None:
     assert uid is not None and uid.group(1) != "0"
     assert re.search(rf"^USER {uid.group(1)}:{uid.group(1)}$", dockerfile, re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n?.*"flashtx", "health"', dockerfile, re.MULTILINE)
+    # trace_exporter = "otlp" works in the image (the exporter is installed).
+    installed = re.search(r"pip install --no-cache-dir '\.\[([a-z,]+)\]'", dockerfile)
+    assert installed is not None and "otlp" in installed.group(1).split(",")
 
 
 def test_the_compose_file_sets_only_known_settings() -> None:
