@@ -122,6 +122,7 @@ class Gateway(clock.ClockControl):
         self.events_redis = (None if config.redis_url == "none"
                              else redis.Redis.from_url(config.redis_url))
         self._server: grpc.aio.Server | None = None
+        self._draining: asyncio.Task[None] | None = None
         self._started = asyncio.get_running_loop().create_task(self._serve())
 
     # --- server lifecycle -------------------------------------------------------------------
@@ -165,8 +166,14 @@ class Gateway(clock.ClockControl):
     async def drain(self, grace_s: float = 5.0) -> None:
         """Answers health NOT_SERVING (every service), waits `gateway_drain_delay_s` for
         balancers and clients to see it, then lets in-flight calls finish (`grace_s`) and
-        stops."""
+        stops. Asked again (a preStop hook, then the stop of the deployment), it waits for
+        the drain under way."""
         await self._started
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(grace_s))
+        await asyncio.shield(self._draining)
+
+    async def _drain(self, grace_s: float) -> None:
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             await asyncio.sleep(self.config.gateway_drain_delay_s)
