@@ -22,7 +22,8 @@ import ray
 from flashtx.actors.routing import NAMESPACE
 from flashtx.actors.topology import Topology
 from flashtx.adapters import embedded
-from flashtx.adapters.postgres import Store, UnsafeDatabase
+from flashtx.adapters.lease import DatabaseHeld, DatabaseLease
+from flashtx.adapters.postgres import Store, Timeouts, UnsafeDatabase
 from flashtx.engine.config import Config, load_config
 from flashtx.engine.merchants import hash_secret
 from flashtx.engine.sharding import RoutingTable
@@ -78,6 +79,12 @@ class LocalEngine:
     # The operator key when this start chose it (first start, or given); None when only
     # its hash is known (it was shown at the first start).
     operator_key: str | None
+    # The deployment's hold on its database (adapters/lease.py); None without one.
+    lease: DatabaseLease | None = None
+
+    def lease_lost(self) -> bool:
+        """Another deployment took the database: this one must stop."""
+        return self.lease is not None and self.lease.lost.is_set()
 
     @property
     def address(self) -> str:
@@ -93,6 +100,19 @@ class LocalEngine:
         config = config.replace(postgres_dsn=config.postgres_dsn or embedded.postgres_dsn(),
                                 redis_url=config.redis_url or embedded.redis_url())
         config, operator_key, stock_table = asyncio.run(_prepare_database(config))
+        lease = _lease(config)
+        try:
+            return cls._start(config, operator_key, stock_table, lease, port, ray_address,
+                              dashboard)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+
+    @classmethod
+    def _start(cls, config: Config, operator_key: str | None,
+               stock_table: RoutingTable | None, lease: DatabaseLease | None,
+               port: int | None, ray_address: str | None, dashboard: bool) -> LocalEngine:
         owns_ray = not ray.is_initialized()
         if owns_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -111,7 +131,7 @@ class LocalEngine:
                              encoding=config.log_format.upper(), log_level=config.log_level),
                          **({} if ray_address else local))
         topology = Topology.start(config, port or free_port(), stock_table)
-        return cls(topology, config, owns_ray, operator_key)
+        return cls(topology, config, owns_ray, operator_key, lease)
 
     def stats(self) -> dict[str, Any]:
         return self.topology.stats()
@@ -120,9 +140,13 @@ class LocalEngine:
         self.topology.check_invariants()
 
     def stop(self) -> None:
-        self.topology.stop()
-        if self.owns_ray:
-            ray.shutdown()
+        try:
+            self.topology.stop()
+            if self.owns_ray:
+                ray.shutdown()
+        finally:
+            if self.lease is not None:
+                self.lease.release()  # after the shards stopped writing
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -177,6 +201,25 @@ def stored_stock_layout(config: Config, table: RoutingTable | None
         log.warning("stock shards: %d, as the last reshard left them (stock_shards = %d"
                     " is for a new database)", table.shards, config.stock_shards)
     return config.replace(stock_shards=table.shards), table
+
+
+def _lease(config: Config) -> DatabaseLease | None:
+    """The deployment's lease on its database (none without a database), or one line
+    saying who holds it."""
+    if config.postgres_dsn == "none":
+        return None
+    timeouts = Timeouts.of(config)
+    lease = DatabaseLease(config.postgres_dsn, connect_timeout_s=timeouts.connect_s,
+                          server_settings=timeouts.server_settings())
+    try:
+        lease.acquire(config.postgres_lease_wait_s)
+    except DatabaseHeld as error:
+        raise EngineStartError(f"cannot use the database {_without_password(config)}:"
+                               f" {error}") from None
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise EngineStartError(f"cannot use the database {_without_password(config)}:"
+                               f" {error}") from error
+    return lease
 
 
 async def _prepare_database(config: Config

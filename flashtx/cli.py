@@ -180,6 +180,9 @@ def serve_command(options: argparse.Namespace) -> int:
     from flashtx.reshard import POLL_S, serve_pending
 
     while not stop.wait(POLL_S):  # `flashtx reshard` asks through the database
+        if engine.lease_lost():
+            console.print("[bold red]another deployment took this database:[/] stopping")
+            break
         serve_pending(engine)
     console.print("draining gateways and stopping...")
     engine.stop()

@@ -1,0 +1,110 @@
+"""One deployment per database (adapters/lease.py): a second start on a database another
+deployment holds refuses in one line naming the holder, before Ray starts; it takes over
+once the holder is gone (stopped, or its process killed); a holder whose lease was taken
+while its connection was broken learns it has lost it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+import pytest
+import ray
+
+from flashtx.adapters.lease import DatabaseHeld, DatabaseLease
+from flashtx.adapters.postgres import Store
+from flashtx.app import EngineStartError, LocalEngine
+from tests.integration.conftest import REPO_ROOT
+from tests.integration.retrying import fresh_database
+
+
+async def migrated(dsn: str) -> None:
+    await (await Store.open(dsn, 1)).close()
+
+
+async def until_acquired(lease: DatabaseLease, timeout_s: float = 30) -> None:
+    """Takes the lease once the holder's session has ended (Postgres ends it as soon as
+    it sees the connection close)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await asyncio.to_thread(lease.acquire)
+            return
+        except DatabaseHeld:
+            assert time.monotonic() < deadline, "the lease was never freed"
+            await asyncio.sleep(0.2)
+
+
+async def test_a_second_deployment_refuses_and_takes_over_once_the_first_is_gone() -> None:
+    async with fresh_database("flashtx_lease") as dsn:
+        await migrated(dsn)
+        first = DatabaseLease(dsn, holder="first deployment (test)")
+        await asyncio.to_thread(first.acquire)
+        second = DatabaseLease(dsn, holder="second")
+        with pytest.raises(DatabaseHeld, match="first deployment \\(test\\)"):
+            await asyncio.to_thread(second.acquire)
+        # The engine refuses in one line, before Ray starts.
+        started = ray.is_initialized()
+        with pytest.raises(EngineStartError, match="another deployment holds") as caught:
+            await asyncio.to_thread(LocalEngine.start, postgres_dsn=dsn, redis_url="none",
+                                    postgres_lease_wait_s=0.5)
+        assert "first deployment (test)" in str(caught.value) and "\n" not in str(caught.value)
+        assert ray.is_initialized() == started
+        await asyncio.to_thread(first.release)
+        await until_acquired(second)
+        await asyncio.to_thread(second.release)
+
+        # A holder whose process is killed outright frees it too.
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, dsn], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+            text=True, start_new_session=True)
+        try:
+            assert holder.stdout is not None
+            assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "held"
+            third = DatabaseLease(dsn, holder="third")
+            with pytest.raises(DatabaseHeld, match="killed holder"):
+                await asyncio.to_thread(third.acquire)
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(30)
+        await until_acquired(third)
+        await asyncio.to_thread(third.release)
+
+
+_HOLD = """
+import sys, time
+from flashtx.adapters.lease import DatabaseLease
+DatabaseLease(sys.argv[1], holder="killed holder").acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+async def test_a_holder_whose_lease_was_taken_meanwhile_knows_it_has_lost_it() -> None:
+    async with fresh_database("flashtx_lease_lost") as dsn:
+        await migrated(dsn)
+        first = DatabaseLease(dsn, holder="first", check_interval_s=0.2)
+        await asyncio.to_thread(first.acquire)
+        try:
+            # Its session ends (a network fault, a database restart), and another
+            # deployment takes the lease before it reconnects.
+            connection = await asyncpg.connect(dsn)
+            try:
+                ended = await connection.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())")
+                assert ended == 1
+                second = DatabaseLease(dsn, holder="second")
+                await until_acquired(second)
+            finally:
+                await connection.close()
+            assert await asyncio.to_thread(first.lost.wait, 30), "the loss went unnoticed"
+            await asyncio.to_thread(second.release)
+        finally:
+            await asyncio.to_thread(first.release)
