@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast serve bench lint protos clean
+.PHONY: demo dev test test-fast serve bench lint protos clean
 
 # uv installs from its cache in seconds (pip: about a minute for Ray and the rest), with
 # bytecode compiled once here (else every Ray worker compiles its imports: twice the CPU).
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/flashtx serve
+
+# Serves on this machine with a merchant, SKUs and keys printed; Ctrl-C stops it.
+dev: $(STAMP)
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/flashtx dev
 
 # The suite's lanes side by side (scripts/test_lanes.py); `pytest` alone runs them in turn.
 test: $(STAMP)

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dashboard", action="store_true", help="start the Ray dashboard")
     serve.add_argument("--connectors", default=None,
                        help="JSON file of connectors to run (docs/events.md)")
+    dev = commands.add_parser(
+        "dev", help="serve on this machine for development: a merchant, SKUs and keys printed")
+    dev.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
+    dev.add_argument("--merchant", default=None,
+                     help="the merchant to create (default: dev-<random>)")
+    dev.add_argument("--json", action="store_true",
+                     help="print the address and keys as one JSON line (for scripts)")
     demo = commands.add_parser("demo", help="run a local flash sale through the real gRPC port")
     demo.add_argument("--buyers", type=int, default=2000, help="concurrent buyers")
     demo.add_argument("--units", type=int, default=500, help="units of the hot SKU")
@@ -102,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return reshard_command(options)
     if options.command in ("merchant", "key", "sku", "order"):
         return admin.run(options)
+    if options.command == "dev":
+        from flashtx.dev import run_dev
+
+        return run_dev(options.port, options.merchant, options.json)
     from flashtx.demo import run_demo
 
     return run_demo(options.buyers, options.units)

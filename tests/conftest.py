@@ -21,7 +21,8 @@ LANES = ("main", "side", "own")
 # scenarios end first).
 OWN_DEPLOYMENTS = {"test_node_loss.py": "own", "test_process_crash.py": "own",
                    "test_reshard_cli.py": "own", "test_demo.py": "own",
-                   "test_soak_smoke.py": "own", "test_recovery_bench.py": "side"}
+                   "test_soak_smoke.py": "own", "test_dev.py": "own",
+                   "test_recovery_bench.py": "side"}
 
 
 def lane_of(item: pytest.Item) -> str:
