@@ -53,6 +53,7 @@ class DatabaseLease:
         self.lost = threading.Event()  # another deployment holds it now
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.backend_pid: int | None = None  # the server process of the session holding it
 
     def acquire(self, wait_s: float = 0.0) -> None:
         """Takes the lease or raises: DatabaseHeld (naming the holder) once it has been
@@ -156,6 +157,9 @@ class DatabaseLease:
             if held_by is None:
                 log.warning("the deployment's lease is held again")
                 return connection
+            if await self._end_own_old_session(connection):
+                await connection.close()
+                continue  # it was this holder's own session, left behind: take it now
             await connection.close()
             log.critical("the deployment lost its lease on the database to %s; it must stop",
                          held_by)
@@ -167,9 +171,26 @@ class DatabaseLease:
         return await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s,
                                      server_settings=self._server_settings)
 
+    async def _end_own_old_session(self, connection: Any) -> bool:
+        """The lock held by this holder's own earlier session (a link that dropped packets:
+        the client gave the connection up, the server still holds it until its keepalives
+        end it): that session is ended, and True answered."""
+        holder_pid = await connection.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+            (LOCK_KEY >> 32) & 0xFFFF_FFFF, LOCK_KEY & 0xFFFF_FFFF)
+        if holder_pid is None or holder_pid != self.backend_pid:
+            return False
+        log.warning("the lease is held by this deployment's own earlier session (pid %d):"
+                    " ending it", holder_pid)
+        await connection.fetchval("SELECT pg_terminate_backend($1)", holder_pid)
+        return True
+
     async def _try(self, connection: Any) -> str | None:
         """Takes the lock and names this holder (None), or answers who holds it."""
         if await connection.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+            self.backend_pid = await connection.fetchval("SELECT pg_backend_pid()")
             await connection.execute(
                 "INSERT INTO flashtx.settings (name, value) VALUES ($1, $2)"
                 " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import ray
 
-from flashtx.adapters.lease import DatabaseHeld, DatabaseLease
+from flashtx.adapters.lease import LOCK_KEY, DatabaseHeld, DatabaseLease
 from flashtx.adapters.postgres import Store
 from flashtx.app import EngineStartError, LocalEngine
 from tests.integration.conftest import REPO_ROOT
@@ -108,3 +108,29 @@ async def test_a_holder_whose_lease_was_taken_meanwhile_knows_it_has_lost_it() -
             await asyncio.to_thread(second.release)
         finally:
             await asyncio.to_thread(first.release)
+
+
+async def test_a_holder_takes_back_the_lease_its_own_old_session_still_holds() -> None:
+    """A link that dropped packets: the holder gave its connection up, the server still
+    holds the old session (and the lock) until its keepalives end it. The holder ends its
+    own old session and takes the lease again; it is not lost."""
+    async with fresh_database("flashtx_lease_own") as dsn:
+        await migrated(dsn)
+        left_behind = await asyncpg.connect(dsn)  # the old session, still holding it
+        try:
+            assert await left_behind.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
+            lease = DatabaseLease(dsn, holder="this deployment")
+            lease.backend_pid = await left_behind.fetchval("SELECT pg_backend_pid()")
+            connection = await lease._take_again()
+            assert connection is not None and not lease.lost.is_set()
+            assert lease.backend_pid == await connection.fetchval("SELECT pg_backend_pid()")
+            await connection.close()
+            # Another deployment's session is not ended: that lease is lost.
+            other = await asyncpg.connect(dsn)
+            try:
+                assert await other.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
+                assert await lease._take_again() is None and lease.lost.is_set()
+            finally:
+                await other.close()
+        finally:
+            await left_behind.close()
