@@ -131,7 +131,10 @@ class Gateway(clock.ClockControl):
         await self._follow_resharding()
         options = [("grpc.so_reuseport", 1),
                    ("grpc.max_receive_message_length", self.config.grpc_message_bytes_max),
-                   ("grpc.max_send_message_length", self.config.grpc_message_bytes_max)]
+                   ("grpc.max_send_message_length", self.config.grpc_message_bytes_max),
+                   # Clients' keepalive pings during calls (flashtx.client: every 30 s) are
+                   # welcome on a quiet event stream; more often than 20 s is abuse.
+                   ("grpc.http2.min_ping_interval_without_data_ms", 20_000)]
         # With traces on, the gRPC instrumentation opens each call's span first (and
         # continues a client's traceparent); the batches that carry the call link to it.
         traced = ([aio_server_interceptor(tracer_provider=tracing.provider())]
@@ -158,6 +161,9 @@ class Gateway(clock.ClockControl):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         log.info("gateway %d serving on port %d", self.index, bound)
+
+    def now_ms(self) -> int:
+        return clock.now_ms()
 
     async def ready(self) -> int:
         await self._started

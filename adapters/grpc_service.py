@@ -8,7 +8,6 @@ Errors raise as domain errors; FlashtxInterceptor maps them to statuses.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -56,6 +55,9 @@ Placement = tuple[str, str, tuple[tuple[str, int], ...], str]
 class Backend(Protocol):
     config: Config
     events_redis: Any  # redis.asyncio.Redis, or None when events are off
+
+    def now_ms(self) -> int:
+        """The engine's clock (what the shards compare deadlines with)."""
 
     async def create_merchant(self, merchant_id: str, name: str, payment_window_s: int,
                               cart_hold_s: int = 0, request_id: str = "", currency: str = ""
@@ -205,12 +207,13 @@ def _only_key(principal: Principal) -> str:
     return principal.key_id if principal.scopes == frozenset({Scope.CHANNEL}) else ""
 
 
-def _deadline_ms(context: Any) -> int:
-    """The call's deadline as wall-clock ms (0: none), for shards in other processes."""
+def _deadline_ms(context: Any, backend: Backend) -> int:
+    """The call's deadline on the engine's clock (the one the shards compare it with),
+    for shards in other processes; 0: none."""
     remaining_s = context.time_remaining() if context is not None else None
     if remaining_s is None or remaining_s > 10**6:
         return 0
-    return int((time.time() + remaining_s) * 1000)
+    return backend.now_ms() + int(remaining_s * 1000)
 
 
 def _raise_for(code: ResultCode, value: Any) -> DomainError:
@@ -386,7 +389,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         [(code, value)] = await self._backend.place_orders(
             current_principal(),
             [(request.idempotency_key, request.buyer_id, lines, request.campaign_id)],
-            _deadline_ms(context))
+            _deadline_ms(context, self._backend))
         if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
             raise _raise_for(code, value)
         return order_pb2.PlaceOrderResponse(order=order_message(value),
@@ -413,7 +416,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             positions.append(i)
         if valid:
             answers = await self._backend.place_orders(current_principal(), valid,
-                                                       _deadline_ms(context))
+                                                       _deadline_ms(context, self._backend))
             for i, (code, value) in zip(positions, answers, strict=True):
                 _fill_result(results[i], code, value)
         return response
@@ -453,7 +456,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             metadata[i] = entries
         if valid:
             answers = await self._backend.place_orders(current_principal(), valid,
-                                                       _deadline_ms(context))
+                                                       _deadline_ms(context, self._backend))
             for i, (code, value) in zip(positions, answers, strict=True):
                 codes[i] = code
                 if code is ResultCode.OK or code is ResultCode.REPLAYED:
@@ -546,7 +549,7 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         self._check_cart(request)
         code, value = await self._backend.checkout(
             current_principal(), request.buyer_id, request.campaign_id,
-            request.idempotency_key, _deadline_ms(context))
+            request.idempotency_key, _deadline_ms(context, self._backend))
         if code is not ResultCode.OK and code is not ResultCode.REPLAYED:
             raise _raise_for(code, value)
         return cart_pb2.CheckoutResponse(order=order_message(value),

@@ -25,9 +25,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.rpc import error_details_pb2, status_pb2
 
-from flashtx.client import Client
+from flashtx.client import Client, FlashtxError
 from flashtx.engine.config import Config
 from flashtx.engine.errors import DomainError
 from flashtx.engine.validation import check_sku
@@ -235,12 +234,5 @@ async def _import_skus(options: argparse.Namespace) -> int:
 
 def _refusal(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     """A failed call as JSON: status, message, and the ErrorInfo reason and metadata."""
-    found: dict[str, Any] = {"status": error.code().name, "message": error.details()}
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        for detail in status_pb2.Status.FromString(value).details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                found.update(reason=info.reason, metadata=dict(info.metadata))
-    return found
+    refused = error if isinstance(error, FlashtxError) else FlashtxError(error)
+    return refused.as_dict()

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from flashtx.client import Client
+from flashtx.client import Client, FlashtxError
 from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, unique_merchant_id
 
@@ -81,6 +81,10 @@ async def test_out_of_stock_carries_error_details(shop: Client) -> None:
     info = error_info(caught.value)
     assert info.reason == "OUT_OF_STOCK"
     assert dict(info.metadata) == {"sku_id": "one", "available": "0", "requested": "1"}
+    # The client reads them for the caller: `except FlashtxError as e: e.reason`.
+    refused = caught.value
+    assert isinstance(refused, FlashtxError) and refused.reason == "OUT_OF_STOCK"
+    assert refused.metadata == {"sku_id": "one", "available": "0", "requested": "1"}
 
 
 async def test_idempotency_keys(shop: Client) -> None:

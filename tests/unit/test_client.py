@@ -4,15 +4,16 @@ a call that is not safe to repeat; TLS channels verify the server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from flashtx.adapters.grpc_errors import to_status
-from flashtx.client import RETRIED, Client
+from flashtx.client import DEADLINE_S, RETRIED, Client, FlashtxError
 from flashtx.engine.errors import Overloaded
-from flashtx.protos.flashtx.v1 import cart_pb2, order_pb2
+from flashtx.protos.flashtx.v1 import campaign_pb2, cart_pb2, order_pb2
 
 
 class _FlakyOrders(grpc.GenericRpcHandler):
@@ -22,6 +23,7 @@ class _FlakyOrders(grpc.GenericRpcHandler):
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls: dict[str, int] = {}
+        self.request_ids: list[str] = []
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = details.method.rsplit("/", 1)[-1]
@@ -34,6 +36,8 @@ class _FlakyOrders(grpc.GenericRpcHandler):
             if method == "PlaceOrder":
                 return order_pb2.PlaceOrderResponse(
                     order=order_pb2.Order(order_id="o1")).SerializeToString()
+            if method == "AddItem":
+                self.request_ids.append(cart_pb2.AddItemRequest.FromString(request).request_id)
             return cart_pb2.AddItemResponse().SerializeToString()
 
         return grpc.unary_unary_rpc_method_handler(handle)
@@ -56,12 +60,18 @@ async def test_idempotent_calls_are_retried_others_are_not(flaky) -> None:
         placed = await client.orders.PlaceOrder(order_pb2.PlaceOrderRequest(
             idempotency_key="k", buyer_id="b"))
         assert placed.order.order_id == "o1" and handler.calls["PlaceOrder"] == 3
-        with pytest.raises(grpc.aio.AioRpcError) as caught:  # adds again: not retried
-            await client.carts.AddItem(cart_pb2.AddItemRequest(buyer_id="b", sku_id="s",
-                                                               quantity=1))
+        # An add is safe to repeat with its request_id: the client fills one in, and
+        # every attempt carries the same (the server applies it once).
+        await client.carts.AddItem(cart_pb2.AddItemRequest(buyer_id="b", sku_id="s",
+                                                           quantity=1))
+        assert handler.calls["AddItem"] == 3
+        assert len(set(handler.request_ids)) == 1 and handler.request_ids[0]
+        # A call that no key or id makes safe to repeat is not retried.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.campaigns.CreateCampaign(campaign_pb2.CreateCampaignRequest())
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert handler.calls["AddItem"] == 1
-    assert "AddItem" not in RETRIED["flashtx.v1.CartService"]
+        assert handler.calls["CreateCampaign"] == 1
+    assert "CreateCampaign" not in RETRIED["flashtx.v1.CampaignService"]
 
 
 async def test_without_retries_every_refusal_is_seen(flaky) -> None:
@@ -80,3 +90,41 @@ async def test_a_tls_channel_refuses_a_server_it_cannot_verify(flaky) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.orders.GetOrder(order_pb2.GetOrderRequest(order_id="o1"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_refusal_is_a_flashtx_error_with_its_reason_and_delay(flaky) -> None:
+    address, _ = flaky
+    async with Client(address, "key") as client:
+        with pytest.raises(FlashtxError) as caught:
+            await client.orders.PlaceOrder(order_pb2.PlaceOrderRequest(idempotency_key="k"))
+    refused = caught.value
+    assert isinstance(refused, grpc.aio.AioRpcError)  # callers catching that still do
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.reason == "OVERLOADED" and refused.retry_after_ms == 10
+    assert refused.as_dict()["reason"] == "OVERLOADED"
+
+
+class _Silent(grpc.GenericRpcHandler):
+    """A server that takes every call and never answers."""
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await asyncio.Event().wait()
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+async def test_a_call_to_a_server_that_never_answers_ends_by_the_deadline() -> None:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((_Silent(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        assert 0 < DEADLINE_S < 120  # every unary call has one unless the caller says
+        async with Client(f"127.0.0.1:{port}", "key", deadline_s=0.5) as client:
+            with pytest.raises(FlashtxError) as caught:
+                await client.orders.GetOrder(order_pb2.GetOrderRequest(order_id="o1"))
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await server.stop(None)
