@@ -13,6 +13,7 @@ from typing import Any
 from flashtx.actors import tracing
 from flashtx.actors.journal import GroupCommitter
 from flashtx.actors.persistence import (
+    RefusedThenFailed,
     cart_entry,
     commit_order_entries,
     finished_rows,
@@ -71,8 +72,15 @@ class OrderJournal:
         self.refused_total = 0
 
     async def _flush(self, store: Store, entries: list[Any], retry: bool) -> None:
-        refused = await commit_order_entries(store, entries, retry, self._owners,
-                                             self.refused)
+        try:
+            refused = await commit_order_entries(store, entries, retry, self._owners,
+                                                 self.refused)
+        except RefusedThenFailed as failed:
+            self._refused(failed.order_ids)  # known for good: the retry leaves them out
+            raise failed.__cause__ or failed from None
+        self._refused(refused)
+
+    def _refused(self, refused: list[str]) -> None:
         if refused:
             self.refused.add(refused)
             self.refused_total += len(refused)

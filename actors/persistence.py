@@ -143,15 +143,33 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
             entries = [e for e in entries if (order_id := _order_of(e)) not in newly
                        and order_id not in refused]
         try:
-            await _commit_entries(store, entries, retry, owners)
-            return sorted(newly)
-        except asyncpg.IntegrityConstraintViolationError as error:
+            try:
+                await _commit_entries(store, entries, retry, owners)
+                return sorted(newly)
+            except asyncpg.IntegrityConstraintViolationError as error:
+                refusal = error
             taken = await _keys_taken(store, entries)
-            if not taken:
-                raise InvariantViolation(f"database refused the journal: {error}") from error
-            log.warning("idempotency keys already used by orders of other shards: %d orders "
-                        "refused (%s)", len(taken), ", ".join(sorted(taken)[:5]))
-            newly |= taken
+        except Exception as failed:
+            # The refusals found stand whatever became of this try (the rest may have
+            # committed with its answer lost): the retry must know them, or it would take
+            # the batch's first event for proof that the refused orders committed too.
+            if newly:
+                raise RefusedThenFailed(sorted(newly)) from failed
+            raise
+        if not taken:
+            raise InvariantViolation(f"database refused the journal: {refusal}") from refusal
+        log.warning("idempotency keys already used by orders of other shards: %d orders "
+                    "refused (%s)", len(taken), ", ".join(sorted(taken)[:5]))
+        newly |= taken
+
+
+class RefusedThenFailed(Exception):
+    """A commit refused these orders (their keys were other shards'), then failed or lost
+    its answer for the rest: the caller records the refusals before it retries."""
+
+    def __init__(self, order_ids: list[str]) -> None:
+        super().__init__(f"{len(order_ids)} orders refused, then the commit failed")
+        self.order_ids = order_ids
 
 
 async def _keys_taken(store: Store, entries: Sequence[Any]) -> set[str]:

@@ -114,3 +114,15 @@ def test_the_checks_catch_generations_from_a_host_clock_behind(monkeypatch) -> N
     outcome = run_seed(23, 60)
     assert outcome.host_skew_ms > 0
     assert any("for stale" in failure for failure in outcome.failures), outcome.failures
+
+
+def test_a_refusal_found_before_a_commit_lost_its_answer_stands() -> None:
+    """A commit found an order's key taken by another shard, took the order out, and the
+    rest committed with its answer lost: the retry saw the batch's first event and took
+    the whole batch for committed, the refused order with it, and answered it as placed
+    (two orders for one key, one never stored). Found by the long run of 2026-12-07
+    (8 of 100,000 seeds; 42405 and 81932 among them); the refusals now stand through the
+    failure (``RefusedThenFailed``)."""
+    for seed in (42405, 81932):
+        outcome = run_seed(seed, 60)
+        assert outcome.shared_keys and outcome.ok, (seed, outcome.failures[:3])
