@@ -104,8 +104,12 @@ def test_flash_sale_unary_with_all_baselines(tmp_path: Path,
         "16",
         "--baselines",
         "echo,postgres,redis",
-        # Few units and few buyers: the sale sells out and per-buyer limits bind.
+        # Few units and few buyers: the sale sells out and per-buyer limits bind. One call
+        # per order: 3 s, so that ~50 orders sell out even on a loaded machine (after 1 s,
+        # with three lanes and a busy core, once none had been refused).
         *SOLD_OUT,
+        "--duration",
+        "3",
     )
     assert_shape_and_invariants(doc)
     assert (doc["scenario"], doc["mode"]) == ("flash-sale", "unary")
