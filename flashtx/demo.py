@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flashtx.app import LocalEngine, new_operator_key
-from flashtx.client import Client
+from flashtx.client import Client, FlashtxError
 from flashtx.protos.flashtx.v1 import (
     campaign_pb2,
     cart_pb2,
@@ -133,17 +133,8 @@ async def _retrying(gate: asyncio.Semaphore, call: object, request: object) -> s
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    from google.rpc import error_details_pb2, status_pb2
-
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
-    if raw:
-        for detail in status_pb2.Status.FromString(raw).details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason: str = info.reason
-                return reason
-    name: str = error.code().name
-    return name
+    refused = error if isinstance(error, FlashtxError) else FlashtxError(error)
+    return refused.reason or str(refused.code().name)
 
 
 async def _buy(shop: Client, buyer: int, gate: asyncio.Semaphore) -> str:
