@@ -5,6 +5,7 @@ its place was saved) adds each event once."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -12,6 +13,21 @@ from flashtx.adapters import embedded
 from flashtx.adapters.events import StreamWriter, cursor_key, stream_key
 from flashtx.adapters.postgres import OUTBOX_COLUMNS, Store
 from tests.integration.conftest import unique_merchant_id
+from tests.integration.retrying import eventually
+
+
+async def _rows_after(store: Store, start: tuple[int, int], count: int) -> list[Any]:
+    """The `count` rows after `start`, once readable: the outbox reads only rows of
+    transactions older than every running one, and that horizon is the whole Postgres
+    server's (a transaction of another database, such as the shared engine's, holds it)."""
+    rows: list[Any] = []
+
+    async def readable() -> None:
+        rows[:] = await store.outbox_after(start, 100)
+        assert len(rows) >= count
+
+    await eventually(readable)
+    return rows
 
 
 def _row(event_id: str, merchant_id: str) -> tuple[object, ...]:
@@ -32,7 +48,7 @@ async def test_a_row_committed_late_is_relayed_not_skipped(own_store: Store) -> 
         # before what was read and be skipped for good.
         assert await own_store.outbox_after(start, 100) == []
         await slow_tx.commit()
-    rows = await own_store.outbox_after(start, 100)
+    rows = await _rows_after(own_store, start, 2)
     assert [r["event_id"] for r in rows] == ["slow", "fast"]
     after_first = (rows[0]["txid"], rows[0]["outbox_id"])
     assert [r["event_id"] for r in await own_store.outbox_after(after_first, 100)] == ["fast"]
@@ -91,7 +107,7 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
             "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
             records=[(f"{order_id}:1", "m", "order.reserved", order_id, 1, b"", 1_000),
                      (f"{order_id}:2", "m", "order.paid", order_id, 2, b"", 2_000)])
-    rows = await own_store.outbox_after(start, 10)
+    rows = await _rows_after(own_store, start, 2)
     events = [event_pb2.Event.FromString(event_payload(row)) for row in rows]
     assert [(e.type, e.sequence, e.order.status, e.order.updated_at_ms) for e in events] == [
         ("order.reserved", 1, 1, 1_000), ("order.paid", 2, 2, 2_000)]
@@ -108,7 +124,7 @@ async def test_relayed_rows_past_the_retention_are_pruned_and_nothing_else(
             "outbox", schema_name="flashtx", columns=OUTBOX_COLUMNS,
             records=[(event_id, "m", "stock.adjusted", "", 0, b"x", at_ms)
                      for event_id, at_ms in rows])
-    written = await own_store.outbox_after(start, 100)
+    written = await _rows_after(own_store, start, 3)
     assert [r["event_id"] for r in written] == [event_id for event_id, _ in rows]
     relayed = (written[1]["txid"], written[1]["outbox_id"])  # the first two are relayed
     await own_store.save_relay_cursor(relayed)
