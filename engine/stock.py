@@ -288,10 +288,14 @@ class StockLedger:
 
     def _give_holds_back(self, merchant_id: str, buyer_id: str, owner: int,
                          replaced: Sequence[tuple[str, str, int, int]], now_ms: int) -> None:
+        """Cart holds an order took over, back to the cart as far as their units are free.
+        Checked, not forced: a hold may have been larger than the order's line (a shrink
+        that did not arrive), and units the order freed may have been taken since; a hold
+        that does not fit is dropped (the cart's checkout looks for units again)."""
         for hold_id, sku_id, quantity, expires_at_ms in replaced:
-            if expires_at_ms > now_ms:  # the units were just freed: no check needed
+            if expires_at_ms > now_ms:
                 self.hold(hold_id, merchant_id, buyer_id, sku_id, quantity, expires_at_ms,
-                          now_ms, owner, force=True)
+                          now_ms, owner)
 
     def hold(self, hold_id: str, merchant_id: str, buyer_id: str, sku_id: str, quantity: int,
              expires_at_ms: int, now_ms: int, owner: int = 0,

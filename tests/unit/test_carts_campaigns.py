@@ -156,6 +156,29 @@ def test_checkout_takes_over_the_cart_hold() -> None:
     ledger.check_invariants()
 
 
+@pytest.mark.parametrize("ends", ["abandoned", "expired"])
+def test_an_order_that_ends_gives_back_only_the_holds_that_still_fit(ends: str) -> None:
+    """A cart line held 2 units at the stock shard (its shrink to 1 was lost); checkout
+    took the hold over for an order of 1, freeing the other unit, which another buyer
+    reserved. The order is abandoned (or expires): its cart's hold comes back only as far
+    as units are free, never past on-hand (simulator seed 96473 oversold here)."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 2, 0, 0, merchant_id="m", name="A", price=100)
+    hold = hold_id(("m", "x", ""), "a")
+    assert ledger.hold(hold, "m", "x", "a", 2, 9_000, 0)[0] is ResultCode.OK
+    assert ledger.check_out("o1", "m", "x", (("a", 1),), 5_000, 0, 0, [hold])[0] is (
+        ResultCode.OK)
+    assert ledger.reserve("o2", "m", "y", (("a", 1),), 9_000, 0)[0] is ResultCode.OK
+    if ends == "abandoned":
+        assert ledger.abandon("o1", 10)
+    else:
+        assert ledger.expire(5_000, 10) == ["o1"]
+    ledger.check_invariants()
+    level = ledger.level("m", "a", 0)
+    assert level.reserved + level.sold <= 2
+    assert "o2" in ledger.reservations
+
+
 def test_withdraw_and_deposit_move_units_without_overselling() -> None:
     ledger = StockLedger()
     upsert(ledger, "a", 10, 0, 0, merchant_id="m", name="A", price=100)
