@@ -239,7 +239,9 @@ class OrderShard(clock.ClockControl):
         outbox position first, then the orders at one instant (every change after it has
         a larger outbox id), then, once every change before that instant is durable, the
         snapshot (it never holds a change that might not commit). Answers False when a
-        change was not journaled yet at that instant (no snapshot: try again)."""
+        change was not journaled yet at that instant, or when an order captured left
+        without a trace before it was durable (the database refused its key): no snapshot,
+        try again."""
         store, book, journal = self._store, self._state.book, self._journal
         journaled = journal.changes_journaled
         if store is None or not (force or order_snapshots.due(
@@ -250,7 +252,7 @@ class OrderShard(clock.ClockControl):
         position = await store.outbox_position()
         if book.changes:  # a change not journaled yet (a batch between steps): next time
             return False
-        journaled = journal.changes_journaled
+        journaled, discarded = journal.changes_journaled, book.discarded
         captured = order_snapshots.capture(book.orders.values())
         taken_at_ms = clock.now_ms()
         if len(captured.orders) > self._config.order_snapshot_orders_max:
@@ -258,6 +260,8 @@ class OrderShard(clock.ClockControl):
                         " no snapshot", self.index, len(captured.orders))
             return True
         await journal.durable()
+        if book.discarded != discarded:  # it holds an order that never became durable
+            return False
         body, checksum = order_snapshots.encode(captured)
         await store.save_order_snapshot(self._owners, self.index, (
             order_snapshots.FORMAT, self._generation, position, taken_at_ms,

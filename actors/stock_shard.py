@@ -61,6 +61,7 @@ class StockShard(clock.ClockControl):
         self._awaits_rebuild = asyncio.Event()  # set while _awaiting_rebuild
         self._rebuilding = False
         self._rebuild_requested = False
+        self._reloading = False  # loading again (its ledger is being replaced)
         self._order_shard_names = list(order_shard_names)
         self._loaded_table: tuple[int, bool] | None = None  # the table the load read
         self._ledger = StockLedger(config.skus_per_shard_max)
@@ -102,7 +103,11 @@ class StockShard(clock.ClockControl):
 
     async def _reload(self) -> None:
         self._instance = secrets.token_hex(4)  # a reload: moves read before not applied
-        await until_done(self._load_once, f"stock shard {self.index} load")
+        self._reloading = True
+        try:
+            await until_done(self._load_once, f"stock shard {self.index} load")
+        finally:
+            self._reloading = False
 
     async def _take_owned_state(self) -> bool:
         """Takes the holds and sales of every order shard, unless the routing table moved
@@ -113,6 +118,9 @@ class StockShard(clock.ClockControl):
         if self._store is not None and _table_key(await self._store.stock_routing()) \
                 != self._loaded_table:
             return False
+        if self._ledger.unknown_skus([(h.owner, h.holds.rows(), h.sales.rows())
+                                      for h in states]):
+            return False  # an order shard routes by a table not loaded here: load again
         self._take(states, clock.now_ms())
         self._ledger.drain_changes()
         self._ledger.check_invariants()
@@ -184,7 +192,7 @@ class StockShard(clock.ClockControl):
 
     async def _load_once(self) -> None:
         assert self._store is not None
-        self._ledger = StockLedger(self._config.skus_per_shard_max)
+        ledger = StockLedger(self._config.skus_per_shard_max)
         stored = await self._store.stock_routing()
         self._loaded_table = _table_key(stored)
         if stored is not None and self.index < stored.shards:
@@ -205,9 +213,9 @@ class StockShard(clock.ClockControl):
             self._owned = set()
         skus = await self._store.load_skus(self._slots)
         for row in skus:
-            self._ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],
-                                     row["price_minor"], row["per_buyer_limit"],
-                                     int(row["on_hand"]))
+            ledger.restore_sku(row["merchant_id"], row["sku_id"], row["name"],
+                               row["price_minor"], row["per_buyer_limit"], int(row["on_hand"]))
+        self._ledger = ledger  # whole: nothing ever sees a ledger half loaded
         log.info("stock shard %d recovered %d skus", self.index, len(skus))
 
     # --- hot path ---------------------------------------------------------------------------
@@ -409,8 +417,20 @@ class StockShard(clock.ClockControl):
         return [True] * len(batch)
 
     async def replace_owned(self, handover: Handover) -> int:
-        """An order shard that restarted tells what it owns here (see StockLedger)."""
+        """An order shard that restarted tells what it owns here (see StockLedger). While
+        this shard loads by a new routing table, or waits for a reshard to rebuild it, or
+        when the handover names a SKU it does not hold (the order shard routes by a table
+        this shard has not loaded yet): UNAVAILABLE, nothing replaced; the order shard
+        asks again."""
         await self._loaded
+        if self._awaiting_rebuild or self._reloading:
+            raise Unavailable("this stock shard is loading by a new routing table; retry")
+        unknown = self._ledger.unknown_skus([(handover.owner, handover.holds.rows(),
+                                              handover.sales.rows())])
+        if unknown:
+            merchant_id, sku_id = min(unknown)
+            raise Unavailable(f"stock shard {self.index} does not hold sku {sku_id} (yet):"
+                              " routing tables differ; retry", sku_id=sku_id)
         dropped = self._take([handover], clock.now_ms())
         if dropped:
             log.info("stock shard %d dropped %d holds of order shard %d", self.index,

@@ -265,6 +265,7 @@ class OrderBook:
         self.partial = False
         self.evicted = 0
         self.evicting = False  # finished orders are queued to leave memory (a database)
+        self.discarded = 0  # orders that left without a trace (``discard``), ever
 
     def _left(self, merchant_id: str) -> None:
         left = self.per_merchant[merchant_id] - 1
@@ -392,6 +393,7 @@ class OrderBook:
                 if not by_buyer:
                     del self._by_buyer[(order.merchant_id, order.buyer_id)]
             gone.append(order)
+        self.discarded += len(gone)
         if gone and self.changes:
             dropped = {order.order_id for order in gone}
             self.changes = [c for c in self.changes if c.order_id not in dropped]

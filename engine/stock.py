@@ -496,6 +496,20 @@ class StockLedger:
         self.restore_holds(holds, now_ms)
         return dropped
 
+    def unknown_skus(self, states: Iterable[tuple[
+            int, Iterable[HandedHold], Iterable[tuple[str, str, str, int]] | None]]
+                     ) -> set[tuple[str, str]]:
+        """SKUs named by handed-over holds or sales (as ``replace_all_owned`` takes them)
+        that this ledger does not hold: the order shard routes by a table this shard has
+        not loaded (yet). Nothing may be replaced then."""
+        named: set[tuple[str, str]] = set()
+        for _, holds, sold in states:
+            for _, merchant_id, _, lines, _ in holds:
+                named.update((merchant_id, sku_id) for sku_id, _ in lines)
+            for merchant_id, sku_id, _, _ in sold or ():
+                named.add((merchant_id, sku_id))
+        return named - self.skus.keys()
+
     def drop_owned(self, owner: int, with_sales: bool, now_ms: int) -> int:
         """Forgets every hold (and, `with_sales`, every sale) of order shard `owner`, whose
         state is about to replace them. Returns how many holds were dropped."""

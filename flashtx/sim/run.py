@@ -422,7 +422,6 @@ class Run:
         by_counter: dict[str, int] = defaultdict(int)
         by_buyer: dict[tuple[str, str], int] = defaultdict(int)
         by_campaign: dict[tuple[str, str, str], int] = defaultdict(int)
-        linger_ms = int(self.config.finished_order_linger_s * 1000)
         for order_id, row in store.orders.items():
             if not store.transitions[order_id]:
                 continue
@@ -431,10 +430,11 @@ class Run:
                 status == OrderStatus.RESERVED
                 and now_ms < row["payment_deadline_ms"] + self.config.reservation_grace_ms)
             # A SKU's per-buyer limit counts live orders: a fulfilled order counts for its
-            # buyer until it may leave memory (engine.order_state.settled_buyer).
-            finished_at = row.get("finished_at_ms")
-            counts_for_buyer = not (status == OrderStatus.FULFILLED and finished_at is not None
-                                    and finished_at <= now_ms - linger_ms)
+            # buyer while it is in its shard's memory (engine.order_state.settled_buyer),
+            # or while that shard is down (the stock shards still count it until the
+            # shard's next incarnation hands its state over; the buyer's orders all go to
+            # that shard). A restarted shard does not load finished orders back.
+            counts_for_buyer = status != OrderStatus.FULFILLED or self.in_memory(order_id)
             if holding:
                 for _, sku_id, quantity, _, stock_key in store.lines[order_id]:
                     by_counter[stock_key or sku_id] += quantity
@@ -443,6 +443,16 @@ class Run:
                     if row["campaign_id"]:
                         by_campaign[(row["buyer_id"], row["campaign_id"], sku_id)] += quantity
         return by_counter, by_buyer, by_campaign
+
+    def in_memory(self, order_id: str) -> bool:
+        """Is the order in its order shard's memory: the live incarnation's, or while
+        that one is down or starting, the one before as it was when it crashed (the stock
+        shards count what it handed over until the next one hands its state over)?"""
+        actor = self.world.actors[f"order-{self.order_table.shard_of_slot[order_slot(order_id)]}"]
+        shard = actor.instance
+        if shard is None or not shard._ready.done():
+            shard = actor.previous
+        return shard is None or order_id in shard._state.book.orders
 
     def check(self) -> None:
         store = self.world.store

@@ -119,6 +119,7 @@ class SimPeer:
 class _Actor:
     make: Callable[[], Any]
     instance: Any = None
+    previous: Any = None  # the incarnation before, as it was when it crashed
     incarnation: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     crashes: int = 0
@@ -195,7 +196,7 @@ class World:
         actor = self.actors[name]
         if actor.instance is None:
             return
-        actor.instance = None
+        actor.previous, actor.instance = actor.instance, None
         actor.incarnation += 1
         actor.crashes += 1
         for task in list(actor.tasks):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from flashtx.sim import Faults, run_seed
 
@@ -126,3 +127,42 @@ def test_a_refusal_found_before_a_commit_lost_its_answer_stands() -> None:
     for seed in (42405, 81932):
         outcome = run_seed(seed, 60)
         assert outcome.shared_keys and outcome.ok, (seed, outcome.failures[:3])
+
+
+def test_the_checks_catch_a_snapshot_holding_an_order_the_database_refused(
+        monkeypatch) -> None:
+    """A snapshot captured while an order's commit was under way, written after the
+    database refused the order's key (another shard had it) and the order left memory
+    (as before the fix): the next incarnation restored the order from the snapshot and
+    handed the stock shards a hold for an order that never existed. Seed 93572 (found by
+    the long run of 2026-12-07) fails that way; it passes now."""
+    from flashtx.engine.orders import OrderBook
+
+    assert run_seed(93572, 60).ok
+    discard = OrderBook.discard
+
+    def untracked(self: OrderBook, order_ids: Any) -> Any:
+        before = self.discarded
+        gone = discard(self, order_ids)
+        self.discarded = before  # the snapshot does not see that orders left
+        return gone
+
+    monkeypatch.setattr(OrderBook, "discard", untracked)
+    outcome = run_seed(93572, 60)
+    assert outcome.shared_keys
+    assert any("without their units" in failure for failure in outcome.failures), (
+        outcome.failures)
+
+
+def test_limits_and_give_backs_found_by_the_long_run_hold() -> None:
+    """Seeds of the long run of 2026-12-07: 96473 (a checkout's abandon gave its cart a
+    larger hold back than units were free: memory oversold), 45431 and 37100 (a buyer's
+    fulfilled order counted after its shard no longer held it: the check, not the
+    engine, was wrong; the engine's limit counts orders in memory), 57679 (an order
+    shard's handover reached a stock shard while it loaded again by the settled table
+    after a reshard, its ledger empty: "sale of unknown sku", the order shard never
+    started) and 56390 (a snapshot held an order the database refused: two orders for
+    one key after a restart)."""
+    for seed in (96473, 45431, 37100, 57679, 56390):
+        outcome = run_seed(seed, 60)
+        assert outcome.ok, (seed, outcome.failures[:3])

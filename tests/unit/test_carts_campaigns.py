@@ -230,3 +230,15 @@ def test_a_carts_add_request_ids_survive_its_row() -> None:
     assert back == cart
     old_row = dict(zip(names, row, strict=True), lines=json.dumps([["a", 2, "", 0, ""]]))
     assert cart_from_row(old_row) == Cart(cart.key, cart.lines, 5, 9)
+
+
+def test_a_handover_naming_a_sku_not_held_here_is_found_before_anything_changes() -> None:
+    """An order shard routing by a table the stock shard has not loaded: the SKUs it names
+    are found first (the stock shard answers UNAVAILABLE), nothing replaced."""
+    ledger = StockLedger()
+    upsert(ledger, "a", 3, 0, 0, merchant_id="m", name="A", price=100)
+    holds = [("o1", "m", "x", (("a", 1), ("b", 1)), 5_000)]
+    sales = [("m", "c", "", 2), ("m", "a", "", 1)]
+    assert ledger.unknown_skus([(0, holds, sales)]) == {("m", "b"), ("m", "c")}
+    assert ledger.unknown_skus([(0, holds[:0], sales[1:])]) == set()
+    assert ledger.unknown_skus([(0, [], None)]) == set()
