@@ -11,6 +11,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
+COPY clients/python clients/python
 COPY engine engine
 COPY actors actors
 COPY adapters adapters
@@ -19,7 +20,7 @@ COPY flashtx flashtx
 COPY bench bench
 RUN python -m venv /opt/flashtx \
     && /opt/flashtx/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/flashtx/bin/pip install --no-cache-dir '.[bench,otlp]'
+    && /opt/flashtx/bin/pip install --no-cache-dir ./clients/python '.[bench,otlp]'
 
 FROM python:3.11.11-slim-bookworm
 RUN groupadd --gid 1000 flashtx \

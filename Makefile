@@ -9,10 +9,13 @@ STAMP := $(VENV)/.installed
 
 # uv installs from its cache in seconds (pip: about a minute for Ray and the rest), with
 # bytecode compiled once here (else every Ray worker compiles its imports: twice the CPU).
-$(STAMP): pyproject.toml
+# The client package (clients/python: flashtx-client, which flashtx depends on) comes
+# from this checkout too.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==0.13.8
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+		-e ./clients/python -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

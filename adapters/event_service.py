@@ -16,7 +16,7 @@ from flashtx.adapters.events import EVENT_TYPES, StreamEntry, StreamsRead, decod
 from flashtx.adapters.grpc_errors import current_principal
 from flashtx.engine.config import Config
 from flashtx.engine.errors import InvalidArgument, Overloaded, Unavailable
-from flashtx.protos.flashtx.v1 import event_pb2, event_pb2_grpc
+from flashtx_client.v1 import event_pb2, event_pb2_grpc
 
 RESUME_CURSOR = "flashtx-resume-cursor"
 # Sent in the initial metadata once a stream is served: the cursor it starts after (a
@@ -41,7 +41,10 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         self._client = client
         self._streams = asyncio.Semaphore(config.event_streams_per_gateway_max)
 
-    async def WatchEvents(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+    # Writes the stream with context.write (grpc.aio's coroutine form of a streaming
+    # handler), where the generated servicer's type names the iterator form alone.
+    async def WatchEvents(  # type: ignore[override]
+            self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         types = set(request.types)
         if unknown := types - EVENT_TYPES:
             raise InvalidArgument("types", f"unknown event types: {sorted(unknown)}")
@@ -70,7 +73,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         return newest[0][0].decode() if newest else "0-0"
 
     async def _stream(self, key: str, types: set[str], cursor: str,
-                      context: grpc.aio.ServicerContext) -> None:
+                      context: grpc.aio.ServicerContext[Any, Any]) -> None:
         assert self._client is not None
         stall_s = self._config.event_stream_stall_ms_max / 1000
         while True:

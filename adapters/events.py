@@ -13,7 +13,7 @@ import redis.asyncio as redis
 
 from flashtx.adapters.wire import order_event
 from flashtx.engine.orders import OrderSnapshot
-from flashtx.protos.flashtx.v1 import event_pb2
+from flashtx_client.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 

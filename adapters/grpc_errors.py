@@ -101,7 +101,7 @@ def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(error: errors.DomainError) -> grpc.Status:
+def to_status(error: errors.DomainError) -> _Status:
     code = status_code_of(error)
     details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN,
                                            metadata=error.metadata)]
@@ -131,7 +131,7 @@ def to_status(error: errors.DomainError) -> grpc.Status:
         pushback = (("grpc-retry-pushback-ms", str(getattr(error, "retry_after_ms", 50))),)
         return _Status(converted.code, converted.details,
                        (*converted.trailing_metadata, *pushback))
-    return converted
+    return _Status(converted.code, converted.details, tuple(converted.trailing_metadata))
 
 
 class _Status(NamedTuple):
@@ -258,7 +258,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         _principal.set(principal)
 
     def _wrap_unary(self, inner: Any, method: str, scope: Scope) -> Any:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             self.unary_calls += 1
             try:
@@ -284,7 +284,7 @@ class FlashtxInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
     def _wrap_stream(self, inner: Any, method: str, scope: Scope) -> Any:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             try:
                 await self._admit(method, scope, context, request)
                 if inspect.isasyncgenfunction(inner):

@@ -32,7 +32,7 @@ from flashtx.engine.validation import (
     check_range,
     check_sku,
 )
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     cart_pb2,

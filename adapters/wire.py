@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flashtx.protos.flashtx.v1 import event_pb2, order_pb2, stock_pb2
+from flashtx_client.v1 import event_pb2, order_pb2, stock_pb2
 
 __all__ = ["fill_order", "level_entry", "order_event", "placed_event"]
 

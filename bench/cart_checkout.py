@@ -50,7 +50,7 @@ from flashtx.bench.scenarios import CartSpec, ScenarioParams
 from flashtx.bench.targets import engine_setup
 from flashtx.bench.targets.engine_setup import bearer
 from flashtx.bench.targets.grpc_client import CHANNEL_OPTIONS, error_code
-from flashtx.protos.flashtx.v1 import cart_pb2, cart_pb2_grpc, order_pb2_grpc, stock_pb2_grpc
+from flashtx_client.v1 import cart_pb2, cart_pb2_grpc, order_pb2_grpc, stock_pb2_grpc
 
 READY_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 600.0

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from flashtx.adapters.connectors import ConnectorSpec
 from flashtx.app import LocalEngine, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, order_pb2, stock_pb2
 
 
 async def hanging_endpoint() -> tuple[web.AppRunner, str]:

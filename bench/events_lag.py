@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from flashtx.adapters.events import stream_key
-from flashtx.protos.flashtx.v1 import event_pb2
+from flashtx_client.v1 import event_pb2
 
 CHUNK = 10_000
 

@@ -39,7 +39,7 @@ from rich.table import Table
 from flashtx.bench import targets_setup
 from flashtx.bench.scenarios import SkuSpec
 from flashtx.bench.targets import engine_setup
-from flashtx.protos.flashtx.v1 import common_pb2, stock_pb2
+from flashtx_client.v1 import common_pb2, stock_pb2
 
 GET_STOCK = "/flashtx.v1.StockService/GetStock"
 GET_STOCK_LEVELS = "/flashtx.v1.StockService/GetStockLevels"

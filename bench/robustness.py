@@ -25,8 +25,8 @@ import psutil
 from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.app import LocalEngine, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
 
 def engine_rss_mb() -> float:

@@ -31,8 +31,8 @@ import asyncpg
 import grpc
 
 from flashtx.bench.recovery import wait_for_actor_processes_to_exit
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client import Client
+from flashtx_client.v1 import (
     cart_pb2,
     common_pb2,
     merchant_pb2,

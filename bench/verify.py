@@ -28,7 +28,7 @@ import grpc
 
 from flashtx.bench.scenarios import ScenarioParams
 from flashtx.bench.targets.engine_setup import bearer
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     common_pb2,

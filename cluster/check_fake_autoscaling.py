@@ -24,8 +24,8 @@ import grpc
 import ray
 
 from flashtx.app import LocalEngine, free_port, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, order_pb2, stock_pb2
 
 HERE = Path(__file__).resolve().parent
 

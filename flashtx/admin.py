@@ -26,11 +26,11 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from flashtx.client import Client, FlashtxError
 from flashtx.engine.config import Config
 from flashtx.engine.errors import DomainError
 from flashtx.engine.validation import check_sku
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client, FlashtxError
+from flashtx_client.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 
 __all__ = ["add_commands", "run"]
 

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from flashtx.app import LocalEngine, new_operator_key
-from flashtx.client import Client, FlashtxError
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client import Client, FlashtxError
+from flashtx_client.v1 import (
     campaign_pb2,
     cart_pb2,
     common_pb2,

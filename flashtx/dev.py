@@ -16,8 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from flashtx.app import EngineStartError, LocalEngine, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 
 console = Console(soft_wrap=True)  # keys and code stay on one line each
 
@@ -90,8 +90,8 @@ def _show(setup: dict[str, Any]) -> None:
     console.print(f"  saas key      {keys['saas']}   (read, pay, fulfil, watch events)")
     console.print("a first order, from Python:")
     console.print(
-        "  from flashtx.client import Client\n"
-        "  from flashtx.protos.flashtx.v1 import order_pb2\n"
+        "  from flashtx_client import Client\n"
+        "  from flashtx_client.v1 import order_pb2\n"
         f"  async with Client({setup['address']!r}, {keys['channel']!r}) as c:\n"
         "      await c.orders.PlaceOrder(order_pb2.PlaceOrderRequest(idempotency_key='k1',"
         " buyer_id='b1',\n"

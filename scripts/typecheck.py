@@ -26,8 +26,11 @@ TYPED_TESTS = ["tests/unit/test_ports.py"]
 
 
 def package_dirs() -> dict[str, Path]:
+    """flashtx's packages (from its package-dir) and the client package (clients/python)."""
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    return {package: ROOT / folder for package, folder in settings["package-dir"].items()}
+    found = {package: ROOT / folder for package, folder in settings["package-dir"].items()}
+    found["flashtx_client"] = ROOT / "clients" / "python" / "src" / "flashtx_client"
+    return found
 
 
 def module_name(package: str, folder: Path, path: Path) -> str:

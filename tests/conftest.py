@@ -22,7 +22,10 @@ LANES = ("main", "side", "own")
 OWN_DEPLOYMENTS = {"test_node_loss.py": "own", "test_process_crash.py": "own",
                    "test_reshard_cli.py": "own", "test_demo.py": "own",
                    "test_soak_smoke.py": "own", "test_dev.py": "own",
-                   "test_recovery_bench.py": "side"}
+                   "test_recovery_bench.py": "side",
+                   # Not a deployment: a virtual environment built and a mypy run, beside
+                   # the shorter lane.
+                   "test_client_package.py": "side"}
 
 
 def lane_of(item: pytest.Item) -> str:

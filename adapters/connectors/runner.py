@@ -19,7 +19,7 @@ from tenacity.wait import wait_exponential, wait_random_exponential
 
 from flashtx.adapters.connectors.sinks import SINKS, Sink
 from flashtx.adapters.events import GroupRead, StreamEntry, decode, stream_key
-from flashtx.protos.flashtx.v1 import event_pb2
+from flashtx_client.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 

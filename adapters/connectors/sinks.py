@@ -17,7 +17,7 @@ import asyncpg
 from google.protobuf import json_format
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from flashtx.protos.flashtx.v1 import event_pb2
+from flashtx_client.v1 import event_pb2
 
 # Standard Webhooks (https://www.standardwebhooks.com/): each delivery carries these three
 # headers; any Standard Webhooks library verifies them (``verify`` is one).

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from flashtx.bench.scenarios import SkuSpec
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     common_pb2,

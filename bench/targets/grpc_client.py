@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.bench.scenarios import OrderSpec
 from flashtx.bench.targets.base import Outcome, report_first_error
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     common_pb2,
     order_pb2,
     order_pb2_grpc,

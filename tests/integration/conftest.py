@@ -23,8 +23,8 @@ import ray
 from flashtx.adapters import embedded
 from flashtx.adapters.postgres import Store
 from flashtx.app import LocalEngine, free_port, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, stock_pb2
 from tests.integration.retrying import until_answered
 from tests.integration.tcp_proxy import CuttableProxy, proxied, proxied_dsn
 

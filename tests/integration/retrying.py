@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import order_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import order_pb2
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                        grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED})

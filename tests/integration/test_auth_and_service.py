@@ -9,8 +9,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, unique_merchant_id
 
 pytestmark = pytest.mark.cluster
@@ -90,7 +90,7 @@ async def test_scopes_and_keys(engine, shop: Client) -> None:
 
 async def test_missing_or_bad_keys_are_unauthenticated(engine) -> None:
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        from flashtx.protos.flashtx.v1 import stock_pb2_grpc
+        from flashtx_client.v1 import stock_pb2_grpc
 
         stub = stock_pb2_grpc.StockServiceStub(channel)
         request = stock_pb2.GetStockRequest(sku_id="s")

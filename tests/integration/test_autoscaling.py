@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -16,9 +16,9 @@ import pytest
 
 from flashtx.actors.ports import wait_all
 from flashtx.app import LocalEngine
-from flashtx.client import Client
 from flashtx.engine.messages import SkuKeys
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client import Client
+from flashtx_client.v1 import (
     campaign_pb2,
     cart_pb2,
     common_pb2,

@@ -8,8 +8,8 @@ import asyncpg
 import grpc
 import pytest
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster

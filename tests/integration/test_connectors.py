@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from flashtx.adapters.connectors import ConnectorSpec, verify
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from flashtx.app import free_port
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, order_pb2, stock_pb2
 from tests.integration.retrying import fresh_database
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flashtx.app import free_port
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import campaign_pb2, cart_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import campaign_pb2, cart_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 
 pytestmark = pytest.mark.cluster

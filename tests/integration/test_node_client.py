@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flashtx.app import LocalEngine
-from flashtx.client import Client
+from flashtx_client import Client
 from tests.integration.conftest import unique_merchant_id
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from flashtx.client import Client, FlashtxError
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client, FlashtxError
+from flashtx_client.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, unique_merchant_id
 
 pytestmark = pytest.mark.cluster
@@ -150,7 +150,7 @@ async def test_cancel_pay_fulfil_and_refund(shop: Client) -> None:
 
 
 async def test_payment_deadline_expiry_returns_stock(engine, operator) -> None:
-    from flashtx.protos.flashtx.v1 import merchant_pb2
+    from flashtx_client.v1 import merchant_pb2
 
     created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
         merchant_id=unique_merchant_id("quick"), name="Quick", payment_window_s=60))

@@ -13,8 +13,8 @@ import grpc
 import pytest
 import ray
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus, restarted_order_shards
 from tests.integration.retrying import one_unit, until_answered
 
@@ -159,7 +159,7 @@ async def test_a_cancel_frees_its_units_only_once_it_is_durable(
     """While a cancel is not yet committed its units stay held: were they sold again and
     the shard crashed before the commit, the order would come back reserved and the SKU
     would be oversold."""
-    from flashtx.protos.flashtx.v1 import order_pb2
+    from flashtx_client.v1 import order_pb2
 
     await add_skus(shop, stock_pb2.Sku(sku_id="last", name="Last", price_minor=1, on_hand=1))
     placed = (await shop.orders.PlaceOrder(one_unit("first", "buyer-1", "last"))).order
@@ -189,7 +189,7 @@ async def test_an_expiry_storm_leaves_room_for_new_orders(
     """Thousands of orders pass their payment deadline at once while Postgres is away:
     the sweeper journals only its share of each order shard's journal, so a new order is
     still taken (and acknowledged once Postgres is back) instead of refused as overloaded."""
-    from flashtx.protos.flashtx.v1 import order_pb2
+    from flashtx_client.v1 import order_pb2
     from tests.integration.conftest import unique_merchant_id
 
     created = await operator.merchants.CreateMerchant(merchant_pb2.CreateMerchantRequest(
@@ -234,7 +234,7 @@ async def test_a_shard_that_looks_up_keys_takes_orders_through_an_outage(
     the journal's room, reported as a failing database) instead of being refused, and is
     acknowledged once Postgres is back; a replay of a finished order that left memory is
     answered from Postgres, never placed again."""
-    from flashtx.protos.flashtx.v1 import order_pb2
+    from flashtx_client.v1 import order_pb2
 
     await add_skus(shop, stock_pb2.Sku(sku_id="lookup", name="Lookup", price_minor=1,
                                        on_hand=1_000))

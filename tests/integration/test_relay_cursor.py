@@ -88,7 +88,7 @@ async def test_order_events_written_without_their_event_are_built_from_the_ledge
         PLACED_ORDER_COLUMNS,
         TRANSITION_COLUMNS,
     )
-    from flashtx.protos.flashtx.v1 import event_pb2
+    from flashtx_client.v1 import event_pb2
 
     start = await own_store.relay_cursor()
     order_id = "0007ab12cd000000001"

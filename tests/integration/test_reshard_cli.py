@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from flashtx.app import free_port, new_operator_key
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.retrying import fresh_database, one_unit
 from tests.integration.test_process_crash import start_serve, wait_serving
 

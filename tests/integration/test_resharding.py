@@ -11,8 +11,8 @@ import pytest
 import ray
 
 from flashtx.app import free_port
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
 from tests.integration.retrying import one_unit, until_answered
 

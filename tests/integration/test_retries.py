@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     campaign_pb2,
     campaign_pb2_grpc,
     cart_pb2,

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from flashtx.adapters.grpc_errors import SCOPES
 from flashtx.app import free_port
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client import Client
+from flashtx_client.v1 import (
     cart_pb2,
     common_pb2,
     event_pb2,
@@ -277,7 +277,7 @@ def test_fuzzed_requests_and_metadata_never_fail_internally(
 def fuzz_shop(engine) -> tuple[str, stock_pb2.StockLevel]:
     """A merchant whose state the fuzzing must not change (its admin key is fuzzed)."""
     async def make() -> tuple[str, stock_pb2.StockLevel]:
-        from flashtx.protos.flashtx.v1 import merchant_pb2
+        from flashtx_client.v1 import merchant_pb2
         from tests.integration.conftest import unique_merchant_id
 
         async with Client(engine.address, engine.operator_key) as operator:

@@ -10,9 +10,9 @@ import pytest
 import ray
 
 from flashtx.bench.recovery import drop_snapshots as drop_order_snapshots
-from flashtx.client import Client
 from flashtx.engine.orders import OrderStatus
-from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, restarted_order_shards
 from tests.integration.retrying import one_unit
 

@@ -10,8 +10,8 @@ import time
 import grpc
 import pytest
 
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client import Client
+from flashtx_client.v1 import (
     common_pb2,
     event_pb2,
     event_pb2_grpc,

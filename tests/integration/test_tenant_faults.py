@@ -12,9 +12,9 @@ import pytest
 import ray
 
 from flashtx.app import LocalEngine
-from flashtx.client import Client
 from flashtx.engine.sharding import slot_of
-from flashtx.protos.flashtx.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import common_pb2, merchant_pb2, order_pb2, stock_pb2
 from tests.integration.conftest import add_skus, unique_merchant_id
 from tests.integration.test_order_path import level, order, outcome
 

@@ -25,8 +25,8 @@ _ENGINE = f"""
 import asyncio, json, sys
 import ray
 from flashtx.app import LocalEngine
-from flashtx.client import Client
-from flashtx.protos.flashtx.v1 import merchant_pb2, order_pb2, stock_pb2
+from flashtx_client import Client
+from flashtx_client.v1 import merchant_pb2, order_pb2, stock_pb2
 
 engine = LocalEngine.start(postgres_dsn=sys.argv[1], redis_url="none",
                            trace_exporter="memory", stock_shards=1, order_shards=1)

@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from flashtx.adapters.grpc_errors import to_status
-from flashtx.client import DEADLINE_S, RETRIED, Client, FlashtxError
 from flashtx.engine.errors import Overloaded
-from flashtx.protos.flashtx.v1 import campaign_pb2, cart_pb2, order_pb2
+from flashtx_client import DEADLINE_S, RETRIED, Client, FlashtxError
+from flashtx_client.v1 import campaign_pb2, cart_pb2, order_pb2
 
 
 class _FlakyOrders(grpc.GenericRpcHandler):
@@ -115,14 +115,20 @@ class _Silent(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(handle)
 
 
-async def test_a_call_to_a_server_that_never_answers_ends_by_the_deadline() -> None:
+async def test_a_call_to_a_server_that_never_answers_ends_by_the_default_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No deadline named by the client or the call: the default one ends it (made short
+    here: the client reads ``DEADLINE_S`` when it is made)."""
+    import flashtx_client
+
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((_Silent(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         assert 0 < DEADLINE_S < 120  # every unary call has one unless the caller says
-        async with Client(f"127.0.0.1:{port}", "key", deadline_s=0.5) as client:
+        monkeypatch.setattr(flashtx_client, "DEADLINE_S", 0.5)
+        async with Client(f"127.0.0.1:{port}", "key") as client:
             with pytest.raises(FlashtxError) as caught:
                 await client.orders.GetOrder(order_pb2.GetOrderRequest(order_id="o1"))
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

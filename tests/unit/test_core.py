@@ -226,7 +226,7 @@ def test_a_failed_precondition_names_its_subject() -> None:
 
 
 def test_every_rpc_has_a_scope() -> None:
-    from flashtx.protos.flashtx.v1 import (
+    from flashtx_client.v1 import (
         campaign_pb2,
         cart_pb2,
         event_pb2,
@@ -308,7 +308,7 @@ def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
     from flashtx.adapters.grpc_service import level_message
     from flashtx.adapters.wire import level_entry
     from flashtx.engine.stock import StockLevel
-    from flashtx.protos.flashtx.v1 import stock_pb2
+    from flashtx_client.v1 import stock_pb2
 
     levels = [StockLevel("m", f"s{i}", f"name {i}", 100 + i, 10, 10 - i, i, 0, 2 * i,
                          1_800_000_000_000 + i) for i in range(3)]
@@ -324,7 +324,7 @@ def test_a_level_entry_is_a_get_stock_answer_and_a_levels_entry() -> None:
 def test_an_order_event_carries_the_orders_currency() -> None:
     from flashtx.adapters.wire import order_event
     from flashtx.engine.orders import OrderSnapshot
-    from flashtx.protos.flashtx.v1 import event_pb2
+    from flashtx_client.v1 import event_pb2
 
     order = OrderSnapshot("0007ab000000001", "m", "b", "k", (("a", 1, 250),), 1, 250, 1, 2, 1,
                           False, 1, currency="EUR")
@@ -334,7 +334,7 @@ def test_an_order_event_carries_the_orders_currency() -> None:
 
 def test_log_settings_are_checked_and_a_failed_call_logs_its_ids() -> None:
     from flashtx.adapters.grpc_errors import _ids
-    from flashtx.protos.flashtx.v1 import order_pb2
+    from flashtx_client.v1 import order_pb2
 
     assert load_config(environ={"FLASHTX_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="log_format"):

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flashtx.adapters.grpc_errors import FlashtxInterceptor
 from flashtx.engine.merchants import Principal, Scope
-from flashtx.protos.flashtx.v1 import stock_pb2, stock_pb2_grpc
+from flashtx_client.v1 import stock_pb2, stock_pb2_grpc
 
 
 class SlowStock(stock_pb2_grpc.StockServiceServicer):

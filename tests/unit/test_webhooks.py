@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookV
 
 from flashtx.adapters.connectors import ConnectorRunner, ConnectorSpec, load_specs, sign, verify
 from flashtx.adapters.connectors.sinks import RetryLater, Sink, WebhookSink, retry_after_s
-from flashtx.protos.flashtx.v1 import event_pb2
+from flashtx_client.v1 import event_pb2
 
 
 def _whsec(raw: str) -> str:

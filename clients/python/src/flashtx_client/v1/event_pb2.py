@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from flashtx.protos.flashtx.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
+from flashtx_client.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lashtx/v1/event.proto\x12\nflashtx.v1\x1a\x16\x66lashtx/v1/order.proto\"<\n\x0bStockChange\x12\x0e\n\x06sku_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd0\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\r\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\"\n\x05order\x18\n \x01(\x0b\x32\x11.flashtx.v1.OrderH\x00\x12(\n\x05stock\x18\x0b \x01(\x0b\x32\x17.flashtx.v1.StockChangeH\x00\x42\t\n\x07payload\"3\n\x12WatchEventsRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"G\n\x13WatchEventsResponse\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.flashtx.v1.Event\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t2`\n\x0c\x45ventService\x12P\n\x0bWatchEvents\x12\x1e.flashtx.v1.WatchEventsRequest\x1a\x1f.flashtx.v1.WatchEventsResponse0\x01\x42\x64\n\x0e\x64\x65v.flashtx.v1P\x01Z6github.com/flashtx/flashtx/gen/go/flashtx/v1;flashtxv1\xaa\x02\nFlashtx.V1\xca\x02\nFlashtx\\V1b\x06proto3')

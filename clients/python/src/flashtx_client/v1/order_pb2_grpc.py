@@ -3,9 +3,9 @@
 import grpc
 import warnings
 
-from flashtx.protos.flashtx.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
+from flashtx_client.v1 import order_pb2 as flashtx_dot_v1_dot_order__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.82.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

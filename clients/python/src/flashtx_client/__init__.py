@@ -1,4 +1,9 @@
-"""A small Python client: one channel, a stub per service, the key in metadata.
+"""flashtx-client: the typed Python client of the flashtx API. One channel, a typed
+async stub per service (``flashtx_client.v1.*_pb2_grpc``, with ``*.pyi`` types), the key in
+metadata. No engine and no Ray: grpcio, protobuf and grpcio-status.
+
+    from flashtx_client import Client, FlashtxError
+    from flashtx_client.v1 import order_pb2
 
     async with Client("127.0.0.1:50051", api_key) as client:
         order = await client.orders.PlaceOrder(order_pb2.PlaceOrderRequest(...))
@@ -25,21 +30,21 @@ RetryInfo delay read from the trailers:
     except FlashtxError as error:
         if error.reason == "OUT_OF_STOCK": ...
 
-Every unary call has a deadline (``deadline_s``, 30 s unless the call passes
-``timeout``); the channel sends keepalive pings during calls, so a connection whose peer
-vanished fails its calls instead of waiting.
+Every unary call has a deadline (``deadline_s``: ``DEADLINE_S``, 30 s, unless the client
+or the call says otherwise); the channel sends keepalive pings during calls, so a
+connection whose peer vanished fails its calls instead of waiting.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from flashtx.protos.flashtx.v1 import (
+from flashtx_client.v1 import (
     campaign_pb2_grpc,
     cart_pb2_grpc,
     event_pb2_grpc,
@@ -48,7 +53,7 @@ from flashtx.protos.flashtx.v1 import (
     stock_pb2_grpc,
 )
 
-__all__ = ["RETRIED", "Client", "FlashtxError", "service_config"]
+__all__ = ["DEADLINE_S", "RETRIED", "Client", "FlashtxError", "service_config"]
 
 DEADLINE_S = 30.0
 # Pings during calls; the gateways accept one every 20 s (their keepalive settings).
@@ -83,7 +88,7 @@ def service_config(max_attempts: int = 5) -> str:
                                                          "RESOURCE_EXHAUSTED"]}}]})
 
 
-class FlashtxError(grpc.aio.AioRpcError):  # type: ignore[misc]
+class FlashtxError(grpc.aio.AioRpcError):
     """A call the engine refused: the gRPC status (``code()``, ``details()``), and from
     the ``google.rpc.Status`` in the trailers its ErrorInfo ``reason`` and ``metadata``
     and its RetryInfo delay (``retry_after_ms``; None when it names none)."""
@@ -159,15 +164,23 @@ class _Authorized:
         return invoke
 
 
+_DEFAULT: Any = object()  # "the module's DEADLINE_S as it is when the client is made"
+
+
 class Client:
+    """The API's services as typed async stubs: ``merchants``, ``stock``, ``orders``,
+    ``carts``, ``campaigns``, ``events``."""
+
     def __init__(self, address: str, api_key: str, *, tls: bool = False,
                  root_certificates: bytes | None = None,
                  certificate_chain: bytes | None = None, private_key: bytes | None = None,
-                 retries: bool = False, deadline_s: float | None = DEADLINE_S,
+                 retries: bool = False, deadline_s: float | None = _DEFAULT,
                  **channel_options: Any) -> None:
-        """`deadline_s`: of every unary call that passes no `timeout` (None: none);
-        `channel_options`: gRPC channel arguments (keepalive ones replace the
-        defaults)."""
+        """`deadline_s`: of every unary call that passes no `timeout` (default:
+        ``DEADLINE_S``; None: none); `channel_options`: gRPC channel arguments (keepalive
+        ones replace the defaults)."""
+        if deadline_s is _DEFAULT:
+            deadline_s = DEADLINE_S
         self.token = api_key
         options = [*((k, v) for k, v in KEEPALIVE if k not in channel_options),
                    *channel_options.items()]
@@ -181,15 +194,20 @@ class Client:
             self.channel = grpc.aio.insecure_channel(address, options=options)
         metadata = (("authorization", f"Bearer {api_key}"),)
         channel = self.channel
-        self.merchants = _Authorized(merchant_pb2_grpc.MerchantServiceStub(channel), metadata,
-                                     deadline_s)
-        self.stock = _Authorized(stock_pb2_grpc.StockServiceStub(channel), metadata, deadline_s)
-        self.orders = _Authorized(order_pb2_grpc.OrderServiceStub(channel), metadata, deadline_s)
-        self.carts = _Authorized(cart_pb2_grpc.CartServiceStub(channel), metadata, deadline_s)
-        self.campaigns = _Authorized(campaign_pb2_grpc.CampaignServiceStub(channel), metadata,
-                                     deadline_s)
-        self.events = _Authorized(event_pb2_grpc.EventServiceStub(channel), metadata,
-                                  deadline_s)
+        # Each stub wrapped (key, deadline, request id, FlashtxError) and typed as the
+        # generated async stub: requests and answers are checked by mypy.
+        self.merchants = cast("merchant_pb2_grpc.MerchantServiceAsyncStub", _Authorized(
+            merchant_pb2_grpc.MerchantServiceStub(channel), metadata, deadline_s))
+        self.stock = cast("stock_pb2_grpc.StockServiceAsyncStub", _Authorized(
+            stock_pb2_grpc.StockServiceStub(channel), metadata, deadline_s))
+        self.orders = cast("order_pb2_grpc.OrderServiceAsyncStub", _Authorized(
+            order_pb2_grpc.OrderServiceStub(channel), metadata, deadline_s))
+        self.carts = cast("cart_pb2_grpc.CartServiceAsyncStub", _Authorized(
+            cart_pb2_grpc.CartServiceStub(channel), metadata, deadline_s))
+        self.campaigns = cast("campaign_pb2_grpc.CampaignServiceAsyncStub", _Authorized(
+            campaign_pb2_grpc.CampaignServiceStub(channel), metadata, deadline_s))
+        self.events = cast("event_pb2_grpc.EventServiceAsyncStub", _Authorized(
+            event_pb2_grpc.EventServiceStub(channel), metadata, deadline_s))
 
     async def close(self) -> None:
         await self.channel.close()
