@@ -23,19 +23,22 @@ class Connector:
         self._runner = ConnectorRunner(spec, redis.Redis.from_url(redis_url),
                                        sink(**{**defaults, **spec.options}))
         self._task = asyncio.get_running_loop().create_task(self._runner.run())
-        self._reported = (0, 0)
+        self._reported = (0, 0, 0)
         self._reporter = asyncio.get_running_loop().create_task(
             every(REPORT_INTERVAL_S, self._report, f"connector {spec.name} metrics"))
 
     async def _report(self) -> None:
-        """Delivered and dead-lettered events, and the dead-letter stream's length."""
+        """Delivered and dead-lettered events, gaps (events trimmed before they were
+        read), and the dead-letter stream's length."""
         runner, name = self._runner, self._runner.spec.name
-        delivered, dead = runner.delivered, runner.dead_lettered
+        delivered, dead, gaps = runner.delivered, runner.dead_lettered, runner.gaps
         metrics.record(metrics.connector_events(), delivered - self._reported[0],
                        connector=name, outcome="delivered")
         metrics.record(metrics.connector_events(), dead - self._reported[1],
                        connector=name, outcome="dead_lettered")
-        self._reported = (delivered, dead)
+        metrics.record(metrics.connector_events(), gaps - self._reported[2],
+                       connector=name, outcome="gap")
+        self._reported = (delivered, dead, gaps)
         stats = await runner.stats()
         if stats["dead_letters"] >= 0:
             metrics.record(metrics.dead_letters(), stats["dead_letters"], connector=name)

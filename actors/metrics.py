@@ -86,7 +86,8 @@ def carts() -> metrics.Gauge:
 @cache
 def connector_events() -> metrics.Counter:
     return metrics.Counter("flashtx_connector_events", "Events a connector handled, by"
-                           " connector and outcome (delivered, dead_lettered).",
+                           " connector and outcome (delivered, dead_lettered, gap: events"
+                           " trimmed before it read them, one per gap).",
                            tag_keys=("connector", "outcome"))
 
 

@@ -1,7 +1,13 @@
 """EventService.WatchEvents: server-streaming events of the caller's merchant from its
 Redis stream. Memory per consumer is one read batch: the next batch is read only after
 the previous one is written, and a consumer that stops taking messages for
-``event_stream_stall_ms_max`` is cut off with its resume cursor."""
+``event_stream_stall_ms_max`` is cut off with its resume cursor.
+
+A cursor older than what the stream holds (events after it were trimmed past the
+retention, or the Redis lost its data since) is refused with OUT_OF_RANGE
+(``CURSOR_EXPIRED``, metadata ``oldest_cursor``), at the start and before every batch a
+slow reader reads: a consumer never jumps past events without knowing (docs/events.md).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,19 @@ from typing import Any, cast
 import grpc
 import redis.asyncio as redis
 
-from flashtx.adapters.events import EVENT_TYPES, StreamEntry, StreamsRead, decode, stream_key
+from flashtx.adapters.events import (
+    BEGAN_KEY,
+    EVENT_TYPES,
+    TRIMMED_KEY,
+    StreamEntry,
+    StreamsRead,
+    decode,
+    gap_after,
+    stream_key,
+)
 from flashtx.adapters.grpc_errors import current_principal
 from flashtx.engine.config import Config
-from flashtx.engine.errors import InvalidArgument, Overloaded, Unavailable
+from flashtx.engine.errors import InvalidArgument, OutOfRange, Overloaded, Unavailable
 from flashtx_client.v1 import event_pb2, event_pb2_grpc
 
 RESUME_CURSOR = "flashtx-resume-cursor"
@@ -60,6 +75,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             key = stream_key(current_principal().merchant_id)
             if cursor == "$":
                 cursor = await self._newest(key)
+            else:
+                await self._check_held(key, cursor)
             await context.send_initial_metadata(((START_CURSOR, cursor),))
             await self._stream(key, types, cursor, context)
 
@@ -72,6 +89,24 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             raise Unavailable("the event stream is unavailable; retry") from error
         return newest[0][0].decode() if newest else "0-0"
 
+    async def _check_held(self, key: str, cursor: str) -> None:
+        """OUT_OF_RANGE when events after `cursor` are no longer held."""
+        assert self._client is not None
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(BEGAN_KEY)
+                pipe.hget(TRIMMED_KEY, key)
+                began, trimmed = await pipe.execute()
+        except redis.RedisError as error:
+            raise Unavailable("the event stream is unavailable; resume later",
+                              cursor=cursor) from error
+        oldest = gap_after(cursor, began, trimmed)
+        if oldest is not None:
+            raise OutOfRange(f"events after cursor {cursor} are no longer held (past the"
+                             " retention, or lost with the event store); resume from"
+                             f" oldest_cursor {oldest} and reconcile with ListOrders",
+                             cursor=cursor, oldest_cursor=oldest)
+
     async def _stream(self, key: str, types: set[str], cursor: str,
                       context: grpc.aio.ServicerContext[Any, Any]) -> None:
         assert self._client is not None
@@ -83,6 +118,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             except redis.RedisError as error:
                 raise Unavailable("the event stream is unavailable; resume later",
                                   cursor=cursor) from error
+            if batches:  # trimmed past this reader before the read: none of it is sent
+                await self._check_held(key, cursor)
             for _, entries in batches:
                 for entry_id, fields in entries:
                     cursor_next = entry_id.decode()

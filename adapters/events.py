@@ -65,11 +65,26 @@ def stock_event(event_id: str, merchant_id: str, event_type: str, sku_id: str, d
 # Adds a batch of outbox rows to their streams, once: KEYS[1] holds the relay's cursor
 # (the last row added, "txid:outbox_id"), set in the same script, so rows at or before it
 # (a batch sent again after a relay restart) are skipped. Atomic because Redis runs
-# scripts whole. KEYS[2..] are the streams; ARGV[1] the retention; ARGV[2] the rows,
-# msgpack-packed (one argument, not five per row: packing arguments one by one was most
-# of the relay's CPU), each [stream index in KEYS, txid, outbox_id, event id, event]
-# (old msgpack spec, strings and bytes alike as raw: what Redis' cmsgpack reads).
+# scripts whole. KEYS[2] is the hash of each stream's last trimmed entry id, KEYS[3] the
+# id before which these streams' history began (set once, when absent: "now" on a Redis
+# without a relay's cursor, new or flushed; "0-0" where one is, a Redis kept from before
+# the key existed); KEYS[4..] are the
+# streams; ARGV[1] the retention; ARGV[2] the rows, msgpack-packed (one argument, not
+# five per row: packing arguments one by one was most of the relay's CPU), each [stream
+# index in KEYS, txid, outbox_id, event id, event] (old msgpack spec, strings and bytes
+# alike as raw: what Redis' cmsgpack reads). A stream past the retention is trimmed to
+# it exactly, and the last entry trimmed is recorded (KEYS[2]): a reader whose cursor is
+# older knows that events after it are gone (docs/events.md), on any Redis version.
 _RELAY_BATCH = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('SET', KEYS[3], '0-0')  -- a relay's cursor is here: nothing was lost
+  else
+    local now = redis.call('TIME')
+    redis.call('SET', KEYS[3], string.format('%.0f-0', tonumber(now[1]) * 1000
+                                              + math.floor(tonumber(now[2]) / 1000)))
+  end
+end
 local cursor = redis.call('GET', KEYS[1])
 local at_tx, at_id = -1, -1
 if cursor then
@@ -77,14 +92,23 @@ if cursor then
   at_tx = tonumber(string.sub(cursor, 1, sep - 1))
   at_id = tonumber(string.sub(cursor, sep + 1))
 end
-local added, last = 0, nil
+local added, last, touched = 0, nil, {}
 for _, row in ipairs(cmsgpack.unpack(ARGV[2])) do
   local tx, id = tonumber(row[2]), tonumber(row[3])
   if tx > at_tx or (tx == at_tx and id > at_id) then
-    redis.call('XADD', KEYS[row[1]], 'MAXLEN', '~', ARGV[1], '*', 'id', row[4],
-               'event', row[5])
+    redis.call('XADD', KEYS[row[1]], '*', 'id', row[4], 'event', row[5])
+    touched[row[1]] = true
     added = added + 1
     last = row[2] .. ':' .. row[3]
+  end
+end
+local retention = tonumber(ARGV[1])
+for index, _ in pairs(touched) do
+  local over = redis.call('XLEN', KEYS[index]) - retention
+  if over > 0 then
+    local gone = redis.call('XRANGE', KEYS[index], '-', '+', 'COUNT', over)
+    redis.call('XTRIM', KEYS[index], 'MAXLEN', retention)
+    redis.call('HSET', KEYS[2], KEYS[index], gone[#gone][1])
   end
 end
 if last then
@@ -92,6 +116,31 @@ if last then
 end
 return added
 """
+TRIMMED_KEY = "flashtx:events:trimmed"  # stream key -> the last entry id trimmed from it
+BEGAN_KEY = "flashtx:events:began"  # "<ms>-0": the streams' history in this Redis began then
+_STREAMS_FROM = 4  # KEYS index of the first stream in _RELAY_BATCH
+
+
+def cursor_order(cursor: str) -> tuple[int, int]:
+    """A cursor (a stream entry id, ``is_cursor``) as a comparable pair."""
+    milliseconds, _, sequence = cursor.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def gap_after(cursor: str, began: bytes | None, trimmed: bytes | None) -> str | None:
+    """Where a reader at `cursor` must resume from, if events after `cursor` are gone
+    (None: nothing is): the stream's history began after it (``BEGAN_KEY``), or entries
+    after it were trimmed (the last one trimmed: ``TRIMMED_KEY``). "0" (from the oldest
+    held) never has a gap."""
+    at = cursor_order(cursor)
+    if at == (0, 0):
+        return None
+    if began is not None and at < cursor_order(began.decode()):
+        return trimmed.decode() if trimmed is not None else "0"
+    if trimmed is not None and at < cursor_order(trimmed.decode()):
+        return trimmed.decode()
+    return None
+
 
 def cursor_key(deployment_id: str) -> str:
     """One per database (its deployment id): a Redis shared with another database, or
@@ -121,10 +170,11 @@ class StreamWriter:
         streams: dict[str, int] = {}
         packed = []
         for txid, outbox_id, event_id, merchant_id, payload in rows:
-            index = streams.setdefault(stream_key(merchant_id), len(streams) + 2)
+            index = streams.setdefault(stream_key(merchant_id), len(streams) + _STREAMS_FROM)
             # txid and outbox_id as text: Lua numbers are doubles, the cursor keeps digits.
             packed.append((index, str(txid), str(outbox_id), event_id, payload))
-        return int(await self._script(keys=[self._cursor_key, *streams],
+        return int(await self._script(keys=[self._cursor_key, TRIMMED_KEY, BEGAN_KEY,
+                                            *streams],
                                       args=[self._retention,
                                             msgpack.packb(packed, use_bin_type=False)]))
 

@@ -46,6 +46,7 @@ _STATUS: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
 ]
 
 # Scope each RPC needs. Methods absent here (health, reflection) need no key.

@@ -13,7 +13,8 @@ in batch calls the same failures travel as per-item result codes (``ResultCode``
     ├── Unauthenticated          no or unknown key                      UNAUTHENTICATED
     ├── PermissionDenied         key lacks the scope                    PERMISSION_DENIED
     ├── Overloaded               refused to protect the engine          RESOURCE_EXHAUSTED
-    └── Unavailable              shard moving or restarting             UNAVAILABLE
+    ├── Unavailable              shard moving or restarting             UNAVAILABLE
+    └── OutOfRange               a cursor past what is retained         OUT_OF_RANGE
 
 ``InvariantViolation`` is not a DomainError: it is a programmer error, it crashes the
 actor, and Ray restarts it from durable state.
@@ -35,6 +36,7 @@ __all__ = [
     "InvariantViolation",
     "LimitExceeded",
     "NotFound",
+    "OutOfRange",
     "OutOfStock",
     "Overloaded",
     "PermissionDenied",
@@ -166,6 +168,13 @@ def _rebuild_overloaded(message: str, retry_after_ms: int, metadata: dict[str, s
 class Unavailable(DomainError):
     code = ResultCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+
+
+class OutOfRange(DomainError):
+    """An event cursor older than what is still held: events after it are gone (never a
+    silent jump past them). Metadata ``oldest_cursor``: where a resume can start."""
+
+    reason = "CURSOR_EXPIRED"
 
 
 # Reason strings of per-item failures, for batch results built without raising.

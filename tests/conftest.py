@@ -15,17 +15,22 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-LANES = ("main", "side", "own")
+LANES = ("main", "main2", "side", "own", "own2")
 # Modules whose tests start deployments (Ray clusters, `flashtx serve` processes) of their
-# own and never use the shared engine: in "own", but for one that fills "side" (whose
-# scenarios end first).
-OWN_DEPLOYMENTS = {"test_node_loss.py": "own", "test_process_crash.py": "own",
-                   "test_reshard_cli.py": "own", "test_demo.py": "own",
-                   "test_soak_smoke.py": "own", "test_dev.py": "own",
+# own and never use the shared engine: in "own" and "own2" (about even), but for one that
+# fills "side" (whose scenarios end first).
+OWN_DEPLOYMENTS = {"test_soak_smoke.py": "own", "test_dev.py": "own", "test_demo.py": "own",
+                   "test_reshard_cli.py": "own2", "test_process_crash.py": "own2",
+                   "test_node_loss.py": "own2",
                    "test_recovery_bench.py": "side",
                    # Not a deployment: a virtual environment built and a mypy run, beside
                    # the shorter lane.
                    "test_client_package.py": "side"}
+# The shared engine's longest modules (most of their time waits: metrics exported, shards
+# restarted, gateways added, bench runs): a second shared engine of their own, "main2".
+SECOND_ENGINE = frozenset({"test_metrics.py", "test_recovery.py", "test_autoscaling.py",
+                           "test_bench_smoke.py", "test_traces.py", "test_migrate_live.py",
+                           "test_resharding.py", "test_drain.py"})
 
 
 def lane_of(item: pytest.Item) -> str:
@@ -36,7 +41,8 @@ def lane_of(item: pytest.Item) -> str:
     path = str(item.fspath)
     if f"{os.sep}netns{os.sep}" in path or f"{os.sep}sim{os.sep}" in path:
         return "side"
-    return OWN_DEPLOYMENTS.get(os.path.basename(path), "main")
+    name = os.path.basename(path)
+    return OWN_DEPLOYMENTS.get(name, "main2" if name in SECOND_ENGINE else "main")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

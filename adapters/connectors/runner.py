@@ -18,7 +18,15 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random_exponential
 
 from flashtx.adapters.connectors.sinks import SINKS, Sink
-from flashtx.adapters.events import GroupRead, StreamEntry, decode, stream_key
+from flashtx.adapters.events import (
+    BEGAN_KEY,
+    TRIMMED_KEY,
+    GroupRead,
+    StreamEntry,
+    decode,
+    gap_after,
+    stream_key,
+)
 from flashtx_client.v1 import event_pb2
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,11 @@ class ConnectorRunner:
         self._stream = stream_key(spec.merchant_id)
         self.delivered = 0
         self.dead_lettered = 0
+        # Gaps: events trimmed (or lost with Redis's data) before this connector read
+        # them; each is dead-lettered as a marker naming where it was and where it went
+        # on, and counted (docs/events.md).
+        self.gaps = 0
+        self._position = "0-0"  # the last entry this connector's group was given
         self.failing = False
         self.last_error = ""
 
@@ -97,11 +110,16 @@ class ConnectorRunner:
         backlog = True  # first our own pending entries (delivered before a crash, unacked)
         while True:
             try:
+                if backlog:
+                    self._position = await self._group_position()
                 entries = await self._read("0" if backlog else ">")
                 if backlog and not entries:
                     backlog = False
                     continue
                 if entries:
+                    if not backlog:
+                        await self._check_gap()
+                        self._position = entries[-1][0].decode()
                     await self._handle(entries)
             except redis.RedisError as error:
                 self.failing, self.last_error = True, repr(error)
@@ -119,6 +137,34 @@ class ConnectorRunner:
                 raise
             except redis.RedisError:
                 await asyncio.sleep(1.0)
+
+    async def _group_position(self) -> str:
+        """The last entry id given to this connector's group."""
+        for group in await self._client.xinfo_groups(self._stream):
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == self.spec.name:
+                position = group["last-delivered-id"]
+                return str(position.decode() if isinstance(position, bytes) else position)
+        return "0-0"
+
+    async def _check_gap(self) -> None:
+        """After a read: were events between the last one given and this read trimmed
+        (or lost with Redis's data)? Then the gap is dead-lettered as a marker and
+        counted: never passed over without a trace."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(BEGAN_KEY)
+            pipe.hget(TRIMMED_KEY, self._stream)
+            began, trimmed = await pipe.execute()
+        resumed_at = gap_after(self._position, began, trimmed)
+        if resumed_at is None:
+            return
+        self.gaps += 1
+        await self._client.xadd(self.spec.dead_letter_key, {
+            "gap_after": self._position, "resumed_after": resumed_at,
+            "error": "events were trimmed before this connector read them"})
+        log.warning("connector %s: events after %s were trimmed before it read them;"
+                    " it goes on after %s (a gap marker is in its dead letters)",
+                    self.spec.name, self._position, resumed_at)
 
     async def _read(self, cursor: str) -> list[StreamEntry]:
         answer = cast(GroupRead, await self._client.xreadgroup(
@@ -167,6 +213,8 @@ class ConnectorRunner:
         entries = cast(list[StreamEntry], await self._client.xrange(self.spec.dead_letter_key))
         delivered = 0
         for entry_id, fields in entries:
+            if b"event" not in fields:  # a gap marker (_check_gap): nothing to deliver
+                continue
             try:
                 await self._sink.deliver([decode(fields)])
             except Exception as error:  # stays dead; the next replay tries again
@@ -187,4 +235,5 @@ class ConnectorRunner:
             dead = -1
         return {"name": self.spec.name, "kind": self.spec.kind, "delivered": self.delivered,
                 "dead_lettered": self.dead_lettered, "dead_letters": dead, "pending": pending,
+                "gaps": self.gaps,
                 "failing": self.failing, "last_error": self.last_error}

@@ -102,7 +102,9 @@ class WatchEventsRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Resume after this cursor (from a previous response). Empty: only new events.
-    "0": from the oldest event the stream still holds.
+    "0": from the oldest event the stream still holds. A cursor older than what the
+    stream holds (events after it trimmed, or lost) is refused with OUT_OF_RANGE,
+    reason CURSOR_EXPIRED, metadata oldest_cursor: never skipped past.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
