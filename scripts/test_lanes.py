@@ -44,8 +44,11 @@ def main() -> int:
     running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     for lane in lanes:
         log = logs / f"{lane}.log"
+        # A temporary folder per lane: pytest's own keeps the newest three sessions' and
+        # deletes the others' (a lane's files gone under its running deployment).
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   f"--lane={lane}", "--durations=15", *args.pytest_args]
+                   f"--lane={lane}", "--durations=15", f"--basetemp={logs / (lane + '-tmp')}",
+                   *args.pytest_args]
         with log.open("wb") as out:
             running[lane] = (subprocess.Popen(command, cwd=ROOT, stdout=out,
                                               stderr=subprocess.STDOUT), log)

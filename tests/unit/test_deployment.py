@@ -188,7 +188,8 @@ def test_the_image_is_pinned_non_root_and_checks_its_health() -> None:
     assert re.search(rf"^USER {uid.group(1)}:{uid.group(1)}$", dockerfile, re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n?.*"flashtx", "health"', dockerfile, re.MULTILINE)
     # trace_exporter = "otlp" works in the image (the exporter is installed).
-    installed = re.search(r"pip install --no-cache-dir '\.\[([a-z,]+)\]'", dockerfile)
+    installed = re.search(r"pip install --no-cache-dir \./clients/python '\.\[([a-z,]+)\]'",
+                          dockerfile)
     assert installed is not None and "otlp" in installed.group(1).split(",")
 
 
