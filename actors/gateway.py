@@ -43,6 +43,7 @@ from flashtx.engine.errors import (
     Unauthenticated,
     Unavailable,
 )
+from flashtx.engine.fanout import by_shard, merged
 from flashtx.engine.merchants import Principal, hash_secret, operator_principal, parse_token
 from flashtx.engine.messages import (
     ActionBatch,
@@ -55,7 +56,7 @@ from flashtx.engine.messages import (
     SkuKeys,
 )
 from flashtx.engine.orders import order_slot
-from flashtx.engine.ratelimit import TokenBucket
+from flashtx.engine.ratelimit import RateLimits
 from flashtx.engine.sharding import RoutingTable
 from flashtx.engine.stock import StockLevel
 
@@ -80,9 +81,12 @@ class Gateway(clock.ClockControl):
         # Concurrent reads of a stale SKU wait for the one refresh instead of each sending
         # their own (bounded: only reads in flight are here).
         self._refreshing: dict[tuple[str, str], tuple[asyncio.Future[Any], int]] = {}
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._read_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._merchant_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        names_max = config.key_buckets_max
+        self._key_orders = RateLimits(config.key_orders_per_s, config.key_orders_burst,
+                                      names_max)
+        self._key_reads = RateLimits(config.key_reads_per_s, config.key_reads_burst, names_max)
+        self._merchant_orders = RateLimits(config.merchant_orders_per_s,
+                                           config.merchant_orders_burst, names_max)
         self.inflight = 0
         self.reads_inflight = 0
         self.rpc_count = 0
@@ -199,9 +203,8 @@ class Gateway(clock.ClockControl):
     def _clock_shifted(self) -> None:
         self._auth_cache.clear()  # their expiry times were read on the old clock
         self._snapshots.clear()
-        self._buckets.clear()
-        self._read_buckets.clear()
-        self._merchant_buckets.clear()
+        for limits in (self._key_orders, self._key_reads, self._merchant_orders):
+            limits.clear()
 
     # --- auth -------------------------------------------------------------------------------
 
@@ -232,30 +235,22 @@ class Gateway(clock.ClockControl):
         self._charge(principal, len(placements))
         merchant_id, window_s = principal.merchant_id, principal.payment_window_s
         currency = principal.currency
-        slot_of, shard_of_slot = self._orders.slot, self._orders.shard_of_slot
-        groups: dict[int, list[Any]] = {}
-        positions: dict[int, list[int]] = {}
-        for i, (key, buyer_id, lines, campaign_id) in enumerate(placements):
-            slot = slot_of(merchant_id, buyer_id)
-            shard = shard_of_slot(slot)
-            groups.setdefault(shard, []).append((merchant_id, key, buyer_id, lines, window_s,
-                                                 slot, deadline_ms, principal.key_id,
-                                                 campaign_id, currency))
-            positions.setdefault(shard, []).append(i)
-        for shard, items in groups.items():  # whole or not at all (nothing queued yet)
+        slot_of = self._orders.slot
+        slots = [slot_of(merchant_id, buyer_id) for _, buyer_id, _, _ in placements]
+        positions = by_shard(map(self._orders.shard_of_slot, slots))
+        for shard, items in positions.items():  # whole or not at all (nothing queued yet)
             self._place[shard].admit(len(items))
         self.inflight += len(placements)
         try:
-            futures = {shard: self._place[shard].submit_chunk(items)
-                       for shard, items in groups.items()}
+            futures = {shard: self._place[shard].submit_chunk([
+                (merchant_id, *placements[i][:3], window_s, slots[i], deadline_ms,
+                 principal.key_id, placements[i][3], currency) for i in items])
+                for shard, items in positions.items()}
             if len(futures) == 1:  # every order on one shard: its answers are in order
                 [answers] = futures.values()
                 return list(await answers)
-            results: list[Any] = [None] * len(placements)
-            for shard, answers in futures.items():
-                for i, result in zip(positions[shard], await answers, strict=True):
-                    results[i] = result
-            return results
+            return merged(len(placements), [(positions[shard], await answers)
+                                            for shard, answers in futures.items()])
         finally:
             self.inflight -= len(placements)
 
@@ -427,12 +422,9 @@ class Gateway(clock.ClockControl):
     def _charge(self, principal: Principal, orders: int) -> None:
         """Per-merchant, then per-key order rate: refuses the whole call when either
         bucket is short (one merchant's keys together cannot take the gateway)."""
-        config = self.config
-        self._take(self._merchant_buckets, principal.merchant_id, orders,
-                   config.merchant_orders_per_s, config.merchant_orders_burst,
+        self._take(self._merchant_orders, principal.merchant_id, orders,
                    "merchant_rate_limit", "order", who="merchant")
-        self._take(self._buckets, principal.key_id, orders, config.key_orders_per_s,
-                   config.key_orders_burst, "key_rate_limit", "order")
+        self._take(self._key_orders, principal.key_id, orders, "key_rate_limit", "order")
 
     def _charge_reads(self, reads: int) -> None:
         """Per-key read rate (a batch read costs one per SKU)."""
@@ -440,23 +432,16 @@ class Gateway(clock.ClockControl):
             principal = current_principal()
         except LookupError:  # not inside an RPC (an internal read)
             return
-        self._take(self._read_buckets, principal.key_id, reads, self.config.key_reads_per_s,
-                   self.config.key_reads_burst, "key_read_rate_limit", "read")
+        self._take(self._key_reads, principal.key_id, reads, "key_read_rate_limit", "read")
 
-    def _take(self, buckets: OrderedDict[str, TokenBucket], key_id: str, units: int,
-              rate_per_s: float, burst: float, reason: str, what: str,
+    @staticmethod
+    def _take(limits: RateLimits, name: str, units: int, reason: str, what: str,
               who: str = "API key") -> None:
-        now = clock.now_ms()
-        bucket = buckets.get(key_id)
-        if bucket is None:
-            bucket = buckets[key_id] = TokenBucket.full(rate_per_s, burst, now)
-            if len(buckets) > self.config.key_buckets_max:
-                buckets.popitem(last=False)
-        retry_after_ms = bucket.take(units, now)
+        retry_after_ms = limits.take(name, units, clock.now_ms())
         if retry_after_ms:
             metrics.record(metrics.rejections(), units, reason=reason)
             raise Overloaded(f"this {who} is over its {what} rate; retry later",
-                             retry_after_ms, limit_per_s=str(rate_per_s), limit=reason)
+                             retry_after_ms, limit_per_s=str(limits.rate_per_s), limit=reason)
 
     def _remember(self, level: StockLevel) -> bytes:
         key = (level.merchant_id, level.sku_id)
@@ -469,18 +454,12 @@ class Gateway(clock.ClockControl):
 
     async def upsert_skus(self, merchant_id: str, items: list[tuple[str, str, int, int, int]]
                           ) -> list[Any]:
-        groups: dict[int, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(self._stock.shard_of(merchant_id, item[0]), []).append(i)
-        results: list[Any] = [None] * len(items)
+        groups = by_shard(self._stock.shard_of(merchant_id, item[0]) for item in items)
         answers = await asyncio.gather(*(
             self._stock.peer(shard).upsert(SkuBatch.of((merchant_id, *items[i])
                                                        for i in positions))
             for shard, positions in groups.items()))
-        for positions, answer in zip(groups.values(), answers, strict=True):
-            for i, result in zip(positions, answer, strict=True):
-                results[i] = result
-        return results
+        return merged(len(items), zip(groups.values(), answers, strict=True))
 
     async def adjust_stock(self, merchant_id: str, sku_id: str, delta: int, reason: str,
                            request_id: str = "") -> Adjusted:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["TokenBucket"]
+__all__ = ["RateLimits", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -36,3 +37,32 @@ class TokenBucket:
             return 0
         missing = min(count, self.burst) - self.tokens
         return max(1, int(missing / self.rate_per_s * 1000) + 1)
+
+
+class RateLimits:
+    """One rate for many names (API keys, merchants): a bucket per name, made full when
+    the name is first seen; past `names_max` names the one seen first is forgotten (it
+    starts full again), so memory is bounded whatever names callers send."""
+
+    __slots__ = ("rate_per_s", "burst", "names_max", "_buckets")
+
+    def __init__(self, rate_per_s: float, burst: float, names_max: int) -> None:
+        self.rate_per_s, self.burst, self.names_max = rate_per_s, burst, names_max
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, name: str, count: int, now_ms: int) -> int:
+        """``TokenBucket.take`` on `name`'s bucket: 0, or the milliseconds to wait."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket.full(self.rate_per_s, self.burst,
+                                                            now_ms)
+            if len(self._buckets) > self.names_max:
+                self._buckets.popitem(last=False)
+        return bucket.take(count, now_ms)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def clear(self) -> None:
+        """Forgets every name (the clock the buckets were read on moved)."""
+        self._buckets.clear()
