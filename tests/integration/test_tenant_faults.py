@@ -95,9 +95,10 @@ async def test_one_key_for_buyers_on_two_order_shards_places_one_order(
     # failed on a loaded machine). The commit's refusal is proven deterministically by the
     # simulator (shared keys in 30 % of its runs, and
     # test_the_checks_catch_a_key_committed_by_two_shards).
+    # At most once each: k's second order, its retry, and k2's second order.
     refused = sum(s["orders_refused_at_commit"] - b["orders_refused_at_commit"]
                   for s, b in zip(after, before, strict=True))
-    assert 0 <= refused <= 2
+    assert 0 <= refused <= 3
 
 
 async def calls_on(client: Client, order_id: str) -> list[str]:
