@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import looptime
-
 from flashtx.actors.merchant_shard import MerchantShard
 from flashtx.actors.order_shard import OrderShard
 from flashtx.actors.resharding import ReshardFailed, reshard_stock, spread
@@ -42,6 +40,7 @@ from flashtx.engine.messages import (
 )
 from flashtx.engine.orders import OrderStatus, order_slot
 from flashtx.engine.sharding import RoutingTable, slot_of
+from flashtx.sim import vtime
 from flashtx.sim.world import Faults, Lost, SimPeer, World, installed
 
 MERCHANT = "sim-shop"
@@ -577,7 +576,7 @@ class Run:
 def run_seed(seed: int, steps: int = 60, faults: Faults | None = None) -> Outcome:
     """One run; the same seed and steps give the same run, failures included."""
     run = Run(seed, steps, faults or Faults())
-    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop = vtime.new_event_loop()
     loop.set_task_factory(run.world.task_factory)
     try:
         with installed(run.world):

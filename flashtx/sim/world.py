@@ -1,5 +1,5 @@
 """The real shard classes (actors.order_shard.OrderShard, actors.stock_shard.StockShard,
-actors.merchant_shard.MerchantShard) in one event loop on virtual time (looptime), wired to
+actors.merchant_shard.MerchantShard) in one event loop on virtual time (sim.vtime), wired to
 each other through SimPeer, the in-process implementation of the ports (actors.ports),
 which behaves like Ray: arguments and answers are copied, a call can be lost before or
 after it runs, and an actor can crash at any await, losing its memory and every task it
@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import looptime
 import ray.exceptions
 
 from flashtx.engine.config import Config
+from flashtx.sim import vtime
 from flashtx.sim.store import MemoryStore
 
 _CURRENT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
@@ -319,9 +319,9 @@ def installed(world: World) -> Iterator[None]:
 
 
 def run_in(world: World, main: Callable[[], Any], timeout_s: float = 3600) -> Any:
-    """Runs the coroutine `main()` among `world`'s actors on virtual time (looptime), then
+    """Runs the coroutine `main()` among `world`'s actors on virtual time (sim.vtime), then
     ends every task left; answers what `main` answers."""
-    loop = looptime.new_event_loop(start=0, noop_cycles=2)
+    loop = vtime.new_event_loop()
     loop.set_task_factory(world.task_factory)
     try:
         with installed(world):
