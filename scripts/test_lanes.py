@@ -2,7 +2,7 @@
 lane is), each in a pytest process of its own with its output in a file, printed whole
 when the lane ends. Exit status 1 when any lane fails.
 
-    python scripts/test_lanes.py [--lanes main,main2,side,own,own2] [-- PYTEST ARGS]
+    python scripts/test_lanes.py [--lanes main,side,own] [-- PYTEST ARGS]
 
 The network scenarios wait through their fault windows (a link down 10 s, Postgres
 blackholed 20 s) and the simulator computes in one process: in the "side" lane they run
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-LANES = ("main", "main2", "side", "own", "own2")
+LANES = ("main", "side", "own")
 PARALLEL_CORES_MIN = 2
 
 
