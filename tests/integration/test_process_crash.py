@@ -39,7 +39,7 @@ def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
-async def wait_serving(address: str, timeout_s: float = 90) -> None:
+async def wait_serving(address: str, timeout_s: float = 180) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
