@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -33,10 +35,18 @@ UNITS = 1_500
 BUYERS = 2_500  # more buyers than units: the sale sells out, the rest are refused
 
 
+SERVE_LOGS = Path(tempfile.gettempdir()) / "flashtx-test-serve"
+
+
 def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "flashtx", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    """`flashtx serve` in a session of its own; its output in a file (a file, not a pipe:
+    Ray's daemons may hold a pipe open after the run), which `wait_serving` shows when
+    the server does not come up."""
+    SERVE_LOGS.mkdir(exist_ok=True)
+    with (SERVE_LOGS / f"{port}.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "flashtx", "serve", "--port", str(port)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 async def wait_serving(address: str, timeout_s: float = 180) -> None:
@@ -52,7 +62,10 @@ async def wait_serving(address: str, timeout_s: float = 180) -> None:
                 return
         except grpc.aio.AioRpcError:
             pass
-        assert time.monotonic() < deadline, "flashtx serve did not come up"
+        if time.monotonic() >= deadline:
+            log = SERVE_LOGS / f"{address.rsplit(':', 1)[1]}.log"
+            shown = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+            raise AssertionError(f"flashtx serve did not come up; its output:\n{shown}")
         await asyncio.sleep(0.5)
 
 
