@@ -29,6 +29,7 @@ from flashtx.engine.merchants import hash_secret
 from flashtx.engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
+RAY_START_TRIES = 3  # local Ray starts, when one times out on a busy host
 
 __all__ = ["LocalEngine", "free_port"]
 
@@ -125,11 +126,23 @@ class LocalEngine:
             # Without an address, always a new local cluster: never a stray `ray start`
             # cluster that happens to run on this machine.
             with _stop_signal_kept():
-                ray.init(address=ray_address or "local", namespace=NAMESPACE,
-                         include_dashboard=dashboard, log_to_driver=False,
-                         logging_config=ray.LoggingConfig(
-                             encoding=config.log_format.upper(), log_level=config.log_level),
-                         **({} if ray_address else local))
+                for attempt in range(1, RAY_START_TRIES + 1):
+                    try:
+                        ray.init(address=ray_address or "local", namespace=NAMESPACE,
+                                 include_dashboard=dashboard, log_to_driver=False,
+                                 logging_config=ray.LoggingConfig(
+                                     encoding=config.log_format.upper(),
+                                     log_level=config.log_level),
+                                 **({} if ray_address else local))
+                        break
+                    except Exception as error:
+                        # Ray gives its raylet a fixed 30 s to register (node.py): a host
+                        # short of CPU misses it. A new local cluster is tried again.
+                        if (ray_address or attempt == RAY_START_TRIES
+                                or "timed out during startup" not in str(error)):
+                            raise
+                        log.warning("Ray did not start in time (%s); trying again", error)
+                        ray.shutdown()
         topology = Topology.start(config, port or free_port(), stock_table)
         return cls(topology, config, owns_ray, operator_key, lease)
 
