@@ -2,8 +2,9 @@
 
     python -m tests.netns.load CONFIG_JSON REPORT_JSON     (run inside the client host)
 
-A merchant and one SKU (`units` units, one per buyer); `buyers` buyers start at `rate`
-per second, each placing one unit and retrying what a client retries (UNAVAILABLE,
+A merchant and one SKU (`units` units, one per buyer); buyers start at `rate` per
+second, at least `buyers` of them and on until the runner writes `release_file` (its last
+fault lifted: the sale meets every fault however slow the machine), `max_buyers` at most; each placing one unit and retrying what a client retries (UNAVAILABLE,
 RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, CANCELLED, and UNAUTHENTICATED while a restarted
 gateway cannot check keys yet) with a capped backoff, alternating between the gateways,
 until it has an answer or `give_up_s` passed. Every attempt is recorded (wall time, ms,
@@ -16,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -88,15 +90,18 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
 
     started = time.time()
     tasks = []
-    for n in range(config["buyers"]):
+    release = Path(config["release_file"])
+    n = 0
+    while n < config["max_buyers"] and (n < config["buyers"] or not release.exists()):
         tasks.append(asyncio.create_task(buyer(n)))
+        n += 1
         await asyncio.sleep(1 / config["rate"])
     await asyncio.gather(*tasks)
     for client in clients:
         await client.close()
     return {"merchant_id": created.merchant.merchant_id, "token": token,
             "started_at": started, "ended_at": time.time(), "acked": acked,
-            "outcomes": outcomes, "attempts": attempts}
+            "outcomes": outcomes, "attempts": attempts, "buyers": n}
 
 
 def main(config_file: str, report_file: str) -> int:
