@@ -4,7 +4,8 @@
 
 A merchant and one SKU (`units` units, one per buyer); buyers start at `rate` per
 second, at least `buyers` of them and on until the runner writes `release_file` (its last
-fault lifted: the sale meets every fault however slow the machine), `max_buyers` at most; each placing one unit and retrying what a client retries (UNAVAILABLE,
+fault lifted: the sale meets every fault however slow the machine), `max_buyers` at most;
+each placing one unit and retrying what a client retries (UNAVAILABLE,
 RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, CANCELLED, and UNAUTHENTICATED while a restarted
 gateway cannot check keys yet) with a capped backoff, alternating between the gateways,
 until it has an answer or `give_up_s` passed. Every attempt is recorded (wall time, ms,
