@@ -89,7 +89,7 @@ class CartDesk:
         for change in changes:
             results[change.position] = self._apply(change, now)
         try:
-            await self._journal.durable()
+            await self._journal.committed()
             await self._stock.hold(hold_batches(changes, self._stock.owner, self._stock.shard_of))
         finally:
             for change in changes:

@@ -1,6 +1,9 @@
 """An order shard's journal: its changes go to Postgres by group commit (actors.journal),
-and it knows which orders' changes are not durable yet (a durable-mode answer waits for
-them; a handover counts a cancel that is not durable as still holding)."""
+one batch journal row per commit (actors.batch_journal), materialized into the query
+tables behind the commits. It knows which orders' changes are not committed yet
+(`not_committed`: a durable-mode answer waits for them, a handover counts a cancel not
+committed as still holding) and which are not materialized yet (`not_materialized`: an
+order leaves memory only once the tables hold it)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flashtx.actors import tracing
+from flashtx.actors import clock, tracing
+from flashtx.actors.batch_journal import BatchTables, Materializer
 from flashtx.actors.journal import GroupCommitter
 from flashtx.actors.persistence import (
     RefusedThenFailed,
@@ -57,28 +61,67 @@ class Refused:
 
 class OrderJournal:
     def __init__(self, config: Config, name: str, owners: int = 1,
-                 on_refused: Callable[[list[str]], None] | None = None) -> None:
+                 on_refused: Callable[[list[str]], None] | None = None, owner: int = 0
+                 ) -> None:
         """`owners`: the number of order shards (fulfilled units are summed per shard).
         `on_refused`: called with the orders a commit refused (their idempotency key was
         committed by another shard), before any answer waiting for that commit."""
         self._config = config
         self._owners = owners
+        self._owner = owner
         self._name = name
         self._on_refused = on_refused
         self.committer: GroupCommitter | None = None  # None: nothing durable (no database)
-        self.not_durable: dict[str, asyncio.Future[None]] = {}
+        self.materializer: Materializer | None = None
+        self.not_committed: dict[str, asyncio.Future[None]] = {}  # not committed yet
+        self.not_materialized: dict[str, asyncio.Future[None]] = {}  # not materialized yet
+        self._incarnation = 0
+        self._batches = 0  # journal rows written by this incarnation
         self.changes_journaled = 0  # order changes moved into the journal, ever
         self.refused = Refused(config.refused_orders_kept_max)
         self.refused_total = 0
 
+    def reborn(self, incarnation: int) -> None:
+        """This incarnation's number (store.next_incarnation): the high half of its
+        journal positions."""
+        self._incarnation = incarnation
+
     async def _flush(self, store: Store, entries: list[Any], retry: bool) -> None:
+        if not retry:
+            self._batches += 1
+        # Unique among the shard's rows not materialized, which are all this
+        # incarnation's (a start materializes every row left before it writes).
+        position = ((self._incarnation & 0x7FFF_FFFF) << 32) + self._batches
+        owners, owner = self._owners, self._owner
+        written: list[BatchTables] = []
+
+        async def write(kept: Any, retry: bool) -> None:
+            tables = BatchTables.of(kept, owners)
+            if not (retry and await store.has_journal(owners, owner, position)):
+                await store.append_journal(owners, owner, position, clock.now_ms(),
+                                           len(tables.orders), tables.encode(position),
+                                           tables.key_columns())
+            written.append(tables)
+
         try:
-            refused = await commit_order_entries(store, entries, retry, self._owners,
-                                                 self.refused)
+            refused = await commit_order_entries(store, entries, retry, owners,
+                                                 self.refused, write)
         except RefusedThenFailed as failed:
             self._refused(failed.order_ids)  # known for good: the retry leaves them out
             raise failed.__cause__ or failed from None
         self._refused(refused)
+        assert self.materializer is not None
+        materialized = self.materializer.add(position, written[-1])
+        # The batch's orders stay "not durable" until the tables hold them (before the
+        # answers waiting for the commit run: no moment where they seem durable).
+        not_materialized = self.not_materialized
+        refused_ids = self.refused
+        order_ids = {order_id for entry in entries if (order_id := _order_id(entry))
+                     and order_id not in refused_ids}
+        for order_id in order_ids:
+            not_materialized[order_id] = materialized
+        materialized.add_done_callback(lambda _: _forget(not_materialized, order_ids,
+                                                         materialized))
 
     def _refused(self, refused: list[str]) -> None:
         if refused:
@@ -92,6 +135,10 @@ class OrderJournal:
 
     def open(self, store: Store) -> None:
         config = self._config
+        self.materializer = self.materializer or Materializer(
+            store, self._owners, self._owner, f"{self._name} materializer",
+            config.materialize_batches_max, config.materialize_rows_max,
+            config.commit_retry_delay_ms_max / 1000)
         self.committer = self.committer or GroupCommitter(
             lambda entries, retry: self._flush(store, entries, retry),
             batch_max=config.commit_orders_max, delay_s=config.commit_delay_ms_max / 1000,
@@ -99,7 +146,8 @@ class OrderJournal:
             retry_delay_s_max=config.commit_retry_delay_ms_max / 1000, name=self._name)
 
     def has_room(self, items: int) -> bool:
-        return self.committer is None or self.committer.has_room(items)
+        return self.committer is None or (self.committer.has_room(items) and (
+            self.materializer is None or self.materializer.has_room()))
 
     def room(self, share: float) -> int | None:
         return None if self.committer is None else self.committer.room(share)
@@ -107,7 +155,8 @@ class OrderJournal:
     def full_refusal(self) -> tuple[ResultCode, str]:
         """Why new work is refused while the journal has no room: its database failing
         (UNAVAILABLE), or more work waiting than it holds (OVERLOADED)."""
-        if self.committer is not None and self.committer.failing:
+        if self.committer is not None and (self.committer.failing or (
+                self.materializer is not None and self.materializer.failing_since)):
             return (ResultCode.UNAVAILABLE, DATABASE_DOWN)
         return (ResultCode.OVERLOADED, "the commit journal is full; retry with the same key")
 
@@ -132,16 +181,15 @@ class OrderJournal:
             append(("transition", transition, event, finished_rows(change, order)))
         future = self.committer.append(entries, tracing.link())
         order_ids = [change.order_id for change in changes]
+        not_committed, not_materialized = self.not_committed, self.not_materialized
         for order_id in order_ids:
-            self.not_durable[order_id] = future
-        future.add_done_callback(lambda _: self._forget(order_ids, future))
-        return future
+            not_committed[order_id] = not_materialized[order_id] = future
+        def forget(_: object) -> None:
+            _forget(not_committed, order_ids, future)
+            _forget(not_materialized, order_ids, future)
 
-    def _forget(self, order_ids: list[str], future: asyncio.Future[None]) -> None:
-        not_durable = self.not_durable
-        for order_id in order_ids:
-            if not_durable.get(order_id) is future:
-                del not_durable[order_id]
+        future.add_done_callback(forget)
+        return future
 
     def slot(self, key: CartKey) -> int:
         return slot_of(key[0], key[1], self._config.slots_total)
@@ -161,19 +209,19 @@ class OrderJournal:
         """In durable mode, waits for the commits of the orders `results` report.
         `commits`: the commits of the orders placed by this call (journal.orders' answers):
         then only its replays are looked up, not every order."""
-        if self._config.ack_mode != "durable" or not self.not_durable:
+        if self._config.ack_mode != "durable" or not self.not_committed:
             return results
-        not_durable = self.not_durable
+        not_committed = self.not_committed
         if commits is None:
-            pending = {not_durable[o.order_id] for o in _orders_in(results)
-                       if o.order_id in not_durable}
+            pending = {not_committed[o.order_id] for o in _orders_in(results)
+                       if o.order_id in not_committed}
         else:
             pending = {f for f in commits if f is not None and not f.done()}
             replayed = ResultCode.REPLAYED
             for code, value in results:
                 if code is replayed and isinstance(value, OrderSnapshot) and (
-                        value.order_id in not_durable):
-                    pending.add(not_durable[value.order_id])
+                        value.order_id in not_committed):
+                    pending.add(not_committed[value.order_id])
         if pending:
             await asyncio.gather(*(asyncio.shield(f) for f in pending))
         return results
@@ -194,10 +242,48 @@ class OrderJournal:
                               refusal(KEY_TAKEN, idempotency_key=value.idempotency_key))
         return results
 
-    async def durable(self) -> None:
-        """Waits until every change journaled so far is committed."""
+    def materializer_stats(self) -> dict[str, Any]:
+        """The materializer's lag (batches committed and not in the query tables yet, the
+        oldest one's age) and work so far."""
+        materializer = self.materializer
+        if materializer is None:
+            return {"materialize_lag_batches": 0, "materialize_lag_ms": 0,
+                    "materialized_batches": 0, "materialize_seconds": 0.0,
+                    "materialize_failing": False}
+        return {"materialize_lag_batches": materializer.lag_batches,
+                "materialize_lag_ms": round(materializer.lag_s() * 1000),
+                "materialized_batches": materializer.materialized_batches,
+                "materialize_seconds": materializer.seconds,
+                "materialize_failing": materializer.failing_since is not None}
+
+    async def committed(self) -> None:
+        """Waits until every change journaled so far is committed (a restart finds it,
+        materializing what is left first): before stock is freed or sold again."""
         if self.committer is not None:
             await asyncio.shield(self.committer.durable())
+
+    async def durable(self) -> None:
+        """Waits until every change journaled so far is committed and materialized."""
+        if self.committer is not None:
+            await asyncio.shield(self.committer.durable())
+        if self.materializer is not None:
+            await self.materializer.through_now()
+
+
+def _order_id(entry: Any) -> str | None:
+    """The order a journal entry changes (a cart entry: None)."""
+    if entry[0] == "order":
+        return str(entry[1][0])
+    if entry[0] == "transition":
+        return str(entry[2][3])
+    return None
+
+
+def _forget(pending: dict[str, asyncio.Future[None]], order_ids: Any,
+            future: asyncio.Future[None]) -> None:
+    for order_id in order_ids:
+        if pending.get(order_id) is future:
+            del pending[order_id]
 
 
 def _orders_in(results: list[Any]) -> list[OrderSnapshot]:

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flashtx.actors import clock, metrics, tracing
+from flashtx.actors.batch_journal import materialize_pending
 from flashtx.actors.cart_desk import CartDesk
 from flashtx.actors.loops import every, until_done
 from flashtx.actors.order_journal import DATABASE_DOWN, OrderJournal
@@ -98,7 +99,7 @@ class OrderShard(clock.ClockControl):
             len(order_table.shard_of_slot), order_table.shards).shard_of_slot,
                   "order shards own slot % shards")
         self._journal = OrderJournal(config, f"order-{index}", order_table.shards,
-                                     on_refused=self._refused)
+                                     on_refused=self._refused, owner=index)
         self._owners = order_table.shards
         self._carts = CartDesk(self._state, self._stock, self._journal, config)
         self._slots = order_table.slots_of(index)
@@ -119,6 +120,7 @@ class OrderShard(clock.ClockControl):
                                           "seconds": 0.0, "written": 0}
         self._snapshot_changes = -1  # journaled changes at the last snapshot
         self._recovery_seconds: dict[str, float] = {}  # the last start, by step
+        self._recovery_materialized = 0  # journal rows the last start materialized
         loop = asyncio.get_running_loop()
         self._ready = loop.create_task(self._start())
         self._sweeper = loop.create_task(every(
@@ -146,7 +148,7 @@ class OrderShard(clock.ClockControl):
         steps["load"] = time.perf_counter() - started - steps["peers_and_pool"]
         if self._moving:  # a reshard is under way: its rebuild takes this shard's state
             return
-        await until_done(lambda: self._stock.push_state(self._state, self._journal.not_durable,
+        await until_done(lambda: self._stock.push_state(self._state, self._journal.not_committed,
                                                         self._config.reservation_grace_ms),
                          f"order shard {self.index} recovery")
         steps["handover"] = time.perf_counter() - started - sum(steps.values())
@@ -164,7 +166,13 @@ class OrderShard(clock.ClockControl):
         if stored is not None and not stored.settled:
             self._moving = True  # a reshard is under way: paused until it resumes us
         self._journal.open(store)
-        self._stock.reborn(await store.next_incarnation(clock.now_ms()))
+        incarnation = await store.next_incarnation(clock.now_ms())
+        self._stock.reborn(incarnation)
+        self._journal.reborn(incarnation)
+        # Batches committed but not materialized by the incarnation before (or by a shard
+        # of a layout a reshard left): into the tables before they are read.
+        self._recovery_materialized = await materialize_pending(
+            store, self._owners, self.index, self._config.materialize_rows_max)
         # Read before the orders: a snapshot this shard writes covers this generation.
         generation = await store.orders_generation()
         # The reads are independent: made at once (the pool has connections for them).
@@ -282,7 +290,7 @@ class OrderShard(clock.ClockControl):
     async def stock_state_for(self, stock_shard: int) -> Handover:
         """Asked by a stock shard when it starts or recovers."""
         await self._ready
-        return self._stock.handover(stock_shard, self._state, self._journal.not_durable,
+        return self._stock.handover(stock_shard, self._state, self._journal.not_committed,
                                     self._config.reservation_grace_ms)
 
     # --- resharding ---------------------------------------------------------------------------
@@ -538,7 +546,7 @@ class OrderShard(clock.ClockControl):
                 results[i] = error
         self._journal.orders(self._state.book)
         if calls.freeing():
-            await self._journal.durable()
+            await self._journal.committed()
             await self._stock.send(StockCalls(releases=calls.releases, returns=calls.returns))
         for i, op, merchant_id, target, argument, only_key in from_store:
             results[i] = await self._from_store(op, merchant_id, target, argument, only_key)
@@ -549,9 +557,9 @@ class OrderShard(clock.ClockControl):
         """A payment of an order whose placement is not durable yet waits for it: the
         commit may refuse the order (its key was another shard's first), and then there
         is nothing to pay. Such payments answer NOT_FOUND and sell nothing."""
-        not_durable = self._journal.not_durable
-        pending = {not_durable[o.order_id] for _, o, _, _ in payments
-                   if o.order_id in not_durable}
+        not_committed = self._journal.not_committed
+        pending = {not_committed[o.order_id] for _, o, _, _ in payments
+                   if o.order_id in not_committed}
         if pending:
             await asyncio.gather(*(asyncio.shield(f) for f in pending))
         book = self._state.book
@@ -695,6 +703,8 @@ class OrderShard(clock.ClockControl):
                                   "shards": self._stock.group.table.shards,
                                   "settled": self._stock.group.table.settled},
                 "commit_seconds": committer.commit_seconds if committer else 0.0,
+                **self._journal.materializer_stats(),
+                "recovery_materialized": self._recovery_materialized,
                 "carts": len(self._state.carts.carts),
                 # Entries of the expiry heaps (deadlines, retained keys, idle carts):
                 # bounded by about twice the live items, whatever churns.
@@ -745,7 +755,7 @@ class OrderShard(clock.ClockControl):
         config = self._config
         window_start = now - config.idempotency_window_s * 1000
         self._state.evict(now - int(config.finished_order_linger_s * 1000), window_start,
-                          self._journal.not_durable, config.expiry_sweep_items_max)
+                          self._journal.not_materialized, config.expiry_sweep_items_max)
         book = self._state.book
         book.forget_keys(window_start, max(0, config.idempotency_keys_per_shard_max
                                            - len(book.orders)))
@@ -760,6 +770,12 @@ class OrderShard(clock.ClockControl):
         name, committer = f"order-{self.index}", self._journal.committer
         if committer is not None:
             metrics.record(metrics.depth(), committer.depth, queue="journal", actor=name)
+        materializer = self._journal.materializer
+        if materializer is not None:
+            metrics.record(metrics.depth(), materializer.lag_batches, queue="materialize",
+                           actor=name)
+            metrics.record(metrics.lag_seconds(), materializer.lag_s(),
+                           what=f"materialize:{name}")
         metrics.record(metrics.carts(), len(self._state.carts.carts), actor=name)
         now = clock.now_ms()
         calls = StockCalls()
@@ -780,7 +796,7 @@ class OrderShard(clock.ClockControl):
             self._evict(now)
         covered = list(self._stock.due)  # queued before the wait: durable after it
         if calls.freeing() or covered:
-            await self._journal.durable()  # expiries and dropped carts first, then stock
+            await self._journal.committed()  # expiries and dropped carts first, then stock
         # Retries are picked after that wait: a handover meanwhile settles them instead.
         self._stock.take_due(calls, covered)
         if calls.freeing():

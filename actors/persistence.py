@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import Any
 
 import asyncpg
@@ -121,13 +121,15 @@ def _order_of(entry: Any) -> str | None:
 
 
 async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool = False,
-                               owners: int = 1, refused: Container[str] = frozenset()
-                               ) -> list[str]:
+                               owners: int = 1, refused: Container[str] = frozenset(),
+                               write: Callable[[Sequence[Any], bool], Awaitable[None]]
+                               | None = None) -> list[str]:
     """entries: ("order", row, lines), ("transition", row, event, finished_rows or
     None), ("cart", key, row or None: gone) tuples; `owners`: the number of order shards
     (fulfilled units are summed per shard). A cart's latest entry wins. On a
-    `retry`, entries whose earlier try committed (its answer lost) are not written again:
-    one transaction wrote all of them, so their first event tells.
+    `retry`, entries whose earlier try committed (its answer lost) are not written again.
+    `write(entries, retry)`: how they are written (the batch journal's row, by the order
+    journal); by default, to the query tables at once.
 
     An idempotency key is unique per merchant across the order shards, and orders route
     by buyer: another shard may have committed an order with the same key (another buyer,
@@ -138,13 +140,16 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
     orders (ALREADY_EXISTS) and frees their stock. A refusal with no such order means
     memory is wrong: InvariantViolation."""
     newly: set[str] = set()
+    if write is None:
+        async def write(entries: Sequence[Any], retry: bool) -> None:
+            await _commit_entries(store, entries, retry, owners)
     while True:
         if refused or newly:
             entries = [e for e in entries if (order_id := _order_of(e)) not in newly
                        and order_id not in refused]
         try:
             try:
-                await _commit_entries(store, entries, retry, owners)
+                await write(entries, retry)
                 return sorted(newly)
             except asyncpg.IntegrityConstraintViolationError as error:
                 refusal = error
@@ -152,7 +157,7 @@ async def commit_order_entries(store: Store, entries: Sequence[Any], retry: bool
         except Exception as failed:
             # The refusals found stand whatever became of this try (the rest may have
             # committed with its answer lost): the retry must know them, or it would take
-            # the batch's first event for proof that the refused orders committed too.
+            # the batch for proof that the refused orders committed too.
             if newly:
                 raise RefusedThenFailed(sorted(newly)) from failed
             raise
@@ -174,14 +179,13 @@ class RefusedThenFailed(Exception):
 
 async def _keys_taken(store: Store, entries: Sequence[Any]) -> set[str]:
     """The batch's new orders whose (merchant, idempotency key) the database holds for
-    another order."""
+    another order (order_keys, migration 0014)."""
     placed = {(e[1][1], e[1][3]): e[1][0] for e in entries if e[0] == "order"}
     if not placed:
         return set()
-    found = await store.orders_by_keys([m for m, _ in placed], [k for _, k in placed])
-    return {placed[(row["merchant_id"], row["idempotency_key"])] for row, _ in found
-            if placed.get((row["merchant_id"], row["idempotency_key"]),
-                          row["order_id"]) != row["order_id"]}
+    found = await store.keys_taken([m for m, _ in placed], [k for _, k in placed])
+    return {placed[key] for key, order_id in found.items()
+            if placed.get(key, order_id) != order_id}
 
 
 async def _commit_entries(store: Store, entries: Sequence[Any], retry: bool,

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from flashtx.engine.config import Config
-from flashtx.engine.errors import IdempotencyConflict
+from flashtx.engine.errors import IdempotencyConflict, InvariantViolation
 from flashtx.engine.sharding import RoutingTable
 
 # (merchant_id, sku_id, delta, reason, at_ms) -> an outbox row (OUTBOX_COLUMNS)
@@ -183,6 +183,15 @@ _SMALL_COMMIT_SQL = (
         len(PLACED_ORDER_COLUMNS) + len(PLACED_LINE_COLUMNS) + len(PLACED_TRANSITION_COLUMNS)))
 SMALL_COMMIT_ROWS_MAX = 48
 
+# A batch's journal row with its orders' keys (migration 0014): one statement.
+_APPEND_JOURNAL_SQL = (
+    "WITH k AS (INSERT INTO flashtx.order_keys (merchant_id, idempotency_key, order_id)"
+    " SELECT * FROM unnest($7::text[], $8::text[], $9::text[]))"
+    " INSERT INTO flashtx.order_journal (owners, owner, position, created_at_ms, orders,"
+    " payload) VALUES ($1, $2, $3, $4, $5, $6)")
+# Taken per writing shard by the transaction that materializes its journal rows.
+_JOURNAL_LOCK = 0x0F1A5A << 24
+
 
 def _lost(connection: asyncpg.Connection) -> bool:
     """A held connection whose link closed: the pool took it back (detaching it) then."""
@@ -239,6 +248,7 @@ class Store:
         # for every commit.
         self._commit_connection: asyncpg.Connection | None = None
         self._commit_lock = asyncio.Lock()
+        self._materialize_lock = asyncio.Lock()  # one materializing transaction at a time
 
     @classmethod
     async def open(cls, dsn: str, size_max: int = 4, timeouts: Timeouts | None = None
@@ -327,49 +337,149 @@ class Store:
                               finished: Sequence[tuple[str, int]] = (),
                               settled: Sequence[tuple[Any, ...]] = ()) -> None:
         async with connection.transaction():
-            if carts_gone:
-                await connection.executemany(
-                    "DELETE FROM flashtx.carts WHERE merchant_id = $1 AND buyer_id = $2"
-                    " AND campaign_id = $3", carts_gone)
-            if carts:
-                await connection.executemany(
-                    "INSERT INTO flashtx.carts (merchant_id, buyer_id, campaign_id, slot, lines,"
-                    " updated_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
-                    " ON CONFLICT (merchant_id, buyer_id, campaign_id) DO UPDATE SET"
-                    " lines = EXCLUDED.lines, updated_at_ms = EXCLUDED.updated_at_ms,"
-                    " expires_at_ms = EXCLUDED.expires_at_ms", carts)
-            if orders:
-                await connection.copy_records_to_table(
-                    "orders", schema_name="flashtx", records=orders,
-                    columns=PLACED_ORDER_COLUMNS)
-            if lines:
-                await connection.copy_records_to_table(
-                    "order_lines", schema_name="flashtx", records=lines,
-                    columns=PLACED_LINE_COLUMNS)
-            if transitions:
-                await connection.copy_records_to_table(
-                    "order_transitions", schema_name="flashtx", records=transitions,
-                    columns=PLACED_TRANSITION_COLUMNS)
-            if outbox:
-                await connection.copy_records_to_table(
-                    "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
-            if finished:  # after the orders' rows: an order may be placed in this commit
-                await connection.execute(
-                    "UPDATE flashtx.orders o SET finished_at_ms = f.at_ms"
-                    " FROM unnest($1::text[], $2::bigint[]) f(order_id, at_ms)"
-                    " WHERE o.order_id = f.order_id", *_columns(finished, 2))
-            if settled:
-                await connection.execute("SELECT pg_advisory_xact_lock_shared($1)",
-                                         _SETTLED_LOCK)
-                await connection.execute(
-                    f"INSERT INTO flashtx.settled_sales ({', '.join(SETTLED_COLUMNS)})"
-                    " SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[],"
-                    " $5::text[], $6::text[], $7::text[], $8::bigint[])"
-                    " ON CONFLICT (owners, owner, merchant_id, buyer_id, stock_key, sku_id,"
-                    " campaign_id)"
-                    " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units",
-                    *_columns(settled, len(SETTLED_COLUMNS)))
+            await Store._write_tables(connection, orders, lines, transitions, outbox, carts,
+                                      carts_gone, finished, settled)
 
+    @staticmethod
+    async def _write_tables(connection: asyncpg.Connection, orders: Sequence[tuple[Any, ...]],
+                            lines: Sequence[tuple[Any, ...]],
+                            transitions: Sequence[tuple[Any, ...]],
+                            outbox: Sequence[tuple[Any, ...]],
+                            carts: Sequence[tuple[Any, ...]],
+                            carts_gone: Sequence[tuple[str, str, str]],
+                            finished: Sequence[tuple[str, int]] = (),
+                            settled: Sequence[tuple[Any, ...]] = ()) -> None:
+        """The query tables' rows, in the caller's transaction."""
+        if carts_gone:
+            await connection.executemany(
+                "DELETE FROM flashtx.carts WHERE merchant_id = $1 AND buyer_id = $2"
+                " AND campaign_id = $3", carts_gone)
+        if carts:
+            await connection.executemany(
+                "INSERT INTO flashtx.carts (merchant_id, buyer_id, campaign_id, slot, lines,"
+                " updated_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
+                " ON CONFLICT (merchant_id, buyer_id, campaign_id) DO UPDATE SET"
+                " lines = EXCLUDED.lines, updated_at_ms = EXCLUDED.updated_at_ms,"
+                " expires_at_ms = EXCLUDED.expires_at_ms", carts)
+        if orders:
+            await connection.copy_records_to_table(
+                "orders", schema_name="flashtx", records=orders,
+                columns=PLACED_ORDER_COLUMNS)
+        if lines:
+            await connection.copy_records_to_table(
+                "order_lines", schema_name="flashtx", records=lines,
+                columns=PLACED_LINE_COLUMNS)
+        if transitions:
+            await connection.copy_records_to_table(
+                "order_transitions", schema_name="flashtx", records=transitions,
+                columns=PLACED_TRANSITION_COLUMNS)
+        if outbox:
+            await connection.copy_records_to_table(
+                "outbox", schema_name="flashtx", records=outbox, columns=OUTBOX_COLUMNS)
+        if finished:  # after the orders' rows: an order may be placed in this commit
+            await connection.execute(
+                "UPDATE flashtx.orders o SET finished_at_ms = f.at_ms"
+                " FROM unnest($1::text[], $2::bigint[]) f(order_id, at_ms)"
+                " WHERE o.order_id = f.order_id", *_columns(finished, 2))
+        if settled:
+            await connection.execute("SELECT pg_advisory_xact_lock_shared($1)",
+                                     _SETTLED_LOCK)
+            await connection.execute(
+                f"INSERT INTO flashtx.settled_sales ({', '.join(SETTLED_COLUMNS)})"
+                " SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[],"
+                " $5::text[], $6::text[], $7::text[], $8::bigint[])"
+                " ON CONFLICT (owners, owner, merchant_id, buyer_id, stock_key, sku_id,"
+                " campaign_id)"
+                " DO UPDATE SET units = flashtx.settled_sales.units + EXCLUDED.units",
+                *_columns(settled, len(SETTLED_COLUMNS)))
+
+
+    # --- the batch journal (migration 0014) -----------------------------------------------------
+
+    async def append_journal(self, owners: int, owner: int, position: int,
+                             created_at_ms: int, orders: int, payload: bytes,
+                             keys: tuple[list[str], list[str], list[str]]) -> None:
+        """A batch's journal row and its orders' idempotency keys, in one statement (one
+        round trip): a key another order holds fails it whole (UniqueViolationError)."""
+        async with self._commit_lock:
+            connection = self._commit_connection
+            if connection is None or _lost(connection):
+                connection = self._commit_connection = await self.pool.acquire()
+            try:
+                await connection.execute(_APPEND_JOURNAL_SQL, owners, owner, position,
+                                         created_at_ms, orders, payload, *keys)
+            except BaseException:
+                self._commit_connection = None
+                try:
+                    await self.pool.release(connection)
+                except Exception as error:
+                    log.warning("releasing a failed commit connection: %r", error)
+                raise
+
+    async def has_journal(self, owners: int, owner: int, position: int) -> bool:
+        """Did an earlier try commit this batch (its answer lost)? Asked before the
+        materializer has it, so the row is still there when it did."""
+        async with self.pool.acquire() as connection:
+            return bool(await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM flashtx.order_journal WHERE owners = $1"
+                " AND owner = $2 AND position = $3)", owners, owner, position))
+
+    async def keys_taken(self, merchant_ids: Sequence[str], keys: Sequence[str]
+                         ) -> dict[tuple[str, str], str]:
+        """(merchant, idempotency key) -> the order holding it, of those given (its key
+        reserved, or its row written: orders imported or written to the tables directly)."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT merchant_id, idempotency_key, k.order_id"
+                " FROM unnest($1::text[], $2::text[]) w(merchant_id, idempotency_key)"
+                " JOIN flashtx.order_keys k USING (merchant_id, idempotency_key)"
+                " UNION SELECT merchant_id, idempotency_key, o.order_id"
+                " FROM unnest($1::text[], $2::text[]) w(merchant_id, idempotency_key)"
+                " JOIN flashtx.orders o USING (merchant_id, idempotency_key)",
+                list(merchant_ids), list(keys))
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def materialize_journal(self, owners: int, owner: int, positions: list[int],
+                                  tables: Any) -> bool:
+        """Writes batches' rows to the query tables and deletes their journal rows, in
+        one transaction, under the writer's lock (a restarted shard of another layout
+        may materialize the same rows). False: already materialized (nothing done);
+        InvariantViolation when only some of `positions` are left."""
+        async with self._materialize_lock, self.pool.acquire() as connection, \
+                connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)",
+                                     _JOURNAL_LOCK + owners * 4096 + owner)
+            deleted = await connection.fetchval(
+                "WITH d AS (DELETE FROM flashtx.order_journal WHERE owners = $1"
+                " AND owner = $2 AND position = ANY($3::bigint[]) RETURNING 1)"
+                " SELECT count(*) FROM d", owners, owner, positions)
+            if deleted == 0:
+                return False
+            if deleted != len(positions):
+                raise InvariantViolation(
+                    f"journal of shard {owner}/{owners}: {deleted} of {len(positions)}"
+                    " batches left to materialize")
+            await self._write_tables(connection, tables.orders, tables.lines,
+                                     tables.transitions, tables.outbox, tables.kept_carts(),
+                                     tables.gone_carts(), tables.finished,
+                                     tables.settled_rows())
+        return True
+
+    async def pending_journal(self) -> list[tuple[int, int, int, bytes]]:
+        """Every journal row not materialized: (owners, owner, position, payload), each
+        writer's in order."""
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT owners, owner, position, payload FROM flashtx.order_journal"
+                " ORDER BY owners, owner, position")
+        return [(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    async def journal_lag(self) -> tuple[int, int | None]:
+        """(journal rows not materialized, created_at_ms of the oldest)."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT count(*), min(created_at_ms) FROM flashtx.order_journal")
+        return int(row[0]), row[1]
 
     # --- catalogue and stock ------------------------------------------------------------------
 

@@ -99,6 +99,11 @@ class Config:
     # the rest is always there for new orders, however many orders expire at once.
     journal_background_share: float = 0.5
     commit_retry_delay_ms_max: int = 2_000
+    # The batch journal's materializer (docs/durability.md): committed batches waiting to
+    # be written to the query tables, at most (past it, new orders are refused), and the
+    # rows (events and carts) it writes per transaction.
+    materialize_batches_max: int = 2_000
+    materialize_rows_max: int = 20_000
     # Orders refused at commit because another shard committed their idempotency key
     # first, remembered so that their later changes are dropped and replays refused.
     refused_orders_kept_max: int = 10_000
@@ -335,6 +340,8 @@ class Config:
         _require(self.grpc_concurrent_rpcs_max >= 1, "grpc_concurrent_rpcs_max must be >= 1")
         _require(0 < self.journal_background_share < 1,
                  "journal_background_share must be in (0, 1)")
+        _require(self.materialize_batches_max >= 1 and self.materialize_rows_max >= 1,
+                 "materialize_batches_max and materialize_rows_max must be positive")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
         _require(re.fullmatch(r"[A-Z]{3}", self.currency_default) is not None,

@@ -83,6 +83,8 @@ def _row(snapshot: dict[str, Any], name: str, row: dict[str, Any]) -> list[str]:
     if "error" in row:
         return [name, f"[red]{row['error']}[/]", "", "", "", "", ""]
     state = "[yellow]commits failing[/]" if row.get("commit_failing") else "ok"
+    if row.get("materialize_failing"):
+        state = "[yellow]materializing failing[/]"
     if row.get("redis_failing") or row.get("failing"):
         state = "[yellow]failing: " + str(row.get("last_error", ""))[:40] + "[/]"
     orders = _rate(snapshot, name, "committed_entries") / 2 if name.startswith("order") else 0
@@ -93,5 +95,7 @@ def _row(snapshot: dict[str, Any], name: str, row: dict[str, Any]) -> list[str]:
     calls = _rate(snapshot, name, "rpc_count")
     latency = (_rate(snapshot, name, "rpc_seconds") / calls * 1000) if calls else 0.0
     lag = f"{row['lag_ms']} ms" if "lag_ms" in row else str(row.get("dead_letters", ""))
+    if "materialize_lag_ms" in row:  # an order shard: its materializer's lag
+        lag = f"{row['materialize_lag_ms']} ms ({row['materialize_lag_batches']} batches)"
     return [name, state, f"{orders:,.0f}" if orders else "", f"{items:,.0f}" if items else "",
             str(queue), f"{latency:.1f}" if latency else "", lag]

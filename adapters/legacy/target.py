@@ -43,9 +43,18 @@ async def lock_migration(connection: asyncpg.Connection) -> bool:
 
 async def copy(connection: asyncpg.Connection, table: str,
                records: Sequence[tuple[Any, ...]]) -> None:
+    """Rows into a table; orders with their idempotency keys reserved (order_keys,
+    migration 0014: the engine's shards check a new order's key there)."""
     if records:
         await connection.copy_records_to_table(table, schema_name="flashtx", records=records,
                                                columns=COLUMNS[table])
+    if records and table == "orders":
+        merchant, key, order = (ORDER_COLUMNS.index(c) for c in (
+            "merchant_id", "idempotency_key", "order_id"))
+        await connection.copy_records_to_table(
+            "order_keys", schema_name="flashtx",
+            records=[(r[merchant], r[key], r[order]) for r in records],
+            columns=("merchant_id", "idempotency_key", "order_id"))
 
 
 async def existing_merchants(connection: asyncpg.Connection,

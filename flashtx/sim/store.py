@@ -7,6 +7,7 @@ either all of them or none when it recovers."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +15,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from flashtx.engine.errors import IdempotencyConflict
+from flashtx.actors.batch_journal import BatchTables
+from flashtx.engine.errors import IdempotencyConflict, InvariantViolation
 from flashtx.engine.orders import OrderStatus
 from flashtx.engine.sharding import RoutingTable
 
@@ -39,6 +41,9 @@ class StoreFaults(Protocol):
     @property
     def store_ambiguous(self) -> float: ...
 
+    @property
+    def materializer_lag_ms(self) -> tuple[int, int]: ...
+
 
 class FaultSource(Protocol):
     """What the store draws its faults from (``world.World``)."""
@@ -50,6 +55,76 @@ class FaultSource(Protocol):
 
     async def pause(self, range_ms: tuple[int, int]) -> None: ...
 
+    @property
+    def materializer_lag(self) -> random.Random | None: ...
+
+
+class Tables:
+    """The order tables (orders, order_lines, order_transitions, outbox, carts,
+    settled_sales) with the constraints of Postgres."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+        self.lines: dict[str, list[tuple[int, str, int, int, str]]] = {}
+        self.transitions: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        self.carts: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.outbox_orders: list[str] = []  # per outbox row (its id: position + 1), order id
+        self.events: set[str] = set()  # outbox event ids (unique, as in Postgres)
+        self.settled: dict[tuple[Any, ...], int] = defaultdict(int)  # settled_sales
+
+    def check(self, orders: Sequence[tuple[Any, ...]], transitions: Sequence[tuple[Any, ...]],
+              outbox: Sequence[tuple[Any, ...]]) -> None:
+        """Raises what Postgres would for rows these tables refuse (before any write)."""
+        for row in orders:
+            if row[0] in self.orders or (row[1], row[3]) in self.keys:
+                raise asyncpg.UniqueViolationError(f"duplicate order {row[0]} / {row[3]}")
+        for row in transitions:
+            if row[1] in self.transitions[row[0]]:
+                raise asyncpg.UniqueViolationError(f"duplicate transition {row[:2]}")
+        for row in outbox:
+            if row[0] in self.events:
+                raise asyncpg.UniqueViolationError(f"duplicate event {row[0]}")
+
+    def apply(self, orders: Sequence[tuple[Any, ...]], lines: Sequence[tuple[Any, ...]],
+              transitions: Sequence[tuple[Any, ...]], outbox: Sequence[tuple[Any, ...]],
+              carts: Sequence[tuple[Any, ...]], carts_gone: Sequence[tuple[str, str, str]],
+              finished: Sequence[tuple[str, int]], settled: Sequence[tuple[Any, ...]]
+              ) -> None:
+        for key in carts_gone:
+            self.carts.pop(tuple(key), None)  # type: ignore[arg-type]
+        for row in carts:
+            self.carts[(row[0], row[1], row[2])] = dict(zip(
+                ("merchant_id", "buyer_id", "campaign_id", "slot", "lines",
+                 "updated_at_ms", "expires_at_ms"), row, strict=True))
+        for row in orders:
+            self.orders[row[0]] = dict(zip(
+                ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
+                 "total_minor", "created_at_ms", "payment_deadline_ms", "key_id",
+                 "campaign_id", "currency"), row, strict=True))
+            self.keys[(row[1], row[3])] = row[0]
+            self.lines[row[0]] = []
+            # The order's row implies its "placed" transition (migration 0008).
+            self.transitions[row[0]][1] = {"status": 1, "refunded": False, "at_ms": row[6]}
+        for row in lines:
+            order_id, line_no, _, sku_id, _, quantity, price, stock_key = row
+            self.lines[order_id].append((line_no, sku_id, quantity, price, stock_key))
+        for row in transitions:
+            order_id, sequence, _, _, status, _, refunded, at_ms, reference = row
+            self.transitions[order_id][sequence] = {"status": status, "refunded": refunded,
+                                                    "at_ms": at_ms, "reference": reference}
+        self.outbox_orders.extend(row[3] for row in outbox)
+        self.events.update(row[0] for row in outbox)
+        for order_id, at_ms in finished:
+            self.orders[order_id]["finished_at_ms"] = at_ms
+        for sale in settled:
+            self.settled[tuple(sale[:-1])] += sale[-1]
+
+
+def _rows(tables: BatchTables) -> tuple[Any, ...]:
+    return (tables.orders, tables.lines, tables.transitions, tables.outbox,
+            tables.kept_carts(), tables.gone_carts(), tables.finished, tables.settled_rows())
+
 
 class MemoryStore:
     def __init__(self, world: FaultSource) -> None:
@@ -57,24 +132,34 @@ class MemoryStore:
         self.skus: dict[tuple[str, str], dict[str, Any]] = {}
         self.adjustments: list[tuple[str, str, int, int, str, int, str | None]] = []
         self.request_ids: dict[tuple[str, str], tuple[str, int]] = {}
-        self.orders: dict[str, dict[str, Any]] = {}
-        self.keys: dict[tuple[str, str], str] = {}
-        self.lines: dict[str, list[tuple[int, str, int, int, str]]] = {}
-        self.transitions: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-        self.carts: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # The tables as materialized (what reads see), and as every committed write
+        # leaves them, the batch journal's rows applied at once (what the checks see).
+        self.tables = Tables()
+        self.truth = Tables()
+        self.journal: dict[tuple[int, int, int], bytes] = {}  # rows not materialized
+        self.order_keys: dict[tuple[str, str], str] = {}
         self.campaigns: list[dict[str, Any]] = []
         self.merchants: dict[str, dict[str, Any]] = {}
         self.api_keys: dict[tuple[str, str], dict[str, Any]] = {}
         self.routing: RoutingTable | None = None
         self.settings: dict[str, str] = {}
-        self.outbox = 0
-        self.outbox_orders: list[str] = []  # per outbox row (its id: position + 1), order id
+        self.outbox = 0  # outbox rows of stock changes
         self.snapshots: dict[tuple[int, int], dict[str, Any]] = {}  # order_snapshots
-        self.events: set[str] = set()  # outbox event ids (unique, as in Postgres)
-        self.settled: dict[tuple[Any, ...], int] = defaultdict(int)  # settled_sales
         self.writes = 0
 
-    # --- what the simulator checks against ---------------------------------------------
+    # --- what the simulator checks against: every committed write ----------------------
+
+    @property
+    def orders(self) -> dict[str, dict[str, Any]]:
+        return self.truth.orders
+
+    @property
+    def lines(self) -> dict[str, list[tuple[int, str, int, int, str]]]:
+        return self.truth.lines
+
+    @property
+    def transitions(self) -> dict[str, dict[int, dict[str, Any]]]:
+        return self.truth.transitions
 
     def on_hand(self, merchant_id: str, sku_id: str) -> int:
         return sum(a[3] for a in self.adjustments if a[0] == merchant_id and a[1] == sku_id)
@@ -127,52 +212,76 @@ class MemoryStore:
                             finished: Sequence[tuple[str, int]] = (),
                             settled: Sequence[tuple[Any, ...]] = ()) -> None:
         def apply() -> None:
-            for row in orders:  # constraints first: all or nothing
-                if row[0] in self.orders or (row[1], row[3]) in self.keys:
-                    raise asyncpg.UniqueViolationError(f"duplicate order {row[0]} / {row[3]}")
-            for row in transitions:
-                if row[1] in self.transitions[row[0]]:
-                    raise asyncpg.UniqueViolationError(f"duplicate transition {row[:2]}")
-            for row in outbox:
-                if row[0] in self.events:
-                    raise asyncpg.UniqueViolationError(f"duplicate event {row[0]}")
-            for key in carts_gone:
-                self.carts.pop(tuple(key), None)  # type: ignore[arg-type]
-            for row in carts:
-                self.carts[(row[0], row[1], row[2])] = dict(zip(
-                    ("merchant_id", "buyer_id", "campaign_id", "slot", "lines",
-                     "updated_at_ms", "expires_at_ms"), row, strict=True))
-            for row in orders:
-                self.orders[row[0]] = dict(zip(
-                    ("order_id", "merchant_id", "buyer_id", "idempotency_key", "slot",
-                     "total_minor", "created_at_ms", "payment_deadline_ms", "key_id",
-                     "campaign_id", "currency"), row, strict=True))
-                self.keys[(row[1], row[3])] = row[0]
-                self.lines[row[0]] = []
-                # The order's row implies its "placed" transition (migration 0008).
-                self.transitions[row[0]][1] = {"status": 1, "refunded": False,
-                                               "at_ms": row[6]}
-            for row in lines:
-                order_id, line_no, _, sku_id, _, quantity, price, stock_key = row
-                self.lines[order_id].append((line_no, sku_id, quantity, price, stock_key))
-            for row in transitions:
-                order_id, sequence, _, _, status, _, refunded, at_ms, reference = row
-                self.transitions[order_id][sequence] = {"status": status,
-                                                        "refunded": refunded, "at_ms": at_ms,
-                                                        "reference": reference}
-            self.outbox += len(outbox)
-            self.outbox_orders.extend(row[3] for row in outbox)
-            self.events.update(row[0] for row in outbox)
-            for order_id, at_ms in finished:
-                self.orders[order_id]["finished_at_ms"] = at_ms
-            for sale in settled:
-                self.settled[tuple(sale[:-1])] += sale[-1]
+            rows = (orders, lines, transitions, outbox, carts, carts_gone, finished, settled)
+            self.truth.check(orders, transitions, outbox)
+            self.tables.apply(*rows)
+            self.truth.apply(*rows)
 
         await self._write(apply)
 
+    # --- the batch journal (migration 0014) ----------------------------------------------
+
+    async def append_journal(self, owners: int, owner: int, position: int,
+                             created_at_ms: int, orders: int, payload: bytes,
+                             keys: tuple[list[str], list[str], list[str]]) -> None:
+        def apply() -> None:
+            wanted = list(zip(keys[0], keys[1], strict=True))
+            if len(set(wanted)) != len(wanted) or any(
+                    key in self.order_keys or key in self.truth.keys for key in wanted):
+                raise asyncpg.UniqueViolationError(f"an idempotency key is taken: {wanted}")
+            if (owners, owner, position) in self.journal:
+                raise asyncpg.UniqueViolationError(f"journal row {position} exists")
+            _, tables = BatchTables.decode(payload)
+            self.truth.check(tables.orders, tables.transitions, tables.outbox)
+            self.order_keys.update(zip(wanted, keys[2], strict=True))
+            self.journal[(owners, owner, position)] = payload
+            self.truth.apply(*_rows(tables))
+
+        await self._write(apply)
+
+    async def has_journal(self, owners: int, owner: int, position: int) -> bool:
+        await self._read()
+        return (owners, owner, position) in self.journal
+
+    async def keys_taken(self, merchant_ids: Sequence[str], keys: Sequence[str]
+                         ) -> dict[tuple[str, str], str]:
+        await self._read()
+        found = {}
+        for key in zip(merchant_ids, keys, strict=True):
+            order_id = self.order_keys.get(key) or self.tables.keys.get(key)
+            if order_id is not None:
+                found[key] = order_id
+        return found
+
+    async def materialize_journal(self, owners: int, owner: int, positions: list[int],
+                                  tables: BatchTables) -> bool:
+        lag = self.world.materializer_lag
+        if lag is not None:  # a materializer behind the commits (Faults)
+            low, high = self.world.faults.materializer_lag_ms
+            await asyncio.sleep(lag.randint(low, high) / 1000)
+
+        def apply() -> bool:
+            there = [(owners, owner, p) in self.journal for p in positions]
+            if not any(there):
+                return False
+            if not all(there):
+                raise InvariantViolation(f"{there.count(True)} of {len(positions)} journal"
+                                         " batches left to materialize")
+            self.tables.check(tables.orders, tables.transitions, tables.outbox)
+            for position in positions:
+                del self.journal[(owners, owner, position)]
+            self.tables.apply(*_rows(tables))
+            return True
+
+        return bool(await self._write(apply))
+
+    async def pending_journal(self) -> list[tuple[int, int, int, bytes]]:
+        await self._read()
+        return [(*key, payload) for key, payload in sorted(self.journal.items())]
+
     async def has_event(self, event_id: str) -> bool:
         await self._read()
-        return event_id in self.events
+        return event_id in self.tables.events
 
     async def has_adjustment(self, slot: int, merchant_id: str, sku_id: str,
                              reason: str) -> bool:
@@ -302,7 +411,7 @@ class MemoryStore:
     async def load_carts(self, slots: Iterable[int]) -> list[Any]:
         await self._read()
         wanted = set(slots)
-        return [dict(row) for row in self.carts.values() if row["slot"] in wanted]
+        return [dict(row) for row in self.tables.carts.values() if row["slot"] in wanted]
 
     async def load_skus(self, slots: Iterable[int]) -> list[Any]:
         await self._read()
@@ -341,31 +450,31 @@ class MemoryStore:
         await self._read()
         wanted = set(slots)
         return any(row["slot"] in wanted and row.get("finished_at_ms") is not None
-                   for row in self.orders.values())
+                   for row in self.tables.orders.values())
 
     async def load_settled(self, owners: int, owner: int) -> list[Any]:
         await self._read()
         if self.settings.get("settled_sales_owners") != str(owners):  # rebuilt, as in SQL
-            self.settled.clear()
-            for order_id, row in self.orders.items():
+            self.tables.settled.clear()
+            for order_id, row in self.tables.orders.items():
                 if row.get("finished_at_ms") is None or not any(
-                        step["status"] == 3 for step in self.transitions[order_id].values()):
+                        step["status"] == 3 for step in self.tables.transitions[order_id].values()):
                     continue
                 buyer_id = row["buyer_id"] if row["campaign_id"] else ""
-                for _, sku_id, quantity, _, stock_key in self.lines[order_id]:
-                    self.settled[(owners, row["slot"] % owners, row["merchant_id"], buyer_id,
+                for _, sku_id, quantity, _, stock_key in self.tables.lines[order_id]:
+                    self.tables.settled[(owners, row["slot"] % owners, row["merchant_id"], buyer_id,
                                   stock_key or sku_id, sku_id, row["campaign_id"])] += quantity
             self.settings["settled_sales_owners"] = str(owners)
-        return [(*key[2:], units) for key, units in self.settled.items()
+        return [(*key[2:], units) for key, units in self.tables.settled.items()
                 if key[:2] == (owners, owner)]
 
     async def _orders_where(self, wanted: Callable[[dict[str, Any]], bool]
                             ) -> list[tuple[Any, list[Any]]]:
         await self._read()
         loaded = []
-        for order_id, row in sorted(self.orders.items(),
+        for order_id, row in sorted(self.tables.orders.items(),
                                     key=lambda item: (item[1]["created_at_ms"], item[0])):
-            steps = self.transitions[order_id]
+            steps = self.tables.transitions[order_id]
             if not steps or not wanted(row):
                 continue
             sequence = max(steps)
@@ -374,12 +483,12 @@ class MemoryStore:
                             "refunded": latest["refunded"], "updated_at_ms": latest["at_ms"],
                             "payment_reference": latest.get("reference", "")},
                            [(sku_id, quantity, price, stock_key) for _, sku_id, quantity,
-                            price, stock_key in sorted(self.lines[order_id])]))
+                            price, stock_key in sorted(self.tables.lines[order_id])]))
         return loaded
 
     async def outbox_position(self) -> int:
         await self._read()
-        return len(self.outbox_orders)
+        return len(self.tables.outbox_orders)
 
     async def orders_generation(self) -> int:
         return int(await self.setting("orders_generation", "0"))
@@ -403,7 +512,7 @@ class MemoryStore:
 
     async def orders_changed_after(self, outbox_id: int, slots: Iterable[int]
                                    ) -> tuple[list[tuple[Any, list[Any]]], int]:
-        changed = set(self.outbox_orders[outbox_id:])
+        changed = set(self.tables.outbox_orders[outbox_id:])
         wanted = set(slots)
         return await self._orders_where(lambda row: row["order_id"] in changed
                                         and row["slot"] in wanted), 0  # never pruned

@@ -70,11 +70,16 @@ class Faults:
     # apart from the run's other draws, as shared keys are.
     host_skew_runs: float = 0.3
     host_skew_ms: int = 3_000
+    # Runs in which the batch journal's materializer lags: each materialization waits
+    # this long first (committed batches pile up, shards crash with batches committed and
+    # not materialized, snapshots are taken while it is behind). Drawn apart too.
+    materializer_lag_runs: float = 0.4
+    materializer_lag_ms: tuple[int, int] = (20, 800)
 
     @classmethod
     def none(cls) -> Faults:
         return cls(0.0, 0.0, (0, 1), 0.0, 0.0, (0, 1), (10**9, 10**9), (1, 2), 0.0, 0.0,
-                   0.0)
+                   0.0, materializer_lag_runs=0.0)
 
 
 class SimPeer:
@@ -148,6 +153,9 @@ class World:
         skew = random.Random(f"host-skew-{seed}")
         self.host_skew_ms = faults.host_skew_ms if skew.random() < faults.host_skew_runs else 0
         self._skew_rng = skew
+        lag = random.Random(f"materializer-lag-{seed}")
+        self.materializer_lag: random.Random | None = (
+            lag if lag.random() < faults.materializer_lag_runs else None)
         self.host_offsets_ms: dict[tuple[str, int], int] = {}
 
     # --- time -----------------------------------------------------------------------------

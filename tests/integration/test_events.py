@@ -38,11 +38,14 @@ async def saas_client(engine, shop: Client) -> Client:
 
 
 async def watch(engine, token: str, cursor: str, count: int, types=()) -> list[Any]:
-    """Reads `count` events from `cursor`; returns (event, cursor) pairs."""
+    """Reads `count` events from `cursor`; returns (event, cursor) pairs. Waits up to
+    60 s: the relay reads rows of transactions older than every running one on the
+    server, and a scenario of another lane that blackholes Postgres mid-transaction
+    holds that horizon back until the server drops its session (about 30 s)."""
     async with grpc.aio.insecure_channel(engine.address) as channel:
         stub = event_pb2_grpc.EventServiceStub(channel)
         call = stub.WatchEvents(event_pb2.WatchEventsRequest(cursor=cursor, types=list(types)),
-                                metadata=(("authorization", f"Bearer {token}"),), timeout=20)
+                                metadata=(("authorization", f"Bearer {token}"),), timeout=60)
         seen = []
         async for response in call:
             seen.append((response.event, response.cursor))

@@ -90,6 +90,11 @@ async def test_imported_rows_follow_flashtx_conventions(legacy: Legacy) -> None:
         f"legacy:{await _order_in_state(legacy, 'new')}", f"{legacy.prefix}-%")
     assert order["order_id"].startswith(f"{order['slot']:04x}lg")
     assert (order["sequence"], order["status"], order["event"]) == (1, 1, "imported")
+    # its key reserved as the shards' own orders' are (a new order with it is refused)
+    assert await legacy.connection.fetchval(
+        "SELECT order_id FROM flashtx.order_keys WHERE merchant_id = $1"
+        " AND idempotency_key = $2", order["merchant_id"], order["idempotency_key"]
+    ) == order["order_id"]
     # the sample's shops have a 15-minute window or none (then the 900 s default)
     assert order["payment_deadline_ms"] == order["created_at_ms"] + 900_000
     # on-hand = legacy available (summed over warehouses) + units held by imported orders

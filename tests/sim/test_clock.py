@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from flashtx.actors.batch_journal import BatchTables
 from flashtx.engine.errors import DomainError, ResultCode
 from flashtx.engine.messages import ActionBatch, PlaceBatch, SkuKeys
 from flashtx.engine.sharding import slot_of
@@ -32,14 +33,15 @@ async def _step_back_after_a_resale(world: World) -> dict[str, Any]:
     # Order shard 0 can commit nothing from now on: its expiry of the first order never
     # becomes durable, so it never releases the hold; the stock shard frees it itself.
     store, gate = world.store, asyncio.Event()
-    commit = store.commit_orders
+    append = store.append_journal
 
     async def held_back(*args: Any, **kwargs: Any) -> None:
-        if any(row[0] == first.order_id for row in args[2]):  # the first order's expiry
+        _, tables = BatchTables.decode(args[5])
+        if any(row[0] == first.order_id for row in tables.transitions):  # its expiry
             await gate.wait()
-        await commit(*args, **kwargs)
+        await append(*args, **kwargs)
 
-    store.commit_orders = held_back  # type: ignore[method-assign]
+    store.append_journal = held_back  # type: ignore[method-assign]
     world.step_clock(2_000 + config.reservation_grace_ms + 1_000)  # past deadline + grace
     await asyncio.sleep(0.3)  # the stock shard's sweep frees the hold
     [(code, second)] = await SimPeer("order-1").place(PlaceBatch.of([placement(1, "k2")]))

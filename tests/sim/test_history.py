@@ -43,7 +43,7 @@ def _handover_totals(world: World) -> tuple[Counter[str], Counter[str]]:
     """Units the order shard would hand the stock shard: held and sold, per SKU."""
     shard = world.instance("order-0")
     holds, sales = shard._state.stock_state(0, lambda merchant, key: 0,
-                                            shard._journal.not_durable, 0, 0)
+                                            shard._journal.not_materialized, 0, 0)
     held: Counter[str] = Counter()
     for lines in holds.lines:
         for sku_id, quantity in lines:

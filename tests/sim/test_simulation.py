@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any
 
 from flashtx.sim import Faults, run_seed
 
@@ -37,14 +36,14 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def test_the_checks_catch_an_unsafe_ordering(monkeypatch) -> None:
-    """Releases sent before the change that frees them is durable (as before the fix):
+    """Releases sent before the change that frees them is committed (as before the fix):
     the simulator finds the oversell that a crash in between causes."""
     from flashtx.actors import order_journal
 
     async def no_wait(self) -> None:
         return None
 
-    monkeypatch.setattr(order_journal.OrderJournal, "durable", no_wait)
+    monkeypatch.setattr(order_journal.OrderJournal, "committed", no_wait)
     found = next((seed for seed in range(400) if not run_seed(seed, 60).ok), None)
     assert found is not None, "the simulator missed the release-before-durable oversell"
     outcome = run_seed(found, 60)
@@ -59,13 +58,14 @@ def test_without_faults_nothing_is_refused_but_for_stock() -> None:
 
 def test_the_checks_catch_holds_restored_after_the_clock_stepped_back(monkeypatch) -> None:
     """Holds handed over at a restart restored whether or not their units are still there
-    (as before the fix): after the clock stepped back, seeds 1136 and 1731 (found by the
-    first run with clock steps) restore a hold the stock shard had freed at its expiry
-    over the units sold or returned since."""
+    (as before the fix): after the clock stepped back, seeds 958 and 977 restore a hold
+    the stock shard had freed at its expiry over the units sold or returned since (1136
+    and 1731 did, found by the first run with clock steps, until the batch journal
+    changed every run's course)."""
     from flashtx.engine.stock import StockLedger
 
     monkeypatch.setattr(StockLedger, "_fits", lambda self, merchant_id, lines: True)
-    for seed in (1136, 1731):  # as found: before hosts' clocks differed in some runs
+    for seed in (958, 977):  # as found: before hosts' clocks differed in some runs
         outcome = run_seed(seed, 60, Faults(host_skew_runs=0.0))
         assert any("oversold" in failure for failure in outcome.failures), outcome.failures
 
@@ -105,14 +105,14 @@ def test_the_checks_catch_generations_from_a_host_clock_behind(monkeypatch) -> N
     """An order shard's generation taken from its host's clock (as before the fix): once
     it restarts on a host whose clock is behind, the stock shards keep the older
     incarnation's newer generation and drop the live one's releases and refunds as
-    stale. Runs whose hosts' clocks differ find it (seed 23 first)."""
+    stale. Runs whose hosts' clocks differ find it (seed 6 first)."""
     from flashtx.sim.store import MemoryStore
 
     async def host_clock(self, now_ms: int) -> int:
         return now_ms
 
     monkeypatch.setattr(MemoryStore, "next_incarnation", host_clock)
-    outcome = run_seed(23, 60)
+    outcome = run_seed(6, 60)
     assert outcome.host_skew_ms > 0
     assert any("for stale" in failure for failure in outcome.failures), outcome.failures
 
@@ -127,31 +127,6 @@ def test_a_refusal_found_before_a_commit_lost_its_answer_stands() -> None:
     for seed in (42405, 81932):
         outcome = run_seed(seed, 60)
         assert outcome.shared_keys and outcome.ok, (seed, outcome.failures[:3])
-
-
-def test_the_checks_catch_a_snapshot_holding_an_order_the_database_refused(
-        monkeypatch) -> None:
-    """A snapshot captured while an order's commit was under way, written after the
-    database refused the order's key (another shard had it) and the order left memory
-    (as before the fix): the next incarnation restored the order from the snapshot and
-    handed the stock shards a hold for an order that never existed. Seed 93572 (found by
-    the long run of 2026-12-07) fails that way; it passes now."""
-    from flashtx.engine.orders import OrderBook
-
-    assert run_seed(93572, 60).ok
-    discard = OrderBook.discard
-
-    def untracked(self: OrderBook, order_ids: Any) -> Any:
-        before = self.discarded
-        gone = discard(self, order_ids)
-        self.discarded = before  # the snapshot does not see that orders left
-        return gone
-
-    monkeypatch.setattr(OrderBook, "discard", untracked)
-    outcome = run_seed(93572, 60)
-    assert outcome.shared_keys
-    assert any("without their units" in failure for failure in outcome.failures), (
-        outcome.failures)
 
 
 def test_limits_and_give_backs_found_by_the_long_run_hold() -> None:
