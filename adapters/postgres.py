@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +144,16 @@ class Timeouts:
                 "tcp_keepalives_count": str(self.keepalives_count)}
 
 
-async def connect_pool(dsn: str, size_max: int, timeouts: Timeouts | None = None
-                       ) -> asyncpg.Pool:
+async def connect_pool(dsn: str, size_max: int, timeouts: Timeouts | None = None,
+                       application_name: str = "flashtx") -> asyncpg.Pool:
+    """A pool whose sessions carry `application_name` (pg_stat_activity: which part of
+    the engine a backend serves)."""
     timeouts = timeouts or Timeouts.of()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size_max,
                                      timeout=timeouts.connect_s,
                                      command_timeout=timeouts.command_s,
-                                     server_settings=timeouts.server_settings())
+                                     server_settings={**timeouts.server_settings(),
+                                                      "application_name": application_name})
     assert pool is not None
     return pool
 
@@ -189,6 +192,8 @@ _APPEND_JOURNAL_SQL = (
     " SELECT * FROM unnest($7::text[], $8::text[], $9::text[]))"
     " INSERT INTO flashtx.order_journal (owners, owner, position, created_at_ms, orders,"
     " payload) VALUES ($1, $2, $3, $4, $5, $6)")
+# The application_name of the materializer's sessions.
+MATERIALIZER_APPLICATION = "flashtx-materializer"
 # Taken per writing shard by the transaction that materializes its journal rows.
 _JOURNAL_LOCK = 0x0F1A5A << 24
 
@@ -241,8 +246,14 @@ async def _orders_where(connection: asyncpg.Connection, condition: str, *args: A
 class Store:
     """Every SQL statement flashtx runs against its own tables."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool,
+                 open_materializer_pool: Callable[[], Awaitable[asyncpg.Pool]] | None = None
+                 ) -> None:
         self.pool = pool
+        # The materializer's transactions run on a session of their own, named
+        # MATERIALIZER_APPLICATION (its work is told apart: `bench --profile`).
+        self._open_materializer_pool = open_materializer_pool
+        self._materializer_pool: asyncpg.Pool | None = None
         # Group commits come one at a time (one journal per shard): they keep a
         # connection of their own instead of taking one from the pool (and resetting it)
         # for every commit.
@@ -278,9 +289,12 @@ class Store:
                             " and flashtx.outbox regularly")
         finally:
             await connection.close()
-        return cls(await connect_pool(dsn, size_max, timeouts))
+        return cls(await connect_pool(dsn, size_max, timeouts),
+                   lambda: connect_pool(dsn, 1, timeouts, MATERIALIZER_APPLICATION))
 
     async def close(self) -> None:
+        if self._materializer_pool is not None:
+            await self._materializer_pool.close()
         connection, self._commit_connection = self._commit_connection, None
         if connection is not None and not _lost(connection):
             await self.pool.release(connection)
@@ -445,8 +459,16 @@ class Store:
         one transaction, under the writer's lock (a restarted shard of another layout
         may materialize the same rows). False: already materialized (nothing done);
         InvariantViolation when only some of `positions` are left."""
-        async with self._materialize_lock, self.pool.acquire() as connection, \
-                connection.transaction():
+        async with self._materialize_lock:
+            if self._materializer_pool is None:
+                self._materializer_pool = (self.pool if self._open_materializer_pool is None
+                                           else await self._open_materializer_pool())
+            return await self._materialize(self._materializer_pool, owners, owner,
+                                           positions, tables)
+
+    async def _materialize(self, pool: asyncpg.Pool, owners: int, owner: int,
+                           positions: list[int], tables: Any) -> bool:
+        async with pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)",
                                      _JOURNAL_LOCK + owners * 4096 + owner)
             deleted = await connection.fetchval(

@@ -37,6 +37,7 @@ from flashtx.bench.engine_options import (
     engine_overrides,
 )
 from flashtx.bench.events_lag import event_lag
+from flashtx.bench.journal_lag import JournalLag
 from flashtx.bench.loadgen import WorkerSpec
 from flashtx.bench.runner import LoadShape, run_target
 from flashtx.bench.scenarios import HOT_SCENARIOS, SCENARIOS, ScenarioParams
@@ -313,7 +314,12 @@ def _run(
     if not args.no_engine:
         with targets_setup.engine(args, console) as (address, operator_key, dsn, redis_url):
             info = asyncio.run(targets_setup.prepare_engine(address, operator_key, run_id, params))
-            merged = run_target("engine", info, shape, base, console, args.profile)
+            database = dsn if dsn and dsn != "none" else None
+            lag = JournalLag(database).start() if database else None
+            merged = run_target("engine", info, shape, base, console, args.profile, database)
+            if lag is not None:
+                console.print("waiting for the materializers to catch up …")
+                merged["materializer"] = lag.finish()
             if redis_url is not None:
                 console.print("measuring how fast events reach Redis …")
                 merged["events"] = asyncio.run(event_lag(

@@ -10,6 +10,8 @@ the orders answered in it, is that stage's CPU cost per order, with no profiler 
     stock shards     reserve, commit, release (ray::StockShard)
     merchant shards  merchants, keys, campaigns (ray::MerchantShard)
     postgres         the group commits, the relay's reads, everything else of the database
+    materializer pg  the database's work for the batch journal's materializer (its
+                     sessions' application_name, MATERIALIZER_APPLICATION), off the ack path
     relay            outbox to Redis Streams (ray::Relay)
     echo server      the echo baseline's gRPC server (bench.echo_server)
     redis            the streams (redis-server)
@@ -46,12 +48,17 @@ _ROLES = (
     ("ray/", "ray"),
 )
 STAGES = ("load generator", "echo server", "gateway", "order shards", "stock shards",
-          "merchant shards", "postgres", "relay", "redis", "ray", "other")
+          "merchant shards", "postgres", "materializer pg", "relay", "redis", "ray", "other")
+# Off the ack path: reported apart, and in the total beside it.
+BEHIND = ("materializer pg",)
 
 
-def role_of(process: psutil.Process, load_pids: set[int]) -> str:
+def role_of(process: psutil.Process, load_pids: set[int],
+            materializer_pids: frozenset[int] = frozenset()) -> str:
     if process.pid in load_pids:
         return "load generator"
+    if process.pid in materializer_pids:
+        return "materializer pg"
     try:
         name = " ".join(process.cmdline()) or process.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -81,6 +88,7 @@ class WindowCpu:
     start_at_s: float  # wall clock (time.time())
     end_at_s: float
     load_pids: set[int]
+    dsn: str | None = None  # the engine's database: its materializer's sessions found
     seconds: Counter[str] = field(default_factory=Counter)
     _thread: threading.Thread | None = None
 
@@ -94,17 +102,44 @@ class WindowCpu:
         before = cpu_by_pid()
         time.sleep(max(0.0, self.end_at_s - time.time()))
         after = cpu_by_pid()
+        materializer = materializer_pids(self.dsn) if self.dsn else frozenset()
         for pid, (seconds, process) in after.items():
             spent = seconds - before[pid][0] if pid in before else seconds
             # A process born in the window counts whole (its CPU before the window is 0).
-            self.seconds[role_of(process, self.load_pids)] += max(0.0, spent)
+            self.seconds[role_of(process, self.load_pids, materializer)] += max(0.0, spent)
 
     def result(self, orders: int, window_s: float) -> dict[str, Any]:
         if self._thread is not None:
             self._thread.join(timeout=window_s + 30)
         per_order = {stage: round(self.seconds.get(stage, 0.0) / max(1, orders) * 1e6, 1)
                      for stage in STAGES}
+        total = sum(per_order.values()) - per_order["other"]
         return {"orders": orders, "window_s": window_s,
                 "cpu_s": {stage: round(self.seconds.get(stage, 0.0), 3) for stage in STAGES},
                 "us_per_order": per_order,
-                "us_per_order_total": round(sum(per_order.values()) - per_order["other"], 1)}
+                "us_per_order_ack_path": round(total - sum(per_order[s] for s in BEHIND), 1),
+                "us_per_order_total": round(total, 1)}
+
+
+def materializer_pids(dsn: str) -> frozenset[int]:
+    """The database backends of the engine's materializers (pg_stat_activity)."""
+    import asyncio
+
+    import asyncpg
+
+    from flashtx.adapters.postgres import MATERIALIZER_APPLICATION
+
+    async def fetch() -> frozenset[int]:
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                MATERIALIZER_APPLICATION)
+        finally:
+            await connection.close()
+        return frozenset(row[0] for row in rows)
+
+    try:
+        return asyncio.run(fetch())
+    except Exception:  # noqa: BLE001 - the profile goes on, the work counted as postgres
+        return frozenset()

@@ -41,6 +41,7 @@ def target_summary(merged: dict[str, Any]) -> dict[str, Any]:
         "timeline_per_s": merged["timeline"],
         **({"cpu": merged["cpu"]} if "cpu" in merged else {}),
         **({"events": merged["events"]} if "events" in merged else {}),
+        **({"materializer": merged["materializer"]} if "materializer" in merged else {}),
     }
 
 
@@ -154,6 +155,12 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
             f"events: {events['events']:,} order.reserved events in the stream for "
             f"{events['accepted']:,} accepted orders; placement → stream p50 "
             f"{events['p50_ms']} ms, p99 {events['p99_ms']} ms, max {events['max_ms']} ms")
+    lag = rows.get("engine", {}).get("materializer")
+    if lag:
+        console.print(
+            f"materializer: journal rows not materialized during the run: at most "
+            f"{lag['max_rows']:,}, oldest p50 {lag['p50_lag_ms']} ms, max {lag['max_lag_ms']} "
+            f"ms; caught up {lag['catch_up_s']} s after the load ended")
     if doc.get("attempted"):
         _print_invariants(console, doc)
 
@@ -172,6 +179,9 @@ def _print_cpu(console: Console, rows: dict[str, Any]) -> None:
         values = [cpu["us_per_order"][stage] for cpu in profiled.values()]
         if any(values):
             table.add_row(stage, *(f"{value:,.1f}" for value in values))
+    table.add_row("ack path (without materializer pg, other)",
+                  *(f"{cpu.get('us_per_order_ack_path', cpu['us_per_order_total']):,.1f}"
+                    for cpu in profiled.values()))
     table.add_row("total (without other)",
                   *(f"{cpu['us_per_order_total']:,.1f}" for cpu in profiled.values()))
     console.print(table)

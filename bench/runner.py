@@ -41,7 +41,7 @@ class LoadShape:
 
 def run_target(
     kind: str, info: dict[str, Any], shape: LoadShape, base: WorkerSpec, console: Console,
-    profile: bool = False,
+    profile: bool = False, dsn: str | None = None,
 ) -> dict[str, Any]:
     """Runs the load against one prepared target and answers its merged result (with
     `profile`, also the CPU time per order of each stage: bench.cpu)."""
@@ -67,7 +67,7 @@ def run_target(
         if profile:
             measure_at = start_at.value + shape.warmup_s
             window = WindowCpu(measure_at, measure_at + shape.duration_s,
-                               {p.pid for p in workers if p.pid is not None}).start()
+                               {p.pid for p in workers if p.pid is not None}, dsn).start()
         _show_progress(kind, shape, progress, start_at.value, console)
         collected = _collect(results, shape)
     finally:

@@ -69,16 +69,18 @@ class Channels:
 
 
 async def buy(address: str, token: str, request: order_pb2.PlaceOrderRequest,
-              acked: dict[str, str], channels: Channels | None = None) -> str:
-    """One buyer retrying until answered: through `channels`, else through a fresh
-    connection per attempt."""
+              acked: dict[str, str], channels: Channels | None = None,
+              deadline_s: float = 120) -> str:
+    """One buyer retrying until answered (for `deadline_s` at most): through `channels`,
+    else through a fresh connection per attempt."""
     async def attempt() -> Any:
         if channels is not None:
             return await channels.pick().orders.PlaceOrder(request, timeout=5)
         async with Client(address, token) as client:
             return await client.orders.PlaceOrder(request, timeout=5)
 
-    outcome, response = await until_answered(attempt, retryable=RETRYABLE_WHILE_RESTARTING)
+    outcome, response = await until_answered(attempt, deadline_s,
+                                             retryable=RETRYABLE_WHILE_RESTARTING)
     if response is not None:
         acked[request.idempotency_key] = response.order.order_id
     return outcome

@@ -49,7 +49,11 @@ def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
                                 start_new_session=True)
 
 
-async def wait_serving(address: str, timeout_s: float = 180) -> None:
+# How long a `flashtx serve` start is waited for (Ray's start on a loaded machine).
+SERVE_START_S = 180
+
+
+async def wait_serving(address: str, timeout_s: float = SERVE_START_S) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
@@ -95,9 +99,11 @@ async def sigkill_and_restart(dsn: str) -> None:
 
         async def gated(buyer: int) -> str:
             async with gate:
+                # A buyer waits out the whole restart: `serve` may take up to
+                # SERVE_START_S to come back on a loaded machine (Ray's start).
                 return await buy(address, token,
                                  one_unit(f"crash-{buyer}", f"buyer-{buyer}", "drop"), acked,
-                                 channels)
+                                 channels, deadline_s=SERVE_START_S + 120)
 
         sale = asyncio.gather(*(gated(b) for b in range(BUYERS)))
         while len(acked) < UNITS // 3:
