@@ -147,18 +147,21 @@ class BatchTables:
 
 class Materializer:
     """Writes an order shard's committed batches to the query tables, in order, up to
-    `orders_max` orders' changes per transaction; a failed write is tried again (the
-    batches stay queued). `batches_max` bounds the queue: the shard refuses new work
-    while it is full (`has_room`)."""
+    `rows_max` events and carts per transaction, waiting up to `delay_s` after a batch
+    comes for more to join it (fewer, larger transactions); a failed write is tried
+    again (the batches stay queued). `batches_max` bounds the queue: the shard refuses
+    new work while it is full (`has_room`)."""
 
     def __init__(self, store: JournalStore, owners: int, owner: int, name: str,
-                 batches_max: int, rows_max: int, retry_delay_s_max: float) -> None:
+                 batches_max: int, rows_max: int, retry_delay_s_max: float,
+                 delay_s: float = 0.0) -> None:
         self._store = store
         self._owners, self._owner = owners, owner
         self._name = name
         self._batches_max = batches_max
         self._rows_max = rows_max
         self._retry_delay_s_max = retry_delay_s_max
+        self._delay_s = delay_s
         self._queue: deque[tuple[int, BatchTables, asyncio.Future[None], float]] = deque()
         self._wakeup = asyncio.Event()
         self.materialized_batches = 0
@@ -194,6 +197,8 @@ class Materializer:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._delay_s:
+                await asyncio.sleep(self._delay_s)
             while self._queue:
                 taken: list[tuple[int, BatchTables, asyncio.Future[None], float]] = []
                 rows = 0

@@ -138,7 +138,7 @@ class OrderJournal:
         self.materializer = self.materializer or Materializer(
             store, self._owners, self._owner, f"{self._name} materializer",
             config.materialize_batches_max, config.materialize_rows_max,
-            config.commit_retry_delay_ms_max / 1000)
+            config.commit_retry_delay_ms_max / 1000, config.materialize_delay_ms / 1000)
         self.committer = self.committer or GroupCommitter(
             lambda entries, retry: self._flush(store, entries, retry),
             batch_max=config.commit_orders_max, delay_s=config.commit_delay_ms_max / 1000,

@@ -99,11 +99,13 @@ class Config:
     # the rest is always there for new orders, however many orders expire at once.
     journal_background_share: float = 0.5
     commit_retry_delay_ms_max: int = 2_000
-    # The batch journal's materializer (docs/durability.md): committed batches waiting to
-    # be written to the query tables, at most (past it, new orders are refused), and the
-    # rows (events and carts) it writes per transaction.
+    # The batch journal's materializer (docs/architecture.md): committed batches waiting
+    # to be written to the query tables, at most (past it, new orders are refused), the
+    # rows (events and carts) it writes per transaction, and how long it lets batches
+    # gather before a transaction (events reach the streams that much later).
     materialize_batches_max: int = 2_000
     materialize_rows_max: int = 20_000
+    materialize_delay_ms: float = 50.0
     # Orders refused at commit because another shard committed their idempotency key
     # first, remembered so that their later changes are dropped and replays refused.
     refused_orders_kept_max: int = 10_000
@@ -342,6 +344,8 @@ class Config:
                  "journal_background_share must be in (0, 1)")
         _require(self.materialize_batches_max >= 1 and self.materialize_rows_max >= 1,
                  "materialize_batches_max and materialize_rows_max must be positive")
+        _require(0 <= self.materialize_delay_ms <= 10_000,
+                 "materialize_delay_ms must be in [0, 10000]")
         _require(self.journal_entries_max >= self.commit_orders_max >= 1,
                  "journal_entries_max must hold at least one commit")
         _require(re.fullmatch(r"[A-Z]{3}", self.currency_default) is not None,
