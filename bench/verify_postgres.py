@@ -7,6 +7,8 @@ no Postgres state (no ``flashtx.orders`` table), so the check is skipped, not pa
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,7 @@ WHERE acked.lines IS DISTINCT FROM (
 )
 """
 CHUNK_ORDERS = 5000
+MATERIALIZED_WAIT_S = 120.0
 
 
 def _lines_text(lines: tuple[tuple[str, int], ...]) -> str:
@@ -29,11 +32,17 @@ def _lines_text(lines: tuple[tuple[str, int], ...]) -> str:
 async def missing_acked_orders(
     dsn: str, merchant_id: str, acked: list[Any]
 ) -> tuple[int, int] | None:
-    """(acknowledged orders absent from Postgres or with other lines, orders checked)."""
+    """(acknowledged orders absent from Postgres or with other lines, orders checked),
+    once the materializers have written every committed batch to the query tables (at
+    most MATERIALIZED_WAIT_S; what is left then counts as missing)."""
     connection = await asyncpg.connect(dsn)
     try:
         if await connection.fetchval("SELECT to_regclass('flashtx.orders')") is None:
             return None
+        deadline = time.monotonic() + MATERIALIZED_WAIT_S
+        while await connection.fetchval(
+                "SELECT count(*) FROM flashtx.order_journal") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         missing = 0
         for start in range(0, len(acked), CHUNK_ORDERS):
             chunk = acked[start : start + CHUNK_ORDERS]

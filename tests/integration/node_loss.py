@@ -19,7 +19,7 @@ from ray.cluster_utils import Cluster
 from flashtx.app import LocalEngine, new_operator_key
 from flashtx_client import Client
 from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
-from tests.integration.retrying import Channels, buy, one_unit
+from tests.integration.retrying import Channels, buy, materialized, one_unit
 
 UNITS, BUYERS = 1_000, 2_000
 def node_of(actor_name: str) -> str:
@@ -67,6 +67,7 @@ async def sale(engine: LocalEngine, cluster: Cluster, nodes: list) -> dict[str, 
 async def stored_orders(dsn: str) -> dict[str, str]:
     connection = await asyncpg.connect(dsn)
     try:
+        await materialized(connection)
         return {r["idempotency_key"]: r["order_id"] for r in await connection.fetch(
             "SELECT idempotency_key, order_id FROM flashtx.orders")}
     finally:

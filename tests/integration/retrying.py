@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import grpc
 
 from flashtx_client import Client
@@ -112,3 +113,13 @@ async def eventually(check: Callable[[], Awaitable[None]], timeout_s: float = 20
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+async def materialized(connection: asyncpg.Connection, timeout_s: float = 120) -> None:
+    """Waits until the order shards' committed batches are all in the query tables (the
+    batch journal holds no row): what a test reads from flashtx.orders, order_lines,
+    the outbox … then holds every acknowledged order."""
+    deadline = time.monotonic() + timeout_s
+    while await connection.fetchval("SELECT count(*) FROM flashtx.order_journal"):
+        assert time.monotonic() < deadline, "the materializers did not catch up"
+        await asyncio.sleep(0.05)

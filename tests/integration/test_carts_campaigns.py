@@ -27,7 +27,7 @@ from flashtx_client.v1 import (
     stock_pb2,
 )
 from tests.integration.conftest import add_skus, unique_merchant_id
-from tests.integration.retrying import eventually
+from tests.integration.retrying import eventually, materialized
 from tests.integration.test_order_path import error_reason
 
 pytestmark = pytest.mark.cluster
@@ -431,6 +431,7 @@ async def test_killing_shards_mid_campaign_loses_nothing_and_oversells_nothing(
 
     connection = await asyncpg.connect(database_dsn)
     try:
+        await materialized(connection)
         rows = await connection.fetch(
             "SELECT o.order_id, o.idempotency_key, o.campaign_id, l.quantity, l.stock_key"
             " FROM flashtx.orders o JOIN flashtx.order_lines l USING (order_id)"

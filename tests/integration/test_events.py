@@ -21,7 +21,7 @@ from flashtx_client.v1 import (
     stock_pb2,
 )
 from tests.integration.conftest import add_skus
-from tests.integration.retrying import until_answered
+from tests.integration.retrying import materialized, until_answered
 
 pytestmark = pytest.mark.cluster
 
@@ -58,6 +58,7 @@ async def watch(engine, token: str, cursor: str, count: int, types=()) -> list[A
 async def outbox_of(dsn: str, merchant_id: str) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(dsn)
     try:
+        await materialized(connection)
         return list(await connection.fetch(
             "SELECT event_id, event_type, order_id, sequence FROM flashtx.outbox"
             " WHERE merchant_id = $1 ORDER BY outbox_id", merchant_id))

@@ -25,6 +25,7 @@ from tests.integration.retrying import (
     Channels,
     buy,
     fresh_database,
+    materialized,
     one_unit,
     until_answered,
 )
@@ -128,6 +129,7 @@ async def sigkill_and_restart(dsn: str) -> None:
 
         connection = await asyncpg.connect(dsn)
         try:
+            await materialized(connection)
             stored = {r["idempotency_key"]: r["order_id"] for r in await connection.fetch(
                 "SELECT idempotency_key, order_id FROM flashtx.orders")}
             on_hand = await connection.fetchval(

@@ -16,7 +16,7 @@ import ray
 from flashtx_client import Client
 from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus, restarted_order_shards
-from tests.integration.retrying import one_unit, until_answered
+from tests.integration.retrying import materialized, one_unit, until_answered
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -67,6 +67,7 @@ async def test_killing_shards_mid_sale_loses_nothing_and_oversells_nothing(
 
     connection = await asyncpg.connect(database_dsn)
     try:
+        await materialized(connection)
         rows = await connection.fetch(
             "SELECT o.order_id, o.idempotency_key, l.quantity FROM flashtx.orders o"
             " JOIN flashtx.order_lines l USING (order_id) WHERE o.merchant_id = $1",
@@ -136,6 +137,7 @@ async def test_postgres_outage_refuses_new_orders_and_loses_nothing(
     assert set(outcomes) == {"OK"}
     connection = await asyncpg.connect(database_dsn)
     try:
+        await materialized(connection)
         rows = await connection.fetch(
             "SELECT idempotency_key, order_id FROM flashtx.orders"
             " WHERE idempotency_key = ANY($1::text[])", keys)

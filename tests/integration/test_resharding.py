@@ -14,7 +14,7 @@ from flashtx.app import free_port
 from flashtx_client import Client
 from flashtx_client.v1 import common_pb2, merchant_pb2, stock_pb2
 from tests.integration.conftest import add_skus
-from tests.integration.retrying import one_unit, until_answered
+from tests.integration.retrying import materialized, one_unit, until_answered
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -64,6 +64,7 @@ async def test_two_to_four_stock_shards_mid_sale(engine, shop: Client, database_
     assert all(s["skus"] > 0 for s in stats)  # every shard, old and new, holds SKUs now
     connection = await asyncpg.connect(database_dsn)
     try:
+        await materialized(connection)
         stored = {r["idempotency_key"]: r["order_id"] for r in await connection.fetch(
             "SELECT idempotency_key, order_id FROM flashtx.orders WHERE merchant_id = $1",
             merchant_id)}

@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from tests.integration.retrying import materialized
 from tests.netns.hosts import PG_PORT, WORKERS, Hosts
 
 UNITS, BUYERS, RATE = 400, 900, 60.0  # the sale lasts ~15 s at this rate
@@ -91,6 +92,7 @@ async def verify(dsn: str, acked: dict[str, str]) -> dict[str, int]:
     """The sale's invariants from Postgres: each count must be 0."""
     connection = await asyncpg.connect(dsn)
     try:
+        await materialized(connection)
         on_hand = int(await connection.fetchval(
             "SELECT coalesce(sum(delta), 0) FROM flashtx.stock_adjustments"
             " WHERE merchant_id = 'netns-shop' AND sku_id = 'drop'") or 0)
