@@ -29,7 +29,7 @@ from flashtx.engine.merchants import hash_secret
 from flashtx.engine.sharding import RoutingTable
 
 log = logging.getLogger(__name__)
-RAY_START_TRIES = 3  # local Ray starts, when one times out on a busy host
+RAY_START_TRIES = 5  # local Ray starts, when one times out on a busy host (each ~35 s)
 
 __all__ = ["LocalEngine", "free_port"]
 

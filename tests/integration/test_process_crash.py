@@ -50,8 +50,9 @@ def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
                                 start_new_session=True)
 
 
-# How long a `flashtx serve` start is waited for (Ray's start on a loaded machine).
-SERVE_START_S = 180
+# How long a `flashtx serve` start is waited for: Ray's start on a loaded machine, which
+# `LocalEngine` tries up to RAY_START_TRIES times (Ray waits 30 s for its raylet each).
+SERVE_START_S = 300
 
 
 async def wait_serving(address: str, timeout_s: float = SERVE_START_S) -> None:
