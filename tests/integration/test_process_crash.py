@@ -30,7 +30,8 @@ from tests.integration.retrying import (
     until_answered,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Two `serve` starts of up to SERVE_START_S each on a loaded machine, and the sale.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
 UNITS = 1_500
 BUYERS = 2_500  # more buyers than units: the sale sells out, the rest are refused
