@@ -244,9 +244,6 @@ class Materializer:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._retry_delay_s_max)
 
-    def close(self) -> None:
-        self._task.cancel()
-
 
 async def materialize_pending(store: JournalStore, owners: int, owner: int,
                               rows_max: int = 20_000) -> int:

@@ -328,8 +328,9 @@ class Store:
                         *_columns(transitions, len(PLACED_TRANSITION_COLUMNS)),
                         *_columns(outbox, len(OUTBOX_COLUMNS)))
                 else:
-                    await self._commit_copying(connection, orders, lines, transitions,
-                                               outbox, carts, carts_gone, finished, settled)
+                    async with connection.transaction():
+                        await self._write_tables(connection, orders, lines, transitions,
+                                                 outbox, carts, carts_gone, finished, settled)
             except BaseException:
                 # Whatever state the connection is in (a lost answer, a cancelled call),
                 # it goes back to the pool, which resets or closes it; the next commit
@@ -340,19 +341,6 @@ class Store:
                 except Exception as error:  # the commit's own error is the one to report
                     log.warning("releasing a failed commit connection: %r", error)
                 raise
-
-    @staticmethod
-    async def _commit_copying(connection: asyncpg.Connection, orders: Sequence[tuple[Any, ...]],
-                              lines: Sequence[tuple[Any, ...]],
-                              transitions: Sequence[tuple[Any, ...]],
-                              outbox: Sequence[tuple[Any, ...]],
-                              carts: Sequence[tuple[Any, ...]],
-                              carts_gone: Sequence[tuple[str, str, str]],
-                              finished: Sequence[tuple[str, int]] = (),
-                              settled: Sequence[tuple[Any, ...]] = ()) -> None:
-        async with connection.transaction():
-            await Store._write_tables(connection, orders, lines, transitions, outbox, carts,
-                                      carts_gone, finished, settled)
 
     @staticmethod
     async def _write_tables(connection: asyncpg.Connection, orders: Sequence[tuple[Any, ...]],
@@ -495,13 +483,6 @@ class Store:
                 "SELECT owners, owner, position, payload FROM flashtx.order_journal"
                 " ORDER BY owners, owner, position")
         return [(row[0], row[1], row[2], bytes(row[3])) for row in rows]
-
-    async def journal_lag(self) -> tuple[int, int | None]:
-        """(journal rows not materialized, created_at_ms of the oldest)."""
-        async with self.pool.acquire() as connection:
-            row = await connection.fetchrow(
-                "SELECT count(*), min(created_at_ms) FROM flashtx.order_journal")
-        return int(row[0]), row[1]
 
     # --- catalogue and stock ------------------------------------------------------------------
 
